@@ -1,0 +1,265 @@
+"""Clearance operations on one store: set a step, lift or restore a restriction, apply a feed, read records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import rules
+from .feeds import FeedEntry
+from .identity import mask_id_card
+from .model import Flow, Status, Step, Student
+from .store import Store, StoreError
+
+
+class ClearanceError(ValueError):
+    """A clearance command names a student or step that does not exist, or lacks an argument."""
+
+
+class RefusedError(ClearanceError):
+    """The rules refuse the change (e.g. waiving a passed step); nothing was written."""
+
+
+@dataclass
+class FeedReport:
+    """What applying a feed did, counted and listed for the coordinator."""
+
+    passed: int = 0
+    failed: int = 0
+    unchanged: int = 0
+    reverted: list[str] = field(default_factory=list)  # passed → failed, listed by name
+    unknown: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+class Clearance:
+    """The rules of one session's flow applied to its store."""
+
+    def __init__(self, store: Store, flow: Flow) -> None:
+        self.store = store
+        self.flow = flow
+        self.year = store.session().year
+
+    # -- lookups -------------------------------------------------------------------------
+    def student(self, query: str) -> Student:
+        """Exactly one student by 学号, 姓名 or 身份证号, or a ClearanceError saying why not."""
+        matches = self.store.find_students(query.strip())
+        if not matches:
+            raise ClearanceError(f"找不到学生“{query}”（可用学号、姓名或身份证号查询）")
+        if len(matches) > 1:
+            listed = "、".join(f"{s.student_no} {s.name}（{s.college}）" for s in matches[:10])
+            raise ClearanceError(f"“{query}”对应 {len(matches)} 名学生：{listed}；请改用学号")
+        return matches[0]
+
+    def step(self, code_or_name: str) -> Step:
+        """A step by its code, or by its Chinese name when that name is unique in the flow."""
+        if code_or_name in self.flow.steps:
+            return self.flow.steps[code_or_name]
+        named = [s for s in self.flow.all_steps() if s.name == code_or_name]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            codes = "、".join(s.code for s in named)
+            raise ClearanceError(f"有多个步骤叫“{code_or_name}”，请用代码：{codes}")
+        raise ClearanceError(f"没有步骤“{code_or_name}”；lixiao flow show 列出所有步骤代码")
+
+    def statuses(self, student_no: str) -> dict[str, Status]:
+        """Stored statuses of one student by step code."""
+        return {k: v.status for k, v in self.store.status_rows(student_no).items()}
+
+    def waived(self, student_no: str) -> set[str]:
+        """Steps of one student whose restriction is lifted."""
+        return {w["step"] for w in self.store.active_waivers(student_no)}
+
+    # -- changes -------------------------------------------------------------------------
+    def set_step(
+        self,
+        student: Student,
+        step_code: str,
+        new: Status,
+        *,
+        remark: str = "",
+        source: str,
+        operator: str = "",
+        source_hash: str = "",
+    ) -> rules.Decision:
+        """Apply one status change if the rules allow it; the refusal reason otherwise."""
+        with self.store.transaction():
+            rows = self.store.status_rows(student.student_no)
+            statuses = {k: v.status for k, v in rows.items()}
+            decision = rules.may_set(
+                self.flow, student, step_code, new, statuses, self.waived(student.student_no), self.year
+            )
+            if not decision.allowed:
+                return decision
+            old = rows.get(step_code)
+            if old and old.status is new and old.remark == remark:
+                return rules.Decision(True, unchanged=True)
+            if old and old.status is Status.PASSED and new is not Status.PASSED:
+                kind = "reverted"
+            else:
+                kind = "applied"
+            self.store.write_status(
+                student.student_no, step_code, new, remark=remark, source=source,
+                operator=operator, decision=kind, source_hash=source_hash,
+            )
+        return decision
+
+    def waive(self, student: Student, step: Step, reason: str, operator: str, evidence: str = "") -> None:
+        """Lift the restriction of one student's step (毕业生特殊离校点), refused on a passed step."""
+        if not reason.strip():
+            raise ClearanceError("解除限制必须填写理由（--reason）")
+        with self.store.transaction():
+            stored = self.statuses(student.student_no).get(step.code, Status.PENDING)
+            decision = rules.may_waive(
+                self.flow, student, step.code, stored, step.code in self.waived(student.student_no), self.year
+            )
+            if not decision.allowed:
+                raise RefusedError(decision.reason)
+            self.store.add_waiver(student.student_no, step.code, reason.strip(), operator, evidence)
+
+    def unwaive(self, student: Student, step: Step, operator: str) -> None:
+        """Restore a lifted restriction (限制重新开启)."""
+        with self.store.transaction():
+            if not self.store.restore_waiver(student.student_no, step.code, operator):
+                raise RefusedError(f"{student.name} 的“{step.name}”没有已解除的限制")
+
+    def apply_feed(self, entries: list[FeedEntry], source: str, operator: str = "") -> FeedReport:
+        """Set feed steps from an external export in one transaction; passed → failed is reported."""
+        report = FeedReport()
+        by_no = {s.student_no: s for s in self.store.students()}
+        by_id = {s.id_card: s for s in by_no.values()}
+        feed_steps = {s.feed: s for s in self.flow.all_steps() if s.feed}
+        with self.store.transaction():
+            for entry in entries:
+                step = feed_steps.get(entry.feed)
+                if step is None:
+                    raise ClearanceError(f"当前流程中没有由数据源 {entry.feed} 设置的步骤")
+                # Loans match by 身份证号 first (the bank's key), falling back to 学号.
+                student = by_id.get(entry.id_card) if entry.id_card else None
+                student = student or by_no.get(entry.student_no)
+                if student is None:
+                    shown = entry.student_no or mask_id_card(entry.id_card)
+                    report.unknown.append(f"第 {entry.row} 行：{shown}")
+                    continue
+                old = self.statuses(student.student_no).get(step.code)
+                if not rules.applies(step, student) or not step.enabled(self.year):
+                    if step.feed.startswith("loans"):
+                        report.refused.append(
+                            f"第 {entry.row} 行：{student.name}（{student.student_no}）在学生名单中没有该贷款标记"
+                        )
+                    else:
+                        report.unchanged += 1
+                    continue
+                decision = self.set_step(
+                    student, step.code, entry.status, remark=entry.remark, source=source, operator=operator
+                )
+                if decision.unchanged:
+                    report.unchanged += 1
+                elif not decision.allowed:
+                    report.refused.append(f"第 {entry.row} 行：{student.name}：{decision.reason}")
+                elif old is Status.PASSED and entry.status is Status.FAILED:
+                    report.reverted.append(f"{student.student_no} {student.name}：{entry.remark}")
+                elif entry.status is Status.PASSED:
+                    report.passed += 1
+                else:
+                    report.failed += 1
+        return report
+
+    # -- records -------------------------------------------------------------------------
+    def record(self, student: Student) -> dict[str, Any]:
+        """The ``status --json`` document: the student's 离校记录, blocked steps, 全部完成."""
+        rows = self.store.status_rows(student.student_no)
+        statuses = {k: v.status for k, v in rows.items()}
+        waived = self.waived(student.student_no)
+        steps = []
+        for cp in self.flow.checkpoints:
+            for step in cp.steps:
+                row = rows.get(step.code)
+                status = rules.effective_status(step, student, row.status if row else None, self.year)
+                steps.append({
+                    "checkpoint": cp.code,
+                    "checkpoint_name": cp.title_for(student.college),
+                    "step": step.code,
+                    "step_name": step.name,
+                    "status": status.value,
+                    "status_label": status.label,
+                    "waived": step.code in waived,
+                    "remark": row.remark if row else "",
+                    "updated_at": row.updated_at if row else "",
+                    "source": row.source if row else "",
+                })
+        blocked = rules.blocked_steps(self.flow, student, statuses, waived, self.year)
+        return {
+            "student_no": student.student_no,
+            "name": student.name,
+            "gender": student.gender,
+            "id_card": mask_id_card(student.id_card),
+            "college": student.college,
+            "major": student.major,
+            "class": student.class_name,
+            "dorm": student.dorm,
+            "level": student.level,
+            "previous": student.previous,
+            "complete": rules.is_complete(self.flow, student, statuses, self.year),
+            "steps": steps,
+            "blocked": [
+                {
+                    "step": step.code,
+                    "step_name": step.name,
+                    "missing": [f"{self.flow.checkpoint(m.checkpoint).title_for(student.college)}：{m.name}" for m in missing],
+                    "message": rules.describe_missing(self.flow, student, missing),
+                }
+                for step, missing in blocked
+            ],
+        }
+
+    def student_matrix(self) -> list[tuple[Student, dict[str, Status], set[str], bool]]:
+        """Every student with the effective status of every step, waived steps and 全部完成."""
+        everything = self.store.all_statuses()
+        waivers: dict[str, set[str]] = {}
+        for w in self.store.active_waivers():
+            waivers.setdefault(w["student_no"], set()).add(w["step"])
+        steps = self.flow.all_steps()
+        result = []
+        for student in self.store.students():
+            stored = everything.get(student.student_no, {})
+            effective = {
+                step.code: rules.effective_status(step, student, stored.get(step.code), self.year) for step in steps
+            }
+            complete = rules.is_complete(self.flow, student, stored, self.year)
+            result.append((student, effective, waivers.get(student.student_no, set()), complete))
+        return result
+
+    def matrix(self) -> list[dict[str, Any]]:
+        """The full status matrix: one entry per student and step (``export FILE.json``)."""
+        return [
+            {"student_no": student.student_no, "step": code, "status": status.value, "waived": code in waived}
+            for student, statuses, waived, _ in self.student_matrix()
+            for code, status in statuses.items()
+        ]
+
+    def waiver_list(self) -> list[dict[str, Any]]:
+        """已解除限制名单: every restriction in force, with the student and the step's current status."""
+        result = []
+        for w in self.store.active_waivers():
+            student = self.store.student(w["student_no"])
+            if student is None:
+                raise StoreError(f"解除限制记录引用了不存在的学生 {w['student_no']}")
+            step = self.flow.steps.get(w["step"])
+            status = self.statuses(student.student_no).get(w["step"], Status.PENDING)
+            result.append({
+                "student_no": student.student_no,
+                "name": student.name,
+                "college": student.college,
+                "class": student.class_name,
+                "step": w["step"],
+                "step_name": step.name if step else w["step"],
+                "checkpoint_name": self.flow.checkpoint(step.checkpoint).title_for(student.college) if step else "",
+                "status": status.label,
+                "reason": w["reason"],
+                "evidence": w["evidence"],
+                "operator": w["operator"],
+                "created_at": w["created_at"],
+            })
+        return result

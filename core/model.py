@@ -1,0 +1,144 @@
+"""Plain, typed domain objects: students, checkpoints, steps, statuses and waivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """State of one student at one step; the Chinese label is the manual's."""
+
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
+    OPTIONAL = "optional"
+    NA = "na"
+
+    @property
+    def label(self) -> str:
+        """The manual's word for this status (离校记录)."""
+        return STATUS_LABELS[self]
+
+
+STATUS_LABELS: dict[Status, str] = {
+    Status.PENDING: "未办理",
+    Status.PASSED: "已通过",
+    Status.FAILED: "未通过",
+    Status.OPTIONAL: "可办可不办",
+    Status.NA: "不适用",
+}
+
+LEVELS = ("本科", "硕士", "博士")
+
+# Roster flag columns: the Chinese header and the attribute of Student it fills.
+FLAG_COLUMNS: dict[str, str] = {
+    "往届": "previous",
+    "国家助学贷款": "national_loan",
+    "生源地贷款": "local_loan",
+    "借用交换机": "switch",
+    "暂缓发证": "withheld",
+}
+FLAGS = tuple(FLAG_COLUMNS.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Student:
+    """One graduate of the session; 学号 is the key and always text."""
+
+    student_no: str
+    name: str
+    gender: str = ""
+    id_card: str = ""
+    college: str = ""
+    major: str = ""
+    class_name: str = ""
+    dorm: str = ""
+    level: str = "本科"
+    previous: bool = False
+    national_loan: bool = False
+    local_loan: bool = False
+    switch: bool = False
+    withheld: bool = False
+
+    def flag(self, name: str) -> bool:
+        """The value of one applicability flag (e.g. ``national_loan``)."""
+        if name not in FLAGS:
+            raise KeyError(name)
+        return bool(getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One 离校步骤 inside a checkpoint."""
+
+    code: str
+    name: str
+    checkpoint: str
+    applies_to: str = "all"  # "all", a flag name, or "!flag"
+    source: str = "workbook"  # "workbook" or "feed"
+    feed: str = ""  # "library", "finance", "loans:national", "loans:local"
+    required: bool = True
+    disabled_from: int | None = None  # session year from which the step is cancelled
+
+    def enabled(self, year: int) -> bool:
+        """True when the step is still in use for a session of this year."""
+        return self.disabled_from is None or year < self.disabled_from
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One 离校点: an office and its steps, possibly one instance per college."""
+
+    code: str
+    name: str
+    steps: tuple[Step, ...] = ()
+    per_college: bool = False
+    display: str = ""  # e.g. "{college}离校点" for per-college checkpoints
+    batch: tuple[str, ...] = ()  # allowed batch sheets: class, dorm, college
+    requires: tuple[str, ...] = ()  # checkpoint codes or step codes
+    kind: str = "office"  # "office", "alternate" (教务处) or "waiver" (特殊离校点)
+    in_record: bool = True  # shown in the student's 离校记录
+    lifts: tuple[str, ...] = ()  # for kind "waiver": steps whose restriction it lifts
+
+    def title_for(self, college: str) -> str:
+        """The name this checkpoint has for a student of ``college``."""
+        if self.per_college and self.display and college:
+            return self.display.replace("{college}", college)
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """The ordered checkpoints of a session and an index of their steps."""
+
+    name: str
+    checkpoints: tuple[Checkpoint, ...]
+    steps: dict[str, Step] = field(default_factory=dict)
+
+    def checkpoint(self, code: str) -> Checkpoint:
+        """The checkpoint with this code (KeyError if none)."""
+        for cp in self.checkpoints:
+            if cp.code == code:
+                return cp
+        raise KeyError(code)
+
+    def step_checkpoint(self, step_code: str) -> Checkpoint:
+        """The checkpoint that holds this step."""
+        return self.checkpoint(self.steps[step_code].checkpoint)
+
+    def all_steps(self) -> list[Step]:
+        """Every step in flow order."""
+        return [s for cp in self.checkpoints for s in cp.steps]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiver:
+    """A lifted prerequisite restriction (解除限制 / 缓交) of one student's step."""
+
+    student_no: str
+    step: str
+    reason: str
+    operator: str
+    created_at: str
+    evidence: str = ""

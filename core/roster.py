@@ -1,0 +1,186 @@
+"""Roster (学生名单) validation: Chinese headers, text IDs, check digits, dorms, flags, duplicates."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .identity import clean_text, id_card_problem, normalize_id_card, student_no_problem
+from .model import FLAG_COLUMNS, LEVELS, Student
+
+BASE_COLUMNS = ("学号", "姓名", "性别", "身份证号", "院系", "专业", "班级", "宿舍", "培养层次")
+COLUMNS = BASE_COLUMNS + tuple(FLAG_COLUMNS)
+REQUIRED_COLUMNS = ("学号", "姓名", "身份证号", "院系", "班级")
+NO_DORM = ("无住宿信息", "无", "-")
+_DORM = re.compile(r"^(\d+)区-(\d+)栋-(\d+)层-(\d+)$")
+_TRUE = {"是", "1", "Y", "YES", "TRUE", "✓", "√", "✔", "T"}
+_FALSE = {"否", "0", "N", "NO", "FALSE", "", "F"}
+_SCIENTIFIC = re.compile(r"^\d(\.\d+)?E\+\d+$", re.IGNORECASE)
+
+
+class RosterError(ValueError):
+    """The roster as a whole cannot be read (missing columns, no rows)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """One bad row: its row number in the file and every reason, in Chinese."""
+
+    row: int
+    student_no: str
+    reasons: tuple[str, ...]
+
+    def __str__(self) -> str:
+        who = f"（学号 {self.student_no}）" if self.student_no else ""
+        return f"第 {self.row} 行{who}：{'；'.join(self.reasons)}"
+
+
+@dataclass
+class RosterResult:
+    """Valid students, bad rows, and warnings about the file as a whole."""
+
+    students: list[Student] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_flag(value: Any) -> bool | None:
+    """A roster flag cell as a bool (是/否, 1/0, Y/N, TRUE/FALSE, ✓/empty), or None if unrecognised."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return {1: True, 0: False}.get(int(value)) if float(value).is_integer() else None
+    text = clean_text(str(value)).upper()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    return None
+
+
+def parse_dorm(value: str) -> str | None:
+    """A normalised 宿舍 (区-栋-层-房间, e.g. 2区-3栋-3层-0309), '' for none, or None if malformed."""
+    text = clean_text(value).replace("－", "-").replace("—", "-")
+    if text in NO_DORM or not text:
+        return ""
+    return text if _DORM.match(text) else None
+
+
+def dorm_building(dorm: str) -> str:
+    """The building part of a dorm (2区-3栋), or '' when the student has no dorm."""
+    parts = dorm.split("-")
+    return "-".join(parts[:2]) if len(parts) == 4 else ""
+
+
+def _text_cell(value: Any, column: str, reasons: list[str]) -> str:
+    """A cell that must be text: numbers are refused because Excel already damaged them."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or isinstance(value, int | float):
+        reasons.append(
+            f"{column}是数字格式（{value}），Excel 会丢掉前导 0 和第 15 位之后的数字；"
+            f"请把{column}列设为“文本”格式后重新输入"
+        )
+        return ""
+    return clean_text(str(value))
+
+
+def validate_row(row_number: int, cells: Mapping[str, Any]) -> Student | RowProblem:
+    """One roster row as a Student, or every reason it is refused."""
+    reasons: list[str] = []
+    student_no = _text_cell(cells.get("学号"), "学号", reasons)
+    if student_no and _SCIENTIFIC.match(student_no):
+        reasons.append(f"学号“{student_no}”已被 Excel 变成科学计数法，请把学号列设为文本后重新输入")
+    elif not reasons and (problem := student_no_problem(student_no)):
+        reasons.append(problem)
+    id_card = normalize_id_card(_text_cell(cells.get("身份证号"), "身份证号", reasons))
+    if not any(r.startswith("身份证号") for r in reasons):
+        if not id_card:
+            reasons.append("身份证号为空")
+        elif problem := id_card_problem(id_card):
+            reasons.append(problem)
+    name = clean_text(str(cells.get("姓名") or ""))
+    if not name:
+        reasons.append("姓名为空")
+    gender = clean_text(str(cells.get("性别") or ""))
+    if gender not in ("男", "女", ""):
+        reasons.append(f"性别“{gender}”应为 男 或 女")
+    dorm = parse_dorm(str(cells.get("宿舍") or ""))
+    if dorm is None:
+        reasons.append(f"宿舍“{cells.get('宿舍')}”格式应为 区-栋-层-房间，如 2区-3栋-3层-0309（无住宿可留空）")
+    level = clean_text(str(cells.get("培养层次") or "")) or "本科"
+    if level not in LEVELS:
+        reasons.append(f"培养层次“{level}”应为 {'、'.join(LEVELS)} 之一")
+    college = clean_text(str(cells.get("院系") or ""))
+    if not college:
+        reasons.append("院系为空")
+    class_name = clean_text(str(cells.get("班级") or ""))
+    if not class_name:
+        reasons.append("班级为空")
+    flags: dict[str, bool] = {}
+    for column, attr in FLAG_COLUMNS.items():
+        value = parse_flag(cells.get(column))
+        if value is None:
+            reasons.append(f"{column}“{cells.get(column)}”应为 是 或 否")
+        flags[attr] = bool(value)
+    if reasons:
+        return RowProblem(row_number, student_no, tuple(reasons))
+    return Student(
+        student_no=student_no, name=name, gender=gender, id_card=id_card, college=college,
+        major=clean_text(str(cells.get("专业") or "")), class_name=class_name, dorm=dorm or "",
+        level=level, **flags,
+    )
+
+
+def check_headers(headers: Iterable[str]) -> list[str]:
+    """Warnings about unknown columns; raises RosterError when a required column is missing."""
+    present = [clean_text(h) for h in headers]
+    missing = [c for c in REQUIRED_COLUMNS if c not in present]
+    if missing:
+        raise RosterError(
+            f"名单缺少必需的列：{'、'.join(missing)}。请用 lixiao students template 生成模板，按模板的列名填写"
+        )
+    dupes = sorted({h for h in present if h and present.count(h) > 1})
+    if dupes:
+        raise RosterError(f"名单中有重复的列名：{'、'.join(dupes)}，请删除多余的列")
+    unknown = [h for h in present if h and h not in COLUMNS]
+    return [f"忽略未知的列：{'、'.join(unknown)}"] if unknown else []
+
+
+def validate_roster(headers: list[str], rows: Iterable[tuple[int, Mapping[str, Any]]]) -> RosterResult:
+    """Validate every row; duplicates of 学号 or 身份证号 are reported on each row involved."""
+    result = RosterResult(warnings=check_headers(headers))
+    parsed: list[tuple[int, Student]] = []
+    for number, cells in rows:
+        if all(v is None or (isinstance(v, str) and not v.strip()) for v in cells.values()):
+            continue
+        outcome = validate_row(number, cells)
+        if isinstance(outcome, RowProblem):
+            result.problems.append(outcome)
+        else:
+            parsed.append((number, outcome))
+    by_no: dict[str, list[int]] = {}
+    by_id: dict[str, list[int]] = {}
+    for number, student in parsed:
+        by_no.setdefault(student.student_no, []).append(number)
+        by_id.setdefault(student.id_card, []).append(number)
+    for number, student in parsed:
+        reasons = []
+        same_no = [n for n in by_no[student.student_no] if n != number]
+        if same_no:
+            reasons.append(f"学号重复（与第 {'、'.join(map(str, same_no))} 行相同）")
+        same_id = [n for n in by_id[student.id_card] if n != number]
+        if same_id:
+            reasons.append(f"身份证号重复（与第 {'、'.join(map(str, same_id))} 行相同）")
+        if reasons:
+            result.problems.append(RowProblem(number, student.student_no, tuple(reasons)))
+        else:
+            result.students.append(student)
+    result.problems.sort(key=lambda p: p.row)
+    if not result.students and not result.problems:
+        raise RosterError("名单中没有任何学生行")
+    return result

@@ -1,0 +1,158 @@
+"""The business rules of the manual as pure functions: applicability, prerequisites, waivers, 全部完成."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+
+from .model import Checkpoint, Flow, Status, Step, Student
+
+BLOCKED_PREFIX = "当前学生没有完成以下步骤，不能进行当前离校点的离校："
+# A prerequisite is met by these statuses (na also covers disabled steps).
+_MEETS = frozenset({Status.PASSED, Status.OPTIONAL, Status.NA})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a change may be applied, and if not the reason shown to staff."""
+
+    allowed: bool
+    reason: str = ""
+    missing: tuple[Step, ...] = ()
+    unchanged: bool = False  # allowed, but the store already holds exactly this
+
+
+ALLOWED = Decision(True)
+
+
+def applies(step: Step, student: Student) -> bool:
+    """True when ``step`` concerns ``student`` (loans, switch, withheld certificates...)."""
+    rule = step.applies_to
+    if rule == "all":
+        return True
+    if rule.startswith("!"):
+        return not student.flag(rule[1:])
+    return student.flag(rule)
+
+
+def effective_status(step: Step, student: Student, stored: Status | None, year: int) -> Status:
+    """The status a report shows: na when not applicable or disabled, else stored or pending."""
+    if not step.enabled(year) or not applies(step, student):
+        return Status.NA
+    return stored if stored is not None and stored is not Status.NA else Status.PENDING
+
+
+def concerns(checkpoint: Checkpoint, student: Student, year: int) -> bool:
+    """True when at least one enabled step of the checkpoint applies to the student."""
+    return any(s.enabled(year) and applies(s, student) for s in checkpoint.steps)
+
+
+def prerequisite_steps(flow: Flow, checkpoint: Checkpoint) -> list[Step]:
+    """The steps a checkpoint requires, in flow order (a required checkpoint means all its steps)."""
+    wanted: set[str] = set()
+    for req in checkpoint.requires:
+        if req in flow.steps:
+            wanted.add(req)
+        else:
+            wanted.update(s.code for s in flow.checkpoint(req).steps)
+    return [s for s in flow.all_steps() if s.code in wanted]
+
+
+def missing_prerequisites(
+    flow: Flow,
+    student: Student,
+    step_code: str,
+    statuses: Mapping[str, Status],
+    waived: Set[str],
+    year: int,
+) -> list[Step]:
+    """Prerequisite steps of ``step_code`` not passed, optional, na or waived for this student."""
+    checkpoint = flow.step_checkpoint(step_code)
+    missing = []
+    for pre in prerequisite_steps(flow, checkpoint):
+        status = effective_status(pre, student, statuses.get(pre.code), year)
+        if status not in _MEETS and pre.code not in waived:
+            missing.append(pre)
+    return missing
+
+
+def describe_missing(flow: Flow, student: Student, missing: list[Step] | tuple[Step, ...]) -> str:
+    """The manual's refusal: 当前学生没有完成以下步骤，不能进行当前离校点的离校：财务处离校点：缴还欠款."""
+    items = [
+        f"{flow.checkpoint(s.checkpoint).title_for(student.college)}：{s.name}" for s in missing
+    ]
+    return BLOCKED_PREFIX + "；".join(items)
+
+
+def may_set(
+    flow: Flow,
+    student: Student,
+    step_code: str,
+    new: Status,
+    statuses: Mapping[str, Status],
+    waived: Set[str],
+    year: int,
+) -> Decision:
+    """Whether ``step_code`` of ``student`` may become ``new`` given the store's current state."""
+    step = flow.steps[step_code]
+    if not step.enabled(year):
+        return Decision(False, f"步骤“{step.name}”自 {step.disabled_from} 年起已取消，不能再办理")
+    if not applies(step, student):
+        return Decision(False, f"该生不需要办理“{step.name}”（不适用）")
+    if new is Status.NA:
+        return Decision(False, "不能把步骤直接设为“不适用”，不适用由学生名单中的标记决定")
+    if new is Status.PASSED:
+        missing = missing_prerequisites(flow, student, step_code, statuses, waived, year)
+        if missing:
+            return Decision(False, describe_missing(flow, student, missing), tuple(missing))
+    return ALLOWED
+
+
+def restricting_checkpoints(flow: Flow, step_code: str) -> list[Checkpoint]:
+    """Checkpoints for which ``step_code`` is a prerequisite (the restriction a waiver lifts)."""
+    return [cp for cp in flow.checkpoints if step_code in {s.code for s in prerequisite_steps(flow, cp)}]
+
+
+def may_waive(
+    flow: Flow, student: Student, step_code: str, status: Status, already: bool, year: int
+) -> Decision:
+    """Whether the special desk may lift the restriction of this student's step (manual §3.9)."""
+    step = flow.steps[step_code]
+    if not restricting_checkpoints(flow, step_code):
+        return Decision(False, f"“{step.name}”不是任何离校点的前置条件，没有可解除的限制")
+    if effective_status(step, student, status, year) is Status.NA:
+        return Decision(False, f"该生不需要办理“{step.name}”，没有可解除的限制")
+    if status is Status.PASSED:
+        return Decision(False, f"“{step.name}”已通过，无法调整离校点限制")
+    if already:
+        return Decision(False, f"“{step.name}”的限制已经解除（限制已关闭）")
+    return ALLOWED
+
+
+def is_complete(flow: Flow, student: Student, statuses: Mapping[str, Status], year: int) -> bool:
+    """全部完成: every applicable, enabled, required step passed (a waiver does not count as passed).
+
+    A step marked 可办可不办 (optional) never holds a student back.
+    """
+    for step in flow.all_steps():
+        if not step.required:
+            continue
+        status = effective_status(step, student, statuses.get(step.code), year)
+        if status not in _MEETS:
+            return False
+    return True
+
+
+def blocked_steps(
+    flow: Flow, student: Student, statuses: Mapping[str, Status], waived: Set[str], year: int
+) -> list[tuple[Step, list[Step]]]:
+    """Unpassed applicable steps whose prerequisites are unmet, each with what is missing."""
+    result = []
+    for step in flow.all_steps():
+        status = effective_status(step, student, statuses.get(step.code), year)
+        if status in (Status.PASSED, Status.NA):
+            continue
+        missing = missing_prerequisites(flow, student, step.code, statuses, waived, year)
+        if missing:
+            result.append((step, missing))
+    return result

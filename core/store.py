@@ -1,0 +1,485 @@
+"""The SQLite store (WAL, synchronous=FULL): schema migrations, students, statuses, waivers, audit chain."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .identity import mask_id_card
+from .model import FLAGS, Status, Student
+
+BUSY_TIMEOUT_MS = 15_000
+GENESIS = "0" * 64
+
+MIGRATIONS: list[str] = [
+    # 1: the whole first schema.
+    """
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        year INTEGER NOT NULL,
+        flow_name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE students (
+        student_no TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        gender TEXT NOT NULL DEFAULT '',
+        id_card TEXT NOT NULL DEFAULT '',
+        college TEXT NOT NULL DEFAULT '',
+        major TEXT NOT NULL DEFAULT '',
+        class_name TEXT NOT NULL DEFAULT '',
+        dorm TEXT NOT NULL DEFAULT '',
+        level TEXT NOT NULL DEFAULT '本科',
+        previous INTEGER NOT NULL DEFAULT 0,
+        national_loan INTEGER NOT NULL DEFAULT 0,
+        local_loan INTEGER NOT NULL DEFAULT 0,
+        switch INTEGER NOT NULL DEFAULT 0,
+        withheld INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX students_name ON students(name);
+    CREATE INDEX students_id_card ON students(id_card);
+    CREATE TABLE statuses (
+        student_no TEXT NOT NULL REFERENCES students(student_no),
+        step TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending','passed','failed','optional','na')),
+        remark TEXT NOT NULL DEFAULT '',
+        version INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        operator TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (student_no, step)
+    );
+    CREATE TABLE waivers (
+        id INTEGER PRIMARY KEY,
+        student_no TEXT NOT NULL REFERENCES students(student_no),
+        step TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        evidence TEXT NOT NULL DEFAULT '',
+        operator TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        restored_at TEXT,
+        restored_by TEXT
+    );
+    CREATE UNIQUE INDEX waivers_active ON waivers(student_no, step) WHERE restored_at IS NULL;
+    CREATE TABLE workbooks (
+        id TEXT PRIMARY KEY,
+        checkpoint TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        issued_at TEXT NOT NULL,
+        students_hash TEXT NOT NULL,
+        baseline TEXT NOT NULL,
+        path TEXT NOT NULL
+    );
+    CREATE TABLE returns (
+        hash TEXT PRIMARY KEY,
+        file_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        outcome TEXT,
+        workbook_id TEXT,
+        received_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE refused_ticks (
+        id INTEGER PRIMARY KEY,
+        return_hash TEXT NOT NULL,
+        student_no TEXT NOT NULL,
+        step TEXT NOT NULL,
+        value TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE conflicts (
+        id INTEGER PRIMARY KEY,
+        return_hash TEXT NOT NULL,
+        student_no TEXT NOT NULL,
+        step TEXT NOT NULL,
+        baseline TEXT NOT NULL,
+        returned TEXT NOT NULL,
+        current TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        resolved_at TEXT
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        student_no TEXT NOT NULL DEFAULT '',
+        step TEXT NOT NULL DEFAULT '',
+        old TEXT NOT NULL DEFAULT '',
+        new TEXT NOT NULL DEFAULT '',
+        decision TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL DEFAULT '',
+        source_hash TEXT NOT NULL DEFAULT '',
+        operator TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '',
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE
+    );
+    CREATE INDEX audit_student ON audit(student_no);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_AUDIT_FIELDS = (
+    "at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash",
+    "operator", "detail",
+)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or is not in a usable state."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """The stored state of one (student, step) cell."""
+
+    status: Status
+    remark: str
+    version: int
+    updated_at: str
+    source: str
+    operator: str
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The 离校会话 held by a store."""
+
+    name: str
+    year: int
+    flow_name: str
+    created_at: str
+
+
+def now() -> str:
+    """The local time as an ISO string to the second, the store's timestamp format."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def audit_hash(prev_hash: str, event: dict[str, Any]) -> str:
+    """The hash that chains one audit event to the previous one."""
+    body = json.dumps([prev_hash, *(event[f] for f in _AUDIT_FIELDS)], ensure_ascii=False)
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _connect(path: Path) -> sqlite_utils.Database:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
+    db = sqlite_utils.Database(conn)
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+class Store:
+    """One data folder's SQLite store; every multi-row write goes through ``transaction()``."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, session_name: str, year: int, flow_name: str) -> Store:
+        """Create a new store with the current schema and its session."""
+        if path.exists():
+            raise StoreError(f"{path} 已存在，不会覆盖")
+        db = _connect(path)
+        db.enable_wal()
+        store = cls(db, path)
+        store._migrate()
+        with store.transaction():
+            db.execute(
+                "INSERT INTO sessions (name, year, flow_name, created_at) VALUES (?, ?, ?, ?)",
+                [session_name, year, flow_name, now()],
+            )
+            store.append_audit([{"kind": "session", "new": session_name, "detail": flow_name}])
+        return store
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open an existing store, migrating its schema forward if needed."""
+        if not path.exists():
+            raise StoreError(f"找不到数据库 {path}，请先运行 lixiao init")
+        try:
+            db = _connect(path)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"数据库 {path} 已损坏或不是 SQLite 文件（{exc}）；请用 lixiao backup 的备份恢复") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"数据库 {path} 的版本 {version} 比本程序新（{SCHEMA_VERSION}），请升级 lixiao")
+        store = cls(db, path)
+        if version < SCHEMA_VERSION:
+            store._migrate()
+        return store
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.conn.close()
+
+    def backup_to(self, dest: Path) -> None:
+        """A consistent online copy (SQLite backup API), verified before it is kept."""
+        if dest.exists():
+            raise StoreError(f"{dest} 已存在，不会覆盖；请换一个文件名")
+        partial = dest.with_name(dest.name + ".partial")
+        target = sqlite3.connect(str(partial))
+        try:
+            self.db.conn.backup(target)
+        finally:
+            target.close()
+        copy = Store(_connect(partial), partial)
+        try:
+            problems = copy.integrity_problems() + copy.audit_problems()
+        finally:
+            copy.close()
+        if problems:
+            partial.unlink()
+            raise StoreError(f"备份校验失败：{problems[0]}")
+        partial.replace(dest)
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first; each migration and its version bump is one transaction.
+            self.db.conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """One write transaction (BEGIN IMMEDIATE): everything inside commits or nothing does."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            with self.db.atomic():
+                yield self
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    # -- session -------------------------------------------------------------------------
+    def session(self) -> Session:
+        """The store's session."""
+        row = self.db.execute("SELECT name, year, flow_name, created_at FROM sessions ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            raise StoreError("数据库中没有离校会话，请重新 lixiao init")
+        return Session(*row)
+
+    # -- audit ---------------------------------------------------------------------------
+    def append_audit(self, events: Iterable[dict[str, Any]]) -> int:
+        """Append events to the hash-chained audit log; call inside a transaction."""
+        row = self.db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS
+        stamp = now()
+        rows = []
+        for raw in events:
+            event = {f: str(raw.get(f, "") or "") for f in _AUDIT_FIELDS}
+            event["at"] = event["at"] or stamp
+            digest = audit_hash(prev, event)
+            rows.append([*(event[f] for f in _AUDIT_FIELDS), prev, digest])
+            prev = digest
+        self.db.conn.executemany(
+            f"INSERT INTO audit ({', '.join(_AUDIT_FIELDS)}, prev_hash, hash) "
+            f"VALUES ({', '.join('?' * (len(_AUDIT_FIELDS) + 2))})",
+            rows,
+        )
+        return len(rows)
+
+    def history(self, student_no: str) -> list[dict[str, Any]]:
+        """Every audit event of one student, oldest first."""
+        return list(self.db.query("SELECT * FROM audit WHERE student_no = ? ORDER BY seq", [student_no]))
+
+    def audit_problems(self) -> list[str]:
+        """Breaks in the audit hash chain (empty when the chain verifies)."""
+        problems = []
+        prev = GENESIS
+        cursor = self.db.execute(f"SELECT seq, {', '.join(_AUDIT_FIELDS)}, prev_hash, hash FROM audit ORDER BY seq")
+        for row in cursor:
+            seq = row[0]
+            event = dict(zip(_AUDIT_FIELDS, row[1:-2], strict=True))
+            if row[-2] != prev:
+                problems.append(f"审计记录 {seq} 的前一哈希不连续（记录被删除或插入）")
+            if audit_hash(row[-2], event) != row[-1]:
+                problems.append(f"审计记录 {seq} 的内容与哈希不符（记录被改动）")
+            prev = row[-1]
+        return problems
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite integrity and foreign-key problems (empty when the file is sound)."""
+        problems = [r[0] for r in self.db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        problems += [f"外键错误：{r[0]} 第 {r[1]} 行引用 {r[2]}" for r in self.db.execute("PRAGMA foreign_key_check")]
+        return problems
+
+    # -- students ------------------------------------------------------------------------
+    def upsert_students(self, students: list[Student], source: str, operator: str = "") -> dict[str, int]:
+        """Insert new and update changed students (idempotent); returns added/updated/unchanged counts."""
+        existing = {s.student_no: s for s in self.students()}
+        stamp = now()
+        counts = {"added": 0, "updated": 0, "unchanged": 0}
+        rows, events = [], []
+        for student in students:
+            old = existing.get(student.student_no)
+            if old == student:
+                counts["unchanged"] += 1
+                continue
+            counts["updated" if old else "added"] += 1
+            row = asdict(student)
+            row.update({f: int(row[f]) for f in FLAGS}, updated_at=stamp)
+            rows.append(row)
+            changes = _student_changes(old, student)
+            events.append({
+                "kind": "student",
+                "student_no": student.student_no,
+                "old": json.dumps(changes[0], ensure_ascii=False) if old else "",
+                "new": json.dumps(changes[1], ensure_ascii=False),
+                "decision": "updated" if old else "added",
+                "source": source,
+                "operator": operator,
+            })
+        with self.transaction():
+            if rows:
+                self.db["students"].upsert_all(rows, pk="student_no")
+            self.append_audit(events)
+        return counts
+
+    def students(self) -> list[Student]:
+        """All students ordered by 学号."""
+        return [_student(r) for r in self.db.query("SELECT * FROM students ORDER BY student_no")]
+
+    def student(self, student_no: str) -> Student | None:
+        """One student by 学号, or None."""
+        rows = list(self.db.query("SELECT * FROM students WHERE student_no = ?", [student_no]))
+        return _student(rows[0]) if rows else None
+
+    def find_students(self, query: str) -> list[Student]:
+        """Students matching a 学号, a 姓名 or a 身份证号 exactly."""
+        rows = self.db.query(
+            "SELECT * FROM students WHERE student_no = ? OR name = ? OR id_card = ? ORDER BY student_no",
+            [query, query, query.upper()],
+        )
+        return [_student(r) for r in rows]
+
+    def student_count(self) -> int:
+        """How many students the session holds."""
+        return int(self.db.execute("SELECT count(*) FROM students").fetchone()[0])
+
+    # -- statuses ------------------------------------------------------------------------
+    def status_rows(self, student_no: str) -> dict[str, StatusRow]:
+        """Stored status rows of one student by step code (absent steps are pending)."""
+        rows = self.db.execute(
+            "SELECT step, status, remark, version, updated_at, source, operator FROM statuses WHERE student_no = ?",
+            [student_no],
+        )
+        return {r[0]: StatusRow(Status(r[1]), *r[2:]) for r in rows}
+
+    def all_statuses(self) -> dict[str, dict[str, Status]]:
+        """Every stored status: 学号 → step → status."""
+        result: dict[str, dict[str, Status]] = {}
+        for no, step, status in self.db.execute("SELECT student_no, step, status FROM statuses"):
+            result.setdefault(no, {})[step] = Status(status)
+        return result
+
+    def write_status(
+        self,
+        student_no: str,
+        step: str,
+        status: Status,
+        *,
+        remark: str,
+        source: str,
+        operator: str,
+        decision: str,
+        source_hash: str = "",
+    ) -> StatusRow:
+        """Store a new status (version raised) with its audit event; call inside a transaction."""
+        old = self.status_rows(student_no).get(step)
+        stamp = now()
+        version = (old.version if old else 0) + 1
+        self.db.execute(
+            "INSERT INTO statuses (student_no, step, status, remark, version, updated_at, source, operator) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (student_no, step) DO UPDATE SET "
+            "status = excluded.status, remark = excluded.remark, version = excluded.version, "
+            "updated_at = excluded.updated_at, source = excluded.source, operator = excluded.operator",
+            [student_no, step, status.value, remark, version, stamp, source, operator],
+        )
+        self.append_audit([{
+            "at": stamp, "kind": "status", "student_no": student_no, "step": step,
+            "old": old.status.value if old else "", "new": status.value, "decision": decision,
+            "source": source, "source_hash": source_hash, "operator": operator, "detail": remark,
+        }])
+        return StatusRow(status, remark, version, stamp, source, operator)
+
+    # -- waivers -------------------------------------------------------------------------
+    def active_waivers(self, student_no: str | None = None) -> list[dict[str, Any]]:
+        """Lifted restrictions still in force, optionally of one student."""
+        sql = "SELECT * FROM waivers WHERE restored_at IS NULL"
+        args: list[str] = []
+        if student_no is not None:
+            sql += " AND student_no = ?"
+            args.append(student_no)
+        return list(self.db.query(sql + " ORDER BY created_at, id", args))
+
+    def add_waiver(self, student_no: str, step: str, reason: str, operator: str, evidence: str = "") -> None:
+        """Record a lifted restriction with its audit event; call inside a transaction."""
+        stamp = now()
+        self.db.execute(
+            "INSERT INTO waivers (student_no, step, reason, evidence, operator, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [student_no, step, reason, evidence, operator, stamp],
+        )
+        self.append_audit([{
+            "at": stamp, "kind": "waiver", "student_no": student_no, "step": step, "old": "限制已开启",
+            "new": "限制已关闭", "decision": "lifted", "source": "cli", "operator": operator,
+            "detail": reason if not evidence else f"{reason}（证明：{evidence}）",
+        }])
+
+    def restore_waiver(self, student_no: str, step: str, operator: str) -> bool:
+        """Restore a lifted restriction; False when none was in force. Call inside a transaction."""
+        stamp = now()
+        cursor = self.db.execute(
+            "UPDATE waivers SET restored_at = ?, restored_by = ? WHERE student_no = ? AND step = ? AND restored_at IS NULL",
+            [stamp, operator, student_no, step],
+        )
+        if cursor.rowcount == 0:
+            return False
+        self.append_audit([{
+            "at": stamp, "kind": "waiver", "student_no": student_no, "step": step, "old": "限制已关闭",
+            "new": "限制已开启", "decision": "restored", "source": "cli", "operator": operator,
+        }])
+        return True
+
+
+def _student(row: dict[str, Any]) -> Student:
+    fields = {k: v for k, v in row.items() if k != "updated_at"}
+    for flag in FLAGS:
+        fields[flag] = bool(fields[flag])
+    return Student(**fields)
+
+
+def _student_changes(old: Student | None, new: Student) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields that differ, masked where they hold a 身份证号."""
+    before = asdict(old) if old else {}
+    after = asdict(new)
+    keys = [k for k in after if before.get(k) != after[k]]
+
+    def shown(d: dict[str, Any], k: str) -> Any:
+        return mask_id_card(d[k]) if k == "id_card" and d.get(k) else d.get(k)
+    return ({k: shown(before, k) for k in keys}, {k: shown(after, k) for k in keys})

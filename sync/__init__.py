@@ -1,0 +1,1 @@
+"""The pipeline and its two front doors: the ``lixiao`` CLI and the watch daemon."""

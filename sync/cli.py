@@ -1,0 +1,463 @@
+"""The ``lixiao`` command line: each command opens the data folder, calls one library function, reports."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from lixiao.core.clearance import ClearanceError, RefusedError
+from lixiao.core.feeds import FeedError, parse_feed
+from lixiao.core.flow import PRESETS, FlowError, flow_to_dict, load_preset
+from lixiao.core.model import STATUS_LABELS, Flow, Status
+from lixiao.core.roster import RosterError, validate_roster
+from lixiao.core.store import StoreError
+from lixiao.workbooks.matrix import IDENTITY, matrix_csv, matrix_xlsx
+from lixiao.workbooks.roster import build_roster_template
+from lixiao.workbooks.tables import TableError, read_table
+
+from .datafolder import DataFolder, DataFolderError, find_folder, init_folder, open_folder
+
+MARKS = {"passed": "✓", "failed": "✗", "optional": "○", "pending": "↓", "na": "–"}
+INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError)
+# Rich falls back to 80 columns when piped; Chinese tables need more to stay readable in a log.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+class Refused(click.ClickException):
+    """The command ran but something was refused (exit 1)."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"已拒绝：{self.format_message()}", err=True)
+
+
+class LixiaoGroup(click.Group):
+    """A group that turns library errors into one clear line and exit code 2 (1 for refusals)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RefusedError as exc:
+            _fail(str(exc), 1)
+        except INPUT_ERRORS as exc:
+            _fail(str(exc), 2)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            _fail("已中断", 130)
+        except Exception as exc:  # noqa: BLE001 - the CLI promise: one line, never a traceback
+            if os.environ.get("LIXIAO_DEBUG"):
+                traceback.print_exc()
+            _fail(f"内部错误：{type(exc).__name__}: {exc}（设置 LIXIAO_DEBUG=1 可查看详情，请报告此问题）", 2)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"错误：{message}", err=True)
+    sys.exit(code)
+
+
+def _operator(value: str | None) -> str:
+    if value:
+        return value
+    try:
+        return os.environ.get("LIXIAO_OPERATOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@contextmanager
+def _folder(ctx: click.Context) -> Iterator[DataFolder]:
+    folder = open_folder(find_folder(ctx.obj.get("data")))
+    try:
+        yield folder
+    finally:
+        folder.close()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataFolderError(f"无法读取 {path}：{exc.strerror}") from None
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _examples(text: str) -> Callable[[click.Command], click.Command]:
+    def attach(cmd: click.Command) -> click.Command:
+        cmd.epilog = "示例 (example):\n\n\b\n" + text
+        return cmd
+    return attach
+
+
+@click.group(cls=LixiaoGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data", metavar="DIR", help="数据文件夹（默认：$LIXIAO_DATA，或当前文件夹及其上级）")
+@click.version_option(package_name="lixiao")
+@click.pass_context
+def main(ctx: click.Context, data: str | None) -> None:
+    """lixiao 数字离校：用 Excel 工作簿办理毕业生离校手续。
+
+    Graduation clearance through spreadsheets: one store, checkbox workbooks per office.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["data"] = data
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--flow", "flow_name", default="undergrad", show_default=True,
+              help=f"预置流程（{'|'.join(PRESETS)}）或流程 .toml 文件")
+@click.option("--session", help="离校会话名称，如 2026届本科毕业生离校")
+@click.option("--year", type=int, help="届别年份（默认取会话名称中的年份或今年）")
+@_examples("  lixiao init 2026离校 --flow undergrad --session 2026届本科毕业生离校")
+def init(directory: Path, flow_name: str, session: str | None, year: int | None) -> None:
+    """Create a data folder: settings, editable flow, store, inbox/outbox."""
+    folder = init_folder(directory, flow_name, session, year)
+    try:
+        console.print(f"已创建数据文件夹 {directory}（{folder.session_name}，流程：{folder.flow.name}）")
+        console.print(f"下一步：lixiao --data {directory} students import 学生名单.xlsx")
+    finally:
+        folder.close()
+
+
+@main.group()
+def students() -> None:
+    """Roster (学生名单): import and template."""
+
+
+@students.command("template")
+@click.argument("file", type=click.Path(path_type=Path))
+@_examples("  lixiao students template 学生名单模板.xlsx")
+def students_template(file: Path) -> None:
+    """Write an empty roster .xlsx with the expected Chinese headers."""
+    if file.suffix.lower() != ".xlsx":
+        raise DataFolderError("模板文件名应以 .xlsx 结尾")
+    file.write_bytes(build_roster_template())
+    console.print(f"已写出名单模板 {file}（第 2 行是示例，导入前请删除）")
+
+
+@students.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--skip-bad", is_flag=True, help="导入正确的行，跳过有错的行（默认：有错则全部不导入）")
+@click.option("--operator", help="操作人（记入审计）")
+@_examples("  lixiao students import 学生名单.xlsx\n  lixiao students import 名单.csv --skip-bad")
+@click.pass_context
+def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: str | None) -> None:
+    """Import a roster (.xlsx or .csv, Chinese headers); bad rows are listed with their row numbers."""
+    table = read_table(_read(file), file.name)
+    result = validate_roster(table.headers, table.rows)
+    for warning in result.warnings:
+        console.print(f"[yellow]注意：{warning}[/]")
+    if result.problems:
+        console.print(f"[red]{len(result.problems)} 行有错误：[/]")
+        for problem in result.problems:
+            console.print(f"  {problem}")
+        if not skip_bad:
+            raise Refused("名单有错误，没有导入任何学生；请改正后重新导入，或加 --skip-bad 只导入正确的行")
+    with _folder(ctx) as folder:
+        counts = folder.store.upsert_students(result.students, source=f"roster:{file.name}",
+                                              operator=_operator(operator))
+    console.print(f"导入完成：新增 {counts['added']}，更新 {counts['updated']}，未变 {counts['unchanged']}")
+    if result.problems:
+        raise Refused(f"跳过了 {len(result.problems)} 行有错误的学生")
+
+
+@main.group()
+def flow() -> None:
+    """The flow (离校流程): checkpoints, steps, prerequisites."""
+
+
+@flow.command("show")
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON")
+@click.option("--preset", type=click.Choice(PRESETS), help="显示预置流程（无需数据文件夹）")
+@_examples("  lixiao flow show\n  lixiao flow show --preset graduate --json")
+@click.pass_context
+def flow_show(ctx: click.Context, as_json: bool, preset: str | None) -> None:
+    """Show checkpoints, steps, applicability, batch modes and prerequisites."""
+    if preset:
+        shown, year = load_preset(preset), 2026
+    else:
+        with _folder(ctx) as folder:
+            shown, year = folder.flow, folder.year
+    if as_json:
+        _json(flow_to_dict(shown, year))
+    else:
+        _print_flow(shown, year)
+
+
+APPLIES = {"all": "全部学生", "national_loan": "国家助学贷款学生", "local_loan": "生源地贷款学生",
+           "switch": "借用交换机的学生", "withheld": "暂缓发证的学生", "previous": "往届生"}
+BATCH = {"class": "按班级", "dorm": "按宿舍", "college": "按学院"}
+
+
+def _applies_text(rule: str) -> str:
+    if rule.startswith("!"):
+        return "除" + APPLIES.get(rule[1:], rule[1:]) + "外"
+    return APPLIES.get(rule, rule)
+
+
+def _print_flow(shown: Flow, year: int) -> None:
+    console.print(f"[bold]{shown.name}[/]（{year} 届）")
+    for number, cp in enumerate(shown.checkpoints, start=1):
+        extra = []
+        if cp.per_college:
+            extra.append("每个学院一个")
+        if cp.batch:
+            extra.append("批量：" + "、".join(BATCH[b] for b in cp.batch))
+        if cp.requires:
+            extra.append("前置：" + "、".join(cp.requires))
+        if cp.lifts:
+            extra.append("可解除限制：" + "、".join(cp.lifts))
+        console.print(f"{number}. [bold]{cp.name}[/] [dim]{cp.code}[/]" + (f"  [cyan]{'；'.join(extra)}[/]" if extra else ""))
+        for step in cp.steps:
+            notes = [_applies_text(step.applies_to)]
+            if step.feed:
+                notes.append(f"数据源 {step.feed}")
+            if not step.enabled(year):
+                notes.append(f"[red]{step.disabled_from} 年起取消[/]")
+            console.print(f"   - {step.name} [dim]{step.code}[/]  {'；'.join(notes)}")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["library", "finance", "loans"]))
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--loan", type=click.Choice(["national", "local"]), help="贷款名单没有“贷款类型”列时指明种类")
+@click.option("--operator", help="操作人（记入审计）")
+@_examples("  lixiao feed library 图书馆导出.xlsx\n  lixiao feed finance 欠费.csv\n"
+           "  lixiao feed loans 国开行确认.xlsx --loan national")
+@click.pass_context
+def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: str | None) -> None:
+    """Apply an export of the library (学号,借阅册数,欠费), finance (学号,欠费金额) or loan system."""
+    table = read_table(_read(file), file.name)
+    parsed = parse_feed(kind, table.headers, table.rows, loan or "")
+    with _folder(ctx) as folder:
+        report = folder.clearance.apply_feed(parsed.entries, source=f"feed:{kind}:{file.name}",
+                                             operator=_operator(operator))
+    console.print(f"已通过 {report.passed}，未通过 {report.failed}，未变 {report.unchanged}")
+    if report.reverted:
+        console.print(f"[yellow]{len(report.reverted)} 名学生由“已通过”变为“未通过”（已记入审计）：[/]")
+        for line in report.reverted:
+            console.print(f"  {line}")
+    trouble = parsed.problems + [f"找不到学生：{u}" for u in report.unknown] + report.refused
+    for line in trouble:
+        console.print(f"  [red]{line}[/]")
+    if trouble:
+        raise Refused(f"{len(trouble)} 行未能应用（见上）")
+
+
+@main.command("set")
+@click.argument("student")
+@click.argument("step")
+@click.argument("status", type=click.Choice([s.value for s in Status if s is not Status.NA]))
+@click.option("--remark", default="", help="备注")
+@click.option("--operator", help="操作人（记入审计）")
+@_examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师")
+@click.pass_context
+def set_status(ctx: click.Context, student: str, step: str, status: str, remark: str, operator: str | None) -> None:
+    """Set one step of one student by hand (checked against prerequisites, audited)."""
+    with _folder(ctx) as folder:
+        clearance = folder.clearance
+        who, target = clearance.student(student), clearance.step(step)
+        decision = clearance.set_step(who, target.code, Status(status), remark=remark, source="cli",
+                                      operator=_operator(operator))
+    if not decision.allowed:
+        raise Refused(decision.reason)
+    done = "未变（已是该状态）" if decision.unchanged else "已记录"
+    console.print(f"{who.name}（{who.student_no}）{target.name}：{STATUS_LABELS[Status(status)]}，{done}")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON")
+@_examples("  lixiao status 0803010103\n  lixiao status 丁德卫 --json")
+@click.pass_context
+def status(ctx: click.Context, query: str, as_json: bool) -> None:
+    """A student's 离校记录 by 学号, 姓名 or 身份证号, with what blocks each step."""
+    with _folder(ctx) as folder:
+        record = folder.clearance.record(folder.clearance.student(query))
+    if as_json:
+        _json(record)
+        return
+    console.print(f"[bold]{record['name']}[/]  学号 {record['student_no']}  {record['gender']}  "
+                  f"身份证号 {record['id_card']}")
+    console.print(f"{record['college']}  {record['major']}  {record['class']}  "
+                  f"住宿 {record['dorm'] or '无住宿信息'}{'  往届' if record['previous'] else ''}")
+    console.print("[bold]离校记录[/]")
+    current = None
+    for step in record["steps"]:
+        if step["checkpoint"] != current:
+            current = step["checkpoint"]
+            console.print(f"  {step['checkpoint_name']}")
+        label = STATUS_LABELS[Status(step["status"])]
+        tail = "  [yellow]限制已解除[/]" if step["waived"] else ""
+        remark = f"  [dim]{step['remark']}[/]" if step["remark"] else ""
+        console.print(f"    {MARKS[step['status']]} {step['step_name']}  {label}{tail}{remark}")
+    console.print(f"全部完成：{'是' if record['complete'] else '否'}")
+    grouped: dict[str, list[str]] = {}
+    for item in record["blocked"]:
+        grouped.setdefault(item["message"], []).append(item["step_name"])
+    for message, names in grouped.items():
+        console.print(f"[red]无法办理 {'、'.join(names)}：{message}[/]")
+
+
+@main.command()
+@click.argument("student")
+@click.argument("step")
+@click.option("--reason", required=True, help="理由，如：欠费缓交")
+@click.option("--evidence", default="", help="证明材料，如：缓交证明编号")
+@click.option("--operator", help="操作人（记入审计）")
+@_examples("  lixiao waive 0801020227 pay_arrears --reason 欠费缓交 --evidence 缓交证明2026-031")
+@click.pass_context
+def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: str, operator: str | None) -> None:
+    """Lift a prerequisite restriction (解除限制 / 缓交) of one student's step."""
+    with _folder(ctx) as folder:
+        clearance = folder.clearance
+        who, target = clearance.student(student), clearance.step(step)
+        clearance.waive(who, target, reason, _operator(operator), evidence)
+    console.print(f"已解除 {who.name}（{who.student_no}）“{target.name}”的限制（限制已关闭）")
+
+
+@main.command()
+@click.argument("student")
+@click.argument("step")
+@click.option("--operator", help="操作人（记入审计）")
+@_examples("  lixiao unwaive 0801020227 pay_arrears")
+@click.pass_context
+def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -> None:
+    """Restore a lifted restriction (限制重新开启)."""
+    with _folder(ctx) as folder:
+        clearance = folder.clearance
+        who, target = clearance.student(student), clearance.step(step)
+        clearance.unwaive(who, target, _operator(operator))
+    console.print(f"已恢复 {who.name}（{who.student_no}）“{target.name}”的限制（限制已开启）")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON")
+@_examples("  lixiao waivers")
+@click.pass_context
+def waivers(ctx: click.Context, as_json: bool) -> None:
+    """All lifted restrictions (已解除限制名单)."""
+    with _folder(ctx) as folder:
+        listed = folder.clearance.waiver_list()
+    if as_json:
+        _json(listed)
+        return
+    table = RichTable(title=f"已解除限制名单（{len(listed)} 人次）")
+    for column in ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤状态", "理由", "操作人", "时间"):
+        table.add_column(column)
+    for w in listed:
+        table.add_row(w["student_no"], w["name"], w["college"], w["class"], w["checkpoint_name"], w["step_name"],
+                      w["status"], w["reason"], w["operator"], w["created_at"])
+    console.print(table)
+
+
+KINDS = {"student": "名单", "status": "状态", "waiver": "解除限制", "session": "会话"}
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@main.command()
+@click.argument("student")
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON")
+@_examples("  lixiao history 0803010103")
+@click.pass_context
+def history(ctx: click.Context, student: str, as_json: bool) -> None:
+    """The audit events of one student, oldest first."""
+    with _folder(ctx) as folder:
+        who = folder.clearance.student(student)
+        events = folder.store.history(who.student_no)
+        names = {s.code: s.name for s in folder.flow.all_steps()}
+    if as_json:
+        _json(events)
+        return
+    table = RichTable(title=f"{who.name}（{who.student_no}）的审计记录")
+    for column in ("#", "时间", "类别", "步骤", "原值", "新值", "结果", "来源", "操作人", "说明"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(str(e["seq"]), e["at"], KINDS.get(e["kind"], e["kind"]), names.get(e["step"], e["step"]),
+                      _short(e["old"]), _short(e["new"]), e["decision"], e["source"], e["operator"], e["detail"])
+    console.print(table)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@_examples("  lixiao export 离校状态.xlsx\n  lixiao export matrix.json")
+@click.pass_context
+def export(ctx: click.Context, file: Path) -> None:
+    """The full status matrix as .xlsx, .csv (the manual's marks) or .json."""
+    suffix = file.suffix.lower()
+    if suffix not in (".xlsx", ".csv", ".json"):
+        raise DataFolderError("导出文件名应以 .xlsx、.csv 或 .json 结尾")
+    with _folder(ctx) as folder:
+        if suffix == ".json":
+            entries = folder.clearance.matrix()
+            file.write_text(json.dumps(entries, ensure_ascii=False, indent=1), "utf-8")
+            console.print(f"已导出 {len(entries)} 条到 {file}")
+            return
+        steps = folder.flow.all_steps()
+        headers = [*IDENTITY, *(s.name for s in steps), "全部完成"]
+        rows = []
+        for s, statuses, _, complete in folder.clearance.student_matrix():
+            row = [s.student_no, s.name, s.college, s.class_name, s.dorm, "是" if s.previous else ""]
+            row += ["" if statuses[st.code] is Status.NA else statuses[st.code].label for st in steps]
+            row.append("是" if complete else "否")
+            rows.append(row)
+        data = matrix_csv(headers, rows) if suffix == ".csv" else matrix_xlsx(headers, rows, folder.session_name)
+    file.write_bytes(data)
+    console.print(f"已导出 {len(rows)} 名学生到 {file}")
+
+
+@main.command()
+@_examples("  lixiao verify")
+@click.pass_context
+def verify(ctx: click.Context) -> None:
+    """Check store integrity, foreign keys and the audit hash chain."""
+    with _folder(ctx) as folder:
+        problems = folder.store.integrity_problems() + folder.store.audit_problems()
+        events = folder.store.db.execute("SELECT count(*) FROM audit").fetchone()[0]
+    if problems:
+        for problem in problems:
+            console.print(f"[red]{problem}[/]")
+        raise Refused(f"发现 {len(problems)} 个问题；请用 lixiao backup 的备份恢复（见 README“备份与恢复”）")
+    console.print(f"校验通过：数据库完整，审计链 {events} 条记录连续无误")
+
+
+@main.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@_examples("  lixiao backup /mnt/u盘/离校备份-0630.db")
+@click.pass_context
+def backup(ctx: click.Context, dest: Path) -> None:
+    """A consistent online copy of the store, verified before it is kept."""
+    with _folder(ctx) as folder:
+        folder.store.backup_to(dest)
+    console.print(f"已备份并校验：{dest}")
+
+
+@main.command()
+@click.argument("directory", required=False, type=click.Path(path_type=Path), default=Path("lixiao-demo"))
+@click.option("--students", "count", default=3000, show_default=True, type=click.IntRange(10, 100_000),
+              help="合成学生人数")
+@click.option("--seed", default=2026, show_default=True, help="随机种子")
+@_examples("  lixiao demo\n  lixiao demo /tmp/离校演示 --students 8500")
+def demo(directory: Path, count: int, seed: int) -> None:
+    """The whole cycle on a synthetic cohort: folder, roster, feeds, waivers, summary."""
+    from .demo import run_demo
+
+    run_demo(directory, count, seed, console)

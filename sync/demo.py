@@ -1,0 +1,118 @@
+"""``lixiao demo``: the cycle on a synthetic cohort, through the same functions the commands use."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lixiao.core.feeds import parse_feed
+from lixiao.core.model import Status
+from lixiao.core.roster import validate_roster
+from lixiao.core.stats import checkpoint_progress, school_progress
+from lixiao.core.synthetic import make_cohort
+from lixiao.workbooks.roster import build_roster, roster_row
+from lixiao.workbooks.tables import read_table
+
+from .datafolder import SETTINGS, DataFolderError, init_folder
+
+DEMO_MARK = ".lixiao-demo"
+YEAR = 2026
+
+
+def _csv(headers: list[str], rows: list[tuple[object, ...]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _prepare(directory: Path) -> None:
+    """Start from an empty folder; only a folder an earlier demo made is ever removed."""
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / DEMO_MARK).exists():
+            raise DataFolderError(f"{directory} 不是空文件夹，也不是演示文件夹；请换一个文件夹名")
+        shutil.rmtree(directory)
+
+
+def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
+    """Create a demo data folder, import a synthetic roster, apply feeds and waivers, print a summary."""
+    _prepare(directory)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("生成合成学生名单", total=6)
+        folder = init_folder(directory, "undergrad", f"{YEAR}届本科毕业生离校", YEAR)
+        (directory / DEMO_MARK).write_text("lixiao demo\n", "utf-8")
+        try:
+            cohort = make_cohort(count, YEAR, seed)
+            inputs = directory / "演示输入"
+            inputs.mkdir()
+            roster_file = inputs / "学生名单.xlsx"
+            roster_file.write_bytes(build_roster([roster_row(s) for s in cohort.students]))
+            bar.advance(task)
+
+            bar.update(task, description="导入学生名单")
+            table = read_table(roster_file.read_bytes(), roster_file.name)
+            result = validate_roster(table.headers, table.rows)
+            folder.store.upsert_students(result.students, source=f"roster:{roster_file.name}", operator="演示")
+            bar.advance(task)
+
+            feeds = {
+                "library": ("图书馆导出.csv", ["学号", "借阅册数", "欠费"], [(n, b, f) for n, b, f in cohort.library]),
+                "finance": ("财务欠费.csv", ["学号", "欠费金额"], [(n, a) for n, a in cohort.finance]),
+                "loans": ("贷款确认名单.csv", ["身份证号", "贷款类型"], list(cohort.loans)),
+            }
+            clearance = folder.clearance
+            reports = {}
+            for kind, (name, headers, rows) in feeds.items():
+                bar.update(task, description=f"应用数据源 {name}")
+                path = inputs / name
+                path.write_bytes(_csv(headers, rows))
+                feed_table = read_table(path.read_bytes(), name)
+                parsed = parse_feed(kind, feed_table.headers, feed_table.rows)
+                reports[kind] = clearance.apply_feed(parsed.entries, source=f"feed:{kind}:{name}", operator="演示")
+                bar.advance(task)
+
+            bar.update(task, description="特殊离校点：欠费缓交")
+            owing = [no for no, amount in cohort.finance if amount][:5]
+            step = clearance.step("pay_arrears")
+            for no in owing:
+                student = clearance.student(no)
+                clearance.waive(student, step, "欠费缓交", "特殊离校点·演示", "缓交证明（演示）")
+            bar.advance(task)
+            matrix = clearance.student_matrix()
+        finally:
+            folder.close()
+
+    school = school_progress(matrix)
+    console.print(f"\n[bold]{YEAR}届本科毕业生离校[/]：应离校人数 {school.expected} 人（往届 {school.expected_previous} 人），"
+                  f"未完成 {school.unfinished} 人（{school.percent_unfinished:.1f}%）")
+    lib, fin = reports["library"], reports["finance"]
+    console.print(f"图书馆数据：通过 {lib.passed}，未通过 {lib.failed}；财务数据：通过 {fin.passed}，未通过 {fin.failed}；"
+                  f"贷款确认：{reports['loans'].passed} 人")
+    table = Table(title="实时统计（各离校点）")
+    for column in ("离校点", "应离校人数(往届)", "未完成(往届)", "未完成%"):
+        table.add_column(column, justify="right" if column != "离校点" else "left")
+    for cp, _ in checkpoint_progress(folder.flow, matrix):
+        table.add_row(cp.name, f"{cp.expected}({cp.expected_previous})", f"{cp.unfinished}({cp.unfinished_previous})",
+                      f"{cp.percent_unfinished:.0f}%")
+    console.print(table)
+    waived = sum(1 for _, _, w, _ in matrix if w)
+    failed = sum(1 for _, st, _, _ in matrix if Status.FAILED in st.values())
+    console.print(f"已解除限制：{waived} 人；有“未通过”步骤：{failed} 人")
+    example = next((s for s, st, w, _ in matrix if w), None)
+    console.print(f"\n数据文件夹：{directory.resolve()}")
+    console.print("试试：")
+    console.print(f"  lixiao --data {directory} flow show")
+    if example:
+        console.print(f"  lixiao --data {directory} status {example.student_no}")
+    console.print(f"  lixiao --data {directory} waivers")
+    console.print(f"  lixiao --data {directory} export 离校状态.xlsx")
+    if not (directory / SETTINGS).exists():  # pragma: no cover - init_folder guarantees it
+        raise DataFolderError("演示文件夹未创建")

@@ -1,0 +1,1 @@
+"""Spreadsheet files in and out: rosters, feeds, issued workbooks and returned workbooks."""

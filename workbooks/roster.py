@@ -1,0 +1,55 @@
+"""The empty roster template (学生名单模板) with the expected Chinese headers, written as .xlsx bytes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import xlsxwriter
+
+from lixiao.core.model import FLAG_COLUMNS, Student
+from lixiao.core.roster import COLUMNS
+
+EXAMPLE = ("0803010103", "丁德卫", "男", "110101199003077578", "机电工程学院", "机械设计制造及其自动化",
+           "08机设1班", "8区-10栋-1层-0121", "本科", "否", "是", "否", "否", "否")
+NOTES = (
+    "学号、身份证号必须是文本格式（本模板已设好），不要让 Excel 把它们变成数字。",
+    "宿舍格式：区-栋-层-房间，如 2区-3栋-3层-0309；没有住宿的留空。",
+    "培养层次：本科、硕士或博士。",
+    f"{'、'.join(FLAG_COLUMNS)}：填 是 或 否（空白视为否）。",
+    "模板第 2 行是示例，导入前请删除。",
+)
+
+
+def build_roster_template(example: bool = True) -> bytes:
+    """An empty .xlsx roster with the headers in order, text-formatted ID columns and a notes sheet."""
+    return build_roster([EXAMPLE] if example else [])
+
+
+def roster_row(student: Student) -> tuple[str, ...]:
+    """One student as the roster's text cells, in COLUMNS order."""
+    flags = tuple("是" if student.flag(attr) else "否" for attr in FLAG_COLUMNS.values())
+    return (student.student_no, student.name, student.gender, student.id_card, student.college, student.major,
+            student.class_name, student.dorm, student.level, *flags)
+
+
+def build_roster(rows: Sequence[Sequence[str]]) -> bytes:
+    """An .xlsx roster of text cells (IDs stay text) with the expected headers and a notes sheet."""
+    buffer = io.BytesIO()
+    book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
+    text = book.add_format({"num_format": "@"})
+    head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "num_format": "@"})
+    sheet = book.add_worksheet("学生名单")
+    for col, title in enumerate(COLUMNS):
+        sheet.write_string(0, col, title, head)
+        sheet.set_column(col, col, 22 if title in ("身份证号", "专业", "宿舍") else 12, text)
+    for r, row in enumerate(rows, start=1):
+        for col, value in enumerate(row):
+            sheet.write_string(r, col, value, text)
+    sheet.freeze_panes(1, 0)
+    notes = book.add_worksheet("填写说明")
+    notes.set_column(0, 0, 90)
+    for row, line in enumerate(NOTES):
+        notes.write_string(row, 0, line)
+    book.close()
+    return buffer.getvalue()
