@@ -95,10 +95,8 @@ class Clearance:
             old = rows.get(step_code)
             if old and old.status is new and old.remark == remark:
                 return rules.Decision(True, unchanged=True)
-            if old and old.status is Status.PASSED and new is not Status.PASSED:
-                kind = "reverted"
-            else:
-                kind = "applied"
+            reverted = old is not None and old.status is Status.PASSED and new is not Status.PASSED
+            kind = "reverted" if reverted else "applied"
             self.store.write_status(
                 student.student_no, step_code, new, remark=remark, source=source,
                 operator=operator, decision=kind, source_hash=source_hash,
@@ -207,7 +205,7 @@ class Clearance:
                 {
                     "step": step.code,
                     "step_name": step.name,
-                    "missing": [f"{self.flow.checkpoint(m.checkpoint).title_for(student.college)}：{m.name}" for m in missing],
+                    "missing": [rules.step_title(self.flow, student, m) for m in missing],
                     "message": rules.describe_missing(self.flow, student, missing),
                 }
                 for step, missing in blocked

@@ -214,7 +214,7 @@ def _find_cycle(flow: Flow) -> list[str]:
         path.append(node)
         for nxt in edges[node]:
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return [*path[path.index(nxt):], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:

@@ -80,7 +80,7 @@ def _text_cell(value: Any, column: str, reasons: list[str]) -> str:
     """A cell that must be text: numbers are refused because Excel already damaged them."""
     if value is None:
         return ""
-    if isinstance(value, bool) or isinstance(value, int | float):
+    if isinstance(value, bool | int | float):
         reasons.append(
             f"{column}是数字格式（{value}），Excel 会丢掉前导 0 和第 15 位之后的数字；"
             f"请把{column}列设为“文本”格式后重新输入"

@@ -78,10 +78,12 @@ def missing_prerequisites(
 
 def describe_missing(flow: Flow, student: Student, missing: list[Step] | tuple[Step, ...]) -> str:
     """The manual's refusal: 当前学生没有完成以下步骤，不能进行当前离校点的离校：财务处离校点：缴还欠款."""
-    items = [
-        f"{flow.checkpoint(s.checkpoint).title_for(student.college)}：{s.name}" for s in missing
-    ]
-    return BLOCKED_PREFIX + "；".join(items)
+    return BLOCKED_PREFIX + "；".join(step_title(flow, student, s) for s in missing)
+
+
+def step_title(flow: Flow, student: Student, step: Step) -> str:
+    """A step named as the manual lists it for this student: 财务处离校点：缴还欠款."""
+    return f"{flow.checkpoint(step.checkpoint).title_for(student.college)}：{step.name}"
 
 
 def may_set(

@@ -43,6 +43,18 @@ def _count(code: str, name: str, pairs: Iterable[tuple[Student, bool | None]]) -
     return Progress(code, name, expected, previous, unfinished, unfinished_previous)
 
 
+def _all_done(statuses: dict[str, Status], codes: list[str]) -> bool | None:
+    """None when no step applies, else whether every applicable step is done."""
+    applicable = [statuses[c] for c in codes if statuses[c] is not Status.NA]
+    return all(st in _DONE for st in applicable) if applicable else None
+
+
+def step_done(statuses: dict[str, Status], code: str) -> bool | None:
+    """None when the step does not apply, else whether it is passed or optional."""
+    status = statuses[code]
+    return None if status is Status.NA else status in _DONE
+
+
 def school_progress(matrix: list[Row]) -> Progress:
     """The school-wide header: every student, 未完成 = not 全部完成."""
     return _count("school", "全校", ((s, complete) for s, _, _, complete in matrix))
@@ -54,16 +66,8 @@ def checkpoint_progress(flow: Flow, matrix: list[Row]) -> list[tuple[Progress, l
     for cp in flow.checkpoints:
         if not cp.steps:
             continue
-
-        def cp_done(statuses: dict[str, Status]) -> bool | None:
-            applicable = [statuses[s.code] for s in cp.steps if statuses[s.code] is not Status.NA and s.required]
-            return all(st in _DONE for st in applicable) if applicable else None
-
-        def step_done(statuses: dict[str, Status], code: str) -> bool | None:
-            status = statuses[code]
-            return None if status is Status.NA else status in _DONE
-
-        overall = _count(cp.code, cp.name, ((s, cp_done(st)) for s, st, _, _ in matrix))
+        codes = [s.code for s in cp.steps if s.required]
+        overall = _count(cp.code, cp.name, ((s, _all_done(st, codes)) for s, st, _, _ in matrix))
         steps = [_count(step.code, step.name, ((s, step_done(st, step.code)) for s, st, _, _ in matrix))
                  for step in cp.steps]
         result.append((overall, steps))

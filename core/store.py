@@ -222,7 +222,9 @@ class Store:
             db = _connect(path)
             version = db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"数据库 {path} 已损坏或不是 SQLite 文件（{exc}）；请用 lixiao backup 的备份恢复") from None
+            raise StoreError(
+                f"数据库 {path} 已损坏或不是 SQLite 文件（{exc}）；请用 lixiao backup 的备份恢复"
+            ) from None
         if version > SCHEMA_VERSION:
             raise StoreError(f"数据库 {path} 的版本 {version} 比本程序新（{SCHEMA_VERSION}），请升级 lixiao")
         store = cls(db, path)
@@ -357,7 +359,7 @@ class Store:
             })
         with self.transaction():
             if rows:
-                self.db["students"].upsert_all(rows, pk="student_no")
+                self.db.table("students").upsert_all(rows, pk="student_no")
             self.append_audit(events)
         return counts
 
@@ -455,7 +457,8 @@ class Store:
         """Restore a lifted restriction; False when none was in force. Call inside a transaction."""
         stamp = now()
         cursor = self.db.execute(
-            "UPDATE waivers SET restored_at = ?, restored_by = ? WHERE student_no = ? AND step = ? AND restored_at IS NULL",
+            "UPDATE waivers SET restored_at = ?, restored_by = ? "
+            "WHERE student_no = ? AND step = ? AND restored_at IS NULL",
             [stamp, operator, student_no, step],
         )
         if cursor.rowcount == 0:

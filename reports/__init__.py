@@ -1,0 +1,1 @@
+"""HTML and Excel progress reports (built in a later issue)."""

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -97,11 +97,9 @@ def _json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
-def _examples(text: str) -> Callable[[click.Command], click.Command]:
-    def attach(cmd: click.Command) -> click.Command:
-        cmd.epilog = "示例 (example):\n\n\b\n" + text
-        return cmd
-    return attach
+def _examples(text: str) -> str:
+    """A command epilog listing examples, kept verbatim by click (\b)."""
+    return "示例 (example):\n\n\b\n" + text
 
 
 @click.group(cls=LixiaoGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -117,13 +115,12 @@ def main(ctx: click.Context, data: str | None) -> None:
     ctx.obj["data"] = data
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao init 2026离校 --flow undergrad --session 2026届本科毕业生离校"))
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--flow", "flow_name", default="undergrad", show_default=True,
               help=f"预置流程（{'|'.join(PRESETS)}）或流程 .toml 文件")
 @click.option("--session", help="离校会话名称，如 2026届本科毕业生离校")
 @click.option("--year", type=int, help="届别年份（默认取会话名称中的年份或今年）")
-@_examples("  lixiao init 2026离校 --flow undergrad --session 2026届本科毕业生离校")
 def init(directory: Path, flow_name: str, session: str | None, year: int | None) -> None:
     """Create a data folder: settings, editable flow, store, inbox/outbox."""
     folder = init_folder(directory, flow_name, session, year)
@@ -139,9 +136,8 @@ def students() -> None:
     """Roster (学生名单): import and template."""
 
 
-@students.command("template")
+@students.command("template", epilog=_examples("  lixiao students template 学生名单模板.xlsx"))
 @click.argument("file", type=click.Path(path_type=Path))
-@_examples("  lixiao students template 学生名单模板.xlsx")
 def students_template(file: Path) -> None:
     """Write an empty roster .xlsx with the expected Chinese headers."""
     if file.suffix.lower() != ".xlsx":
@@ -150,11 +146,11 @@ def students_template(file: Path) -> None:
     console.print(f"已写出名单模板 {file}（第 2 行是示例，导入前请删除）")
 
 
-@students.command("import")
+@students.command("import", epilog=_examples(
+    "  lixiao students import 学生名单.xlsx\n  lixiao students import 名单.csv --skip-bad"))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--skip-bad", is_flag=True, help="导入正确的行，跳过有错的行（默认：有错则全部不导入）")
 @click.option("--operator", help="操作人（记入审计）")
-@_examples("  lixiao students import 学生名单.xlsx\n  lixiao students import 名单.csv --skip-bad")
 @click.pass_context
 def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: str | None) -> None:
     """Import a roster (.xlsx or .csv, Chinese headers); bad rows are listed with their row numbers."""
@@ -181,10 +177,9 @@ def flow() -> None:
     """The flow (离校流程): checkpoints, steps, prerequisites."""
 
 
-@flow.command("show")
+@flow.command("show", epilog=_examples("  lixiao flow show\n  lixiao flow show --preset graduate --json"))
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.option("--preset", type=click.Choice(PRESETS), help="显示预置流程（无需数据文件夹）")
-@_examples("  lixiao flow show\n  lixiao flow show --preset graduate --json")
 @click.pass_context
 def flow_show(ctx: click.Context, as_json: bool, preset: str | None) -> None:
     """Show checkpoints, steps, applicability, batch modes and prerequisites."""
@@ -222,23 +217,23 @@ def _print_flow(shown: Flow, year: int) -> None:
             extra.append("前置：" + "、".join(cp.requires))
         if cp.lifts:
             extra.append("可解除限制：" + "、".join(cp.lifts))
-        console.print(f"{number}. [bold]{cp.name}[/] [dim]{cp.code}[/]" + (f"  [cyan]{'；'.join(extra)}[/]" if extra else ""))
+        notes = f"  [cyan]{'；'.join(extra)}[/]" if extra else ""
+        console.print(f"{number}. [bold]{cp.name}[/] [dim]{cp.code}[/]{notes}")
         for step in cp.steps:
-            notes = [_applies_text(step.applies_to)]
+            step_notes = [_applies_text(step.applies_to)]
             if step.feed:
-                notes.append(f"数据源 {step.feed}")
+                step_notes.append(f"数据源 {step.feed}")
             if not step.enabled(year):
-                notes.append(f"[red]{step.disabled_from} 年起取消[/]")
-            console.print(f"   - {step.name} [dim]{step.code}[/]  {'；'.join(notes)}")
+                step_notes.append(f"[red]{step.disabled_from} 年起取消[/]")
+            console.print(f"   - {step.name} [dim]{step.code}[/]  {'；'.join(step_notes)}")
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao feed library 图书馆导出.xlsx\n  lixiao feed finance 欠费.csv\n"
+           "  lixiao feed loans 国开行确认.xlsx --loan national"))
 @click.argument("kind", type=click.Choice(["library", "finance", "loans"]))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--loan", type=click.Choice(["national", "local"]), help="贷款名单没有“贷款类型”列时指明种类")
 @click.option("--operator", help="操作人（记入审计）")
-@_examples("  lixiao feed library 图书馆导出.xlsx\n  lixiao feed finance 欠费.csv\n"
-           "  lixiao feed loans 国开行确认.xlsx --loan national")
 @click.pass_context
 def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: str | None) -> None:
     """Apply an export of the library (学号,借阅册数,欠费), finance (学号,欠费金额) or loan system."""
@@ -259,13 +254,12 @@ def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: 
         raise Refused(f"{len(trouble)} 行未能应用（见上）")
 
 
-@main.command("set")
+@main.command("set", epilog=_examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师"))
 @click.argument("student")
 @click.argument("step")
 @click.argument("status", type=click.Choice([s.value for s in Status if s is not Status.NA]))
 @click.option("--remark", default="", help="备注")
 @click.option("--operator", help="操作人（记入审计）")
-@_examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师")
 @click.pass_context
 def set_status(ctx: click.Context, student: str, step: str, status: str, remark: str, operator: str | None) -> None:
     """Set one step of one student by hand (checked against prerequisites, audited)."""
@@ -280,10 +274,9 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
     console.print(f"{who.name}（{who.student_no}）{target.name}：{STATUS_LABELS[Status(status)]}，{done}")
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao status 0803010103\n  lixiao status 丁德卫 --json"))
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
-@_examples("  lixiao status 0803010103\n  lixiao status 丁德卫 --json")
 @click.pass_context
 def status(ctx: click.Context, query: str, as_json: bool) -> None:
     """A student's 离校记录 by 学号, 姓名 or 身份证号, with what blocks each step."""
@@ -314,13 +307,13 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
         console.print(f"[red]无法办理 {'、'.join(names)}：{message}[/]")
 
 
-@main.command()
+@main.command(epilog=_examples(
+    "  lixiao waive 0801020227 pay_arrears --reason 欠费缓交 --evidence 缓交证明2026-031"))
 @click.argument("student")
 @click.argument("step")
 @click.option("--reason", required=True, help="理由，如：欠费缓交")
 @click.option("--evidence", default="", help="证明材料，如：缓交证明编号")
 @click.option("--operator", help="操作人（记入审计）")
-@_examples("  lixiao waive 0801020227 pay_arrears --reason 欠费缓交 --evidence 缓交证明2026-031")
 @click.pass_context
 def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: str, operator: str | None) -> None:
     """Lift a prerequisite restriction (解除限制 / 缓交) of one student's step."""
@@ -331,11 +324,10 @@ def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: st
     console.print(f"已解除 {who.name}（{who.student_no}）“{target.name}”的限制（限制已关闭）")
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao unwaive 0801020227 pay_arrears"))
 @click.argument("student")
 @click.argument("step")
 @click.option("--operator", help="操作人（记入审计）")
-@_examples("  lixiao unwaive 0801020227 pay_arrears")
 @click.pass_context
 def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -> None:
     """Restore a lifted restriction (限制重新开启)."""
@@ -346,9 +338,8 @@ def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -
     console.print(f"已恢复 {who.name}（{who.student_no}）“{target.name}”的限制（限制已开启）")
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao waivers"))
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
-@_examples("  lixiao waivers")
 @click.pass_context
 def waivers(ctx: click.Context, as_json: bool) -> None:
     """All lifted restrictions (已解除限制名单)."""
@@ -373,10 +364,9 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao history 0803010103"))
 @click.argument("student")
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
-@_examples("  lixiao history 0803010103")
 @click.pass_context
 def history(ctx: click.Context, student: str, as_json: bool) -> None:
     """The audit events of one student, oldest first."""
@@ -396,9 +386,8 @@ def history(ctx: click.Context, student: str, as_json: bool) -> None:
     console.print(table)
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao export 离校状态.xlsx\n  lixiao export matrix.json"))
 @click.argument("file", type=click.Path(path_type=Path))
-@_examples("  lixiao export 离校状态.xlsx\n  lixiao export matrix.json")
 @click.pass_context
 def export(ctx: click.Context, file: Path) -> None:
     """The full status matrix as .xlsx, .csv (the manual's marks) or .json."""
@@ -424,8 +413,7 @@ def export(ctx: click.Context, file: Path) -> None:
     console.print(f"已导出 {len(rows)} 名学生到 {file}")
 
 
-@main.command()
-@_examples("  lixiao verify")
+@main.command(epilog=_examples("  lixiao verify"))
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Check store integrity, foreign keys and the audit hash chain."""
@@ -439,9 +427,8 @@ def verify(ctx: click.Context) -> None:
     console.print(f"校验通过：数据库完整，审计链 {events} 条记录连续无误")
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao backup /mnt/u盘/离校备份-0630.db"))
 @click.argument("dest", type=click.Path(path_type=Path))
-@_examples("  lixiao backup /mnt/u盘/离校备份-0630.db")
 @click.pass_context
 def backup(ctx: click.Context, dest: Path) -> None:
     """A consistent online copy of the store, verified before it is kept."""
@@ -450,14 +437,17 @@ def backup(ctx: click.Context, dest: Path) -> None:
     console.print(f"已备份并校验：{dest}")
 
 
-@main.command()
+@main.command(epilog=_examples("  lixiao demo\n  lixiao demo /tmp/离校演示 --students 8500"))
 @click.argument("directory", required=False, type=click.Path(path_type=Path), default=Path("lixiao-demo"))
 @click.option("--students", "count", default=3000, show_default=True, type=click.IntRange(10, 100_000),
               help="合成学生人数")
 @click.option("--seed", default=2026, show_default=True, help="随机种子")
-@_examples("  lixiao demo\n  lixiao demo /tmp/离校演示 --students 8500")
 def demo(directory: Path, count: int, seed: int) -> None:
     """The whole cycle on a synthetic cohort: folder, roster, feeds, waivers, summary."""
     from .demo import run_demo
 
     run_demo(directory, count, seed, console)
+
+
+if __name__ == "__main__":
+    main()

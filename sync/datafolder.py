@@ -71,7 +71,7 @@ def init_folder(root: Path, flow: str = "undergrad", session: str | None = None,
     year = year or (year_of(session) if session else None) or date.today().year
     session = session or default_session_name(flow_name, year)
     root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
+    root.chmod(0o700)
     for name in FOLDERS:
         (root / name).mkdir(exist_ok=True)
     secret = root / ".secret"

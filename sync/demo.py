@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Table as RichTable
 
 from lixiao.core.feeds import parse_feed
 from lixiao.core.model import Status
@@ -63,7 +63,7 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
             folder.store.upsert_students(result.students, source=f"roster:{roster_file.name}", operator="演示")
             bar.advance(task)
 
-            feeds = {
+            feeds: dict[str, tuple[str, list[str], list[tuple[object, ...]]]] = {
                 "library": ("图书馆导出.csv", ["学号", "借阅册数", "欠费"], [(n, b, f) for n, b, f in cohort.library]),
                 "finance": ("财务欠费.csv", ["学号", "欠费金额"], [(n, a) for n, a in cohort.finance]),
                 "loans": ("贷款确认名单.csv", ["身份证号", "贷款类型"], list(cohort.loans)),
@@ -91,18 +91,19 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
             folder.close()
 
     school = school_progress(matrix)
-    console.print(f"\n[bold]{YEAR}届本科毕业生离校[/]：应离校人数 {school.expected} 人（往届 {school.expected_previous} 人），"
+    console.print(f"\n[bold]{YEAR}届本科毕业生离校[/]：应离校人数 {school.expected} 人"
+                  f"（往届 {school.expected_previous} 人），"
                   f"未完成 {school.unfinished} 人（{school.percent_unfinished:.1f}%）")
     lib, fin = reports["library"], reports["finance"]
-    console.print(f"图书馆数据：通过 {lib.passed}，未通过 {lib.failed}；财务数据：通过 {fin.passed}，未通过 {fin.failed}；"
-                  f"贷款确认：{reports['loans'].passed} 人")
-    table = Table(title="实时统计（各离校点）")
+    console.print(f"图书馆数据：通过 {lib.passed}，未通过 {lib.failed}；"
+                  f"财务数据：通过 {fin.passed}，未通过 {fin.failed}；贷款确认：{reports['loans'].passed} 人")
+    summary = RichTable(title="实时统计（各离校点）")
     for column in ("离校点", "应离校人数(往届)", "未完成(往届)", "未完成%"):
-        table.add_column(column, justify="right" if column != "离校点" else "left")
+        summary.add_column(column, justify="right" if column != "离校点" else "left")
     for cp, _ in checkpoint_progress(folder.flow, matrix):
-        table.add_row(cp.name, f"{cp.expected}({cp.expected_previous})", f"{cp.unfinished}({cp.unfinished_previous})",
+        summary.add_row(cp.name, f"{cp.expected}({cp.expected_previous})", f"{cp.unfinished}({cp.unfinished_previous})",
                       f"{cp.percent_unfinished:.0f}%")
-    console.print(table)
+    console.print(summary)
     waived = sum(1 for _, _, w, _ in matrix if w)
     failed = sum(1 for _, st, _, _ in matrix if Status.FAILED in st.values())
     console.print(f"已解除限制：{waived} 人；有“未通过”步骤：{failed} 人")

@@ -10,7 +10,7 @@ import xlsxwriter
 from lixiao.core.model import FLAG_COLUMNS, Student
 from lixiao.core.roster import COLUMNS
 
-EXAMPLE = ("0803010103", "丁德卫", "男", "110101199003077578", "机电工程学院", "机械设计制造及其自动化",
+EXAMPLE = ("0803010103", "丁德卫", "男", "11010519491231002X", "机电工程学院", "机械设计制造及其自动化",
            "08机设1班", "8区-10栋-1层-0121", "本科", "否", "是", "否", "否", "否")
 NOTES = (
     "学号、身份证号必须是文本格式（本模板已设好），不要让 Excel 把它们变成数字。",
@@ -49,7 +49,7 @@ def build_roster(rows: Sequence[Sequence[str]]) -> bytes:
     sheet.freeze_panes(1, 0)
     notes = book.add_worksheet("填写说明")
     notes.set_column(0, 0, 90)
-    for row, line in enumerate(NOTES):
-        notes.write_string(row, 0, line)
+    for number, line in enumerate(NOTES):
+        notes.write_string(number, 0, line)
     book.close()
     return buffer.getvalue()

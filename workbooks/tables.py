@@ -79,7 +79,9 @@ def _read_xlsx(data: bytes, name: str) -> Table:
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise TableError(f"{name} 无法作为 .xlsx 打开（{type(exc).__name__}），请用 Excel 另存为 .xlsx 后重试") from None
+        raise TableError(
+            f"{name} 无法作为 .xlsx 打开（{type(exc).__name__}），请用 Excel 另存为 .xlsx 后重试"
+        ) from None
     try:
         sheet = book.worksheets[0]
         sheet.reset_dimensions()  # never trust <dimension>; walk only the cells present

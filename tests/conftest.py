@@ -1,0 +1,103 @@
+"""Shared fixtures: students, flows, initialised data folders and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from lixiao.core.flow import load_preset
+from lixiao.core.identity import id_check_digit
+from lixiao.core.model import Flow, Student
+from lixiao.sync.cli import main
+from lixiao.workbooks.roster import build_roster, roster_row
+
+
+def make_id(seq: int, male: bool = True) -> str:
+    """A valid 18-character 身份证号 for test student number ``seq``."""
+    first17 = f"43010320040101{(seq % 500) * 2 + (1 if male else 0):03d}"
+    return first17 + id_check_digit(first17)
+
+
+def make_student(no: str = "0803010103", **changes: Any) -> Student:
+    """A student like the manual's 丁德卫, with any field overridden."""
+    base = Student(
+        student_no=no, name="丁德卫", gender="男", id_card=make_id(int(no[-3:])), college="机电工程学院",
+        major="机械设计制造及其自动化", class_name="08机设1班", dorm="8区-10栋-1层-0121",
+    )
+    return replace(base, **changes)
+
+
+@pytest.fixture
+def undergrad() -> Flow:
+    """The shipped undergraduate flow."""
+    return load_preset("undergrad")
+
+
+@pytest.fixture
+def graduate() -> Flow:
+    """The shipped graduate flow."""
+    return load_preset("graduate")
+
+
+@dataclass
+class Cli:
+    """Runs ``lixiao --data DIR …`` in-process and parses JSON output."""
+
+    data: Path
+    runner: CliRunner
+
+    def __call__(self, *args: str) -> Result:
+        return self.runner.invoke(main, ["--data", str(self.data), *args], catch_exceptions=False)
+
+    def json(self, *args: str) -> Any:
+        result = self(*args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+
+ROSTER = [
+    make_student("0803010103"),
+    make_student("0803010104", name="沈睿", national_loan=True),
+    make_student("0803010105", name="刘美娟", gender="女", id_card=make_id(105, False), local_loan=True,
+                 switch=True, dorm="2区-3栋-3层-0309"),
+    make_student("0801020227", name="高鹏", college="能源与安全工程学院", major="安全工程", class_name="08安全2班",
+                 withheld=True, dorm=""),
+    make_student("0701020201", name="雷宇", college="能源与安全工程学院", major="安全工程", class_name="07安全2班",
+                 previous=True),
+]
+
+
+@pytest.fixture
+def roster_file(tmp_path: Path) -> Path:
+    """A valid five-student roster .xlsx written with text cells."""
+    path = tmp_path / "roster.xlsx"
+    path.write_bytes(build_roster([roster_row(s) for s in ROSTER]))
+    return path
+
+
+@pytest.fixture
+def cli(tmp_path: Path, roster_file: Path) -> Cli:
+    """An undergrad data folder with the five-student roster imported."""
+    runner = CliRunner()
+    data = tmp_path / "data"
+    assert runner.invoke(main, ["init", str(data), "--session", "2026届本科毕业生离校"]).exit_code == 0
+    tool = Cli(data, runner)
+    result = tool("students", "import", str(roster_file))
+    assert result.exit_code == 0, result.output
+    return tool
+
+
+@pytest.fixture
+def pass_all(cli: Cli) -> Callable[[str, list[str]], None]:
+    """Pass the given steps of one student through the CLI, asserting each is accepted."""
+    def run(no: str, steps: list[str]) -> None:
+        for step in steps:
+            result = cli("set", no, step, "passed")
+            assert result.exit_code == 0, result.output
+    return run

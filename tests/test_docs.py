@@ -1,0 +1,26 @@
+"""The README documents every command and the two set-up commands; .ci/run runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from .test_cli import all_commands
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text("utf-8")
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=" ".join)
+def test_readme_mentions_every_command(command: tuple[str, ...]) -> None:
+    """Each CLI command appears in the README as `lixiao <command>`."""
+    assert f"lixiao {' '.join(command)}" in README
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """The test command shown in the README is the one .ci/run executes."""
+    match = re.search(r"<!-- test-command -->\n```sh\n(.+?)\n```", README)
+    assert match, "README must show the test command in a marked block"
+    assert match.group(1) in (ROOT / ".ci" / "run").read_text("utf-8")

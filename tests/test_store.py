@@ -1,0 +1,132 @@
+"""The store: WAL and durability settings, migrations, one transaction per write, an append-only audit chain."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from lixiao.core.model import Status
+from lixiao.core.store import SCHEMA_VERSION, Store, StoreError
+
+from .conftest import make_student
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """A fresh store with two students."""
+    s = Store.create(tmp_path / "store.db", "2026届本科毕业生离校", 2026, "undergrad")
+    s.upsert_students([make_student("0803010103"), make_student("0803010104", name="沈睿")], source="test")
+    return s
+
+
+def test_pragmas(store: Store) -> None:
+    """WAL, synchronous=FULL, foreign keys on, a busy timeout, and the schema version recorded."""
+    db = store.db
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_contract_tables_exist(store: Store) -> None:
+    """Sessions, students, statuses, waivers, workbooks, returns, refused ticks, conflicts and audit."""
+    names = set(store.db.table_names())
+    assert {"sessions", "students", "statuses", "waivers", "workbooks", "returns", "refused_ticks", "conflicts",
+            "audit"} <= names
+
+
+def test_audit_refuses_update_and_delete(store: Store) -> None:
+    """The audit table is append-only: UPDATE and DELETE abort."""
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store.db.execute("UPDATE audit SET operator = 'x'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store.db.execute("DELETE FROM audit")
+
+
+def test_audit_chain_detects_tampering(store: Store) -> None:
+    """Editing an event behind the triggers' back breaks the hash chain, and verify says which event."""
+    assert store.audit_problems() == []
+    store.db.execute("DROP TRIGGER audit_no_update")
+    store.db.execute("UPDATE audit SET operator = 'mallory' WHERE seq = 2")
+    store.db.conn.commit()
+    assert store.audit_problems() == ["审计记录 2 的内容与哈希不符（记录被改动）"]
+
+
+def test_audit_chain_detects_deleted_event(store: Store) -> None:
+    """Removing an event leaves a gap in prev_hash that verify reports."""
+    store.db.execute("DROP TRIGGER audit_no_delete")
+    store.db.execute("DELETE FROM audit WHERE seq = 2")
+    store.db.conn.commit()
+    assert store.audit_problems() == ["审计记录 3 的前一哈希不连续（记录被删除或插入）"]
+
+
+def test_status_write_raises_version_and_audits(store: Store) -> None:
+    """Every change raises the cell's version and appends an event with old and new value."""
+    with store.transaction():
+        first = store.write_status("0803010103", "electricity", Status.PASSED, remark="", source="cli",
+                                   operator="张老师", decision="applied")
+    with store.transaction():
+        second = store.write_status("0803010103", "electricity", Status.PENDING, remark="撤销", source="cli",
+                                    operator="张老师", decision="reverted")
+    assert (first.version, second.version) == (1, 2)
+    events = [e for e in store.history("0803010103") if e["kind"] == "status"]
+    assert [(e["old"], e["new"], e["operator"]) for e in events] == [("", "passed", "张老师"),
+                                                                    ("passed", "pending", "张老师")]
+
+
+def test_failed_transaction_leaves_nothing(store: Store) -> None:
+    """An error inside a transaction rolls back the status and its audit event together."""
+    events_before = store.db.execute("SELECT count(*) FROM audit").fetchone()[0]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.write_status("0803010103", "electricity", Status.PASSED, remark="", source="cli", operator="",
+                           decision="applied")
+        raise RuntimeError("crash mid-way")
+    assert store.status_rows("0803010103") == {}
+    assert store.db.execute("SELECT count(*) FROM audit").fetchone()[0] == events_before
+
+
+def test_status_for_unknown_student_is_refused_by_foreign_key(store: Store) -> None:
+    """A status row cannot point at a student who is not in the roster."""
+    with pytest.raises(sqlite3.IntegrityError), store.transaction():
+        store.write_status("9999", "electricity", Status.PASSED, remark="", source="cli", operator="",
+                           decision="applied")
+
+
+def test_upsert_is_idempotent_and_audits_changes_masked(store: Store) -> None:
+    """Re-importing unchanged students writes nothing; a change is audited with the 身份证号 masked."""
+    assert store.upsert_students([make_student("0803010103")], source="test") == {
+        "added": 0, "updated": 0, "unchanged": 1}
+    changed = make_student("0803010103", dorm="2区-3栋-3层-0309", id_card="11010519491231002X")
+    assert store.upsert_students([changed], source="test")["updated"] == 1
+    event = store.history("0803010103")[-1]
+    assert "2区-3栋-3层-0309" in event["new"] and "110105********002X" in event["new"]
+    assert "11010519491231002X" not in event["new"]
+
+
+def test_open_refuses_a_corrupt_file(tmp_path: Path) -> None:
+    """A file that is not SQLite is refused with a restore hint, not a traceback."""
+    path = tmp_path / "store.db"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="已损坏或不是 SQLite 文件.*lixiao backup"):
+        Store.open(path)
+
+
+def test_open_refuses_a_newer_schema(store: Store) -> None:
+    """A store written by a newer lixiao is not touched."""
+    store.db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    store.close()
+    with pytest.raises(StoreError, match="请升级 lixiao"):
+        Store.open(store.path)
+
+
+def test_backup_is_a_verified_copy(store: Store, tmp_path: Path) -> None:
+    """backup_to writes a copy that opens, has the same rows and a valid chain; it never overwrites."""
+    dest = tmp_path / "copy.db"
+    store.backup_to(dest)
+    copy = Store.open(dest)
+    assert copy.student_count() == 2 and copy.audit_problems() == []
+    with pytest.raises(StoreError, match="已存在"):
+        store.backup_to(dest)
