@@ -23,7 +23,7 @@ BEFORE_CERTIFICATES = ["party_transfer", "return_instruments", "return_books", "
 
 
 def test_status_json_shows_every_step_with_applicability(cli: Cli) -> None:
-    """status --json lists all 17 steps of the manual (15 offices + 2 at 教务处); loans, switch and 教务处 are na unless flagged."""
+    """status --json lists all 17 steps (15 offices + 2 at 教务处); loans, switch, 教务处 na unless flagged."""
     plain = cli.json("status", "0803010103")
     assert {"student_no", "name", "college", "class", "dorm", "complete", "steps", "blocked"} <= set(plain)
     statuses = {s["step"]: s["status"] for s in plain["steps"]}
@@ -162,7 +162,7 @@ def test_export_xlsx_and_csv_use_the_manual_marks(cli: Cli, tmp_path: Path) -> N
     assert cli("export", str(csv_path)).exit_code == 0
     lines = csv_path.read_text("utf-8-sig").splitlines()
     header = lines[0].split(",")
-    row = dict(zip(header, next(l for l in lines if l.startswith("0803010103")).split(","), strict=True))
+    row = dict(zip(header, next(x for x in lines if x.startswith("0803010103")).split(","), strict=True))
     assert row["清理电费"] == "已通过" and row["清理宿舍物品"] == "未办理" and row["归还交换机"] == ""
     assert cli("export", str(tmp_path / "m.xlsx")).exit_code == 0
     assert (tmp_path / "m.xlsx").read_bytes()[:2] == b"PK"

@@ -73,7 +73,7 @@ def test_checkpoint_code_may_not_collide_with_a_step_code() -> None:
 
 def test_toml_syntax_error_is_one_line() -> None:
     """Broken TOML says so, with the file name."""
-    with pytest.raises(FlowError, match="f.toml：TOML 语法错误"):
+    with pytest.raises(FlowError, match=r"f\.toml：TOML 语法错误"):
         parse_flow("name = [", origin="f.toml")
 
 

@@ -130,9 +130,9 @@ def test_csv_in_gbk_is_read(tmp_path: Path) -> None:
 
 def test_renamed_or_legacy_files_are_refused_clearly() -> None:
     """An .xls (OLE) file or junk named .xlsx gets a message that says what to do."""
-    with pytest.raises(TableError, match="旧版 .xls 或加密的工作簿"):
+    with pytest.raises(TableError, match=r"旧版 \.xls 或加密的工作簿"):
         read_table(b"\xd0\xcf\x11\xe0" + b"\0" * 100, "r.xlsx")
-    with pytest.raises(TableError, match="不是有效的 .xlsx 文件"):
+    with pytest.raises(TableError, match=r"不是有效的 \.xlsx 文件"):
         read_table(b"<html></html>", "r.xlsx")
     with pytest.raises(TableError, match="是空文件"):
         read_table(b"", "r.csv")

@@ -110,7 +110,7 @@ def test_open_refuses_a_corrupt_file(tmp_path: Path) -> None:
     """A file that is not SQLite is refused with a restore hint, not a traceback."""
     path = tmp_path / "store.db"
     path.write_bytes(b"not a database" * 100)
-    with pytest.raises(StoreError, match="已损坏或不是 SQLite 文件.*lixiao backup"):
+    with pytest.raises(StoreError, match=r"已损坏或不是 SQLite 文件.*lixiao backup"):
         Store.open(path)
 
 
