@@ -393,6 +393,15 @@ class Store:
         )
         return {r[0]: StatusRow(Status(r[1]), *r[2:]) for r in rows}
 
+    def all_status_rows(self) -> dict[str, dict[str, StatusRow]]:
+        """Every stored status row: 学号 → step → row."""
+        result: dict[str, dict[str, StatusRow]] = {}
+        cursor = self.db.execute(
+            "SELECT student_no, step, status, remark, version, updated_at, source, operator FROM statuses")
+        for no, step, status, *rest in cursor:
+            result.setdefault(no, {})[step] = StatusRow(Status(status), *rest)
+        return result
+
     def all_statuses(self) -> dict[str, dict[str, Status]]:
         """Every stored status: 学号 → step → status."""
         result: dict[str, dict[str, Status]] = {}
@@ -429,6 +438,25 @@ class Store:
             "source": source, "source_hash": source_hash, "operator": operator, "detail": remark,
         }])
         return StatusRow(status, remark, version, stamp, source, operator)
+
+    # -- workbooks ------------------------------------------------------------------------
+    def next_generation(self, checkpoint: str, scope: str) -> int:
+        """The generation the next workbook of this checkpoint and scope gets (1, 2, …)."""
+        row = self.db.execute(
+            "SELECT max(generation) FROM workbooks WHERE checkpoint = ? AND scope = ?", [checkpoint, scope]
+        ).fetchone()
+        return int(row[0] or 0) + 1
+
+    def record_workbook(self, row: dict[str, Any]) -> None:
+        """Register an issued workbook (id, checkpoint, scope, generation, baseline…); inside a transaction."""
+        self.db.table("workbooks").insert(row)
+        self.append_audit([{"kind": "workbook", "new": row["id"], "decision": "issued", "source": "issue",
+                            "detail": f"{row['checkpoint']} {row['scope']} 第 {row['generation']} 版"}])
+
+    def workbook(self, workbook_id: str) -> dict[str, Any] | None:
+        """An issued workbook's row, or None."""
+        rows = list(self.db.query("SELECT * FROM workbooks WHERE id = ?", [workbook_id]))
+        return rows[0] if rows else None
 
     # -- waivers -------------------------------------------------------------------------
     def active_waivers(self, student_no: str | None = None) -> list[dict[str, Any]]:

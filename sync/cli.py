@@ -19,6 +19,7 @@ from rich.table import Table as RichTable
 from lixiao.core.clearance import ClearanceError, RefusedError
 from lixiao.core.feeds import FeedError, parse_feed
 from lixiao.core.flow import PRESETS, FlowError, flow_to_dict, load_preset
+from lixiao.core.issuance import SPLITS, IssueError
 from lixiao.core.model import STATUS_LABELS, Flow, Status
 from lixiao.core.roster import RosterError, validate_roster
 from lixiao.core.store import StoreError
@@ -29,7 +30,8 @@ from lixiao.workbooks.tables import TableError, read_table
 from .datafolder import DataFolder, DataFolderError, find_folder, init_folder, open_folder
 
 MARKS = {"passed": "✓", "failed": "✗", "optional": "○", "pending": "↓", "na": "–"}
-INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError)
+INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError,
+                IssueError)
 # Rich falls back to 80 columns when piped; Chinese tables need more to stay readable in a log.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -252,6 +254,37 @@ def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: 
         console.print(f"  [red]{line}[/]")
     if trouble:
         raise Refused(f"{len(trouble)} 行未能应用（见上）")
+
+
+@main.command(epilog=_examples(
+    "  lixiao issue\n  lixiao issue --checkpoint utilities --checkpoint dorm\n"
+    "  lixiao issue --checkpoint college --split class"))
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="CODE",
+              help="只签发这些离校点（可多次给出；默认：所有需要勾选的离校点和特殊离校点）")
+@click.option("--split", type=click.Choice(SPLITS), help="再按学院、班级或宿舍拆成多个文件")
+@click.pass_context
+def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -> None:
+    """Write each office's checkbox workbook to outbox/<checkpoint>/ (reissuing raises the generation)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .issuing import issue_workbooks
+
+    with _folder(ctx) as folder:
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("签发工作簿", total=None)
+
+            def report(done: int, total: int, name: str) -> None:
+                bar.update(task, completed=done, total=total, description=f"签发 {name}")
+
+            issued = issue_workbooks(folder, list(checkpoints), split, report)
+        table = RichTable(title=f"已签发 {len(issued)} 个工作簿")
+        for column in ("离校点", "范围", "版本", "学生数", "文件"):
+            table.add_column(column)
+        for item in issued:
+            table.add_row(item.title, item.scope, str(item.generation), str(item.students),
+                          str(item.path.relative_to(folder.root)))
+    console.print(table)
 
 
 @main.command("set", epilog=_examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师"))

@@ -1,0 +1,257 @@
+"""What each office's workbook must hold: its students, step cells, batch groups and baseline (pure data)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import rules
+from .identity import mask_id_card
+from .model import Checkpoint, Flow, Status, Step, Student
+from .signing import digest
+from .store import StatusRow
+
+SPLITS = ("college", "class", "dorm")
+BATCH_SHEETS = {"class": "按班级", "dorm": "按宿舍", "college": "按学院"}
+IDENTITY_COLUMNS = ("学号", "姓名", "性别", "身份证号", "院系", "专业", "班级", "宿舍")
+ALL_SCOPE = "全部"
+
+
+class IssueError(ValueError):
+    """Workbooks cannot be planned as asked (unknown checkpoint, nothing to tick)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CellPlan:
+    """One step cell: blank when not applicable, else ticked or not, with the version it was issued at."""
+
+    step: str
+    applicable: bool
+    ticked: bool = False
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RowPlan:
+    """One student row of the 办理 sheet."""
+
+    student: Student
+    identity: tuple[str, ...]
+    prerequisite: str  # 已满足, or 未满足：… in the manual's words
+    cells: tuple[CellPlan, ...]
+    remark: str
+
+    @property
+    def blocked(self) -> bool:
+        """True when the row's prerequisites are unmet."""
+        return self.prerequisite != PREREQ_MET
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPlan:
+    """One row of a batch sheet: a class, dorm room or college and its members."""
+
+    key: str
+    names: tuple[str, ...]
+    student_nos: tuple[str, ...]
+    counts: tuple[tuple[int, int], ...]  # per step: (passed, applicable)
+    ticked: tuple[bool, ...]  # per step: every applicable member already passed
+
+
+@dataclass(frozen=True, slots=True)
+class WaiverRowPlan:
+    """One row of the special desk: a student's restricted step and whether its restriction is lifted."""
+
+    student: Student
+    step: Step
+    checkpoint_title: str
+    status: Status
+    waived: bool
+    reason: str
+
+
+PREREQ_MET = "已满足"
+
+
+@dataclass
+class WorkbookPlan:
+    """Everything a workbook shows, independent of the file format."""
+
+    session: str
+    checkpoint: Checkpoint
+    title: str
+    scope: str
+    steps: tuple[Step, ...]
+    identity_columns: tuple[str, ...]
+    rows: list[RowPlan] = field(default_factory=list)
+    groups: dict[str, list[GroupPlan]] = field(default_factory=dict)
+    waiver_rows: list[WaiverRowPlan] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """``waiver`` for the special desk, ``office`` otherwise."""
+        return "waiver" if self.checkpoint.kind == "waiver" else "office"
+
+    def student_nos(self) -> list[str]:
+        """The issued students, sorted."""
+        if self.kind == "waiver":
+            return sorted({r.student.student_no for r in self.waiver_rows})
+        return sorted(r.student.student_no for r in self.rows)
+
+    def baseline(self) -> dict[str, Any]:
+        """The issued values the three-way merge compares a return against."""
+        return {
+            "cells": {
+                r.student.student_no: {c.step: [c.ticked, c.version] for c in r.cells if c.applicable}
+                for r in self.rows
+            },
+            "remarks": {r.student.student_no: r.remark for r in self.rows},
+            "identity": {r.student.student_no: list(r.identity) for r in self.rows},
+            "batch": {
+                mode: {g.key: dict(zip((s.code for s in self.steps), g.ticked, strict=True)) for g in groups}
+                for mode, groups in self.groups.items()
+            },
+            "groups": {mode: {g.key: list(g.student_nos) for g in groups} for mode, groups in self.groups.items()},
+            "waivers": {
+                f"{w.student.student_no}|{w.step.code}": [w.waived, w.reason] for w in self.waiver_rows
+            },
+        }
+
+    def students_hash(self) -> str:
+        """Hash of the issued student list."""
+        return digest(self.student_nos())
+
+
+def _group_key(student: Student, mode: str) -> str:
+    return {"class": student.class_name, "dorm": student.dorm, "college": student.college}[mode]
+
+
+def identity_values(student: Student, columns: tuple[str, ...], show_id: bool) -> tuple[str, ...]:
+    """The identity cells of one student in column order (身份证号 masked unless ``show_id``)."""
+    values = {
+        "学号": student.student_no, "姓名": student.name, "性别": student.gender,
+        "身份证号": student.id_card if show_id else mask_id_card(student.id_card),
+        "院系": student.college, "专业": student.major, "班级": student.class_name,
+        "宿舍": student.dorm or "无住宿信息",
+    }
+    return tuple(values[c] for c in columns)
+
+
+def workbook_steps(checkpoint: Checkpoint, year: int) -> tuple[Step, ...]:
+    """The steps staff tick in this office's workbook: enabled and not set by a feed."""
+    return tuple(s for s in checkpoint.steps if s.enabled(year) and s.source == "workbook")
+
+
+def issuable(flow: Flow, year: int) -> list[Checkpoint]:
+    """Checkpoints that get a workbook by default: those with steps to tick, and the special desk."""
+    return [cp for cp in flow.checkpoints if cp.kind == "waiver" or workbook_steps(cp, year)]
+
+
+def plan_workbooks(
+    flow: Flow,
+    year: int,
+    session: str,
+    checkpoint: Checkpoint,
+    students: list[Student],
+    stored: Mapping[str, Mapping[str, StatusRow]],
+    waived: Mapping[str, Mapping[str, str]],
+    split: str | None = None,
+) -> list[WorkbookPlan]:
+    """Plan the workbooks of one checkpoint: one per college where it is per college, split further on request."""
+    if split is not None and split not in SPLITS:
+        raise IssueError(f"--split 只能是 {'、'.join(SPLITS)}")
+    if checkpoint.kind == "waiver":
+        return [_plan_waivers(flow, year, session, checkpoint, students, stored, waived)]
+    steps = workbook_steps(checkpoint, year)
+    if not steps:
+        raise IssueError(f"{checkpoint.name}的步骤都由数据源设置（或已取消），不需要工作簿")
+    concerned = [s for s in students if any(st.enabled(year) and rules.applies(st, s) for st in steps)]
+    scopes: dict[tuple[str, ...], list[Student]] = {}
+    for student in concerned:
+        key: tuple[str, ...] = ()
+        if checkpoint.per_college or split == "college":
+            key += (student.college,)
+        if split in ("class", "dorm"):
+            key += (_group_key(student, split) or "无住宿信息",)
+        scopes.setdefault(key, []).append(student)
+    plans = []
+    show_id_steps = {s.code for s in steps if s.feed.startswith("loans")}
+    for key, members in sorted(scopes.items()):
+        college = key[0] if checkpoint.per_college else ""
+        title = checkpoint.title_for(college)
+        plan = WorkbookPlan(session=session, checkpoint=checkpoint, title=title,
+                            scope="-".join(key) if key else ALL_SCOPE, steps=steps,
+                            identity_columns=IDENTITY_COLUMNS)
+        for student in sorted(members, key=lambda s: (s.class_name, s.student_no)):
+            rows = stored.get(student.student_no, {})
+            statuses = {code: row.status for code, row in rows.items()}
+            missing = rules.missing_prerequisites(
+                flow, student, steps[0].code, statuses, set(waived.get(student.student_no, {})), year
+            )
+            prerequisite = PREREQ_MET if not missing else "未满足：" + "；".join(
+                rules.step_title(flow, student, m) for m in missing)
+            cells = []
+            remarks = []
+            for step in steps:
+                row = rows.get(step.code)
+                applicable = rules.applies(step, student)
+                cells.append(CellPlan(step.code, applicable, bool(row and row.status is Status.PASSED),
+                                      row.version if row else 0))
+                if applicable and row and row.remark:
+                    remarks.append(row.remark)
+            show_id = any(rules.applies(s, student) for s in steps if s.code in show_id_steps)
+            plan.rows.append(RowPlan(student, identity_values(student, IDENTITY_COLUMNS, show_id), prerequisite,
+                                     tuple(cells), "；".join(dict.fromkeys(remarks))))
+        for mode in checkpoint.batch:
+            plan.groups[mode] = _plan_groups(plan.rows, steps, mode)
+        plans.append(plan)
+    return plans
+
+
+def _plan_groups(rows: list[RowPlan], steps: tuple[Step, ...], mode: str) -> list[GroupPlan]:
+    grouped: dict[str, list[RowPlan]] = {}
+    for row in rows:
+        key = _group_key(row.student, mode)
+        if key:
+            grouped.setdefault(key, []).append(row)
+    groups = []
+    for key, members in sorted(grouped.items()):
+        counts = []
+        for index in range(len(steps)):
+            applicable = [m.cells[index] for m in members if m.cells[index].applicable]
+            counts.append((sum(c.ticked for c in applicable), len(applicable)))
+        groups.append(GroupPlan(
+            key=key,
+            names=tuple(m.student.name for m in members),
+            student_nos=tuple(m.student.student_no for m in members),
+            counts=tuple(counts),
+            ticked=tuple(bool(total) and passed == total for passed, total in counts),
+        ))
+    return groups
+
+
+def _plan_waivers(
+    flow: Flow,
+    year: int,
+    session: str,
+    checkpoint: Checkpoint,
+    students: list[Student],
+    stored: Mapping[str, Mapping[str, StatusRow]],
+    waived: Mapping[str, Mapping[str, str]],
+) -> WorkbookPlan:
+    """The special desk: every student with an unfinished restricted step, and its restriction state."""
+    plan = WorkbookPlan(session=session, checkpoint=checkpoint, title=checkpoint.name, scope=ALL_SCOPE, steps=(),
+                        identity_columns=("学号", "姓名", "院系", "班级"))
+    for student in sorted(students, key=lambda s: (s.college, s.class_name, s.student_no)):
+        for code in checkpoint.lifts:
+            step = flow.steps[code]
+            row = stored.get(student.student_no, {}).get(code)
+            status = rules.effective_status(step, student, row.status if row else None, year)
+            if status in (Status.PASSED, Status.NA, Status.OPTIONAL):
+                continue
+            reason = waived.get(student.student_no, {}).get(code)
+            plan.waiver_rows.append(WaiverRowPlan(
+                student, step, flow.checkpoint(step.checkpoint).title_for(student.college), status,
+                reason is not None, reason or ""))
+    return plan

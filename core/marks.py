@@ -1,0 +1,30 @@
+"""What a returned step cell means: ticked, not ticked, or something staff must be asked about."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .identity import clean_text
+
+TICKED = frozenset({"✓", "√", "✔", "☑", "是", "Y", "YES", "1", "X", "TRUE", "通过", "已通过", "=TRUE()", "T"})
+UNTICKED = frozenset({"", "FALSE", "0", "否", "N", "NO", "=FALSE()", "F", "☐", "□"})
+
+
+def read_mark(value: Any) -> bool | None:
+    """True for a tick, False for an empty or unticked cell, None for a mark that must not be guessed.
+
+    Accepts booleans (Excel 365 checkboxes, WPS, LibreOffice), 1/0 numbers (LibreOffice may save a
+    typed TRUE as 1), and typed marks (✓ √ ✔ 是 Y y 1 x X TRUE 通过 / empty FALSE 0 否 N).
+    """
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return {1.0: True, 0.0: False}.get(float(value))
+    text = clean_text(str(value)).upper()
+    if text in TICKED:
+        return True
+    if text in UNTICKED:
+        return False
+    return None

@@ -1,0 +1,30 @@
+"""The workbook token: canonical JSON signed with HMAC-SHA256 using the data folder's key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+TOKEN_VERSION = 1
+
+
+def canonical(data: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces, UTF-8 kept) so that equal data hashes equally."""
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def digest(data: Any) -> str:
+    """SHA-256 of the canonical JSON of ``data``."""
+    return hashlib.sha256(canonical(data).encode("utf-8")).hexdigest()
+
+
+def sign(payload_text: str, key: bytes) -> str:
+    """HMAC-SHA256 of the payload text, hex."""
+    return hmac.new(key, payload_text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def verify(payload_text: str, signature: str, key: bytes) -> bool:
+    """True when ``signature`` is this key's signature of exactly this payload text."""
+    return hmac.compare_digest(sign(payload_text, key), signature.strip().lower())

@@ -1,0 +1,401 @@
+"""Read a returned workbook: its token, rows keyed by 学号, batch and waiver ticks, and every anomaly."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import python_calamine
+from defusedxml import ElementTree
+
+from lixiao.core.identity import clean_text
+from lixiao.core.marks import read_mark
+from lixiao.core.signing import digest, verify
+
+from .writer import (
+    GROUP_HEADERS,
+    MAIN_SHEET,
+    META_SHEET,
+    PREREQ_HEADER,
+    PROPERTY_PREFIX,
+    REMARK_HEADER,
+    WAIVER_HEADERS,
+    WAIVER_SHEET,
+)
+
+_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+       "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
+       "pr": "http://schemas.openxmlformats.org/package/2006/relationships",
+       "cp": "http://schemas.openxmlformats.org/officeDocument/2006/custom-properties",
+       "vt": "http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes"}
+# A cell whose first child is a formula: <c r="E5" …><f …>TRUE()</f><v>1</v></c> (Excel and LibreOffice order).
+_FORMULA_CELL = re.compile(
+    rb'<(?:\w+:)?c\s([^>]*?)>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*(?:<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>)?')
+_REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]{1,7})"')
+_BOOLEAN_FORMULA = re.compile(r"^=?\s*(TRUE|FALSE)\s*\(\s*\)$", re.IGNORECASE)
+HEADER_SEARCH_ROWS = 15
+
+
+class ReadError(ValueError):
+    """The file is not a readable lixiao workbook at all; the message says why, in Chinese."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A cell or structure the reader would not guess about; kept and reported, never treated as unticked."""
+
+    code: str
+    reason: str
+    sheet: str = ""
+    cell: str = ""
+    student_no: str = ""
+    step: str = ""
+    value: str = ""
+
+
+@dataclass
+class ReturnedRow:
+    """One student row of the 办理 sheet as returned."""
+
+    row: int
+    student_no: str
+    identity: dict[str, str]
+    ticks: dict[str, bool]
+    remark: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTick:
+    """One batch-sheet checkbox: a group (class, dorm, college), a step, ticked or not."""
+
+    mode: str
+    group: str
+    step: str
+    ticked: bool
+    cell: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaiverTick:
+    """One row of the special desk: lift (ticked) or keep (unticked) a restriction, with its reason."""
+
+    student_no: str
+    step: str
+    lifted: bool
+    reason: str
+    cell: str
+
+
+@dataclass
+class TokenInfo:
+    """The workbook's identity as found in the file, and whether its signature holds."""
+
+    payload: dict[str, Any] | None
+    payload_text: str
+    signature: str
+    status: str  # valid | bad_signature | missing | malformed | unverified
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Returned:
+    """Everything read from a returned workbook."""
+
+    token: TokenInfo
+    operator: str = ""
+    rows: dict[str, ReturnedRow] = field(default_factory=dict)
+    duplicates: list[ReturnedRow] = field(default_factory=list)
+    batch: list[BatchTick] = field(default_factory=list)
+    waivers: list[WaiverTick] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    students_match: bool | None = None  # returned 学号 set equals the issued one (by hash)
+
+
+def column_letter(index: int) -> str:
+    """0-based column index → Excel letters (0 → A, 26 → AA)."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return clean_text(str(value))
+
+
+def _sheet_paths(archive: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
+    """Sheet name → (part path inside the zip, state) from workbook.xml and its relationships."""
+    try:
+        book = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+        rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    except (KeyError, ElementTree.ParseError) as exc:
+        raise ReadError(f"工作簿结构损坏（{exc}）") from None
+    targets = {r.get("Id"): r.get("Target", "") for r in rels.findall("pr:Relationship", _NS)}
+    result = {}
+    for sheet in book.findall("m:sheets/m:sheet", _NS):
+        target = targets.get(sheet.get(f"{{{_NS['r']}}}id"), "")
+        path = target.lstrip("/") if target.startswith("/") else "xl/" + target
+        result[sheet.get("name", "")] = (path, sheet.get("state", "visible"))
+    return result
+
+
+def _custom_properties(archive: zipfile.ZipFile) -> dict[str, str]:
+    try:
+        root = ElementTree.fromstring(archive.read("docProps/custom.xml"))
+    except KeyError:
+        return {}
+    except ElementTree.ParseError:
+        return {}
+    props = {}
+    for prop in root.findall("cp:property", _NS):
+        name = prop.get("name", "")
+        if name.startswith(PROPERTY_PREFIX):
+            props[name[len(PROPERTY_PREFIX):]] = "".join(prop.itertext()).strip()
+    return props
+
+
+def formula_cells(xml: bytes) -> dict[str, tuple[str, str | None]]:
+    """Cells holding a formula: ref → (formula text, cached value or None)."""
+    if b"<f" not in xml and b":f" not in xml:
+        return {}
+    found = {}
+    for match in _FORMULA_CELL.finditer(xml):
+        ref = _REF.search(match.group(1))
+        if ref:
+            formula = (match.group(2) or b"").decode("utf-8", "replace")
+            cached = match.group(3)
+            found[ref.group(1).decode()] = (formula, None if cached is None else cached.decode("utf-8", "replace"))
+    return found
+
+
+def _find_header(grid: list[list[Any]], first: str) -> int | None:
+    for index, row in enumerate(grid[:HEADER_SEARCH_ROWS]):
+        if row and any(_cell_text(v) == first for v in row[:3]):
+            return index
+    return None
+
+
+class _Sheet:
+    """A sheet's values (absolute positions from A1) and its formula cells."""
+
+    def __init__(self, name: str, grid: list[list[Any]], formulas: dict[str, tuple[str, str | None]]) -> None:
+        self.name = name
+        self.grid = grid
+        self.formulas = formulas
+
+    def mark(self, row: int, col: int, value: Any) -> tuple[bool | None, str]:
+        """The tick a cell holds, or None with the reason it cannot be read."""
+        ref = f"{column_letter(col)}{row + 1}"
+        if ref in self.formulas:
+            formula, cached = self.formulas[ref]
+            if not _BOOLEAN_FORMULA.match(formula):
+                return None, f"单元格是公式（={formula}），勾选格只能是勾或 TRUE/FALSE"
+            if cached is None:
+                return None, "单元格是 TRUE()/FALSE() 公式但没有保存计算结果，请在 Excel 中重新计算并保存"
+            return formula.upper().lstrip("=").strip().startswith("TRUE"), ""
+        mark = read_mark(value)
+        if mark is None:
+            return None, f"无法识别的勾选内容“{_cell_text(value)}”（应为勾、TRUE/FALSE、✓、√ 或留空）"
+        return mark, ""
+
+
+def read_returned(data: bytes, key: bytes | None = None) -> Returned:
+    """Parse a returned lixiao workbook; with ``key`` the token's signature is checked too."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise ReadError("文件不是 .xlsx 工作簿（不是 zip 格式）") from None
+    with archive:
+        paths = _sheet_paths(archive)
+        properties = _custom_properties(archive)
+        try:
+            calamine = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - calamine raises its own error types for bad files
+            raise ReadError(f"工作簿无法读取（{type(exc).__name__}）") from None
+
+        def sheet(name: str) -> _Sheet | None:
+            if name not in paths:
+                return None
+            grid = calamine.get_sheet_by_name(name).to_python(skip_empty_area=False)
+            try:
+                xml = archive.read(paths[name][0])
+            except KeyError:
+                xml = b""
+            return _Sheet(name, grid, formula_cells(xml))
+
+        token = _read_token(sheet(META_SHEET), properties, key)
+        result = Returned(token=token)
+        if paths.get(META_SHEET, ("", ""))[1] == "visible":
+            result.anomalies.append(Anomaly("meta_visible", "隐藏的元数据表被取消隐藏（不影响处理）", META_SHEET))
+        payload = token.payload or {}
+        steps: dict[str, str] = payload.get("steps", {})
+        if payload.get("kind") == "waiver":
+            waiver_sheet = sheet(WAIVER_SHEET)
+            if waiver_sheet is None:
+                result.anomalies.append(Anomaly("sheet_missing", f"找不到工作表“{WAIVER_SHEET}”", WAIVER_SHEET))
+            else:
+                _read_waivers(waiver_sheet, steps, result)
+                result.operator = _operator(waiver_sheet)
+        else:
+            main = sheet(MAIN_SHEET)
+            if main is None:
+                result.anomalies.append(Anomaly("sheet_missing", f"找不到工作表“{MAIN_SHEET}”", MAIN_SHEET))
+            else:
+                _read_main(main, steps, result)
+                result.operator = _operator(main)
+            for sheet_name, mode in payload.get("batch_sheets", {}).items():
+                batch = sheet(sheet_name)
+                if batch is None:
+                    result.anomalies.append(Anomaly("sheet_missing", f"找不到批量工作表“{sheet_name}”", sheet_name))
+                else:
+                    _read_batch(batch, mode, steps, result)
+        if "students_hash" in payload:
+            returned = sorted({*result.rows, *(w.student_no for w in result.waivers)})
+            result.students_match = digest(returned) == payload["students_hash"]
+            if not result.students_match:
+                result.anomalies.append(
+                    Anomaly("students_changed", "学生名单与签发时不同（有行被删除、添加或学号被修改）"))
+        return result
+
+
+def _read_token(meta: _Sheet | None, properties: dict[str, str], key: bytes | None) -> TokenInfo:
+    if meta is None or len(meta.grid) < 3 or not meta.grid[1] or not meta.grid[2]:
+        return TokenInfo(None, "", properties.get("signature", ""), "missing", properties)
+    payload_text = str(meta.grid[1][0] or "")
+    signature = str(meta.grid[2][0] or "")
+    try:
+        payload = json.loads(payload_text)
+        if not isinstance(payload, dict):
+            raise ValueError
+    except ValueError:
+        return TokenInfo(None, payload_text, signature, "malformed", properties)
+    status = "unverified"
+    if key is not None:
+        status = "valid" if verify(payload_text, signature, key) else "bad_signature"
+    if properties.get("signature") and properties["signature"] != signature and status == "valid":
+        status = "bad_signature"  # the hidden sheet was copied into another workbook
+    return TokenInfo(payload, payload_text, signature, status, properties)
+
+
+def _operator(sheet: _Sheet) -> str:
+    for row in sheet.grid[:3]:
+        for index, value in enumerate(row):
+            if _cell_text(value).rstrip("：:") == "经办人":
+                for cell in row[index + 1:index + 3]:
+                    text = _cell_text(cell)
+                    if text and not text.startswith("（"):
+                        return text[:50]
+                return ""
+    return ""
+
+
+def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
+    header_row = _find_header(sheet.grid, "学号")
+    if header_row is None:
+        result.anomalies.append(Anomaly("header_missing", "找不到表头行（含“学号”的行）", sheet.name))
+        return
+    headers = [_cell_text(v) for v in sheet.grid[header_row]]
+    columns: dict[str, int] = {}
+    for index, title in enumerate(headers):
+        if title and title not in columns:
+            columns[title] = index
+    for name in steps:
+        if name not in columns:
+            result.anomalies.append(Anomaly("column_missing", f"找不到步骤列“{name}”", sheet.name, step=steps[name]))
+    identity = [h for h in headers if h and h not in steps and h not in (PREREQ_HEADER, REMARK_HEADER)]
+    for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
+        cells = {title: values[i] if i < len(values) else None for title, i in columns.items()}
+        student_no = _cell_text(cells.get("学号"))
+        if not student_no:
+            if any(_cell_text(v) for v in values):
+                result.anomalies.append(Anomaly("row_without_student_no", "有内容的行没有学号，已忽略", sheet.name,
+                                                f"A{offset + 1}"))
+            continue
+        ticks: dict[str, bool] = {}
+        for name, code in steps.items():
+            col = columns.get(name)
+            if col is None:
+                continue
+            value = values[col] if col < len(values) else None
+            mark, reason = sheet.mark(offset, col, value)
+            if mark is None:
+                result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{column_letter(col)}{offset + 1}",
+                                                student_no, code, _cell_text(value)))
+            else:
+                ticks[code] = mark
+        row = ReturnedRow(offset + 1, student_no, {h: _cell_text(cells.get(h)) for h in identity}, ticks,
+                          _cell_text(cells.get(REMARK_HEADER)))
+        if student_no in result.rows:
+            result.duplicates.append(row)
+            result.anomalies.append(Anomaly("duplicate_student", f"学号 {student_no} 出现多次（第 "
+                                            f"{result.rows[student_no].row} 行和第 {row.row} 行）", sheet.name,
+                                            f"A{offset + 1}", student_no))
+        else:
+            result.rows[student_no] = row
+
+
+def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returned) -> None:
+    first = GROUP_HEADERS.get(mode, "")
+    header_row = _find_header(sheet.grid, first)
+    if header_row is None:
+        result.anomalies.append(Anomaly("header_missing", f"批量表找不到表头“{first}”", sheet.name))
+        return
+    headers = [_cell_text(v) for v in sheet.grid[header_row]]
+    step_cols = {steps[h]: i for i, h in enumerate(headers) if h in steps}
+    group_col = headers.index(first)
+    for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
+        group = _cell_text(values[group_col]) if group_col < len(values) else ""
+        if not group:
+            continue
+        for code, col in step_cols.items():
+            value = values[col] if col < len(values) else None
+            if value is None or value == "":
+                continue
+            mark, reason = sheet.mark(offset, col, value)
+            ref = f"{column_letter(col)}{offset + 1}"
+            if mark is None:
+                result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, step=code,
+                                                value=_cell_text(value)))
+            else:
+                result.batch.append(BatchTick(mode, group, code, mark, ref))
+
+
+def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
+    header_row = _find_header(sheet.grid, "学号")
+    if header_row is None:
+        result.anomalies.append(Anomaly("header_missing", "找不到表头行（含“学号”的行）", sheet.name))
+        return
+    headers = [_cell_text(v) for v in sheet.grid[header_row]]
+    if any(h not in headers for h in ("学号", "离校步骤", "解除限制", "理由")):
+        result.anomalies.append(Anomaly("column_missing", f"解除限制表缺少列（应有 {'、'.join(WAIVER_HEADERS)}）",
+                                        sheet.name))
+        return
+    col = {h: headers.index(h) for h in ("学号", "离校步骤", "解除限制", "理由")}
+    for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
+        def get(name: str, row: list[Any] = values) -> Any:
+            return row[col[name]] if col[name] < len(row) else None
+        student_no = _cell_text(get("学号"))
+        if not student_no:
+            continue
+        step = steps.get(_cell_text(get("离校步骤")), "")
+        ref = f"{column_letter(col['解除限制'])}{offset + 1}"
+        if not step:
+            result.anomalies.append(Anomaly("unknown_step", f"未知的离校步骤“{_cell_text(get('离校步骤'))}”",
+                                            sheet.name, ref, student_no))
+            continue
+        mark, reason = sheet.mark(offset, col["解除限制"], get("解除限制"))
+        if mark is None:
+            result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, student_no, step,
+                                            _cell_text(get("解除限制"))))
+            continue
+        result.waivers.append(WaiverTick(student_no, step, mark, _cell_text(get("理由")), ref))

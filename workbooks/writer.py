@@ -1,0 +1,264 @@
+"""Render a WorkbookPlan as an .xlsx with real Excel 365 checkboxes, usable as TRUE/FALSE elsewhere."""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import xlsxwriter
+from xlsxwriter.workbook import Workbook
+from xlsxwriter.worksheet import Worksheet
+
+from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan
+
+MAIN_SHEET = "办理"
+WAIVER_SHEET = "解除限制"
+GUIDE_SHEET = "说明"
+META_SHEET = "_lixiao"
+HEADER_ROW = 3  # 0-based: title, 经办人, hint, then the header
+OPERATOR_CELL = (1, 1)  # B2
+PREREQ_HEADER = "前置条件"
+REMARK_HEADER = "备注"
+GROUP_HEADERS = {"class": "班级", "dorm": "宿舍", "college": "院系"}
+WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤当前状态", "限制状态", "解除限制", "理由")
+PROPERTY_PREFIX = "lixiao_"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """The signed identity written into the hidden sheet and the document properties."""
+
+    workbook_id: str
+    generation: int
+    payload_text: str
+    signature: str
+
+
+def text_width(text: str) -> int:
+    """Display width of text in a cell (CJK characters count double)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+class _Formats:
+    """Every cell style of a lixiao workbook; checkbox styles are never shared with text cells."""
+
+    def __init__(self, book: Workbook) -> None:
+        def fmt(**props: Any) -> Any:
+            return book.add_format({"font_name": "等线", "font_size": 11, "valign": "vcenter", **props})
+
+        self.title = fmt(bold=True, font_size=14)
+        self.label = fmt(bold=True, align="right")
+        self.operator = fmt(locked=False, bg_color="#FFF2CC", border=1, num_format="@")
+        self.hint = fmt(font_color="#7F7F7F", italic=True)
+        self.header = fmt(bold=True, bg_color="#DDEBF7", border=1, text_wrap=True, align="center")
+        self.identity = fmt(num_format="@", border=1)
+        self.met = fmt(num_format="@", border=1, font_color="#006100")
+        self.unmet = fmt(num_format="@", border=1, bg_color="#FCE4D6", font_color="#9C0006", text_wrap=True)
+        self.na = fmt(bg_color="#D9D9D9", border=1)
+        self.remark = fmt(locked=False, num_format="@", border=1, text_wrap=True)
+        self.count = fmt(num_format="@", border=1, align="center")
+        self.guide = fmt(text_wrap=True, valign="top")
+        self.guide_head = fmt(bold=True, font_size=12)
+        # insert_checkbox mutates the format it is given: these two serve checkbox cells only.
+        self.box = fmt(locked=False, border=1, align="center")
+        self.box_blocked = fmt(locked=False, border=1, align="center", bg_color="#FCE4D6")
+        self.ticked = book.add_format({"bg_color": "#C6EFCE", "font_color": "#006100"})
+
+
+def build_workbook(plan: WorkbookPlan, token: Token, issued_at: str) -> bytes:
+    """The .xlsx bytes of one issued workbook."""
+    buffer = io.BytesIO()
+    book = xlsxwriter.Workbook(buffer, {
+        "in_memory": True, "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
+    })
+    formats = _Formats(book)
+    book.set_properties({"title": f"{plan.session} {plan.title} {plan.scope}", "author": "lixiao",
+                         "comments": "lixiao 离校工作簿；请勿删除隐藏的工作表"})
+    for name, value in (("workbook", token.workbook_id), ("checkpoint", plan.checkpoint.code),
+                        ("generation", str(token.generation)), ("signature", token.signature)):
+        book.set_custom_property(PROPERTY_PREFIX + name, value)
+    if plan.kind == "waiver":
+        _waiver_sheet(book, formats, plan, issued_at, token.generation)
+    else:
+        _main_sheet(book, formats, plan, issued_at, token.generation)
+        for mode, groups in plan.groups.items():
+            _batch_sheet(book, formats, plan, mode, groups)
+    _guide_sheet(book, formats, plan, token.generation)
+    meta = book.add_worksheet(META_SHEET)
+    meta.write_string(0, 0, "lixiao-token")
+    meta.write_string(1, 0, token.payload_text)
+    meta.write_string(2, 0, token.signature)
+    meta.very_hidden()
+    book.close()
+    return buffer.getvalue()
+
+
+def _top(sheet: Worksheet, f: _Formats, plan: WorkbookPlan, issued_at: str, generation: int, hint: str) -> None:
+    sheet.write_string(0, 0, f"{plan.session}　{plan.title}　{plan.scope}　第 {generation} 版", f.title)
+    sheet.write_string(1, 0, "经办人：", f.label)
+    sheet.write_blank(*OPERATOR_CELL, None, f.operator)
+    sheet.write_string(1, 3, f"签发于 {issued_at[:16].replace('T', ' ')}", f.hint)
+    sheet.write_string(2, 0, hint, f.hint)
+    sheet.set_row(0, 24)
+
+
+def _print_setup(sheet: Worksheet, last_col: int) -> None:
+    sheet.set_landscape()
+    sheet.set_paper(9)  # A4
+    sheet.repeat_rows(0, HEADER_ROW)
+    sheet.fit_to_pages(1, 0)
+    sheet.set_margins(left=0.4, right=0.4, top=0.5, bottom=0.5)
+    sheet.set_footer("&C第 &P 页，共 &N 页")
+    sheet.print_area(0, 0, 1_048_575, last_col)
+
+
+def _protect(sheet: Worksheet) -> None:
+    # A hint, not security: no password; staff may still sort, filter and resize.
+    sheet.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True,
+                       "select_locked_cells": True, "select_unlocked_cells": True})
+
+
+def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: str, generation: int) -> None:
+    sheet = book.add_worksheet(MAIN_SHEET)
+    _top(sheet, f, plan, issued_at, generation,
+         "勾选表示已办理通过；灰色格子表示该生不需要办理；橙色表示前置条件未满足（勾选会被拒绝）；请勿修改学号、姓名等列。")
+    identity = plan.identity_columns
+    headers = [*identity, PREREQ_HEADER, *(s.name for s in plan.steps), REMARK_HEADER]
+    first_step = len(identity) + 1
+    remark_col = first_step + len(plan.steps)
+    widths = [text_width(h) + 2 for h in headers]
+    for col, title in enumerate(headers):
+        sheet.write_string(HEADER_ROW, col, title, f.header)
+    for r, row in enumerate(plan.rows, start=HEADER_ROW + 1):
+        for col, value in enumerate(row.identity):
+            sheet.write_string(r, col, value, f.identity)
+            widths[col] = max(widths[col], text_width(value) + 2)
+        sheet.write_string(r, len(identity), row.prerequisite, f.unmet if row.blocked else f.met)
+        box = f.box_blocked if row.blocked else f.box
+        for index, cell in enumerate(row.cells):
+            if cell.applicable:
+                sheet.insert_checkbox(r, first_step + index, cell.ticked, box)
+            else:
+                sheet.write_blank(r, first_step + index, None, f.na)
+        sheet.write_string(r, remark_col, row.remark, f.remark)
+    last_row = HEADER_ROW + max(1, len(plan.rows))
+    widths[len(identity)] = min(40, max(10, max((text_width(r.prerequisite) for r in plan.rows), default=8)))
+    widths[remark_col] = 30
+    for col, width in enumerate(widths):
+        sheet.set_column(col, col, min(width, 40))
+    if plan.steps:
+        sheet.data_validation(HEADER_ROW + 1, first_step, last_row, remark_col - 1, {
+            "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information",
+            "input_title": "勾选", "input_message": "勾选或选 TRUE 表示已办理通过",
+        })
+        sheet.conditional_format(HEADER_ROW + 1, first_step, last_row, remark_col - 1,
+                                 {"type": "cell", "criteria": "==", "value": "TRUE", "format": f.ticked})
+    sheet.freeze_panes(HEADER_ROW + 1, 2)
+    sheet.autofilter(HEADER_ROW, 0, last_row, len(headers) - 1)
+    sheet.set_row(HEADER_ROW, 32)
+    _print_setup(sheet, len(headers) - 1)
+    _protect(sheet)
+    sheet.activate()
+
+
+def _batch_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, mode: str, groups: list[Any]) -> None:
+    sheet = book.add_worksheet(BATCH_SHEETS[mode])
+    unit = GROUP_HEADERS[mode]
+    sheet.write_string(0, 0, f"{plan.session}　{plan.title}　{plan.scope}　{BATCH_SHEETS[mode]}批量办理", f.title)
+    sheet.write_string(1, 0, "经办人：", f.label)
+    sheet.write_string(1, 1, "（填在“办理”表）", f.hint)
+    sheet.write_string(2, 0, f"每行一个{unit}：勾选某一步骤表示该{unit}所有需要办理该步骤的学生均已通过"
+                       "（前置条件未满足的学生会被拒绝并在回执中列出）。", f.hint)
+    headers = [GROUP_HEADERS[mode], "人数", "成员"]
+    headers += [f"{s.name}（已通过/应办）" for s in plan.steps]
+    headers += [s.name for s in plan.steps]
+    first_box = 3 + len(plan.steps)
+    for col, title in enumerate(headers):
+        sheet.write_string(HEADER_ROW, col, title, f.header)
+    for r, group in enumerate(groups, start=HEADER_ROW + 1):
+        sheet.write_string(r, 0, group.key, f.identity)
+        sheet.write_string(r, 1, str(len(group.student_nos)), f.count)
+        sheet.write_string(r, 2, "、".join(group.names), f.identity)
+        for index, (passed, total) in enumerate(group.counts):
+            sheet.write_string(r, 3 + index, f"{passed}/{total}", f.count)
+            if total:
+                sheet.insert_checkbox(r, first_box + index, group.ticked[index], f.box)
+            else:
+                sheet.write_blank(r, first_box + index, None, f.na)
+    last_row = HEADER_ROW + max(1, len(groups))
+    sheet.set_column(0, 0, max(12, max((text_width(g.key) for g in groups), default=10) + 2))
+    sheet.set_column(1, 1, 6)
+    sheet.set_column(2, 2, 36)
+    sheet.set_column(3, len(headers) - 1, 14)
+    sheet.data_validation(HEADER_ROW + 1, first_box, last_row, len(headers) - 1, {
+        "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information"})
+    sheet.conditional_format(HEADER_ROW + 1, first_box, last_row, len(headers) - 1,
+                             {"type": "cell", "criteria": "==", "value": "TRUE", "format": f.ticked})
+    sheet.freeze_panes(HEADER_ROW + 1, 1)
+    sheet.autofilter(HEADER_ROW, 0, last_row, len(headers) - 1)
+    sheet.set_row(HEADER_ROW, 32)
+    _print_setup(sheet, len(headers) - 1)
+    _protect(sheet)
+
+
+def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: str, generation: int) -> None:
+    sheet = book.add_worksheet(WAIVER_SHEET)
+    _top(sheet, f, plan, issued_at, generation,
+         "勾选“解除限制”并填写理由 = 关闭该步骤对后续离校点的限制（如欠费缓交）；取消勾选 = 重新开启限制。")
+    for col, title in enumerate(WAIVER_HEADERS):
+        sheet.write_string(HEADER_ROW, col, title, f.header)
+    for r, row in enumerate(plan.waiver_rows, start=HEADER_ROW + 1):
+        values = (row.student.student_no, row.student.name, row.student.college, row.student.class_name,
+                  row.checkpoint_title, row.step.name, row.status.label, "限制已关闭" if row.waived else "限制已开启")
+        for col, value in enumerate(values):
+            sheet.write_string(r, col, value, f.identity)
+        sheet.insert_checkbox(r, 8, row.waived, f.box)
+        sheet.write_string(r, 9, row.reason, f.remark)
+    last_row = HEADER_ROW + max(1, len(plan.waiver_rows))
+    for col, width in enumerate((12, 10, 22, 14, 22, 12, 12, 12, 10, 36)):
+        sheet.set_column(col, col, width)
+    sheet.data_validation(HEADER_ROW + 1, 8, last_row, 8, {
+        "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information"})
+    sheet.freeze_panes(HEADER_ROW + 1, 2)
+    sheet.autofilter(HEADER_ROW, 0, last_row, len(WAIVER_HEADERS) - 1)
+    _print_setup(sheet, len(WAIVER_HEADERS) - 1)
+    _protect(sheet)
+    sheet.activate()
+
+
+GUIDE = [
+    ("这是什么", "本工作簿由 lixiao 离校系统为“{title}”（{scope}）生成，第 {generation} 版。"
+     "每行一名学生，每个带方框的列是一个离校步骤。"),
+    ("怎样办理", "学生办完某一步骤后，在该行该列的方框里打勾（Excel 365 直接点击方框）。"
+     "旧版 Excel、WPS 或 LibreOffice 中看到的是 TRUE/FALSE（旧版 LibreOffice 显示 1/0）：选择 TRUE 表示已通过，"
+     "也可以输入 ✓、√、“是”或 1。"
+     "灰色格子表示该生不需要办理此步骤，不用填。"),
+    ("经办人", "请在第 2 行“经办人”后面填写您的姓名，系统会把本次交回的所有办理记录记在您名下。"),
+    ("前置条件", "“前置条件”列写着“未满足：……”的学生还有前面的离校点没有办完，"
+     "此时打勾会被系统拒绝，并在回执中说明原因。"),
+    ("批量办理", "“按班级”“按宿舍”“按学院”表每行一个班级/宿舍/学院：在某步骤下打勾，"
+     "表示该组所有需要办理该步骤的学生都已通过（例如一个 4 人寝室一次勾选）。"
+     "批量表中取消勾选不会撤销任何学生，撤销请在“办理”表逐个取消。"),
+    ("撤销", "如果勾错了，在“办理”表把该格的勾去掉即可，系统会记录撤销。"),
+    ("备注", "“备注”列可以写说明（如“欠费已缴清”），会随办理记录一起保存。"),
+    ("不要修改", "不要修改学号、姓名、身份证号等信息列，不要删除或重命名工作表，不要设置密码。"
+     "可以排序、筛选、调整列宽。"),
+    ("交回", "保存后（保持 .xlsx 格式），按协调人要求通过邮件、U 盘或共享文件夹交回本文件。"
+     "文件名可以改，内容会被自动识别；同一文件交回两次不会重复记录。"),
+    ("个人信息", "本表包含学生个人信息，仅用于离校办理，请勿外传。身份证号已隐去中间 8 位。"),
+]
+
+
+def _guide_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, generation: int) -> None:
+    sheet = book.add_worksheet(GUIDE_SHEET)
+    sheet.set_column(0, 0, 14)
+    sheet.set_column(1, 1, 100)
+    sheet.write_string(0, 0, "使用说明", f.title)
+    for r, (head, text) in enumerate(GUIDE, start=2):
+        sheet.write_string(r, 0, head, f.guide_head)
+        body = text.format(title=plan.title, scope=plan.scope, generation=generation)
+        sheet.write_string(r, 1, body, f.guide)
+        sheet.set_row(r, 18 * (1 + text_width(body) // 100))
+    sheet.protect("", {"select_locked_cells": True, "select_unlocked_cells": True})
