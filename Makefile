@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+# Debian packages the real-client tests drive (LibreOffice through UNO) and a CJK font for rendering.
+DEB_PACKAGES := libreoffice-calc python3-uno fonts-noto-cjk
+
+.PHONY: install system-deps demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +27,14 @@ lint: $(STAMP)
 	for p in core workbooks sync reports; do ln -sfn ../../$$p .typecheck/lixiao/$$p; done
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p lixiao
 
-test: lint
+system-deps:
+	@if command -v soffice >/dev/null && /usr/bin/python3 -c 'import uno' 2>/dev/null \
+		&& fc-list :lang=zh 2>/dev/null | grep -q .; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES); \
+	else echo "LibreOffice tests need: sudo apt-get install $(DEB_PACKAGES) (they skip without it, fail on CI)"; fi
+
+test: system-deps lint
 	$(BIN)/pytest
 
 test-fast: $(STAMP)

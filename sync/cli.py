@@ -267,9 +267,10 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
     """Write each office's checkbox workbook to outbox/<checkpoint>/ (reissuing raises the generation)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from .issuing import issue_workbooks
+    from .issuing import issue_workbooks, plan_all
 
     with _folder(ctx) as folder:
+        plans = plan_all(folder, list(checkpoints), split)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("签发工作簿", total=None)
@@ -277,7 +278,7 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
             def report(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, description=f"签发 {name}")
 
-            issued = issue_workbooks(folder, list(checkpoints), split, report)
+            issued = issue_workbooks(folder, plans, report)
         table = RichTable(title=f"已签发 {len(issued)} 个工作簿")
         for column in ("离校点", "范围", "版本", "学生数", "文件"):
             table.add_column(column)

@@ -59,12 +59,10 @@ def plan_all(folder: DataFolder, checkpoints: list[str], split: str | None) -> l
 
 def issue_workbooks(
     folder: DataFolder,
-    checkpoints: list[str],
-    split: str | None = None,
+    plans: list[WorkbookPlan],
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Issued]:
-    """Write and register the workbooks; each is registered and written in one transaction."""
-    plans = plan_all(folder, checkpoints, split)
+    """Write and register planned workbooks; each is registered and written in one transaction."""
     key = secret_key(folder.root)
     issued = []
     for index, plan in enumerate(plans):

@@ -111,7 +111,6 @@ def _print_setup(sheet: Worksheet, last_col: int) -> None:
     sheet.fit_to_pages(1, 0)
     sheet.set_margins(left=0.4, right=0.4, top=0.5, bottom=0.5)
     sheet.set_footer("&C第 &P 页，共 &N 页")
-    sheet.print_area(0, 0, 1_048_575, last_col)
 
 
 def _protect(sheet: Worksheet) -> None:

@@ -1,0 +1,124 @@
+"""Workbooks opened, ticked, sorted and saved by a real LibreOffice are read back to exactly the ticks made."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from lixiao.sync.cli import main
+from lixiao.workbooks.reader import Returned, read_returned
+
+from .conftest import SYSTEM_PYTHON
+
+pytestmark = pytest.mark.slow
+EDITOR = Path(__file__).with_name("lo_edit.py")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 400-student demo folder with every workbook issued; one student's electricity already passed."""
+    folder = tmp_path_factory.mktemp("lo") / "demo"
+    runner = CliRunner()
+    assert runner.invoke(main, ["demo", str(folder), "--students", "400"]).exit_code == 0
+    assert runner.invoke(main, ["--data", str(folder), "set", "2201010101", "electricity", "passed"]).exit_code == 0
+    result = runner.invoke(main, ["--data", str(folder), "issue"])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def key(folder: Path) -> bytes:
+    """The folder's signing key."""
+    return bytes.fromhex((folder / ".secret").read_text())
+
+
+def run_jobs(jobs: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Run lo_edit.py on the jobs in one LibreOffice session."""
+    spec = tmp_path / "jobs.json"
+    spec.write_text(json.dumps(jobs, ensure_ascii=False), "utf-8")
+    done = subprocess.run([SYSTEM_PYTHON, str(EDITOR), str(spec)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ), check=False)
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+def ticked(returned: Returned) -> dict[str, dict[str, bool]]:
+    """Only the ticked cells of a returned workbook, by 学号."""
+    return {no: {k: v for k, v in row.ticks.items() if v} for no, row in returned.rows.items()
+            if any(row.ticks.values())}
+
+
+def test_headless_convert_keeps_ticks_and_token(libreoffice: str, demo: Path, tmp_path: Path) -> None:
+    """`soffice --convert-to xlsx` (LibreOffice's own save) changes no tick and keeps the signature valid."""
+    source = next((demo / "outbox" / "utilities").glob("*.xlsx"))
+    before = read_returned(source.read_bytes(), key(demo))
+    work = tmp_path / "convert"
+    work.mkdir()
+    (work / "in.xlsx").write_bytes(source.read_bytes())
+    subprocess.run([libreoffice, "--headless", f"-env:UserInstallation=file://{tmp_path}/profile",
+                    "--convert-to", "xlsx:Calc MS Excel 2007 XML", "--outdir", str(work / "out"),
+                    str(work / "in.xlsx")], check=True, capture_output=True, timeout=180, env=dict(os.environ))
+    after_bytes = (work / "out" / "in.xlsx").read_bytes()
+    import io
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(after_bytes)) as archive:  # LibreOffice rewrote booleans as formulas
+        assert b"TRUE()</f>" in archive.read("xl/worksheets/sheet1.xml")
+    after = read_returned(after_bytes, key(demo))
+    assert after.token.status == "valid" and after.students_match is True
+    assert ticked(after) == ticked(before) == {"2201010101": {"electricity": True}}
+    assert {no: r.ticks for no, r in after.rows.items()} == {no: r.ticks for no, r in before.rows.items()}
+    assert after.anomalies == []
+
+
+def test_staff_edit_in_libreoffice_reads_back_exactly(libreoffice: str, demo: Path, tmp_path: Path) -> None:
+    """Ticks, a typed √, an untick, a batch room tick, a sort by 宿舍 and the 经办人 all survive a LibreOffice save."""
+    utilities = next((demo / "outbox" / "utilities").glob("*.xlsx"))
+    issued = read_returned(utilities.read_bytes(), key(demo))
+    with_dorm = sorted(no for no, r in issued.rows.items() if r.identity["宿舍"] != "无住宿信息")
+    a, b, c = with_dorm[1], with_dorm[2], with_dorm[3]
+    room = next(t.group for t in issued.batch if t.mode == "dorm")
+    college = next(p for p in (demo / "outbox" / "college").glob("*.xlsx") if "能源与安全工程学院" in p.name)
+    college_issued = read_returned(college.read_bytes(), key(demo))
+    klass = next(t.group for t in college_issued.batch if t.mode == "class")
+    student = sorted(college_issued.rows)[5]
+    out_u, out_c = tmp_path / "u.xlsx", tmp_path / "c.xlsx"
+    run_jobs([
+        {"input": str(utilities), "output": str(out_u), "operator": "水电王老师",
+         "edits": [
+             {"sheet": "办理", "key": a, "column": "清理电费", "value": True},
+             {"sheet": "办理", "key": b, "column": "清理电费", "value": True},
+             {"sheet": "办理", "key": c, "column": "清理电费", "value": "√"},
+             {"sheet": "办理", "key": "2201010101", "column": "清理电费", "value": False},
+             {"sheet": "按宿舍", "key": room, "column": "清理电费", "value": True}],
+         "sort": {"sheet": "办理", "by": "宿舍", "ascending": False}},
+        {"input": str(college), "output": str(out_c), "operator": "学院李老师",
+         "edits": [
+             {"sheet": "办理", "key": student, "column": "转出党团组织关系", "value": True},
+             {"sheet": "按班级", "key": klass, "column": "归还教学仪器", "value": True}],
+         "sort": {"sheet": "办理", "by": "姓名"}},
+    ], tmp_path)
+
+    back = read_returned(out_u.read_bytes(), key(demo))
+    assert back.token.status == "valid" and back.students_match is True and back.anomalies == []
+    assert back.operator == "水电王老师"
+    assert ticked(back) == {a: {"electricity": True}, b: {"electricity": True}, c: {"electricity": True}}
+    assert back.rows["2201010101"].ticks == {"electricity": False}  # the revocation
+    assert [(t.group, t.step) for t in back.batch if t.ticked] == [(room, "electricity")]
+    order = [r.identity["宿舍"] for r in sorted(back.rows.values(), key=lambda r: r.row)]
+    assert order == sorted(order, reverse=True)  # really sorted, rows still keyed by 学号
+
+    college_back = read_returned(out_c.read_bytes(), key(demo))
+    assert college_back.token.status == "valid" and college_back.anomalies == []
+    assert college_back.operator == "学院李老师"
+    # national-loan cells were issued ticked (the loans feed passed them); the only new tick is ours
+    expected = ticked(college_issued)
+    expected.setdefault(student, {})["party_transfer"] = True
+    assert ticked(college_back) == expected
+    issued_batch = {(t.mode, t.group, t.step) for t in college_issued.batch if t.ticked}
+    back_batch = {(t.mode, t.group, t.step) for t in college_back.batch if t.ticked}
+    assert back_batch - issued_batch == {("class", klass, "return_instruments")}
+    assert issued_batch <= back_batch
