@@ -107,6 +107,7 @@ class WorkbookPlan:
                 for r in self.rows
             },
             "remarks": {r.student.student_no: r.remark for r in self.rows},
+            "identity_columns": list(self.identity_columns),
             "identity": {r.student.student_no: list(r.identity) for r in self.rows},
             "batch": {
                 mode: {g.key: dict(zip((s.code for s in self.steps), g.ticked, strict=True)) for g in groups}

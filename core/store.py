@@ -458,6 +458,43 @@ class Store:
         rows = list(self.db.query("SELECT * FROM workbooks WHERE id = ?", [workbook_id]))
         return rows[0] if rows else None
 
+    # -- returns ledger --------------------------------------------------------------------
+    def ledger(self, digest_hex: str) -> dict[str, Any] | None:
+        """The ledger row of a returned file's content hash, or None."""
+        rows = list(self.db.query("SELECT * FROM returns WHERE hash = ?", [digest_hex]))
+        return rows[0] if rows else None
+
+    def set_ledger(self, digest_hex: str, file_name: str, state: str, outcome: str | None = None,
+                   workbook_id: str | None = None, detail: str = "") -> None:
+        """Create or advance a ledger row (received → staged → checked → outcome); inside a transaction."""
+        stamp = now()
+        self.db.execute(
+            "INSERT INTO returns (hash, file_name, state, outcome, workbook_id, received_at, updated_at, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET state = excluded.state, "
+            "outcome = coalesce(excluded.outcome, returns.outcome), "
+            "workbook_id = coalesce(excluded.workbook_id, returns.workbook_id), "
+            "updated_at = excluded.updated_at, detail = excluded.detail",
+            [digest_hex, file_name, state, outcome, workbook_id, stamp, stamp, detail],
+        )
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        """Every ledger row, oldest first."""
+        return list(self.db.query("SELECT * FROM returns ORDER BY received_at, hash"))
+
+    def add_refused(self, digest_hex: str, rows: list[tuple[str, str, str, str]]) -> None:
+        """Keep refused ticks (学号, step, value, reason) of one return; inside a transaction."""
+        stamp = now()
+        self.db.conn.executemany(
+            "INSERT INTO refused_ticks (return_hash, student_no, step, value, reason, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)", [(digest_hex, *r, stamp) for r in rows])
+
+    def add_conflicts(self, digest_hex: str, rows: list[tuple[str, str, str, str, str]]) -> None:
+        """Keep conflicts (学号, step, issued, returned, current) of one return; inside a transaction."""
+        stamp = now()
+        self.db.conn.executemany(
+            "INSERT INTO conflicts (return_hash, student_no, step, baseline, returned, current, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", [(digest_hex, *r, stamp) for r in rows])
+
     # -- waivers -------------------------------------------------------------------------
     def active_waivers(self, student_no: str | None = None) -> list[dict[str, Any]]:
         """Lifted restrictions still in force, optionally of one student."""
@@ -468,7 +505,8 @@ class Store:
             args.append(student_no)
         return list(self.db.query(sql + " ORDER BY created_at, id", args))
 
-    def add_waiver(self, student_no: str, step: str, reason: str, operator: str, evidence: str = "") -> None:
+    def add_waiver(self, student_no: str, step: str, reason: str, operator: str, evidence: str = "",
+                   source: str = "cli", source_hash: str = "") -> None:
         """Record a lifted restriction with its audit event; call inside a transaction."""
         stamp = now()
         self.db.execute(
@@ -477,11 +515,13 @@ class Store:
         )
         self.append_audit([{
             "at": stamp, "kind": "waiver", "student_no": student_no, "step": step, "old": "限制已开启",
-            "new": "限制已关闭", "decision": "lifted", "source": "cli", "operator": operator,
+            "new": "限制已关闭", "decision": "lifted", "source": source, "source_hash": source_hash,
+            "operator": operator,
             "detail": reason if not evidence else f"{reason}（证明：{evidence}）",
         }])
 
-    def restore_waiver(self, student_no: str, step: str, operator: str) -> bool:
+    def restore_waiver(self, student_no: str, step: str, operator: str, source: str = "cli",
+                       source_hash: str = "") -> bool:
         """Restore a lifted restriction; False when none was in force. Call inside a transaction."""
         stamp = now()
         cursor = self.db.execute(
@@ -493,7 +533,8 @@ class Store:
             return False
         self.append_audit([{
             "at": stamp, "kind": "waiver", "student_no": student_no, "step": step, "old": "限制已关闭",
-            "new": "限制已开启", "decision": "restored", "source": "cli", "operator": operator,
+            "new": "限制已开启", "decision": "restored", "source": source, "source_hash": source_hash,
+            "operator": operator,
         }])
         return True
 

@@ -288,6 +288,57 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
     console.print(table)
 
 
+@main.command("sync", epilog=_examples(
+    "  lixiao sync\n  lixiao sync --dry-run --json\n  lixiao sync ~/下载/水电通信中心离校点-第1版.xlsx"))
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="只报告将会发生什么，不写入任何内容")
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON")
+@click.pass_context
+def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_json: bool) -> None:
+    """Process the returned workbooks in inbox/ (or the given FILEs) once: validate, merge, archive, receipt."""
+    from .daemon import writer_lock
+    from .pipeline import sync
+
+    with _folder(ctx) as folder:
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise DataFolderError(f"找不到文件：{'、'.join(missing)}")
+        with writer_lock(folder.root, wait=10.0):
+            outcomes = sync(folder, list(files) if files else None, dry_run=dry_run, min_age=0 if files else 1.0)
+    if as_json:
+        _json({"files": [o.as_json() for o in outcomes], "dry_run": dry_run})
+    else:
+        if not outcomes:
+            console.print("收件箱（inbox/）中没有待处理的文件")
+        names = {"merged": "已合并", "duplicate": "重复", "rejected": "已拒绝", "quarantined": "已隔离",
+                 "deferred": "稍后处理"}
+        for o in outcomes:
+            console.print(f"[bold]{o.file}[/]：{names[o.outcome]}，记录 {o.applied}，拒绝 {o.refused}，"
+                          f"冲突 {o.conflicts}" + (f"，回执 {o.receipt}" if o.receipt else ""))
+            for reason in o.reasons[:10]:
+                console.print(f"  [dim]{reason}[/]")
+        if dry_run:
+            console.print("[yellow]演练模式（--dry-run）：没有写入任何内容[/]")
+    if any(o.outcome in ("rejected", "quarantined") or o.refused or o.conflicts for o in outcomes):
+        sys.exit(1)
+
+
+@main.command(epilog=_examples("  lixiao watch\n  lixiao watch --poll 5   # 网络共享文件夹"))
+@click.option("--poll", type=click.FloatRange(0.5, 3600), help="轮询间隔秒数（网络共享文件夹上 inotify 不可靠时使用）")
+@click.option("--settle", default=1.5, show_default=True, type=click.FloatRange(0.1, 600),
+              help="文件大小和时间保持不变多少秒后才处理")
+@click.option("--rescan", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="每隔多少秒重新扫描收件箱（防止遗漏事件）")
+@click.pass_context
+def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float) -> None:
+    """Run the daemon: watch inbox/, process each returned file once it is complete; Ctrl-C stops it."""
+    from .daemon import run_daemon
+
+    with _folder(ctx) as folder:
+        console.print(f"正在监视 {folder.root / 'inbox'}（日志：{folder.root / 'watch.log'}；按 Ctrl-C 停止）")
+        run_daemon(folder, settle, rescan, poll)
+
+
 @main.command("set", epilog=_examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师"))
 @click.argument("student")
 @click.argument("step")

@@ -129,7 +129,7 @@ def open_folder(root: Path) -> DataFolder:
     flow = load_flow_file(flow_path)
     store = Store.open(root / "store.db")
     session = store.session()
-    return DataFolder(root=root, session_name=session.name, year=session.year, flow=flow, store=store)
+    return DataFolder(root=root.resolve(), session_name=session.name, year=session.year, flow=flow, store=store)
 
 
 def secret_key(root: Path) -> bytes:

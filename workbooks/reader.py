@@ -399,3 +399,25 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
                                             _cell_text(get("解除限制"))))
             continue
         result.waivers.append(WaiverTick(student_no, step, mark, _cell_text(get("理由")), ref))
+
+
+def returned_to_dict(returned: Returned) -> dict[str, Any]:
+    """A JSON-safe form of a Returned (for the sandbox child's answer)."""
+    from dataclasses import asdict
+
+    return asdict(returned)
+
+
+def returned_from_dict(data: dict[str, Any]) -> Returned:
+    """Rebuild a Returned from ``returned_to_dict`` output."""
+    token = TokenInfo(**data["token"])
+    return Returned(
+        token=token,
+        operator=data["operator"],
+        rows={k: ReturnedRow(**v) for k, v in data["rows"].items()},
+        duplicates=[ReturnedRow(**v) for v in data["duplicates"]],
+        batch=[BatchTick(**v) for v in data["batch"]],
+        waivers=[WaiverTick(**v) for v in data["waivers"]],
+        anomalies=[Anomaly(**v) for v in data["anomalies"]],
+        students_match=data["students_match"],
+    )

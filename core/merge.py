@@ -1,0 +1,266 @@
+"""The three-way merge of a returned workbook: baseline (issued) vs returned vs store, as pure decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import rules
+from .model import Flow, Status, Student
+from .store import StatusRow, Store
+
+IGNORE, NOOP, CONFLICT, APPLY = "ignore", "noop", "conflict", "apply"
+
+
+def cell_decision(issued_ticked: bool, issued_version: int, returned_ticked: bool, store: StatusRow | None) -> str:
+    """One cell: untouched → ignore; equal to store → noop; store moved on since issue → conflict; else apply.
+
+    Versions, not only values: a copy issued at version 1 that re-ticks a cell revoked at version 3 is a
+    conflict, whichever order the files arrive in.
+    """
+    if returned_ticked == issued_ticked:
+        return IGNORE
+    store_ticked = store is not None and store.status is Status.PASSED
+    if store_ticked == returned_ticked:
+        return NOOP
+    store_version = store.version if store else 0
+    if store_version > issued_version:
+        return CONFLICT
+    return APPLY
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A status to write."""
+
+    student_no: str
+    step: str
+    old: str
+    new: Status
+    remark: str
+    kind: str  # applied | revoked | batch
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A tick kept but not applied, with its reason (the manual's words for prerequisites)."""
+
+    student_no: str
+    step: str
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A cell changed both in the return and in the store since issue; kept for review, store unchanged."""
+
+    student_no: str
+    step: str
+    issued: str
+    returned: str
+    current: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaiverChange:
+    """Lift or restore one restriction from the special desk's workbook."""
+
+    student_no: str
+    step: str
+    lift: bool
+    reason: str
+
+
+@dataclass
+class MergePlan:
+    """Everything one returned workbook would do, decided against one snapshot of the store."""
+
+    changes: list[Change] = field(default_factory=list)
+    waiver_changes: list[WaiverChange] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (学号, remark) changed without a tick
+    warnings: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def _label(ticked: bool) -> str:
+    return "已勾选" if ticked else "未勾选"
+
+
+@dataclass
+class MergeInput:
+    """A returned office workbook reduced to what the merge needs (from workbooks.reader.Returned)."""
+
+    rows: Mapping[str, Any]  # 学号 → object with .ticks, .identity, .remark, .row
+    batch: list[Any]  # objects with .mode, .group, .step, .ticked, .cell
+    duplicates: list[Any]
+    waivers: list[Any]  # objects with .student_no, .step, .lifted, .reason
+
+
+def plan_merge(
+    flow: Flow,
+    year: int,
+    checkpoint_code: str,
+    baseline: Mapping[str, Any],
+    returned: MergeInput,
+    students: Mapping[str, Student],
+    stored: Mapping[str, Mapping[str, StatusRow]],
+    waived: Mapping[str, set[str]],
+) -> MergePlan:
+    """Decide every cell of one returned workbook against the baseline and the store (no writes)."""
+    plan = MergePlan()
+    checkpoint = flow.checkpoint(checkpoint_code)
+    if checkpoint.kind == "waiver":
+        _plan_waivers(flow, year, baseline, returned, students, stored, waived, plan)
+        return plan
+    cells: Mapping[str, Mapping[str, list[Any]]] = baseline["cells"]
+    identity: Mapping[str, list[str]] = baseline["identity"]
+    remarks: Mapping[str, str] = baseline["remarks"]
+    own_steps = {s.code for s in checkpoint.steps}
+    duplicated = {d.student_no for d in returned.duplicates}
+    touched: set[tuple[str, str]] = set()
+
+    for no in sorted(set(cells) - set(returned.rows)):
+        plan.warnings.append(f"学号 {no} 的行在交回的文件中不见了（该生本次不作任何变更）")
+    for no, row in sorted(returned.rows.items()):
+        if no not in cells:
+            plan.warnings.append(f"第 {row.row} 行：学号 {no} 不在签发的名单中，已忽略")
+            continue
+        if no in duplicated:
+            plan.warnings.append(f"学号 {no} 在文件中出现多次，该生本次不作任何变更，请核对")
+            continue
+        issued_identity = dict(zip(baseline.get("identity_columns", []), identity.get(no, []), strict=False))
+        if row.identity.get("姓名", issued_identity.get("姓名")) != issued_identity.get("姓名"):
+            plan.warnings.append(f"第 {row.row} 行：学号 {no} 的姓名被改为“{row.identity.get('姓名')}”"
+                                 f"（签发时为“{issued_identity.get('姓名')}”），该行不作任何变更，请核对")
+            continue
+        edited = [c for c, v in issued_identity.items() if c in row.identity and row.identity[c] != v and c != "姓名"]
+        if edited:
+            plan.warnings.append(f"第 {row.row} 行：学号 {no} 的{'、'.join(edited)}被修改（已忽略，以名单为准）")
+        student = students[no]
+        remark = row.remark if row.remark != remarks.get(no, "") else ""
+        changed_any = False
+        for step, ticked in row.ticks.items():
+            if step not in own_steps:
+                continue
+            issued = cells[no].get(step)
+            if issued is None:
+                if ticked:
+                    reason = f"该生不需要办理“{flow.steps[step].name}”（不适用）"
+                    plan.refusals.append(Refusal(no, step, "已勾选", reason))
+                continue
+            touched.add((no, step))
+            if _decide(flow, year, student, step, bool(issued[0]), int(issued[1]), ticked, stored, waived, remark,
+                       "applied", plan):
+                changed_any = True
+        if remark and not changed_any:
+            plan.notes.append((no, remark))
+
+    groups: Mapping[str, Mapping[str, list[str]]] = baseline.get("groups", {})
+    batch_issued: Mapping[str, Mapping[str, Mapping[str, bool]]] = baseline.get("batch", {})
+    for tick in returned.batch:
+        issued_ticked = bool(batch_issued.get(tick.mode, {}).get(tick.group, {}).get(tick.step, False))
+        if tick.step not in own_steps or tick.ticked == issued_ticked:
+            continue
+        if not tick.ticked:
+            plan.warnings.append(f"批量表 {tick.cell}（{tick.group}）取消勾选不会撤销任何学生；"
+                                 "如需撤销请在“办理”表逐个取消")
+            continue
+        members = groups.get(tick.mode, {}).get(tick.group)
+        if members is None:
+            plan.warnings.append(f"批量表 {tick.cell}：“{tick.group}”不是签发时的分组，已忽略")
+            continue
+        for no in members:
+            issued = cells.get(no, {}).get(tick.step)
+            if issued is None or (no, tick.step) in touched or no in duplicated or no not in returned.rows:
+                continue  # not applicable, decided on the 办理 sheet, or the row is in doubt
+            touched.add((no, tick.step))
+            _decide(flow, year, students[no], tick.step, bool(issued[0]), int(issued[1]), True, stored, waived,
+                    f"按{_mode_name(tick.mode)}批量：{tick.group}", "batch", plan)
+    return plan
+
+
+def _mode_name(mode: str) -> str:
+    return {"class": "班级", "dorm": "宿舍", "college": "学院"}.get(mode, mode)
+
+
+def _decide(
+    flow: Flow, year: int, student: Student, step: str, issued_ticked: bool, issued_version: int, ticked: bool,
+    stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], remark: str, kind: str,
+    plan: MergePlan,
+) -> bool:
+    """Add the decision for one cell to the plan; True when a change will be written."""
+    no = student.student_no
+    rows = stored.get(no, {})
+    current = rows.get(step)
+    decision = cell_decision(issued_ticked, issued_version, ticked, current)
+    if decision == IGNORE:
+        return False
+    if decision == NOOP:
+        plan.unchanged += 1
+        return False
+    current_label = (current.status if current else Status.PENDING).label
+    if decision == CONFLICT:
+        plan.conflicts.append(Conflict(no, step, _label(issued_ticked), _label(ticked), current_label))
+        return False
+    new = Status.PASSED if ticked else Status.PENDING
+    if ticked:
+        statuses = {code: row.status for code, row in rows.items()}
+        allowed = rules.may_set(flow, student, step, new, statuses, waived.get(no, set()), year)
+        if not allowed.allowed:
+            plan.refusals.append(Refusal(no, step, "已勾选", allowed.reason))
+            return False
+    plan.changes.append(Change(no, step, current.status.value if current else "", new, remark,
+                               kind if ticked else "revoked"))
+    return True
+
+
+def _plan_waivers(
+    flow: Flow, year: int, baseline: Mapping[str, Any], returned: MergeInput, students: Mapping[str, Student],
+    stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], plan: MergePlan,
+) -> None:
+    issued: Mapping[str, list[Any]] = baseline.get("waivers", {})
+    for tick in returned.waivers:
+        key = f"{tick.student_no}|{tick.step}"
+        if key not in issued:
+            plan.warnings.append(f"{tick.cell}：学号 {tick.student_no} 的“{tick.step}”不在签发的名单中，已忽略")
+            continue
+        was_lifted, _ = issued[key]
+        if tick.lifted == bool(was_lifted):
+            continue
+        student = students[tick.student_no]
+        now_lifted = tick.step in waived.get(tick.student_no, set())
+        if tick.lifted == now_lifted:
+            plan.unchanged += 1
+            continue
+        if tick.lifted:
+            row = stored.get(tick.student_no, {}).get(tick.step)
+            status = row.status if row else Status.PENDING
+            decision = rules.may_waive(flow, student, tick.step, status, now_lifted, year)
+            if not tick.reason.strip():
+                decision = rules.Decision(False, "解除限制必须在“理由”列写明理由（如：欠费缓交，缓交证明编号）")
+            if not decision.allowed:
+                plan.refusals.append(Refusal(tick.student_no, tick.step, "解除限制", decision.reason))
+                continue
+        plan.waiver_changes.append(WaiverChange(tick.student_no, tick.step, tick.lifted, tick.reason.strip()))
+
+
+def apply_plan(store: Store, plan: MergePlan, *, source: str, operator: str, source_hash: str) -> None:
+    """Write a merge plan: statuses, waivers, refused ticks, conflicts and notes; call inside a transaction."""
+    for change in plan.changes:
+        store.write_status(change.student_no, change.step, change.new, remark=change.remark, source=source,
+                           operator=operator, decision=change.kind, source_hash=source_hash)
+    for w in plan.waiver_changes:
+        if w.lift:
+            store.add_waiver(w.student_no, w.step, w.reason, operator, source=source, source_hash=source_hash)
+        else:
+            store.restore_waiver(w.student_no, w.step, operator, source=source, source_hash=source_hash)
+    store.add_refused(source_hash, [(r.student_no, r.step, r.value, r.reason) for r in plan.refusals])
+    store.add_conflicts(source_hash, [(c.student_no, c.step, c.issued, c.returned, c.current)
+                                      for c in plan.conflicts])
+    store.append_audit([{"kind": "remark", "student_no": no, "detail": text, "source": source,
+                         "source_hash": source_hash, "operator": operator, "decision": "noted"}
+                        for no, text in plan.notes])

@@ -1,0 +1,52 @@
+"""The receipt (回执) of one processed file: what was applied, refused and why, conflicts and warnings."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import xlsxwriter
+
+from .writer import text_width
+
+SHEETS = {
+    "applied": ("已记录", ("学号", "姓名", "离校步骤", "原状态", "新状态", "说明")),
+    "refused": ("被拒绝", ("学号", "姓名", "离校步骤", "交回内容", "原因")),
+    "conflicts": ("冲突待核对", ("学号", "姓名", "离校步骤", "签发时", "交回", "当前")),
+    "warnings": ("提示", ("提示",)),
+}
+
+
+def build_receipt(summary: Sequence[tuple[str, str]], sections: Mapping[str, Sequence[Sequence[str]]]) -> bytes:
+    """An .xlsx receipt: a 概要 sheet of (label, value) pairs, then one sheet per non-empty section."""
+    buffer = io.BytesIO()
+    book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False,
+                                         "strings_to_numbers": False})
+    head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+    title = book.add_format({"bold": True, "font_size": 14})
+    wrap = book.add_format({"text_wrap": True, "valign": "top"})
+    overview = book.add_worksheet("概要")
+    overview.write_string(0, 0, "离校工作簿回执", title)
+    for r, (label, value) in enumerate(summary, start=2):
+        overview.write_string(r, 0, label, head)
+        overview.write_string(r, 1, value, wrap)
+    overview.set_column(0, 0, 16)
+    overview.set_column(1, 1, 90)
+    for key, (name, headers) in SHEETS.items():
+        rows = sections.get(key, [])
+        if not rows:
+            continue
+        sheet = book.add_worksheet(name)
+        widths = [text_width(h) + 2 for h in headers]
+        for c, h in enumerate(headers):
+            sheet.write_string(0, c, h, head)
+        for r, row in enumerate(rows, start=1):
+            for c, value in enumerate(row):
+                sheet.write_string(r, c, value, wrap)
+                widths[c] = max(widths[c], min(80, text_width(value) + 2))
+        for c, w in enumerate(widths):
+            sheet.set_column(c, c, w)
+        sheet.freeze_panes(1, 0)
+        sheet.autofilter(0, 0, len(rows), len(headers) - 1)
+    book.close()
+    return buffer.getvalue()
