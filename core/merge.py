@@ -152,7 +152,8 @@ def plan_merge(
                     reason = f"该生不需要办理“{flow.steps[step].name}”（不适用）"
                     plan.refusals.append(Refusal(no, step, "已勾选", reason))
                 continue
-            touched.add((no, step))
+            if ticked != bool(issued[0]):
+                touched.add((no, step))  # decided on the 办理 sheet; a batch row does not override it
             if _decide(flow, year, student, step, bool(issued[0]), int(issued[1]), ticked, stored, waived, remark,
                        "applied", plan):
                 changed_any = True

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 from click.testing import CliRunner, Result
 
@@ -16,6 +18,7 @@ from lixiao.core.identity import id_check_digit
 from lixiao.core.model import Flow, Student
 from lixiao.sync.cli import main
 from lixiao.workbooks.roster import build_roster, roster_row
+from lixiao.workbooks.writer import MAIN_SHEET
 
 
 def make_id(seq: int, male: bool = True) -> str:
@@ -101,3 +104,35 @@ def pass_all(cli: Cli) -> Callable[[str, list[str]], None]:
             result = cli("set", no, step, "passed")
             assert result.exit_code == 0, result.output
     return run
+
+
+def key_of(cli: Cli) -> bytes:
+    """The data folder's signing key."""
+    return bytes.fromhex((cli.data / ".secret").read_text())
+
+
+def outbox(cli: Cli, checkpoint: str) -> list[Path]:
+    """Issued files of one checkpoint, sorted by name."""
+    return sorted((cli.data / "outbox" / checkpoint).glob("*.xlsx"))
+
+
+@pytest.fixture
+def issued(cli: Cli) -> Cli:
+    """The five-student folder with every workbook issued once."""
+    result = cli("issue")
+    assert result.exit_code == 0, result.output
+    return cli
+
+
+def edit(path: Path, changes: dict[tuple[str, str], Any], sheet: str = MAIN_SHEET) -> bytes:
+    """Re-save through openpyxl with cells changed: (学号 or group, column title) → value. Drops checkboxes."""
+    book = openpyxl.load_workbook(path)
+    ws = book[sheet]
+    header = next(r for r in range(1, 10) if ws.cell(r, 1).value in ("学号", "班级", "宿舍", "院系"))
+    columns = {ws.cell(header, c).value: c for c in range(1, ws.max_column + 1)}
+    rows = {ws.cell(r, 1).value: r for r in range(header + 1, ws.max_row + 1)}
+    for (row_key, column), value in changes.items():
+        ws.cell(rows[row_key], columns[column]).value = value
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()

@@ -15,39 +15,7 @@ import xlsxwriter
 from lixiao.workbooks.reader import read_returned
 from lixiao.workbooks.writer import MAIN_SHEET, META_SHEET
 
-from .conftest import ROSTER, Cli, make_student
-
-
-def key_of(cli: Cli) -> bytes:
-    """The data folder's signing key."""
-    return bytes.fromhex((cli.data / ".secret").read_text())
-
-
-def outbox(cli: Cli, checkpoint: str) -> list[Path]:
-    """Issued files of one checkpoint, sorted by name."""
-    return sorted((cli.data / "outbox" / checkpoint).glob("*.xlsx"))
-
-
-@pytest.fixture
-def issued(cli: Cli) -> Cli:
-    """The five-student folder with every workbook issued once."""
-    result = cli("issue")
-    assert result.exit_code == 0, result.output
-    return cli
-
-
-def edit(path: Path, changes: dict[tuple[str, str], Any], sheet: str = MAIN_SHEET) -> bytes:
-    """Re-save through openpyxl with cells changed: (学号 or group, column title) → value. Drops checkboxes."""
-    book = openpyxl.load_workbook(path)
-    ws = book[sheet]
-    header = next(r for r in range(1, 10) if ws.cell(r, 1).value in ("学号", "班级", "宿舍", "院系"))
-    columns = {ws.cell(header, c).value: c for c in range(1, ws.max_column + 1)}
-    rows = {ws.cell(r, 1).value: r for r in range(header + 1, ws.max_row + 1)}
-    for (row_key, column), value in changes.items():
-        ws.cell(rows[row_key], columns[column]).value = value
-    buffer = io.BytesIO()
-    book.save(buffer)
-    return buffer.getvalue()
+from .conftest import ROSTER, Cli, edit, key_of, make_student, outbox
 
 
 def test_issue_writes_one_file_per_office_and_college(issued: Cli) -> None:

@@ -1,0 +1,348 @@
+"""The sync pipeline on real files: exactly once, three-way merge with versions, refusals kept, hostile files refused."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from .conftest import ROSTER, Cli, edit, outbox
+
+BEFORE_CERTIFICATES = ["party_transfer", "return_instruments", "return_books", "return_student_card",
+                       "electricity", "dorm_items"]
+
+
+def drop(cli: Cli, name: str, data: bytes) -> Path:
+    """Put a returned file into the inbox, old enough to count as complete."""
+    path = cli.data / "inbox" / name
+    path.write_bytes(data)
+    past = time.time() - 30
+    os.utime(path, (past, past))
+    return path
+
+
+def sync(cli: Cli, *args: str) -> dict[str, Any]:
+    """Run `lixiao sync --json` and return the document (any exit code)."""
+    result = cli("sync", "--json", *args)
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.output)
+
+
+def statuses(cli: Cli) -> dict[tuple[str, str], tuple[str, int]]:
+    """Every stored (学号, step) → (status, version)."""
+    with sqlite3.connect(cli.data / "store.db") as conn:
+        return {(n, s): (st, v) for n, s, st, v in conn.execute("SELECT student_no, step, status, version FROM statuses")}
+
+
+def rows(cli: Cli, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on the store."""
+    with sqlite3.connect(cli.data / "store.db") as conn:
+        return list(conn.execute(sql))
+
+
+def with_operator(data: bytes, name: str) -> bytes:
+    """Fill the 经办人 cell of a returned workbook."""
+    book = openpyxl.load_workbook(io.BytesIO(data))
+    book["办理"]["B2"] = name
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def test_ticks_merge_with_operator_archive_and_receipt(issued: Cli) -> None:
+    """Ticked cells become 已通过 under the 经办人's name; the file is archived byte-identical; a receipt is written."""
+    source = outbox(issued, "utilities")[0]
+    data = with_operator(edit(source, {("0803010103", "清理电费"): True, ("0803010104", "清理电费"): "√"}), "水电王老师")
+    drop(issued, "水电.xlsx", data)
+    doc = sync(issued)
+    [item] = doc["files"]
+    assert (item["outcome"], item["applied"], item["refused"], item["conflicts"]) == ("merged", 2, 0, 0)
+    assert statuses(issued)[("0803010103", "electricity")] == ("passed", 1)
+    history = issued.json("history", "0803010104")
+    assert (history[-1]["step"], history[-1]["operator"], history[-1]["source_hash"]) == (
+        "electricity", "水电王老师", hashlib.sha256(data).hexdigest())
+    archived = issued.data / "archive" / f"{hashlib.sha256(data).hexdigest()}.xlsx"
+    assert archived.read_bytes() == data
+    assert not any((issued.data / "inbox").iterdir())
+    receipt = openpyxl.load_workbook(issued.data / item["receipt"])
+    applied = [[c.value for c in r] for r in receipt["已记录"].iter_rows(min_row=2)]
+    assert sorted(r[0] for r in applied) == ["0803010103", "0803010104"] and applied[0][4] == "已通过"
+    assert any(r[0].value == "经办人" and r[1].value == "水电王老师" for r in receipt["概要"].iter_rows())
+
+
+def test_same_content_again_is_a_duplicate_that_changes_nothing(issued: Cli) -> None:
+    """The same bytes under another name: outcome duplicate, statuses and versions unchanged."""
+    data = edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): True})
+    drop(issued, "a.xlsx", data)
+    sync(issued)
+    before = statuses(issued)
+    drop(issued, "b-copy.xlsx", data)
+    [item] = sync(issued)["files"]
+    assert item["outcome"] == "duplicate" and item["applied"] == 0
+    assert statuses(issued) == before
+    assert rows(issued, "SELECT count(*) FROM returns") == [(1,)]
+
+
+def test_dry_run_writes_nothing(issued: Cli) -> None:
+    """--dry-run reports the merge but leaves store.db, the inbox and the archive exactly as they were."""
+    drop(issued, "a.xlsx", edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): True}))
+    db = (issued.data / "store.db").read_bytes()
+    wal = issued.data / "store.db-wal"
+    wal_before = wal.read_bytes() if wal.exists() else b""
+    [item] = sync(issued, "--dry-run")["files"]
+    assert (item["outcome"], item["applied"]) == ("merged", 1)
+    assert (issued.data / "store.db").read_bytes() == db
+    assert (wal.read_bytes() if wal.exists() else b"") == wal_before
+    assert [p.name for p in (issued.data / "inbox").iterdir()] == ["a.xlsx"]
+    assert not [p for p in (issued.data / "archive").iterdir() if p.is_file()]
+
+
+def test_prerequisite_refusal_is_kept_in_the_manuals_words(issued: Cli, pass_all: Callable[..., None]) -> None:
+    """A certificate ticked while 缴还欠款 is pending is refused, kept, and listed in the receipt."""
+    pass_all("0803010103", BEFORE_CERTIFICATES)
+    issued("issue", "--checkpoint", "certificates")
+    path = next(p for p in outbox(issued, "certificates") if "机电工程学院" in p.name and "第2版" in p.name)
+    drop(issued, "证件.xlsx", edit(path, {("0803010103", "领取学位证"): True}))
+    [item] = sync(issued)["files"]
+    assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 0, 1)
+    [(step, reason)] = rows(issued, "SELECT step, reason FROM refused_ticks")
+    assert step == "degree_certificate"
+    assert reason == "当前学生没有完成以下步骤，不能进行当前离校点的离校：财务处离校点：缴还欠款"
+    receipt = openpyxl.load_workbook(issued.data / item["receipt"])
+    assert receipt["被拒绝"]["E2"].value == reason
+
+
+def test_untick_is_a_revocation(cli: Cli) -> None:
+    """A box ticked at issue and returned unticked sets the step back to 未办理, audited as revoked."""
+    cli("set", "0803010103", "electricity", "passed")
+    cli("issue", "--checkpoint", "utilities")
+    drop(cli, "u.xlsx", edit(outbox(cli, "utilities")[0], {("0803010103", "清理电费"): False}))
+    [item] = sync(cli)["files"]
+    assert item["applied"] == 1
+    assert statuses(cli)[("0803010103", "electricity")] == ("pending", 2)
+    assert cli.json("history", "0803010103")[-1]["decision"] == "revoked"
+
+
+def test_old_copy_cannot_undo_a_newer_decision(cli: Cli) -> None:
+    """Tick → reissue → revoke, then an old copy re-ticking the same cell is a conflict in either order."""
+    cli("issue", "--checkpoint", "utilities")
+    gen1 = outbox(cli, "utilities")[0]
+    drop(cli, "g1-a.xlsx", edit(gen1, {("0803010103", "清理电费"): True}))
+    sync(cli)
+    cli("issue", "--checkpoint", "utilities")
+    gen2 = outbox(cli, "utilities")[1]
+    drop(cli, "g2.xlsx", edit(gen2, {("0803010103", "清理电费"): False}))
+    sync(cli)
+    assert statuses(cli)[("0803010103", "electricity")] == ("pending", 2)
+    old_copy = edit(gen1, {("0803010103", "清理电费"): True, ("0803010104", "清理电费"): True})
+    drop(cli, "g1-b.xlsx", old_copy)
+    [item] = sync(cli)["files"]
+    assert (item["applied"], item["conflicts"]) == (1, 1)  # the other student's tick still applies
+    assert statuses(cli)[("0803010103", "electricity")] == ("pending", 2)
+    assert rows(cli, "SELECT student_no, baseline, returned, current FROM conflicts") == [
+        ("0803010103", "未勾选", "已勾选", "未办理")]
+
+
+def test_batch_room_tick_clears_every_roommate(issued: Cli) -> None:
+    """One tick on the 按宿舍 row passes 清理电费 for each student of that room."""
+    path = outbox(issued, "utilities")[0]
+    drop(issued, "room.xlsx", edit(path, {("8区-10栋-1层-0121", "清理电费"): True}, sheet="按宿舍"))
+    [item] = sync(issued)["files"]
+    room = {s.student_no for s in ROSTER if s.dorm == "8区-10栋-1层-0121"}
+    assert item["applied"] == len(room) == 3
+    assert {n for (n, s), (st, _) in statuses(issued).items() if st == "passed"} == room
+    steps = {s["step"]: s for s in issued.json("status", sorted(room)[0])["steps"]}
+    assert steps["electricity"]["remark"] == "按宿舍批量：8区-10栋-1层-0121"
+
+
+def test_special_desk_lifts_and_restores(cli: Cli) -> None:
+    """Ticking 解除限制 with a reason lifts it; without a reason it is refused; unticking restores it."""
+    cli("issue", "--checkpoint", "special")
+    path = outbox(cli, "special")[0]
+    book = openpyxl.load_workbook(path)
+    ws = book["解除限制"]
+    for r in range(5, ws.max_row + 1):
+        if ws.cell(r, 1).value == "0803010103":
+            ws.cell(r, 9).value, ws.cell(r, 10).value = True, "欠费缓交，缓交证明2026-031"
+        if ws.cell(r, 1).value == "0803010104":
+            ws.cell(r, 9).value = True
+    buffer = io.BytesIO()
+    book.save(buffer)
+    drop(cli, "special.xlsx", buffer.getvalue())
+    [item] = sync(cli)["files"]
+    assert (item["applied"], item["refused"]) == (1, 1)
+    assert [w["student_no"] for w in cli.json("waivers")] == ["0803010103"]
+    cli("issue", "--checkpoint", "special")
+    second = outbox(cli, "special")[1]
+    book = openpyxl.load_workbook(second)
+    ws = book["解除限制"]
+    for r in range(5, ws.max_row + 1):
+        if ws.cell(r, 1).value == "0803010103":
+            assert ws.cell(r, 9).value is True
+            ws.cell(r, 9).value = False
+    buffer = io.BytesIO()
+    book.save(buffer)
+    drop(cli, "special2.xlsx", buffer.getvalue())
+    sync(cli)
+    assert cli.json("waivers") == []
+
+
+def test_edited_name_and_foreign_rows_change_nothing(issued: Cli) -> None:
+    """A row whose 姓名 was changed, or a 学号 not issued, is reported and not applied."""
+    path = outbox(issued, "utilities")[0]
+    book = openpyxl.load_workbook(path)
+    ws = book["办理"]
+    ws["B5"] = "张冒名"
+    ws.cell(5, 10).value = True
+    ws.append(["0999999999", "外人"] + [""] * 7 + [True])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    drop(issued, "x.xlsx", buffer.getvalue())
+    [item] = sync(issued)["files"]
+    assert item["applied"] == 0
+    text = " ".join(item["reasons"])
+    assert "姓名被改为“张冒名”" in text and "0999999999 不在签发的名单中" in text and "学生名单与签发时不同" in text
+
+
+def test_another_offices_column_is_ignored(issued: Cli) -> None:
+    """A column added with another office's step name changes nothing: only signed step columns are read."""
+    path = outbox(issued, "utilities")[0]
+    book = openpyxl.load_workbook(path)
+    ws = book["办理"]
+    ws.cell(4, 20).value = "缴还欠款"
+    ws.cell(5, 20).value = True
+    buffer = io.BytesIO()
+    book.save(buffer)
+    drop(issued, "x.xlsx", buffer.getvalue())
+    [item] = sync(issued)["files"]
+    assert item["applied"] == 0 and statuses(issued) == {}
+
+
+def test_bad_marks_are_refused_with_their_cell(issued: Cli) -> None:
+    """An unreadable mark is a refused tick naming the cell, never an untick."""
+    drop(issued, "m.xlsx", edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): "也许"}))
+    [item] = sync(issued)["files"]
+    assert item["refused"] == 1
+    [(value, reason)] = rows(issued, "SELECT value, reason FROM refused_ticks")
+    assert value == "也许" and "无法识别的勾选内容" in reason
+
+
+def encrypted_like() -> bytes:
+    """An OLE compound file that names an EncryptionInfo stream, as Excel writes a password-protected workbook."""
+    return b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100 + "EncryptionInfo".encode("utf-16-le") + b"\0" * 400
+
+
+def zip_with(members: dict[str, bytes]) -> bytes:
+    """A zip file with the given members (deflated)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def with_member(data: bytes, name: str, content: bytes) -> bytes:
+    """Rewrite a workbook zip with one member replaced or added."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    members = {i.filename: source.read(i.filename) for i in source.infolist()}
+    members[name] = content
+    return zip_with(members)
+
+
+@pytest.mark.parametrize(("builder", "code"), [
+    (lambda wb: encrypted_like(), "encrypted"),
+    (lambda wb: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "xls"),
+    (lambda wb: "学号,清理电费\n0803010103,TRUE\n".encode(), "csv"),
+    (lambda wb: b"<html><body><table><tr><td>x</td></tr></table></body></html>", "html"),
+    (lambda wb: wb[: len(wb) // 2], "truncated"),
+    (lambda wb: with_member(wb, "xl/vbaProject.bin", b"macro"), "macros"),
+    (lambda wb: with_member(wb, "xl/bomb.xml", b"<a>" + b"0" * 60_000_000 + b"</a>"), "zip_bomb"),
+    (lambda wb: zip_with({f"x{i}.xml": b"" for i in range(3000)}), "too_many_entries"),
+    (lambda wb: with_member(wb, "xl/worksheets/sheet1.xml", zipfile.ZipFile(io.BytesIO(wb)).read(
+        "xl/worksheets/sheet1.xml").replace(b"</sheetData>", b'<row r="1048576"><c r="XFD1048576"><v>1</v></c>'
+                                            b"</row></sheetData>")), "far_cell"),
+    (lambda wb: with_member(wb, "xl/sharedStrings.xml", b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">'
+                            b'<!ENTITY b "&a;&a;&a;&a;">]><sst>&b;</sst>'), "xml_dtd"),
+])
+def test_hostile_or_wrong_files_are_rejected_with_reason(issued: Cli, builder: Callable[[bytes], bytes],
+                                                        code: str) -> None:
+    """Each kind of bad file is refused as a whole with its own reason; the store does not change."""
+    workbook = outbox(issued, "utilities")[0].read_bytes()
+    path = drop(issued, "bad.xlsx", builder(workbook))
+    past = time.time() - 600  # old enough that a truncated file is not still being copied
+    os.utime(path, (past, past))
+    [item] = sync(issued)["files"]
+    assert item["outcome"] == "rejected" and item["reasons"][0].startswith(code + "："), item
+    assert statuses(issued) == {}
+    assert (issued.data / "rejected" / "bad.xlsx").exists()
+    assert (issued.data / "rejected" / "bad.xlsx.说明.txt").read_text("utf-8").startswith("文件：bad.xlsx")
+
+
+def test_forged_and_foreign_tokens_are_rejected(issued: Cli, tmp_path: Path) -> None:
+    """A workbook signed by another data folder, or with the token sheet removed, is rejected."""
+    from click.testing import CliRunner
+
+    from lixiao.sync.cli import main
+
+    other = tmp_path / "other"
+    runner = CliRunner()
+    runner.invoke(main, ["init", str(other)])
+    (other / ".secret").write_text((other / ".secret").read_text()[::-1])
+    drop(issued, "foreign.xlsx", with_member(outbox(issued, "utilities")[0].read_bytes(), "x", b""))
+    book = openpyxl.load_workbook(outbox(issued, "dorm")[0])
+    del book["_lixiao"]
+    buffer = io.BytesIO()
+    book.save(buffer)
+    drop(issued, "notoken.xlsx", buffer.getvalue())
+    data = (issued.data / ".secret").read_text()
+    (issued.data / ".secret").write_text(data[::-1])  # as if signed with another key
+    results = {f["file"]: f for f in sync(issued)["files"]}
+    assert results["foreign.xlsx"]["reasons"][0].startswith("bad_signature：")
+    assert results["notoken.xlsx"]["reasons"][0].startswith("no_token：")
+
+
+def test_young_empty_file_is_deferred_not_rejected(issued: Cli) -> None:
+    """An empty file that just appeared may still be copying: deferred, left in the inbox."""
+    path = issued.data / "inbox" / "copying.xlsx"
+    path.write_bytes(b"")
+    past = time.time() - 5
+    os.utime(path, (past, past))
+    [item] = sync(issued)["files"]
+    assert item["outcome"] == "deferred" and path.exists()
+
+
+def test_editor_debris_is_ignored(issued: Cli) -> None:
+    """Lock and temp files of Excel and LibreOffice are never processed."""
+    for name in ("~$u.xlsx", ".~lock.u.xlsx#", "lu123.tmp", "A1B2C3D4"):
+        drop(issued, name, b"junk")
+    assert sync(issued)["files"] == []
+
+
+def test_replaying_the_archive_changes_nothing(issued: Cli) -> None:
+    """Every archived file dropped into the inbox again is a duplicate; statuses and versions stay."""
+    drop(issued, "u.xlsx", edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): True}))
+    drop(issued, "d.xlsx", edit(outbox(issued, "dorm")[0], {("0803010104", "清理宿舍物品"): True}))
+    sync(issued)
+    before = statuses(issued)
+    for archived in (issued.data / "archive").glob("*.xlsx"):
+        drop(issued, "replay-" + archived.name, archived.read_bytes())
+    outcomes = {f["outcome"] for f in sync(issued)["files"]}
+    assert outcomes == {"duplicate"} and statuses(issued) == before
+
+
+def test_sync_exit_codes(issued: Cli) -> None:
+    """Exit 0 when everything merged cleanly; 1 when a file or a tick was refused."""
+    drop(issued, "u.xlsx", edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): True}))
+    assert issued("sync").exit_code == 0
+    drop(issued, "bad.xlsx", b"<html></html>")
+    assert issued("sync").exit_code == 1
