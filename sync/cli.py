@@ -501,15 +501,18 @@ def export(ctx: click.Context, file: Path) -> None:
 @main.command(epilog=_examples("  lixiao verify"))
 @click.pass_context
 def verify(ctx: click.Context) -> None:
-    """Check store integrity, foreign keys and the audit hash chain."""
+    """Check store integrity, foreign keys, the audit hash chain, archived files and the inbox."""
+    from .integrity import folder_problems
+
     with _folder(ctx) as folder:
-        problems = folder.store.integrity_problems() + folder.store.audit_problems()
+        problems = folder_problems(folder)
         events = folder.store.db.execute("SELECT count(*) FROM audit").fetchone()[0]
+        archived = sum(1 for r in folder.store.ledger_rows() if r["outcome"] == "merged")
     if problems:
         for problem in problems:
             console.print(f"[red]{problem}[/]")
         raise Refused(f"发现 {len(problems)} 个问题；请用 lixiao backup 的备份恢复（见 README“备份与恢复”）")
-    console.print(f"校验通过：数据库完整，审计链 {events} 条记录连续无误")
+    console.print(f"校验通过：数据库完整，审计链 {events} 条记录连续无误，{archived} 个已合并文件的存档哈希一致")
 
 
 @main.command(epilog=_examples("  lixiao backup /mnt/u盘/离校备份-0630.db"))

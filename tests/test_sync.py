@@ -1,4 +1,4 @@
-"""The sync pipeline on real files: exactly once, three-way merge with versions, refusals kept, hostile files refused."""
+"""The sync pipeline on real files: exactly once, three-way merge by version, refusals kept, hostile files refused."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def sync(cli: Cli, *args: str) -> dict[str, Any]:
 def statuses(cli: Cli) -> dict[tuple[str, str], tuple[str, int]]:
     """Every stored (学号, step) → (status, version)."""
     with sqlite3.connect(cli.data / "store.db") as conn:
-        return {(n, s): (st, v) for n, s, st, v in conn.execute("SELECT student_no, step, status, version FROM statuses")}
+        query = conn.execute("SELECT student_no, step, status, version FROM statuses")
+        return {(n, s): (st, v) for n, s, st, v in query}
 
 
 def rows(cli: Cli, sql: str) -> list[tuple[Any, ...]]:
@@ -62,7 +63,8 @@ def with_operator(data: bytes, name: str) -> bytes:
 def test_ticks_merge_with_operator_archive_and_receipt(issued: Cli) -> None:
     """Ticked cells become 已通过 under the 经办人's name; the file is archived byte-identical; a receipt is written."""
     source = outbox(issued, "utilities")[0]
-    data = with_operator(edit(source, {("0803010103", "清理电费"): True, ("0803010104", "清理电费"): "√"}), "水电王老师")
+    ticked = edit(source, {("0803010103", "清理电费"): True, ("0803010104", "清理电费"): "√"})
+    data = with_operator(ticked, "水电王老师")
     drop(issued, "水电.xlsx", data)
     doc = sync(issued)
     [item] = doc["files"]

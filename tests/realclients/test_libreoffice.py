@@ -122,3 +122,45 @@ def test_staff_edit_in_libreoffice_reads_back_exactly(libreoffice: str, demo: Pa
     back_batch = {(t.mode, t.group, t.step) for t in college_back.batch if t.ticked}
     assert back_batch - issued_batch == {("class", klass, "return_instruments")}
     assert issued_batch <= back_batch
+
+
+def test_libreoffice_return_syncs_to_exactly_the_ticks_made(libreoffice: str, tmp_path: Path) -> None:
+    """Ticked, sorted and saved in LibreOffice, then synced: the store holds exactly those ticks, and the
+    receipt lists the refused prerequisite tick in the manual's words."""
+    import openpyxl
+
+    folder = tmp_path / "demo"
+    runner = CliRunner()
+    assert runner.invoke(main, ["demo", str(folder), "--students", "120"]).exit_code == 0
+    assert runner.invoke(main, ["--data", str(folder), "issue", "--checkpoint", "utilities",
+                                "--checkpoint", "certificates"]).exit_code == 0
+    utilities = next((folder / "outbox" / "utilities").glob("*.xlsx"))
+    certificates = sorted((folder / "outbox" / "certificates").glob("*.xlsx"))[0]
+    issued = read_returned(utilities.read_bytes(), key(folder))
+    chosen = sorted(issued.rows)[:3]
+    cert_student = sorted(read_returned(certificates.read_bytes(), key(folder)).rows)[0]
+    out_u, out_c = tmp_path / "u.xlsx", tmp_path / "c.xlsx"
+    run_jobs([
+        {"input": str(utilities), "output": str(out_u), "operator": "水电王老师",
+         "edits": [{"sheet": "办理", "key": no, "column": "清理电费", "value": True} for no in chosen],
+         "sort": {"sheet": "办理", "by": "宿舍"}},
+        {"input": str(certificates), "output": str(out_c), "operator": "学院李老师",
+         "edits": [{"sheet": "办理", "key": cert_student, "column": "领取学位证", "value": True}]},
+    ], tmp_path)
+    (folder / "inbox" / "水电.xlsx").write_bytes(out_u.read_bytes())
+    (folder / "inbox" / "证件.xlsx").write_bytes(out_c.read_bytes())
+    result = runner.invoke(main, ["--data", str(folder), "sync", str(folder / "inbox" / "水电.xlsx"),
+                                  str(folder / "inbox" / "证件.xlsx"), "--json"])
+    outcomes = {f["file"]: f for f in json.loads(result.output)["files"]}
+    assert outcomes["水电.xlsx"]["outcome"] == "merged" and outcomes["水电.xlsx"]["applied"] == 3
+    assert outcomes["证件.xlsx"]["refused"] == 1 and outcomes["证件.xlsx"]["applied"] == 0
+    for no in chosen:
+        record = json.loads(runner.invoke(main, ["--data", str(folder), "status", no, "--json"]).output)
+        electricity = next(s for s in record["steps"] if s["step"] == "electricity")
+        assert electricity["status"] == "passed"
+    history = json.loads(runner.invoke(main, ["--data", str(folder), "history", chosen[0], "--json"]).output)
+    assert history[-1]["operator"] == "水电王老师"
+    receipt = openpyxl.load_workbook(folder / outcomes["证件.xlsx"]["receipt"])
+    reason = receipt["被拒绝"]["E2"].value
+    assert reason.startswith("当前学生没有完成以下步骤，不能进行当前离校点的离校：")
+    assert "财务处离校点：缴还欠款" in reason or "学生工作处离校点：归还学生证" in reason

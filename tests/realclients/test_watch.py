@@ -1,0 +1,187 @@
+"""The real daemon on a real folder: editor-style saves, slow copies, lost events, SIGKILL mid-merge."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lixiao.sync.cli import main
+
+from ..conftest import ROSTER, edit
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll until ``check`` holds or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ledger(data: Path) -> list[tuple[str, str, str]]:
+    """(file name, state, outcome) of every ledger row."""
+    with sqlite3.connect(data / "store.db") as conn:
+        return list(conn.execute("SELECT file_name, state, coalesce(outcome, '') FROM returns ORDER BY received_at"))
+
+
+def passed(data: Path) -> set[tuple[str, str]]:
+    """Cells stored as passed."""
+    with sqlite3.connect(data / "store.db") as conn:
+        return set(conn.execute("SELECT student_no, step FROM statuses WHERE status = 'passed'"))
+
+
+@pytest.fixture
+def folder(tmp_path: Path, roster_file: Path) -> Path:
+    """A data folder with the five-student roster and every workbook issued."""
+    runner = CliRunner()
+    data = tmp_path / "data"
+    assert runner.invoke(main, ["init", str(data)]).exit_code == 0
+    assert runner.invoke(main, ["--data", str(data), "students", "import", str(roster_file)]).exit_code == 0
+    assert runner.invoke(main, ["--data", str(data), "issue"]).exit_code == 0
+    return data
+
+
+def workbook(data: Path, checkpoint: str) -> Path:
+    """The first issued workbook of a checkpoint."""
+    return sorted((data / "outbox" / checkpoint).glob("*.xlsx"))[0]
+
+
+class Daemon:
+    """`lixiao watch` as a child process."""
+
+    def __init__(self, data: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.data = data
+        log = data / "watch.log"
+        self.start_size = log.stat().st_size if log.exists() else 0
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lixiao.sync.cli", "--data", str(data), "watch", "--settle", "0.5", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        wait_for(lambda: "开始监视" in self.log(), 30, "the daemon to start")
+
+    def log(self) -> str:
+        """What this run wrote to watch.log."""
+        path = self.data / "watch.log"
+        return path.read_text("utf-8")[self.start_size:] if path.exists() else ""
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the daemon finishes the current file and exits."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def daemon(folder: Path) -> Iterator[Daemon]:
+    """A running daemon, stopped (cleanly) at the end of the test."""
+    running = Daemon(folder, "--rescan", "3")
+    yield running
+    if running.process.poll() is None:
+        assert running.stop() == 0
+
+
+def test_excel_style_save_is_processed_once(folder: Path, daemon: Daemon) -> None:
+    """Excel writes a temp file without extension and renames it onto the name: one merge."""
+    data = edit(workbook(folder, "utilities"), {(ROSTER[0].student_no, "清理电费"): True})
+    temp = folder / "inbox" / "5A3F0C21"
+    temp.write_bytes(data)
+    (folder / "inbox" / "~$水电.xlsx").write_bytes(b"owner lock")
+    temp.rename(folder / "inbox" / "水电.xlsx")
+    wait_for(lambda: ledger(folder) and ledger(folder)[-1][2] == "merged", what="the merge")
+    time.sleep(2)
+    assert ledger(folder) == [("水电.xlsx", "merged", "merged")]
+    assert passed(folder) == {(ROSTER[0].student_no, "electricity")}
+
+
+def test_libreoffice_style_save_is_processed_once(folder: Path, daemon: Daemon) -> None:
+    """LibreOffice writes lu….tmp, moves it onto the target, then touches it again: still one merge."""
+    data = edit(workbook(folder, "dorm"), {(ROSTER[1].student_no, "清理宿舍物品"): True})
+    (folder / "inbox" / ".~lock.宿管.xlsx#").write_text("lock")
+    temp = folder / "inbox" / "lu12345abc.tmp"
+    temp.write_bytes(data)
+    target = folder / "inbox" / "宿管.xlsx"
+    temp.rename(target)
+    for _ in range(3):
+        os.utime(target)
+        time.sleep(0.1)
+    wait_for(lambda: any(row[2] == "merged" for row in ledger(folder)), what="the merge")
+    time.sleep(2)
+    assert [row[2] for row in ledger(folder)] == ["merged"]
+
+
+def test_slow_chunked_copy_is_processed_after_it_completes(folder: Path, daemon: Daemon) -> None:
+    """A file copied in chunks over a few seconds is taken once, whole, never as a truncated file."""
+    data = edit(workbook(folder, "utilities"), {(ROSTER[2].student_no, "清理电费"): True})
+    target = folder / "inbox" / "慢慢复制.xlsx"
+    with target.open("wb") as handle:
+        for start in range(0, len(data), len(data) // 8 + 1):
+            handle.write(data[start:start + len(data) // 8 + 1])
+            handle.flush()
+            time.sleep(0.3)
+    wait_for(lambda: any(row[2] == "merged" for row in ledger(folder)), what="the merge")
+    assert ledger(folder) == [("慢慢复制.xlsx", "merged", "merged")]
+    assert (folder / "archive" / f"{hashlib.sha256(data).hexdigest()}.xlsx").read_bytes() == data
+
+
+def test_files_that_arrived_while_down_and_polling_mode(folder: Path) -> None:
+    """Files dropped while the daemon was down are found by the start-up scan; polling mode also works."""
+    for index, (checkpoint, column) in enumerate((("utilities", "清理电费"), ("dorm", "清理宿舍物品"))):
+        ticked = edit(workbook(folder, checkpoint), {(ROSTER[index].student_no, column): True})
+        (folder / "inbox" / f"{checkpoint}.xlsx").write_bytes(ticked)
+    running = Daemon(folder, "--poll", "0.5", "--rescan", "2")
+    try:
+        wait_for(lambda: len([r for r in ledger(folder) if r[2] == "merged"]) == 2, what="both merges")
+        (folder / "inbox" / "later.xlsx").write_bytes(
+            edit(workbook(folder, "utilities"), {(ROSTER[3].student_no, "清理电费"): True}))
+        wait_for(lambda: len([r for r in ledger(folder) if r[2] == "merged"]) == 3, what="the polled file")
+    finally:
+        assert running.stop() == 0
+    assert "已停止" in running.log()
+
+
+def test_sigkill_in_the_middle_of_a_merge(folder: Path) -> None:
+    """Killed inside the merge transaction, the store is as before; after restart the file merges exactly once."""
+    data = edit(workbook(folder, "utilities"), {(ROSTER[0].student_no, "清理电费"): True,
+                                              (ROSTER[1].student_no, "清理电费"): True})
+    digest = hashlib.sha256(data).hexdigest()
+    running = Daemon(folder, env={"LIXIAO_FAULT": "merge:30"})
+    (folder / "inbox" / "水电.xlsx").write_bytes(data)
+    wait_for(lambda: ("水电.xlsx", "staged", "") in ledger(folder), what="the file to be staged")
+    time.sleep(1.0)  # now inside the merge transaction, sleeping at the fault point
+    running.process.send_signal(signal.SIGKILL)
+    running.process.wait(timeout=10)
+    assert passed(folder) == set()  # before: nothing of that workbook
+    assert (folder / "inbox" / "水电.xlsx").exists()
+    restarted = Daemon(folder, "--rescan", "2")
+    try:
+        wait_for(lambda: ("水电.xlsx", "merged", "merged") in ledger(folder), what="the merge after restart")
+    finally:
+        assert restarted.stop() == 0
+    assert passed(folder) == {(ROSTER[0].student_no, "electricity"), (ROSTER[1].student_no, "electricity")}
+    with sqlite3.connect(folder / "store.db") as conn:
+        merges = conn.execute("SELECT count(*) FROM audit WHERE kind = 'return' AND decision = 'merged' "
+                              "AND source_hash = ?", [digest]).fetchone()[0]
+        writes = conn.execute("SELECT count(*) FROM audit WHERE kind = 'status' AND source_hash = ?",
+                              [digest]).fetchone()[0]
+    assert (merges, writes) == (1, 2)
+    result = CliRunner().invoke(main, ["--data", str(folder), "verify"])
+    assert result.exit_code == 0, result.output
+
+
+def test_sync_refuses_while_the_daemon_runs(folder: Path, daemon: Daemon) -> None:
+    """One writer: `lixiao sync` says the daemon is handling the inbox instead of racing it."""
+    result = subprocess.run([sys.executable, "-m", "lixiao.sync.cli", "--data", str(folder), "sync"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "正在处理此数据文件夹" in result.stderr
