@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,10 @@ from lixiao.core.synthetic import make_cohort
 from lixiao.workbooks.roster import build_roster, roster_row
 from lixiao.workbooks.tables import read_table
 
-from .datafolder import SETTINGS, DataFolderError, init_folder
+from .datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
+from .issuing import issue_workbooks, plan_all
+from .officesim import Simulated, simulate_round
+from .pipeline import FileOutcome, process_file
 
 DEMO_MARK = ".lixiao-demo"
 YEAR = 2026
@@ -41,8 +45,30 @@ def _prepare(directory: Path) -> None:
         shutil.rmtree(directory)
 
 
+def _office_round(folder: DataFolder, bar: Progress, seed: int, number: int, offices: list[str],
+                  issue_all: bool = False) -> list[tuple[Simulated, FileOutcome]]:
+    """Issue workbooks, let the simulated offices tick and return them, and sync the inbox."""
+    task = bar.add_task(f"第 {number} 轮：签发工作簿", total=None)
+    plans = plan_all(folder, [] if issue_all else offices, None)
+
+    def report(done: int, total: int, name: str) -> None:
+        bar.update(task, completed=done, total=total, description=f"第 {number} 轮：签发 {name}")
+
+    issue_workbooks(folder, plans, report)
+    bar.update(task, description=f"第 {number} 轮：各离校点勾选并交回", completed=0, total=None)
+    simulated = simulate_round(folder.root, folder.root / "inbox", offices, random.Random(seed + number))
+    key = secret_key(folder.root)
+    results = []
+    bar.update(task, total=len(simulated), completed=0)
+    for sim in simulated:
+        bar.update(task, description=f"第 {number} 轮：同步 {sim.path.name}")
+        results.append((sim, process_file(folder, sim.path, key, min_age=0)))
+        bar.advance(task)
+    return results
+
+
 def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
-    """Create a demo data folder, import a synthetic roster, apply feeds and waivers, print a summary."""
+    """Create a demo data folder; roster, feeds, waivers; two rounds of offices ticking workbooks; a summary."""
     _prepare(directory)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as bar:
@@ -86,10 +112,23 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
                 student = clearance.student(no)
                 clearance.waive(student, step, "欠费缓交", "特殊离校点·演示", "缓交证明（演示）")
             bar.advance(task)
+            first = ["college", "student_affairs", "utilities", "dorm", "network"]
+            rounds = [_office_round(folder, bar, seed, 1, first, issue_all=True),
+                      _office_round(folder, bar, seed, 2, ["certificates", "registrar"])]
             matrix = clearance.student_matrix()
         finally:
             folder.close()
 
+    names = {"merged": "已合并", "duplicate": "重复", "rejected": "已拒绝", "quarantined": "已隔离",
+             "deferred": "稍后处理"}
+    for number, outcomes in enumerate(rounds, start=1):
+        returns = RichTable(title=f"第 {number} 轮：各离校点交回的工作簿")
+        for column in ("文件", "结果", "记录", "拒绝", "冲突", "说明"):
+            returns.add_column(column)
+        for sim, outcome in outcomes:
+            returns.add_row(sim.path.name, names[outcome.outcome], str(outcome.applied), str(outcome.refused),
+                            str(outcome.conflicts), sim.note)
+        console.print(returns)
     school = school_progress(matrix)
     console.print(f"\n[bold]{YEAR}届本科毕业生离校[/]：应离校人数 {school.expected} 人"
                   f"（往届 {school.expected_previous} 人），"
