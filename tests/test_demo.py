@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from lixiao.core.synthetic import make_cohort
 from lixiao.sync.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_and_verifies(tmp_path: Path) -> None:
     """The demo imports the cohort, applies feeds and waivers, prints figures, and verify passes."""
     runner = CliRunner()
