@@ -72,3 +72,62 @@ def checkpoint_progress(flow: Flow, matrix: list[Row]) -> list[tuple[Progress, l
                  for step in cp.steps]
         result.append((overall, steps))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class GroupProgress:
+    """Completion of one college, class or dorm building."""
+
+    name: str
+    expected: int
+    expected_previous: int
+    complete: int
+
+    @property
+    def unfinished(self) -> int:
+        """Students not yet 全部完成."""
+        return self.expected - self.complete
+
+    @property
+    def percent_complete(self) -> float:
+        """全部完成 as a percentage (0 when the group is empty)."""
+        return 100.0 * self.complete / self.expected if self.expected else 0.0
+
+
+def group_progress(matrix: list[Row], key: str) -> list[GroupProgress]:
+    """Completion per ``college``, ``class`` or ``building`` (dorm 区-栋), sorted by name."""
+    counts: dict[str, list[int]] = {}
+    for student, _, _, complete in matrix:
+        if key == "college":
+            name = student.college
+        elif key == "class":
+            name = student.class_name
+        else:
+            parts = student.dorm.split("-")
+            name = "-".join(parts[:2]) if len(parts) == 4 else "无住宿信息"
+        entry = counts.setdefault(name, [0, 0, 0])
+        entry[0] += 1
+        entry[1] += student.previous
+        entry[2] += complete
+    return [GroupProgress(name, *values) for name, values in sorted(counts.items())]
+
+
+def bottlenecks(flow: Flow, matrix: list[Row]) -> tuple[list[str], list[tuple[str, str, dict[str, int], int]]]:
+    """Which steps hold students back from 全部完成: (colleges, [(step code, step name, {college: n}, total)]).
+
+    A student counts for a step when the step applies, is required, and is not passed or optional.
+    Sorted by total, most blocking first.
+    """
+    colleges = sorted({s.college for s, _, _, _ in matrix})
+    table: dict[str, dict[str, int]] = {}
+    for student, statuses, _, complete in matrix:
+        if complete:
+            continue
+        for step in flow.all_steps():
+            status = statuses[step.code]
+            if step.required and status is not Status.NA and status not in _DONE:
+                per = table.setdefault(step.code, {})
+                per[student.college] = per.get(student.college, 0) + 1
+    rows = [(code, flow.steps[code].name, per, sum(per.values())) for code, per in table.items()]
+    rows.sort(key=lambda r: -r[3])
+    return colleges, rows

@@ -134,6 +134,15 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
     """,
+    # 2: a daily snapshot of completion for the progress-over-time chart.
+    """
+    CREATE TABLE progress (
+        day TEXT PRIMARY KEY,
+        expected INTEGER NOT NULL,
+        complete INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _AUDIT_FIELDS = (
@@ -457,6 +466,20 @@ class Store:
         """An issued workbook's row, or None."""
         rows = list(self.db.query("SELECT * FROM workbooks WHERE id = ?", [workbook_id]))
         return rows[0] if rows else None
+
+    # -- progress over time ----------------------------------------------------------------
+    def record_progress(self, expected: int, complete: int) -> None:
+        """Keep today's completion figure (the latest of the day wins)."""
+        stamp = now()
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO progress (day, expected, complete, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (day) DO UPDATE SET expected = excluded.expected, complete = excluded.complete, "
+                "updated_at = excluded.updated_at", [stamp[:10], expected, complete, stamp])
+
+    def progress_history(self) -> list[tuple[str, int, int]]:
+        """(day, expected, complete) for every day a report was built, oldest first."""
+        return [tuple(r) for r in self.db.execute("SELECT day, expected, complete FROM progress ORDER BY day")]
 
     # -- returns ledger --------------------------------------------------------------------
     def ledger(self, digest_hex: str) -> dict[str, Any] | None:

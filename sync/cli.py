@@ -339,6 +339,18 @@ def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float) 
         run_daemon(folder, settle, rescan, poll)
 
 
+@main.command(epilog=_examples("  lixiao report\n  xdg-open 2026离校/reports/index.html"))
+@click.pass_context
+def report(ctx: click.Context) -> None:
+    """Regenerate reports/: the offline HTML site (index.html, students.html) and 离校进度.xlsx."""
+    from lixiao.reports.build import render_report
+
+    with _folder(ctx) as folder:
+        built = render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates")
+    console.print(f"已生成报表（{built.students} 名学生，{built.files} 个文件）：{built.index}")
+    console.print(f"Excel 报表：{built.excel}")
+
+
 @main.command("set", epilog=_examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师"))
 @click.argument("student")
 @click.argument("step")

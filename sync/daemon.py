@@ -19,7 +19,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from .datafolder import DataFolder, DataFolderError, secret_key
-from .pipeline import FileOutcome, is_debris, process_file, recover_staging
+from .pipeline import FileOutcome, is_debris, process_file, recover_staging, refresh_reports
 
 LOCK_NAME = ".lixiao.lock"
 ROUTED_EVENTS = frozenset({"created", "modified", "closed", "moved"})
@@ -124,8 +124,8 @@ class Watcher:
         return True
 
     def step(self, key: bytes) -> int:
-        """Process every settled pending file once; returns how many were taken (merged, duplicate, refused)."""
-        taken = 0
+        """Process every settled pending file once; returns how many merged (so the reports need refreshing)."""
+        merged = 0
         for path, entry in self._due():
             if self.stop_event.is_set():
                 break
@@ -139,12 +139,19 @@ class Watcher:
                 continue
             with self._lock:
                 self._pending.pop(path, None)
-            taken += 1
+            merged += outcome.outcome == "merged"
             self.log.info("%s: %s (记录 %d, 拒绝 %d, 冲突 %d) %s", outcome.file, outcome.outcome, outcome.applied,
                           outcome.refused, outcome.conflicts, "; ".join(outcome.reasons[:3]))
             if self.on_outcome:
                 self.on_outcome(outcome)
-        return taken
+        return merged
+
+    def _refresh(self) -> None:
+        try:
+            index = refresh_reports(self.folder)
+            self.log.info("报表已更新：%s", index)
+        except Exception as exc:  # noqa: BLE001 - a report failure must not stop the daemon taking returns
+            self.log.error("报表生成失败（不影响收件）：%s: %s", type(exc).__name__, exc)
 
     def run(self) -> None:
         """Watch until stop_event is set (SIGINT/SIGTERM in the CLI)."""
@@ -157,8 +164,14 @@ class Watcher:
         try:
             self.scan()
             next_scan = time.monotonic() + self.rescan
+            dirty = False
             while not self.stop_event.is_set():
-                self.step(key)
+                dirty = self.step(key) > 0 or dirty
+                with self._lock:
+                    busy = bool(self._pending)
+                if dirty and not busy:  # coalesced: once after a burst, not per file
+                    self._refresh()
+                    dirty = False
                 if time.monotonic() >= next_scan:
                     self.scan()
                     next_scan = time.monotonic() + self.rescan

@@ -23,7 +23,7 @@ from lixiao.workbooks.tables import read_table
 from .datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
 from .issuing import issue_workbooks, plan_all
 from .officesim import Simulated, simulate_round
-from .pipeline import FileOutcome, process_file
+from .pipeline import FileOutcome, process_file, refresh_reports
 
 DEMO_MARK = ".lixiao-demo"
 YEAR = 2026
@@ -116,6 +116,9 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
             rounds = [_office_round(folder, bar, seed, 1, first, issue_all=True),
                       _office_round(folder, bar, seed, 2, ["certificates", "registrar"])]
             matrix = clearance.student_matrix()
+            report_task = bar.add_task("生成报表", total=1)
+            index = refresh_reports(folder)
+            bar.advance(report_task)
         finally:
             folder.close()
 
@@ -154,5 +157,6 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
         console.print(f"  lixiao --data {directory} status {example.student_no}")
     console.print(f"  lixiao --data {directory} waivers")
     console.print(f"  lixiao --data {directory} export 离校状态.xlsx")
+    console.print(f"\n报表：{index}")
     if not (directory / SETTINGS).exists():  # pragma: no cover - init_folder guarantees it
         raise DataFolderError("演示文件夹未创建")

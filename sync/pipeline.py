@@ -68,11 +68,21 @@ def inbox_files(folder: DataFolder) -> list[Path]:
 
 def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = False,
          min_age: float = 1.0) -> list[FileOutcome]:
-    """Process the given files, or the whole inbox, once."""
+    """Process the given files, or the whole inbox, once; then regenerate the reports if anything merged."""
     recover_staging(folder)
     key = secret_key(folder.root)
     targets = files if files is not None else inbox_files(folder)
-    return [process_file(folder, path, key, dry_run, min_age) for path in targets]
+    outcomes = [process_file(folder, path, key, dry_run, min_age) for path in targets]
+    if not dry_run and any(o.outcome == "merged" for o in outcomes):
+        refresh_reports(folder)
+    return outcomes
+
+
+def refresh_reports(folder: DataFolder) -> Path:
+    """Regenerate reports/ (called once after a batch of returns, never per file)."""
+    from lixiao.reports.build import render_report
+
+    return render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates").index
 
 
 def recover_staging(folder: DataFolder) -> None:

@@ -1,0 +1,131 @@
+"""Everything a report shows, gathered once from the store and the flow (no rendering here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from lixiao.core.clearance import Clearance
+from lixiao.core.identity import mask_id_card
+from lixiao.core.model import Flow, Status
+from lixiao.core.rules import prerequisite_steps
+from lixiao.core.stats import (
+    GroupProgress,
+    Progress,
+    bottlenecks,
+    checkpoint_progress,
+    group_progress,
+    school_progress,
+)
+from lixiao.core.store import Store
+
+STATUS_CODES = {Status.PASSED: "p", Status.FAILED: "f", Status.OPTIONAL: "o", Status.PENDING: "n", Status.NA: "-"}
+REVIEW_LIMIT = 1000
+
+
+@dataclass
+class ReportData:
+    """The figures and lists of one report, ready for any renderer."""
+
+    session: str
+    year: int
+    generated_at: str
+    flow: Flow
+    school: Progress
+    checkpoints: list[tuple[Progress, list[Progress]]]
+    colleges: list[GroupProgress]
+    classes: dict[str, list[GroupProgress]]  # college → classes
+    buildings: list[GroupProgress]
+    bottleneck_colleges: list[str]
+    bottlenecks: list[tuple[str, str, dict[str, int], int]]
+    waivers: list[dict[str, Any]]
+    conflicts: list[dict[str, Any]]
+    refused: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    offices: list[dict[str, Any]]
+    history: list[tuple[str, int, int]]
+    students: list[list[Any]] = field(default_factory=list)
+    js_flow: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
+    matrix_rows: list[list[str]] = field(default_factory=list)
+
+
+def _days_since(stamp: str | None, now: datetime) -> int | None:
+    if not stamp:
+        return None
+    return (now - datetime.fromisoformat(stamp)).days
+
+
+def collect(store: Store, flow: Flow, stale_days: int = 3) -> ReportData:
+    """Gather the report's data in one pass over the store; records today's progress snapshot."""
+    session = store.session()
+    clearance = Clearance(store, flow)
+    matrix = clearance.student_matrix()
+    school = school_progress(matrix)
+    store.record_progress(school.expected, school.expected - school.unfinished)
+    now = datetime.now().astimezone()
+    steps = flow.all_steps()
+    index = {s.code: i for i, s in enumerate(steps)}
+    students = []
+    for student, statuses, waived, complete in matrix:
+        students.append([
+            student.student_no, student.name, student.gender, mask_id_card(student.id_card), student.college,
+            student.major, student.class_name, student.dorm, int(student.previous), int(complete),
+            "".join(STATUS_CODES[statuses[s.code]] for s in steps), sorted(index[c] for c in waived if c in index),
+        ])
+    js_flow = {
+        "steps": [s.name for s in steps],
+        "checkpoints": [
+            {"name": cp.name, "display": cp.display if cp.per_college else "",
+             "steps": [index[s.code] for s in cp.steps],
+             "requires": [index[s.code] for s in prerequisite_steps(flow, cp)], "record": cp.in_record}
+            for cp in flow.checkpoints if cp.steps
+        ],
+    }
+    classes: dict[str, list[GroupProgress]] = {}
+    by_class_college: dict[str, str] = {}
+    for student, _, _, _ in matrix:
+        by_class_college.setdefault(student.class_name, student.college)
+    for group in group_progress(matrix, "class"):
+        classes.setdefault(by_class_college[group.name], []).append(group)
+    bottleneck_colleges, bottleneck_rows = bottlenecks(flow, matrix)
+    names = {s.code: s.name for s in steps}
+    people = {s.student_no: s.name for s, _, _, _ in matrix}
+    conflicts = [dict(r, name=people.get(r["student_no"], ""), step_name=names.get(r["step"], r["step"]))
+                 for r in store.db.query(
+                     "SELECT c.*, r.file_name FROM conflicts c LEFT JOIN returns r ON r.hash = c.return_hash "
+                     "WHERE c.resolved_at IS NULL ORDER BY c.id DESC LIMIT ?", [REVIEW_LIMIT])]
+    refused = [dict(r, name=people.get(r["student_no"], ""), step_name=names.get(r["step"], r["step"]))
+               for r in store.db.query(
+                   "SELECT t.*, r.file_name FROM refused_ticks t LEFT JOIN returns r ON r.hash = t.return_hash "
+                   "ORDER BY t.id DESC LIMIT ?", [REVIEW_LIMIT])]
+    rejected = list(store.db.query(
+        "SELECT file_name, outcome, detail, updated_at FROM returns WHERE outcome IN ('rejected', 'quarantined') "
+        "ORDER BY updated_at DESC LIMIT ?", [REVIEW_LIMIT]))
+    offices = []
+    for row in store.db.query(
+            "SELECT w.checkpoint, w.scope, max(w.generation) AS generation, max(w.issued_at) AS issued_at, "
+            "(SELECT max(r.updated_at) FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
+            " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged') AS returned_at "
+            "FROM workbooks w GROUP BY w.checkpoint, w.scope ORDER BY w.checkpoint, w.scope"):
+        checkpoint = flow.checkpoint(row["checkpoint"]) if row["checkpoint"] in {c.code for c in flow.checkpoints} \
+            else None
+        since = _days_since(row["returned_at"] or row["issued_at"], now)
+        offices.append(dict(row, title=checkpoint.name if checkpoint else row["checkpoint"],
+                            days=since, stale=since is not None and since >= stale_days))
+    ledger = store.db.execute("SELECT count(*), max(updated_at) FROM returns WHERE outcome = 'merged'").fetchone()
+    matrix_rows = [
+        [s.student_no, s.name, s.college, s.class_name, s.dorm, "是" if s.previous else "",
+         *("" if st[step.code] is Status.NA else st[step.code].label for step in steps), "是" if complete else "否"]
+        for s, st, _, complete in matrix
+    ]
+    return ReportData(
+        session=session.name, year=session.year, generated_at=now.isoformat(timespec="seconds"), flow=flow,
+        school=school, checkpoints=checkpoint_progress(flow, matrix), colleges=group_progress(matrix, "college"),
+        classes=classes, buildings=group_progress(matrix, "building"), bottleneck_colleges=bottleneck_colleges,
+        bottlenecks=bottleneck_rows, waivers=clearance.waiver_list(), conflicts=conflicts, refused=refused,
+        rejected=rejected, offices=offices, history=store.progress_history(), students=students, js_flow=js_flow,
+        sources={"returns": ledger[0], "last_return": ledger[1] or "", "store": str(store.path.name)},
+        matrix_rows=matrix_rows,
+    )

@@ -1,0 +1,103 @@
+"""The Excel report (离校进度.xlsx): the same figures, one sheet per view, native charts, the full matrix."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import xlsxwriter
+
+from .data import ReportData
+
+MATRIX_IDENTITY = ("学号", "姓名", "院系", "班级", "宿舍", "往届")
+
+
+def build_excel(data: ReportData) -> bytes:
+    """The workbook bytes; every text cell is written as a string, never a formula."""
+    buffer = io.BytesIO()
+    book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False,
+                                         "strings_to_numbers": False, "constant_memory": False})
+    head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True})
+    title = book.add_format({"bold": True, "font_size": 14})
+    pct = book.add_format({"num_format": "0.0%"})
+
+    def table(name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], widths: Sequence[int] = ()) -> Any:
+        sheet = book.add_worksheet(name)
+        sheet.write_string(0, 0, f"{data.session}　{name}　（{data.generated_at[:16].replace('T', ' ')}）", title)
+        for c, h in enumerate(headers):
+            sheet.write_string(1, c, h, head)
+        for r, row in enumerate(rows, start=2):
+            for c, value in enumerate(row):
+                if isinstance(value, float):
+                    sheet.write_number(r, c, value, pct)
+                elif isinstance(value, int):
+                    sheet.write_number(r, c, value)
+                else:
+                    sheet.write_string(r, c, str(value))
+        for c in range(len(headers)):
+            sheet.set_column(c, c, widths[c] if c < len(widths) else 14)
+        sheet.freeze_panes(2, 1)
+        sheet.autofilter(1, 0, max(1, len(rows) + 1), len(headers) - 1)
+        return sheet
+
+    school = data.school
+    overview_rows: list[list[Any]] = [["全校", school.expected, school.expected_previous, school.unfinished,
+                                       school.unfinished_previous,
+                                       school.unfinished / school.expected if school.expected else 0.0]]
+    for cp, steps in data.checkpoints:
+        for p in (cp, *steps):
+            overview_rows.append([("　" if p is not cp else "") + p.name, p.expected, p.expected_previous,
+                                  p.unfinished, p.unfinished_previous, p.percent_unfinished / 100])
+    headers = ["离校点 / 步骤", "应离校人数", "其中往届", "未完成", "未完成往届", "未完成%"]
+    sheet = table("实时统计", headers, overview_rows, (28, 12, 10, 10, 12, 10))
+    cp_rows = [i + 2 for i, row in enumerate(overview_rows) if i and not str(row[0]).startswith("　")]
+    chart = book.add_chart({"type": "bar"})
+    chart.add_series({"name": "未完成%", "categories": [sheet.name, cp_rows[0], 0, cp_rows[-1], 0],
+                      "values": [sheet.name, cp_rows[0], 5, cp_rows[-1], 5]} if cp_rows else {"values": "=0"})
+    chart.set_title({"name": "各离校点未完成比例"})
+    chart.set_legend({"none": True})
+    sheet.insert_chart("H3", chart, {"x_scale": 1.5, "y_scale": 1.6})
+
+    college_rows = [[c.name, c.expected, c.expected_previous, c.complete, c.unfinished, c.percent_complete / 100]
+                    for c in data.colleges]
+    sheet = table("各学院", ["学院", "应离校人数", "其中往届", "全部完成", "未完成", "完成率"], college_rows, (24,))
+    if college_rows:
+        chart = book.add_chart({"type": "column", "subtype": "stacked"})
+        last = len(college_rows) + 1
+        chart.add_series({"name": "全部完成", "categories": [sheet.name, 2, 0, last, 0],
+                          "values": [sheet.name, 2, 3, last, 3], "fill": {"color": "#1a7f37"}})
+        chart.add_series({"name": "未完成", "categories": [sheet.name, 2, 0, last, 0],
+                          "values": [sheet.name, 2, 4, last, 4], "fill": {"color": "#c62828"}})
+        chart.set_title({"name": "各学院完成情况"})
+        sheet.insert_chart("H3", chart, {"x_scale": 1.6, "y_scale": 1.4})
+    table("各班级", ["学院", "班级", "应离校人数", "全部完成", "未完成", "完成率"],
+          [[college, c.name, c.expected, c.complete, c.unfinished, c.percent_complete / 100]
+           for college, classes in sorted(data.classes.items()) for c in classes], (24, 16))
+    table("各宿舍楼", ["宿舍楼", "应离校人数", "全部完成", "未完成", "完成率"],
+          [[b.name, b.expected, b.complete, b.unfinished, b.percent_complete / 100] for b in data.buildings])
+    table("瓶颈", ["离校步骤", "合计", *data.bottleneck_colleges],
+          [[name, total, *(per.get(c, 0) for c in data.bottleneck_colleges)]
+           for _, name, per, total in data.bottlenecks],
+          (20,))
+    if data.history:
+        sheet = table("每日进度", ["日期", "应离校人数", "全部完成"], [list(h) for h in data.history])
+        chart = book.add_chart({"type": "line"})
+        chart.add_series({"name": "全部完成", "categories": [sheet.name, 2, 0, len(data.history) + 1, 0],
+                          "values": [sheet.name, 2, 2, len(data.history) + 1, 2]})
+        chart.set_title({"name": "每日全部完成人数"})
+        sheet.insert_chart("E3", chart)
+    table("已解除限制", ["学号", "姓名", "院系", "班级", "离校步骤", "步骤状态", "理由", "操作人", "时间"],
+          [[w["student_no"], w["name"], w["college"], w["class"], w["step_name"], w["status"], w["reason"],
+            w["operator"], w["created_at"]] for w in data.waivers], (12, 10, 22, 14, 14, 10, 30, 16, 20))
+    table("冲突", ["学号", "姓名", "离校步骤", "签发时", "交回", "当前", "文件"],
+          [[c["student_no"], c["name"], c["step_name"], c["baseline"], c["returned"], c["current"],
+            c["file_name"] or ""] for c in data.conflicts])
+    table("被拒绝的勾选", ["学号", "姓名", "离校步骤", "交回内容", "原因", "文件"],
+          [[r["student_no"], r["name"], r["step_name"], r["value"], r["reason"], r["file_name"] or ""]
+           for r in data.refused], (12, 10, 16, 10, 60, 30))
+    step_names = [s.name for s in data.flow.all_steps()]
+    table("状态矩阵", [*MATRIX_IDENTITY, *step_names, "全部完成"], data.matrix_rows,
+          (12, 8, 20, 12, 18, 5))
+    book.close()
+    return buffer.getvalue()
