@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Debian packages the real-client tests drive (LibreOffice through UNO) and a CJK font for rendering.
-DEB_PACKAGES := libreoffice-calc python3-uno fonts-noto-cjk
+DEB_PACKAGES := libreoffice-calc python3-uno fonts-noto-cjk chromium
 
 .PHONY: install system-deps demo test test-fast lint clean
 
@@ -28,11 +28,11 @@ lint: $(STAMP)
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p lixiao
 
 system-deps:
-	@if command -v soffice >/dev/null && /usr/bin/python3 -c 'import uno' 2>/dev/null \
+	@if command -v soffice >/dev/null && command -v chromium >/dev/null && /usr/bin/python3 -c 'import uno' 2>/dev/null \
 		&& fc-list :lang=zh 2>/dev/null | grep -q .; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES); \
-	else echo "LibreOffice tests need: sudo apt-get install $(DEB_PACKAGES) (they skip without it, fail on CI)"; fi
+	else echo "real-client tests need: sudo apt-get install $(DEB_PACKAGES) (they skip without them, fail on CI)"; fi
 
 test: system-deps lint
 	$(BIN)/pytest
