@@ -70,7 +70,7 @@ def test_html_shows_the_store_figures(reported: Cli) -> None:
 def test_ids_are_masked_everywhere(reported: Cli) -> None:
     """No full 身份证号 appears in any report file, HTML, JS or Excel."""
     for path in (reported.data / "reports").rglob("*"):
-        if not path.is_file() or path.suffix == ".js" and path.parent.name == "static":
+        if not path.is_file() or (path.suffix == ".js" and path.parent.name == "static"):
             continue
         data = path.read_bytes()
         if path.suffix == ".xlsx":
