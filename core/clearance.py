@@ -219,13 +219,31 @@ class Clearance:
         for w in self.store.active_waivers():
             waivers.setdefault(w["student_no"], set()).add(w["step"])
         steps = self.flow.all_steps()
+        # Applicability depends on the roster flags only (applies_to names a flag), so it is computed
+        # once per combination of flags instead of once per student and step: same answers as
+        # rules.effective_status / rules.is_complete, a fraction of the cost at 30,000 students.
+        live_by_flags: dict[tuple[bool, ...], list[tuple[str, bool, bool]]] = {}
+        done = (Status.PASSED, Status.OPTIONAL)
         result = []
         for student in self.store.students():
+            flags = (student.previous, student.national_loan, student.local_loan, student.switch, student.withheld)
+            live = live_by_flags.get(flags)
+            if live is None:
+                live = [(s.code, s.enabled(self.year) and rules.applies(s, student), s.required) for s in steps]
+                live_by_flags[flags] = live
             stored = everything.get(student.student_no, {})
-            effective = {
-                step.code: rules.effective_status(step, student, stored.get(step.code), self.year) for step in steps
-            }
-            complete = rules.is_complete(self.flow, student, stored, self.year)
+            effective: dict[str, Status] = {}
+            complete = True
+            for code, applicable, required in live:
+                if not applicable:
+                    effective[code] = Status.NA
+                    continue
+                status = stored.get(code, Status.PENDING)
+                if status is Status.NA:
+                    status = Status.PENDING
+                effective[code] = status
+                if required and status not in done:
+                    complete = False
             result.append((student, effective, waivers.get(student.student_no, set()), complete))
         return result
 

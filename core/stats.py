@@ -43,35 +43,54 @@ def _count(code: str, name: str, pairs: Iterable[tuple[Student, bool | None]]) -
     return Progress(code, name, expected, previous, unfinished, unfinished_previous)
 
 
-def _all_done(statuses: dict[str, Status], codes: list[str]) -> bool | None:
-    """None when no step applies, else whether every applicable step is done."""
-    applicable = [statuses[c] for c in codes if statuses[c] is not Status.NA]
-    return all(st in _DONE for st in applicable) if applicable else None
-
-
-def step_done(statuses: dict[str, Status], code: str) -> bool | None:
-    """None when the step does not apply, else whether it is passed or optional."""
-    status = statuses[code]
-    return None if status is Status.NA else status in _DONE
-
-
 def school_progress(matrix: list[Row]) -> Progress:
     """The school-wide header: every student, 未完成 = not 全部完成."""
     return _count("school", "全校", ((s, complete) for s, _, _, complete in matrix))
 
 
 def checkpoint_progress(flow: Flow, matrix: list[Row]) -> list[tuple[Progress, list[Progress]]]:
-    """Per checkpoint (a student counts when any step applies) and per step, in flow order."""
-    result = []
-    for cp in flow.checkpoints:
-        if not cp.steps:
-            continue
-        codes = [s.code for s in cp.steps if s.required]
-        overall = _count(cp.code, cp.name, ((s, _all_done(st, codes)) for s, st, _, _ in matrix))
-        steps = [_count(step.code, step.name, ((s, step_done(st, step.code)) for s, st, _, _ in matrix))
-                 for step in cp.steps]
-        result.append((overall, steps))
-    return result
+    """Per checkpoint (a student counts when any required step applies) and per step, in flow order.
+
+    One pass over the matrix: counters [expected, 往届, unfinished, unfinished 往届] per step and checkpoint.
+    """
+    checkpoints = [cp for cp in flow.checkpoints if cp.steps]
+    step_codes = [s.code for cp in checkpoints for s in cp.steps]
+    required = [[s.code for s in cp.steps if s.required] for cp in checkpoints]
+    step_counts = {code: [0, 0, 0, 0] for code in step_codes}
+    cp_counts = [[0, 0, 0, 0] for _ in checkpoints]
+    for student, statuses, _, _ in matrix:
+        previous = student.previous
+        for code in step_codes:
+            status = statuses[code]
+            if status is Status.NA:
+                continue
+            counter = step_counts[code]
+            counter[0] += 1
+            counter[1] += previous
+            if status not in _DONE:
+                counter[2] += 1
+                counter[3] += previous
+        for counter, codes in zip(cp_counts, required, strict=True):
+            applicable = False
+            finished = True
+            for code in codes:
+                status = statuses[code]
+                if status is not Status.NA:
+                    applicable = True
+                    if status not in _DONE:
+                        finished = False
+                        break
+            if applicable:
+                counter[0] += 1
+                counter[1] += previous
+                if not finished:
+                    counter[2] += 1
+                    counter[3] += previous
+    return [
+        (Progress(cp.code, cp.name, *counter),
+         [Progress(s.code, s.name, *step_counts[s.code]) for s in cp.steps])
+        for cp, counter in zip(checkpoints, cp_counts, strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -374,7 +374,8 @@ class Store:
 
     def students(self) -> list[Student]:
         """All students ordered by 学号."""
-        return [_student(r) for r in self.db.query("SELECT * FROM students ORDER BY student_no")]
+        cursor = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students ORDER BY student_no")
+        return [Student(*row[:9], *(bool(v) for v in row[9:])) for row in cursor]
 
     def student(self, student_no: str) -> Student | None:
         """One student by 学号, or None."""
@@ -560,6 +561,10 @@ class Store:
             "operator": operator,
         }])
         return True
+
+
+_STUDENT_COLUMNS = ("student_no", "name", "gender", "id_card", "college", "major", "class_name", "dorm", "level",
+                    *FLAGS)
 
 
 def _student(row: dict[str, Any]) -> Student:

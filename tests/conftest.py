@@ -136,3 +136,16 @@ def edit(path: Path, changes: dict[tuple[str, str], Any], sheet: str = MAIN_SHEE
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()
+
+
+def cohort_folder(root: Path, count: int) -> Path:
+    """A data folder with a synthetic cohort imported through the CLI, no feeds and no returns yet."""
+    from lixiao.core.synthetic import make_cohort
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["init", str(root), "--session", "2026届本科毕业生离校"]).exit_code == 0
+    roster = root.parent / f"{root.name}-roster.xlsx"
+    roster.write_bytes(build_roster([roster_row(s) for s in make_cohort(count).students]))
+    result = runner.invoke(main, ["--data", str(root), "students", "import", str(roster)])
+    assert result.exit_code == 0, result.output
+    return root

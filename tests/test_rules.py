@@ -124,3 +124,33 @@ def test_blocked_steps_lists_each_with_its_missing(undergrad: Flow) -> None:
         ("degree_certificate", ["pay_arrears"]), ("diploma", ["pay_arrears"]),
     ]
     assert rules.blocked_steps(undergrad, make_student(), statuses, {"pay_arrears"}, 2026) == []
+
+
+def test_fast_matrix_agrees_with_the_rules(tmp_path: object) -> None:
+    """Clearance.student_matrix (cached by flags) gives exactly rules.effective_status and rules.is_complete."""
+    import random
+    from pathlib import Path
+
+    from lixiao.core.clearance import Clearance
+    from lixiao.core.flow import load_preset
+    from lixiao.core.store import Store
+
+    flow = load_preset("undergrad")
+    rng = random.Random(7)
+    students = [make_student(f"08{i:08d}", id_card="", previous=rng.random() < .3, national_loan=rng.random() < .5,
+                             local_loan=rng.random() < .5, switch=rng.random() < .5, withheld=rng.random() < .5)
+                for i in range(60)]
+    store = Store.create(Path(str(tmp_path)) / "s.db", "2026届", 2026, "undergrad")
+    store.upsert_students(students, source="test")
+    with store.transaction():
+        for s in students:
+            for step in flow.all_steps():
+                if rng.random() < 0.6:
+                    store.write_status(s.student_no, step.code, rng.choice(list(Status)), remark="", source="t",
+                                       operator="", decision="applied")
+    stored = store.all_statuses()
+    for student, effective, _, complete in Clearance(store, flow).student_matrix():
+        mine = stored.get(student.student_no, {})
+        assert effective == {s.code: rules.effective_status(s, student, mine.get(s.code), 2026)
+                             for s in flow.all_steps()}
+        assert complete == rules.is_complete(flow, student, mine, 2026)

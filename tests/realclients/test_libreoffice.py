@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from lixiao.sync.cli import main
 from lixiao.workbooks.reader import Returned, read_returned
 
+from ..conftest import cohort_folder
 from .conftest import SYSTEM_PYTHON
 
 pytestmark = pytest.mark.slow
@@ -22,10 +23,9 @@ EDITOR = Path(__file__).with_name("lo_edit.py")
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 400-student demo folder with every workbook issued; one student's electricity already passed."""
-    folder = tmp_path_factory.mktemp("lo") / "demo"
+    """A 400-student folder with every workbook issued; one student's electricity already passed."""
+    folder = cohort_folder(tmp_path_factory.mktemp("lo") / "demo", 400)
     runner = CliRunner()
-    assert runner.invoke(main, ["demo", str(folder), "--students", "400"]).exit_code == 0
     assert runner.invoke(main, ["--data", str(folder), "set", "2201010101", "electricity", "passed"]).exit_code == 0
     result = runner.invoke(main, ["--data", str(folder), "issue"])
     assert result.exit_code == 0, result.output
@@ -129,9 +129,8 @@ def test_libreoffice_return_syncs_to_exactly_the_ticks_made(libreoffice: str, tm
     receipt lists the refused prerequisite tick in the manual's words."""
     import openpyxl
 
-    folder = tmp_path / "demo"
+    folder = cohort_folder(tmp_path / "demo", 120)
     runner = CliRunner()
-    assert runner.invoke(main, ["demo", str(folder), "--students", "120"]).exit_code == 0
     assert runner.invoke(main, ["--data", str(folder), "issue", "--checkpoint", "utilities",
                                 "--checkpoint", "certificates"]).exit_code == 0
     utilities = next((folder / "outbox" / "utilities").glob("*.xlsx"))
