@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from lixiao.core.stats import (
 from lixiao.core.store import Store
 
 STATUS_CODES = {Status.PASSED: "p", Status.FAILED: "f", Status.OPTIONAL: "o", Status.PENDING: "n", Status.NA: "-"}
+MATRIX_LABELS = {status: "" if status is Status.NA else status.label for status in Status}
 REVIEW_LIMIT = 1000
 
 
@@ -67,13 +69,19 @@ def collect(store: Store, flow: Flow, stale_days: int = 3) -> ReportData:
     now = datetime.now().astimezone()
     steps = flow.all_steps()
     index = {s.code: i for i, s in enumerate(steps)}
+    getter = operator.itemgetter(*(s.code for s in steps))
     students = []
+    matrix_rows = []
     for student, statuses, waived, complete in matrix:
+        ordered = getter(statuses)
         students.append([
             student.student_no, student.name, student.gender, mask_id_card(student.id_card), student.college,
             student.major, student.class_name, student.dorm, int(student.previous), int(complete),
-            "".join(STATUS_CODES[statuses[s.code]] for s in steps), sorted(index[c] for c in waived if c in index),
+            "".join(map(STATUS_CODES.__getitem__, ordered)), sorted(index[c] for c in waived if c in index),
         ])
+        matrix_rows.append([student.student_no, student.name, student.college, student.class_name, student.dorm,
+                            "是" if student.previous else "", *map(MATRIX_LABELS.__getitem__, ordered),
+                            "是" if complete else "否"])
     js_flow = {
         "steps": [s.name for s in steps],
         "checkpoints": [
@@ -115,11 +123,6 @@ def collect(store: Store, flow: Flow, stale_days: int = 3) -> ReportData:
         offices.append(dict(row, title=checkpoint.name if checkpoint else row["checkpoint"],
                             days=since, stale=since is not None and since >= stale_days))
     ledger = store.db.execute("SELECT count(*), max(updated_at) FROM returns WHERE outcome = 'merged'").fetchone()
-    matrix_rows = [
-        [s.student_no, s.name, s.college, s.class_name, s.dorm, "是" if s.previous else "",
-         *("" if st[step.code] is Status.NA else st[step.code].label for step in steps), "是" if complete else "否"]
-        for s, st, _, complete in matrix
-    ]
     return ReportData(
         session=session.name, year=session.year, generated_at=now.isoformat(timespec="seconds"), flow=flow,
         school=school, checkpoints=checkpoint_progress(flow, matrix), colleges=group_progress(matrix, "college"),
