@@ -234,6 +234,13 @@ class Store:
             raise StoreError(
                 f"数据库 {path} 已损坏或不是 SQLite 文件（{exc}）；请用 lixiao backup 的备份恢复"
             ) from None
+        try:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            check = str(exc)
+        if check != "ok":
+            raise StoreError(f"数据库 {path} 已损坏（{check}），拒绝写入；请停止 lixiao，用 lixiao backup 的备份恢复"
+                             "（见 README“备份与恢复”）")
         if version > SCHEMA_VERSION:
             raise StoreError(f"数据库 {path} 的版本 {version} 比本程序新（{SCHEMA_VERSION}），请升级 lixiao")
         store = cls(db, path)

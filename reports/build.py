@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ def write_atomically(path: Path, data: bytes) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with partial.open("wb") as handle:
+            if os.environ.get("LIXIAO_FAULT") == "report:enospc" and path.suffix == ".html":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))  # fault tests
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

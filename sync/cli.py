@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Iterator
@@ -59,6 +61,14 @@ class LixiaoGroup(click.Group):
             raise
         except KeyboardInterrupt:
             _fail("已中断", 130)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc) or "I/O" in str(exc):
+                _fail(f"磁盘已满或无法写入（{exc}）；本次操作已整体回滚，没有写入任何内容。请腾出空间后重试", 2)
+            _fail(f"数据库错误：{exc}（可能有其他程序占用数据库，请稍后重试）", 2)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                _fail(f"磁盘已满（{exc.strerror}）；已写入的内容保持一致，请腾出空间后重试", 2)
+            _fail(f"无法读写文件：{exc}", 2)
         except Exception as exc:  # noqa: BLE001 - the CLI promise: one line, never a traceback
             if os.environ.get("LIXIAO_DEBUG"):
                 traceback.print_exc()
@@ -297,7 +307,7 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
 def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_json: bool) -> None:
     """Process the returned workbooks in inbox/ (or the given FILEs) once: validate, merge, archive, receipt."""
     from .daemon import writer_lock
-    from .pipeline import sync
+    from .pipeline import refresh_reports, sync
 
     with _folder(ctx) as folder:
         missing = [str(f) for f in files if not f.is_file()]
@@ -305,6 +315,12 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_
             raise DataFolderError(f"找不到文件：{'、'.join(missing)}")
         with writer_lock(folder.root, wait=10.0):
             outcomes = sync(folder, list(files) if files else None, dry_run=dry_run, min_age=0 if files else 1.0)
+            report_error = ""
+            if not dry_run and any(o.outcome == "merged" for o in outcomes):
+                try:
+                    refresh_reports(folder)
+                except (OSError, sqlite3.Error) as exc:  # the returns are already safely merged
+                    report_error = f"报表未能更新（{exc}）；收件已完成，腾出空间后运行 lixiao report"
     if as_json:
         _json({"files": [o.as_json() for o in outcomes], "dry_run": dry_run})
     else:
@@ -319,6 +335,8 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_
                 console.print(f"  [dim]{reason}[/]")
         if dry_run:
             console.print("[yellow]演练模式（--dry-run）：没有写入任何内容[/]")
+    if report_error:
+        click.echo(f"注意：{report_error}", err=True)
     if any(o.outcome in ("rejected", "quarantined") or o.refused or o.conflicts for o in outcomes):
         sys.exit(1)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,10 +29,16 @@ MAX_REASONS = 50
 
 
 def fault_point(name: str) -> None:
-    """Fault injection for the crash tests: LIXIAO_FAULT=merge:SECONDS sleeps here (inside the transaction)."""
+    """Fault injection for the fault tests (LIXIAO_FAULT=POINT:ACTION): sleep N seconds, or fail like a full disk."""
     spec = os.environ.get("LIXIAO_FAULT", "")
-    if spec.startswith(name + ":"):
-        time.sleep(float(spec.split(":", 1)[1]))
+    if not spec.startswith(name + ":"):
+        return
+    action = spec.split(":", 1)[1]
+    if action == "diskfull":
+        raise sqlite3.OperationalError("database or disk is full")
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    time.sleep(float(action))
 
 
 def is_debris(path: Path) -> bool:
@@ -68,14 +76,11 @@ def inbox_files(folder: DataFolder) -> list[Path]:
 
 def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = False,
          min_age: float = 1.0) -> list[FileOutcome]:
-    """Process the given files, or the whole inbox, once; then regenerate the reports if anything merged."""
+    """Process the given files, or the whole inbox, once (the caller refreshes the reports afterwards)."""
     recover_staging(folder)
     key = secret_key(folder.root)
     targets = files if files is not None else inbox_files(folder)
-    outcomes = [process_file(folder, path, key, dry_run, min_age) for path in targets]
-    if not dry_run and any(o.outcome == "merged" for o in outcomes):
-        refresh_reports(folder)
-    return outcomes
+    return [process_file(folder, path, key, dry_run, min_age) for path in targets]
 
 
 def refresh_reports(folder: DataFolder) -> Path:
@@ -154,7 +159,7 @@ def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = Fal
         outcome = "quarantined" if parsed.code in ("timeout", "parser_crashed") else "rejected"
         return _refuse(folder, path, digest_hex, outcome, parsed.code, parsed.message, dry_run)
     returned = returned_from_dict(parsed.returned)
-    problem = _token_problem(folder, returned)
+    problem = _token_problem(folder, returned) or _structure_problem(returned)
     if problem:
         return _refuse(folder, path, digest_hex, "rejected", problem[0], problem[1], dry_run)
     payload = returned.token.payload or {}
@@ -180,6 +185,19 @@ def _token_problem(folder: DataFolder, returned: Returned) -> tuple[str, str] | 
         return ("unknown_workbook", "签名有效，但数据库中没有这个工作簿的签发记录（数据库可能从旧备份恢复）")
     if payload.get("checkpoint") not in {cp.code for cp in folder.flow.checkpoints}:
         return ("unknown_checkpoint", f"当前流程中没有离校点 {payload.get('checkpoint')}")
+    return None
+
+
+def _structure_problem(returned: Returned) -> tuple[str, str] | None:
+    """A valid token on content that is not that workbook (its sheet or every step column missing)."""
+    payload = returned.token.payload or {}
+    missing_columns = {a.step for a in returned.anomalies if a.code == "column_missing"}
+    if any(a.code in ("sheet_missing", "header_missing") and a.sheet in ("办理", "解除限制")
+           for a in returned.anomalies):
+        return ("structure_mismatch", "工作簿的“办理”表或表头被删除或改名；请交回系统发给您的原文件")
+    steps = payload.get("steps", {})
+    if payload.get("kind") == "office" and steps and missing_columns >= set(steps.values()):
+        return ("token_mismatch", "工作簿标识与内容不符（标识可能是从另一份工作簿复制来的）；请交回系统发给您的原文件")
     return None
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sqlite3
+import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -149,3 +153,53 @@ def cohort_folder(root: Path, count: int) -> Path:
     result = runner.invoke(main, ["--data", str(root), "students", "import", str(roster)])
     assert result.exit_code == 0, result.output
     return root
+
+def drop(cli: Cli, name: str, data: bytes) -> Path:
+    """Put a returned file into the inbox, old enough to count as complete."""
+    path = cli.data / "inbox" / name
+    path.write_bytes(data)
+    past = time.time() - 30
+    os.utime(path, (past, past))
+    return path
+
+
+
+def sync(cli: Cli, *args: str) -> dict[str, Any]:
+    """Run `lixiao sync --json` and return the document (any exit code)."""
+    result = cli("sync", "--json", *args)
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.output)
+
+
+
+def statuses(cli: Cli) -> dict[tuple[str, str], tuple[str, int]]:
+    """Every stored (学号, step) → (status, version)."""
+    with sqlite3.connect(cli.data / "store.db") as conn:
+        query = conn.execute("SELECT student_no, step, status, version FROM statuses")
+        return {(n, s): (st, v) for n, s, st, v in query}
+
+
+
+def rows(cli: Cli, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on the store."""
+    with sqlite3.connect(cli.data / "store.db") as conn:
+        return list(conn.execute(sql))
+
+
+
+def zip_with(members: dict[str, bytes]) -> bytes:
+    """A zip file with the given members (deflated)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+
+def with_member(data: bytes, name: str, content: bytes) -> bytes:
+    """Rewrite a workbook zip with one member replaced or added."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    members = {i.filename: source.read(i.filename) for i in source.infolist()}
+    members[name] = content
+    return zip_with(members)

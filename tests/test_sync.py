@@ -4,51 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import sqlite3
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import openpyxl
-import pytest
 
-from .conftest import ROSTER, Cli, edit, outbox
+from .conftest import ROSTER, Cli, drop, edit, outbox, rows, statuses, sync, with_member
 
 BEFORE_CERTIFICATES = ["party_transfer", "return_instruments", "return_books", "return_student_card",
                        "electricity", "dorm_items"]
 
 
-def drop(cli: Cli, name: str, data: bytes) -> Path:
-    """Put a returned file into the inbox, old enough to count as complete."""
-    path = cli.data / "inbox" / name
-    path.write_bytes(data)
-    past = time.time() - 30
-    os.utime(path, (past, past))
-    return path
 
 
-def sync(cli: Cli, *args: str) -> dict[str, Any]:
-    """Run `lixiao sync --json` and return the document (any exit code)."""
-    result = cli("sync", "--json", *args)
-    assert result.exit_code in (0, 1), result.output
-    return json.loads(result.output)
 
 
-def statuses(cli: Cli) -> dict[tuple[str, str], tuple[str, int]]:
-    """Every stored (学号, step) → (status, version)."""
-    with sqlite3.connect(cli.data / "store.db") as conn:
-        query = conn.execute("SELECT student_no, step, status, version FROM statuses")
-        return {(n, s): (st, v) for n, s, st, v in query}
 
 
-def rows(cli: Cli, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of a query on the store."""
-    with sqlite3.connect(cli.data / "store.db") as conn:
-        return list(conn.execute(sql))
 
 
 def with_operator(data: bytes, name: str) -> bytes:
@@ -237,57 +211,6 @@ def test_bad_marks_are_refused_with_their_cell(issued: Cli) -> None:
     assert item["refused"] == 1
     [(value, reason)] = rows(issued, "SELECT value, reason FROM refused_ticks")
     assert value == "也许" and "无法识别的勾选内容" in reason
-
-
-def encrypted_like() -> bytes:
-    """An OLE compound file that names an EncryptionInfo stream, as Excel writes a password-protected workbook."""
-    return b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100 + "EncryptionInfo".encode("utf-16-le") + b"\0" * 400
-
-
-def zip_with(members: dict[str, bytes]) -> bytes:
-    """A zip file with the given members (deflated)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def with_member(data: bytes, name: str, content: bytes) -> bytes:
-    """Rewrite a workbook zip with one member replaced or added."""
-    source = zipfile.ZipFile(io.BytesIO(data))
-    members = {i.filename: source.read(i.filename) for i in source.infolist()}
-    members[name] = content
-    return zip_with(members)
-
-
-@pytest.mark.parametrize(("builder", "code"), [
-    (lambda wb: encrypted_like(), "encrypted"),
-    (lambda wb: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "xls"),
-    (lambda wb: "学号,清理电费\n0803010103,TRUE\n".encode(), "csv"),
-    (lambda wb: b"<html><body><table><tr><td>x</td></tr></table></body></html>", "html"),
-    (lambda wb: wb[: len(wb) // 2], "truncated"),
-    (lambda wb: with_member(wb, "xl/vbaProject.bin", b"macro"), "macros"),
-    (lambda wb: with_member(wb, "xl/bomb.xml", b"<a>" + b"0" * 60_000_000 + b"</a>"), "zip_bomb"),
-    (lambda wb: zip_with({f"x{i}.xml": b"" for i in range(3000)}), "too_many_entries"),
-    (lambda wb: with_member(wb, "xl/worksheets/sheet1.xml", zipfile.ZipFile(io.BytesIO(wb)).read(
-        "xl/worksheets/sheet1.xml").replace(b"</sheetData>", b'<row r="1048576"><c r="XFD1048576"><v>1</v></c>'
-                                            b"</row></sheetData>")), "far_cell"),
-    (lambda wb: with_member(wb, "xl/sharedStrings.xml", b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">'
-                            b'<!ENTITY b "&a;&a;&a;&a;">]><sst>&b;</sst>'), "xml_dtd"),
-])
-def test_hostile_or_wrong_files_are_rejected_with_reason(issued: Cli, builder: Callable[[bytes], bytes],
-                                                        code: str) -> None:
-    """Each kind of bad file is refused as a whole with its own reason; the store does not change."""
-    workbook = outbox(issued, "utilities")[0].read_bytes()
-    path = drop(issued, "bad.xlsx", builder(workbook))
-    past = time.time() - 600  # old enough that a truncated file is not still being copied
-    os.utime(path, (past, past))
-    [item] = sync(issued)["files"]
-    assert item["outcome"] == "rejected" and item["reasons"][0].startswith(code + "："), item
-    assert statuses(issued) == {}
-    assert (issued.data / "rejected" / "bad.xlsx").exists()
-    assert (issued.data / "rejected" / "bad.xlsx.说明.txt").read_text("utf-8").startswith("文件：bad.xlsx")
 
 
 def test_forged_and_foreign_tokens_are_rejected(issued: Cli, tmp_path: Path) -> None:

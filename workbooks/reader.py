@@ -38,6 +38,7 @@ _FORMULA_CELL = re.compile(
 _REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]{1,7})"')
 _BOOLEAN_FORMULA = re.compile(r"^=?\s*(TRUE|FALSE)\s*\(\s*\)$", re.IGNORECASE)
 HEADER_SEARCH_ROWS = 15
+MAX_TEXT = 500  # characters kept of a remark, reason or identity cell; longer text is cut and reported
 
 
 class ReadError(ValueError):
@@ -294,7 +295,7 @@ def _operator(sheet: _Sheet) -> str:
                 for cell in row[index + 1:index + 3]:
                     text = _cell_text(cell)
                     if text and not text.startswith("（"):
-                        return text[:50]
+                        return text[:50]  # a name, not an essay
                 return ""
     return ""
 
@@ -333,8 +334,13 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
                                                 student_no, code, _cell_text(value)))
             else:
                 ticks[code] = mark
-        row = ReturnedRow(offset + 1, student_no, {h: _cell_text(cells.get(h)) for h in identity}, ticks,
-                          _cell_text(cells.get(REMARK_HEADER)))
+        remark = _cell_text(cells.get(REMARK_HEADER))
+        if len(remark) > MAX_TEXT:
+            result.anomalies.append(Anomaly("text_too_long", f"备注超过 {MAX_TEXT} 字，只保留前 {MAX_TEXT} 字",
+                                            sheet.name, f"{column_letter(columns[REMARK_HEADER])}{offset + 1}",
+                                            student_no))
+        row = ReturnedRow(offset + 1, student_no[:64],
+                          {h: _cell_text(cells.get(h))[:MAX_TEXT] for h in identity}, ticks, remark[:MAX_TEXT])
         if student_no in result.rows:
             result.duplicates.append(row)
             result.anomalies.append(Anomaly("duplicate_student", f"学号 {student_no} 出现多次（第 "
@@ -398,7 +404,7 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
             result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, student_no, step,
                                             _cell_text(get("解除限制"))))
             continue
-        result.waivers.append(WaiverTick(student_no, step, mark, _cell_text(get("理由")), ref))
+        result.waivers.append(WaiverTick(student_no, step, mark, _cell_text(get("理由"))[:MAX_TEXT], ref))
 
 
 def returned_to_dict(returned: Returned) -> dict[str, Any]:

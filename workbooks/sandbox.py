@@ -31,8 +31,9 @@ class SandboxResult:
     returned: dict[str, Any] | None = None
 
 
-def parse_untrusted(data: bytes, key: bytes, timeout: float = WALL_SECONDS) -> SandboxResult:
+def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> SandboxResult:
     """Run the checks and the reader in a limited child process."""
+    timeout = timeout or float(os.environ.get("LIXIAO_PARSE_TIMEOUT", WALL_SECONDS))
     try:
         done = subprocess.run(
             [sys.executable, "-m", "lixiao.workbooks.sandbox"],
@@ -64,6 +65,20 @@ def _limit() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _fault(spec: str) -> None:
+    """Fault injection for the tests: a parser that aborts, hangs or exhausts memory."""
+    if spec == "parse:abort":
+        os.abort()
+    if spec == "parse:hang":
+        import time
+
+        time.sleep(3600)
+    if spec == "parse:memory":
+        hog = []
+        while True:
+            hog.append(bytearray(64 * 1024 * 1024))
+
+
 def _answer(**fields: Any) -> None:
     sys.stdout.write(json.dumps(fields, ensure_ascii=False))
     sys.stdout.flush()
@@ -73,6 +88,7 @@ def main() -> None:
     """Child entry point: limits first, then sniff, stream-check the parts, and read."""
     _limit()
     raw = sys.stdin.buffer.read()
+    _fault(os.environ.get("LIXIAO_FAULT", ""))
     key_hex, _, data = raw.partition(b"\n")
     from .reader import ReadError, read_returned, returned_to_dict
     from .sniff import check_parts, sniff

@@ -18,6 +18,7 @@ MAX_ROWS = 200_000  # far beyond any cohort
 MAX_COLUMN = 702  # ZZ
 _CELL_REF = re.compile(rb'<(?:\w+:)?c\s[^>]*?r="([A-Z]{1,3})([0-9]{1,7})"')
 _ROW_REF = re.compile(rb'<(?:\w+:)?row\s[^>]*?r="([0-9]{1,8})"')
+_DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s[^>]*?ref="[A-Z]{1,3}[0-9]{1,7}:([A-Z]{1,3})([0-9]{1,8})"')
 _DTD = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 
 
@@ -116,6 +117,10 @@ def check_parts(archive: zipfile.ZipFile, chunk: int = 1 << 20) -> Verdict:
                 if _DTD.search(window):
                     return Verdict("xml_dtd", "工作簿含有 XML 实体声明（可能是 XML 炸弹），已拒绝")
                 if is_sheet:
+                    for letters, row in _DIMENSION.findall(window):
+                        if int(row) > MAX_ROWS or _column_number(letters) > MAX_COLUMN:
+                            return Verdict("lying_dimension", f"工作表 {name} 声称的范围到 {letters.decode()}"
+                                           f"{int(row)}，远超正常范围（可能是恶意构造的文件），已拒绝")
                     for letters, row in _CELL_REF.findall(window):
                         if int(row) > MAX_ROWS or _column_number(letters) > MAX_COLUMN:
                             return Verdict("far_cell", f"工作表 {name} 在 {letters.decode()}{int(row)} 有内容，"

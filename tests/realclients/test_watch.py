@@ -185,3 +185,22 @@ def test_sync_refuses_while_the_daemon_runs(folder: Path, daemon: Daemon) -> Non
     result = subprocess.run([sys.executable, "-m", "lixiao.sync.cli", "--data", str(folder), "sync"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "正在处理此数据文件夹" in result.stderr
+
+
+def test_two_hundred_files_while_the_daemon_was_down(folder: Path) -> None:
+    """200 returns that arrived while the daemon was down are all taken, each exactly once."""
+    source = workbook(folder, "utilities")
+    for index in range(200):
+        data = edit(source, {(ROSTER[index % len(ROSTER)].student_no, "备注"): f"第 {index} 次交回"})
+        (folder / "inbox" / f"return-{index:03d}.xlsx").write_bytes(data)
+    running = Daemon(folder, "--rescan", "5")
+    try:
+        wait_for(lambda: len(ledger(folder)) == 200 and all(r[2] for r in ledger(folder)), timeout=600,
+                 what="200 files")
+    finally:
+        assert running.stop() == 0
+    assert [r[2] for r in ledger(folder)] == ["merged"] * 200
+    assert not any((folder / "inbox").iterdir())
+    assert len(list((folder / "archive").glob("*.xlsx"))) == 200
+    result = CliRunner().invoke(main, ["--data", str(folder), "verify"])
+    assert result.exit_code == 0, result.output
