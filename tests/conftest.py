@@ -7,7 +7,6 @@ import json
 import os
 import sqlite3
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -184,22 +183,3 @@ def rows(cli: Cli, sql: str) -> list[tuple[Any, ...]]:
     """Rows of a query on the store."""
     with sqlite3.connect(cli.data / "store.db") as conn:
         return list(conn.execute(sql))
-
-
-
-def zip_with(members: dict[str, bytes]) -> bytes:
-    """A zip file with the given members (deflated)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-
-def with_member(data: bytes, name: str, content: bytes) -> bytes:
-    """Rewrite a workbook zip with one member replaced or added."""
-    source = zipfile.ZipFile(io.BytesIO(data))
-    members = {i.filename: source.read(i.filename) for i in source.infolist()}
-    members[name] = content
-    return zip_with(members)

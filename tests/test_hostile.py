@@ -5,94 +5,21 @@ from __future__ import annotations
 import io
 import os
 import random
-import struct
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import openpyxl
 import pytest
 
 from lixiao.workbooks.sandbox import parse_untrusted
 
-from .conftest import Cli, drop, edit, key_of, outbox, rows, statuses, sync, with_member, zip_with
+from .conftest import Cli, drop, edit, key_of, outbox, rows, statuses, sync
+from .hostile_corpus import CORPUS, cases, with_member
 
 
-def encrypted_like() -> bytes:
-    """An OLE compound file naming an EncryptionInfo stream, as Excel writes a password-protected workbook."""
-    return b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100 + "EncryptionInfo".encode("utf-16-le") + b"\0" * 400
-
-
-
-
-
-
-def sheet_xml(data: bytes) -> bytes:
-    """The 办理 sheet's XML of an issued workbook."""
-    return zipfile.ZipFile(io.BytesIO(data)).read("xl/worksheets/sheet1.xml")
-
-
-def with_sheet(data: bytes, transform: Callable[[bytes], bytes]) -> bytes:
-    """The workbook with its 办理 sheet XML transformed."""
-    return with_member(data, "xl/worksheets/sheet1.xml", transform(sheet_xml(data)))
-
-
-def overlapping(data: bytes) -> bytes:
-    """Point the second central-directory entry at the first entry's local header."""
-    raw = bytearray(data)
-    first = raw.find(b"PK\x01\x02")
-    second = raw.find(b"PK\x01\x02", first + 4)
-    struct.pack_into("<I", raw, second + 42, struct.unpack_from("<I", raw, first + 42)[0])
-    return bytes(raw)
-
-
-def dtd(body: bytes) -> Callable[[bytes], bytes]:
-    """A sharedStrings part carrying a DTD (entity expansion or external entity)."""
-    return lambda wb: with_member(wb, "xl/sharedStrings.xml", b'<?xml version="1.0"?>' + body)
-
-
-BILLION_LAUGHS = (b'<!DOCTYPE lolz [<!ENTITY lol "lol">' + b"".join(
-    b'<!ENTITY lol%d "%s">' % (i, b"&lol%d;" % (i - 1) * 10 if i > 1 else b"&lol;" * 10) for i in range(1, 10))
-    + b']><sst><si><t>&lol9;</t></si></sst>')
-QUADRATIC = b'<!DOCTYPE q [<!ENTITY a "' + b"a" * 50_000 + b'">]><sst><si><t>' + b"&a;" * 20_000 + b"</t></si></sst>"
-XXE_FILE = b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><sst><si><t>&e;</t></si></sst>'
-XXE_HTTP = b'<!DOCTYPE x [<!ENTITY e SYSTEM "http://127.0.0.1:9/x">]><sst><si><t>&e;</t></si></sst>'
-
-CORPUS: list[Any] = [
-    ("billion laughs", dtd(BILLION_LAUGHS), "xml_dtd"),
-    ("quadratic blow-up", dtd(QUADRATIC), "xml_dtd"),
-    ("XXE file", dtd(XXE_FILE), "xml_dtd"),
-    ("XXE http", dtd(XXE_HTTP), "xml_dtd"),
-    ("deflate bomb", lambda wb: with_member(wb, "xl/bomb.xml", b"<a>" + b"0" * 60_000_000 + b"</a>"), "zip_bomb"),
-    ("50 MB string", lambda wb: with_member(wb, "xl/sharedStrings.xml", b"<sst><si><t>" + b"x" * 50_000_000
-                                            + b"</t></si></sst>"), "zip_bomb"),
-    ("overlapping entries", overlapping, "overlapping_entries"),
-    pytest.param("100k zip members", lambda wb: zip_with({f"x{i}": b"" for i in range(100_000)}),
-                 "too_many_entries", marks=pytest.mark.slow),
-    ("cell at XFD1048576", lambda wb: with_sheet(wb, lambda x: x.replace(
-        b"</sheetData>", b'<row r="1048576"><c r="XFD1048576"><v>1</v></c></row></sheetData>')), "far_cell"),
-    ("lying dimension", lambda wb: with_sheet(wb, lambda x: x.replace(
-        b'<dimension ref="', b'<dimension ref="A1:XFD1048576" x="', 1)), "lying_dimension"),
-    ("a million rows", lambda wb: with_sheet(wb, lambda x: x.replace(b"</sheetData>", b"".join(
-        b'<row r="%d"/>' % r for r in range(1000, 1_000_001, 997)) + b"</sheetData>")), "far_cell"),
-    ("encrypted workbook", lambda wb: encrypted_like(), "encrypted"),
-    (".xls renamed", lambda wb: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "xls"),
-    ("CSV renamed", lambda wb: "学号,清理电费\n0803010103,TRUE\n".encode(), "csv"),
-    ("HTML renamed", lambda wb: b"<html><body><table><tr><td>x</td></tr></table></body></html>", "html"),
-    ("truncated", lambda wb: wb[: len(wb) // 2], "truncated"),
-    ("empty", lambda wb: b"", "empty"),
-    ("macros", lambda wb: with_member(wb, "xl/vbaProject.bin", b"macro"), "macros"),
-    ("not a workbook zip", lambda wb: zip_with({"hello.txt": b"hi"}), "not_xlsx"),
-]
-
-
-def _case(entry: Any) -> tuple[str, Callable[[bytes], bytes], str]:
-    return tuple(entry.values) if hasattr(entry, "values") else entry  # type: ignore[return-value]
-
-
-@pytest.mark.parametrize(("name", "builder", "code"), CORPUS, ids=[_case(c)[0] for c in CORPUS])
+@pytest.mark.parametrize(("name", "builder", "code"), CORPUS, ids=[c[0] for c in cases()])
 def test_hostile_file_is_rejected_with_its_own_reason(issued: Cli, name: str, builder: Callable[[bytes], bytes],
                                                      code: str) -> None:
     """Each hostile or malformed file is refused as a whole with its reason code; no status changes."""
@@ -109,7 +36,7 @@ def test_hostile_file_is_rejected_with_its_own_reason(issued: Cli, name: str, bu
 def test_every_corpus_case_has_a_distinct_code() -> None:
     """The reason codes name the problem: different kinds of file never share one vague code."""
     by_code: dict[str, list[str]] = {}
-    for name, _, code in map(_case, CORPUS):
+    for name, _, code in cases():
         by_code.setdefault(code, []).append(name)
     shared = {code: names for code, names in by_code.items() if len(names) > 1}
     assert set(shared) <= {"xml_dtd", "zip_bomb", "far_cell"}  # variants of one attack share its code
@@ -217,5 +144,5 @@ def test_deleted_and_inserted_rows_are_reported(issued: Cli) -> None:
 def test_corpus_builders_make_distinct_files(issued: Cli, tmp_path: Path) -> None:
     """Sanity: the builders produce different bytes (no case silently tests another)."""
     workbook = outbox(issued, "utilities")[0].read_bytes()
-    digests = {name: hash(builder(workbook)) for name, builder, _ in map(_case, CORPUS) if name != "empty"}
+    digests = {name: hash(builder(workbook)) for name, builder, _ in cases() if name != "empty"}
     assert len(set(digests.values())) == len(digests)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import openpyxl
 
-from .conftest import ROSTER, Cli, drop, edit, outbox, rows, statuses, sync, with_member
+from .conftest import ROSTER, Cli, drop, edit, outbox, rows, statuses, sync
+from .hostile_corpus import with_member
 
 BEFORE_CERTIFICATES = ["party_transfer", "return_instruments", "return_books", "return_student_card",
                        "electricity", "dorm_items"]
