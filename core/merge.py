@@ -251,9 +251,8 @@ def _plan_waivers(
 
 def apply_plan(store: Store, plan: MergePlan, *, source: str, operator: str, source_hash: str) -> None:
     """Write a merge plan: statuses, waivers, refused ticks, conflicts and notes; call inside a transaction."""
-    for change in plan.changes:
-        store.write_status(change.student_no, change.step, change.new, remark=change.remark, source=source,
-                           operator=operator, decision=change.kind, source_hash=source_hash)
+    store.write_statuses([(c.student_no, c.step, c.new, c.remark, c.kind) for c in plan.changes], source=source,
+                         operator=operator, source_hash=source_hash)
     for w in plan.waiver_changes:
         if w.lift:
             store.add_waiver(w.student_no, w.step, w.reason, operator, source=source, source_hash=source_hash)

@@ -439,22 +439,44 @@ class Store:
         source_hash: str = "",
     ) -> StatusRow:
         """Store a new status (version raised) with its audit event; call inside a transaction."""
-        old = self.status_rows(student_no).get(step)
+        return self.write_statuses([(student_no, step, status, remark, decision)], source=source,
+                                   operator=operator, source_hash=source_hash)[0]
+
+    def write_statuses(
+        self,
+        changes: list[tuple[str, str, Status, str, str]],
+        *,
+        source: str,
+        operator: str,
+        source_hash: str = "",
+    ) -> list[StatusRow]:
+        """Store many (学号, step, status, remark, decision) changes at once, each raising its version and
+        audited in order; call inside a transaction. A cell changed twice in one call is raised twice."""
         stamp = now()
-        version = (old.version if old else 0) + 1
-        self.db.execute(
+        current: dict[tuple[str, str], tuple[str, int]] = {}
+        for no in {c[0] for c in changes}:
+            for step, status, version in self.db.execute(
+                    "SELECT step, status, version FROM statuses WHERE student_no = ?", [no]):
+                current[(no, step)] = (status, version)
+        rows, events, written = [], [], []
+        for no, step, status, remark, decision in changes:
+            old_status, old_version = current.get((no, step), ("", 0))
+            version = old_version + 1
+            current[(no, step)] = (status.value, version)
+            rows.append((no, step, status.value, remark, version, stamp, source, operator))
+            events.append({"at": stamp, "kind": "status", "student_no": no, "step": step, "old": old_status,
+                           "new": status.value, "decision": decision, "source": source,
+                           "source_hash": source_hash, "operator": operator, "detail": remark})
+            written.append(StatusRow(status, remark, version, stamp, source, operator))
+        self.db.conn.executemany(
             "INSERT INTO statuses (student_no, step, status, remark, version, updated_at, source, operator) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (student_no, step) DO UPDATE SET "
             "status = excluded.status, remark = excluded.remark, version = excluded.version, "
             "updated_at = excluded.updated_at, source = excluded.source, operator = excluded.operator",
-            [student_no, step, status.value, remark, version, stamp, source, operator],
+            rows,
         )
-        self.append_audit([{
-            "at": stamp, "kind": "status", "student_no": student_no, "step": step,
-            "old": old.status.value if old else "", "new": status.value, "decision": decision,
-            "source": source, "source_hash": source_hash, "operator": operator, "detail": remark,
-        }])
-        return StatusRow(status, remark, version, stamp, source, operator)
+        self.append_audit(events)
+        return written
 
     # -- workbooks ------------------------------------------------------------------------
     def next_generation(self, checkpoint: str, scope: str) -> int:

@@ -150,11 +150,14 @@ def test_template_has_the_headers_and_reimports_its_example() -> None:
 @given(st.dictionaries(st.sampled_from(COLUMNS), st.one_of(
     st.none(), st.text(max_size=20), st.integers(), st.floats(allow_nan=True), st.booleans())))
 def test_any_cell_values_give_a_student_or_reasons_never_a_crash(cells: dict[str, Any]) -> None:
-    """Whatever a cell holds, validation answers with a student or reasons, never an exception."""
-    result = validate_roster(list(COLUMNS), [(2, cells)]) if any(
-        v not in (None, "") for v in cells.values()) else None
-    if result is not None:
-        assert len(result.students) + len(result.problems) == 1
+    """Whatever a cell holds, validation answers with a student or reasons (or "no rows"), never a crash."""
+    blank = all(v is None or (isinstance(v, str) and not v.strip()) for v in cells.values())
+    if blank:
+        with pytest.raises(RosterError, match="没有任何学生行"):
+            validate_roster(list(COLUMNS), [(2, cells)])
+        return
+    result = validate_roster(list(COLUMNS), [(2, cells)])
+    assert len(result.students) + len(result.problems) == 1
 
 
 def test_cli_import_with_bad_rows_imports_nothing(cli: Cli, tmp_path: Path) -> None:

@@ -1,0 +1,299 @@
+"""The lixiao benchmark: P1–P6 on synthetic cohorts, each against the bare library doing the same I/O.
+
+Usage (from the repository root, after `make install`):  .venv/bin/python -m bench.run [--quick]
+--quick: the 8,500-student cohort only, fewer repeats. Prints a table and writes bench/results/latest.json.
+Figures are min / median / max over repeats; ratios compare medians measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import python_calamine
+import xlsxwriter
+
+from lixiao.core.synthetic import make_cohort
+from lixiao.reports.build import render_report
+from lixiao.sync.datafolder import init_folder, open_folder, secret_key
+from lixiao.sync.issuing import issue_workbooks, plan_all
+from lixiao.sync.officesim import libreoffice_resave, tick_workbook
+from lixiao.sync.pipeline import process_file
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def in_child(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """Run fn in a forked child: (its JSON-able result, seconds, peak RSS MiB of the child)."""
+    read_end, write_end = os.pipe()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        try:
+            payload = json.dumps({"ok": fn()}, default=str).encode()
+        except BaseException as exc:  # noqa: BLE001 - report any failure to the parent
+            payload = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = json.loads(pipe.read() or b'{"error": "no answer"}')
+    _, _, usage = os.wait4(pid, 0)
+    seconds = time.monotonic() - started
+    if "error" in answer:
+        raise RuntimeError(answer["error"])
+    return answer["ok"], seconds, usage.ru_maxrss / 1024
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    """min, median and max."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def repeat(fn: Callable[[], Any], times: int, setup: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Time fn in a fresh child ``times`` times (setup runs in the parent before each)."""
+    seconds, peaks, result = [], [], None
+    for _ in range(times):
+        if setup:
+            setup()
+        result, elapsed, peak = in_child(fn)
+        seconds.append(elapsed)
+        peaks.append(peak)
+    return {"seconds": stats(seconds), "peak_mib": max(peaks), "result": result}
+
+
+def cohort_folder(root: Path, students: int) -> None:
+    """A data folder with a synthetic cohort imported (no returns yet)."""
+    folder = init_folder(root, "undergrad", "2026届本科毕业生离校", 2026)
+    folder.store.upsert_students(make_cohort(students).students, source="bench")
+    folder.close()
+
+
+def bare_issue(plans_root: Path) -> int:
+    """Bare XlsxWriter writing the same cells as `lixiao issue` (identity text, checkboxes, remark)."""
+    folder = open_folder(plans_root)
+    plans = plan_all(folder, [], None)
+    folder.close()
+    out = Path(tempfile.mkdtemp(prefix="bare-"))
+    cells = 0
+    for number, plan in enumerate(plans):
+        book = xlsxwriter.Workbook(str(out / f"{number}.xlsx"))
+        sheet = book.add_worksheet()
+        box = book.add_format()
+        for r, row in enumerate(plan.rows, start=1):
+            for c, value in enumerate(row.identity):
+                sheet.write_string(r, c, value)
+            for i, cell in enumerate(row.cells):
+                if cell.applicable:
+                    sheet.insert_checkbox(r, len(row.identity) + 1 + i, cell.ticked, box)
+            sheet.write_string(r, len(row.identity) + 1 + len(row.cells), row.remark)
+            cells += len(row.identity) + len(row.cells) + 1
+        for r, w in enumerate(plan.waiver_rows, start=1):
+            sheet.write_string(r, 0, w.student.student_no)
+            sheet.insert_checkbox(r, 8, w.waived, box)
+        book.close()
+    shutil.rmtree(out)
+    return cells
+
+
+def our_issue(root: Path) -> int:
+    """`lixiao issue` of every office."""
+    folder = open_folder(root)
+    issued = issue_workbooks(folder, plan_all(folder, [], None))
+    folder.close()
+    return len(issued)
+
+
+def returned_file(root: Path, rows: int, work: Path) -> tuple[Path, str]:
+    """A utilities workbook of ``rows`` students, 90 % ticked, saved by LibreOffice when it is installed."""
+    folder = open_folder(root)
+    issue_workbooks(folder, plan_all(folder, ["utilities"], None))
+    folder.close()
+    source = sorted((root / "outbox" / "utilities").glob("*.xlsx"))[-1]
+    data = tick_workbook(source, random.Random(rows), 0.9, "基准测试")
+    saved = libreoffice_resave(data)
+    target = work / f"returned-{rows}.xlsx"
+    target.write_bytes(saved or data)
+    return target, "LibreOffice" if saved else "openpyxl"
+
+
+def bare_read(path: Path) -> int:
+    """python-calamine reading every sheet of the file."""
+    book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(path.read_bytes()))
+    return sum(len(book.get_sheet_by_name(name).to_python()) for name in book.sheet_names)
+
+
+def our_sync(root: Path, path: Path) -> dict[str, Any]:
+    """One returned workbook through the whole pipeline (checks, sandbox, merge, audit, archive, receipt)."""
+    folder = open_folder(root)
+    target = root / "inbox" / path.name
+    shutil.copy(path, target)
+    outcome = process_file(folder, target, secret_key(root), min_age=0)
+    folder.close()
+    return {"outcome": outcome.outcome, "applied": outcome.applied}
+
+
+def our_report(root: Path) -> int:
+    """`lixiao report`."""
+    folder = open_folder(root)
+    built = render_report(folder.store, folder.flow, root / "reports")
+    folder.close()
+    return built.students
+
+
+def watch_latency(root: Path, settle: float, drops: int) -> list[float]:
+    """Seconds from a file landing in inbox/ to reports/index.html being rewritten, under `lixiao watch`."""
+    folder = open_folder(root)
+    issue_workbooks(folder, plan_all(folder, ["network"], None))
+    folder.close()
+    source = sorted((root / "outbox" / "network").glob("*.xlsx"))[-1]
+    daemon = subprocess.Popen([sys.executable, "-m", "lixiao.sync.cli", "--data", str(root), "watch",
+                               "--settle", str(settle)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latencies = []
+    try:
+        time.sleep(3)
+        index = root / "reports" / "index.html"
+        for number in range(drops):
+            data = tick_workbook(source, random.Random(number), 0.2 + 0.1 * number, f"基准{number}")
+            before = index.stat().st_mtime_ns if index.exists() else 0
+            started = time.monotonic()
+            (root / "inbox" / f"latency-{number}.xlsx").write_bytes(data)
+            while (index.stat().st_mtime_ns if index.exists() else 0) == before:
+                if time.monotonic() - started > 120:
+                    raise RuntimeError("reports were not refreshed within 120 s")
+                time.sleep(0.05)
+            latencies.append(time.monotonic() - started)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    return latencies
+
+
+def burst(root: Path, files: int, work: Path) -> dict[str, Any]:
+    """``files`` returned workbooks dropped at once, then one `lixiao sync`: all processed, files per minute."""
+    folder = open_folder(root)
+    issue_workbooks(folder, plan_all(folder, ["college"], "class"))
+    folder.close()
+    sources = sorted((root / "outbox" / "college").glob("*.xlsx"))[:files]
+    for number, source in enumerate(sources):
+        (root / "inbox" / f"burst-{number:03d}.xlsx").write_bytes(
+            tick_workbook(source, random.Random(number), 0.8, "基准"))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "lixiao.sync.cli", "--data", str(root), "sync", "--json"],
+                          capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    outcomes = [f["outcome"] for f in json.loads(done.stdout)["files"]]
+    return {"files": len(sources), "merged": outcomes.count("merged"), "seconds": seconds,
+            "files_per_minute": 60 * len(sources) / seconds,
+            "left_in_inbox": len([p for p in (root / "inbox").iterdir() if p.suffix == ".xlsx"])}
+
+
+def main() -> int:
+    """Run everything and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--students", type=int, action="append", help="cohort sizes instead of 8,500 and 30,000")
+    parser.add_argument("--p2-rows", type=int, default=5000, help="rows of the smaller returned workbook")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 3
+    cohorts = args.students or ([8500] if args.quick else [8500, 30000])
+    results: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(),
+                               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cohorts": {}}
+    work = Path(tempfile.mkdtemp(prefix="lixiao-bench-"))
+    try:
+        for students in cohorts:
+            print(f"== {students} students", flush=True)
+            row: dict[str, Any] = {}
+            base = work / f"cohort-{students}"
+            cohort_folder(base, students)
+            row["P1_issue"] = repeat(lambda base=base: our_issue(base), repeats)
+            row["P1_bare_xlsxwriter"] = repeat(lambda base=base: bare_issue(base), repeats)
+            row["P1_ratio"] = row["P1_issue"]["seconds"]["median"] / row["P1_bare_xlsxwriter"]["seconds"]["median"]
+            print(f"P1 {row['P1_ratio']:.2f}x", flush=True)
+            sizes = [args.p2_rows, 30000] if students == 30000 else [args.p2_rows]
+            for size in sizes:
+                folder_for_size = base if size == students else work / f"p2-{size}"
+                if not folder_for_size.exists():
+                    cohort_folder(folder_for_size, size)
+                returned, saved_by = returned_file(folder_for_size, size, work)
+                template = work / f"p2-template-{size}"
+                shutil.rmtree(template, ignore_errors=True)
+                shutil.copytree(folder_for_size, template)
+                scratch = work / f"p2-scratch-{size}"
+
+                def fresh(template: Path = template, scratch: Path = scratch) -> None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                    shutil.copytree(template, scratch)
+
+                ours = repeat(lambda scratch=scratch, returned=returned: our_sync(scratch, returned), repeats, fresh)
+                bare = repeat(lambda returned=returned: bare_read(returned), repeats)
+                row[f"P2_sync_{size}"] = {**ours, "saved_by": saved_by}
+                row[f"P2_bare_calamine_{size}"] = bare
+                row[f"P2_ratio_{size}"] = ours["seconds"]["median"] / bare["seconds"]["median"]
+                print(f"P2 {size}: {row[f'P2_ratio_{size}']:.1f}x ({saved_by})", flush=True)
+            # P4 on the state P2 left (a merged return) — copy it so the cohort stays clean for P3/P5.
+            p4 = work / f"p4-{students}"
+            shutil.copytree(work / f"p2-scratch-{students if students in sizes else args.p2_rows}", p4)
+            row["P4_report"] = repeat(lambda p4=p4: our_report(p4), repeats)
+            print(f"P4 {row['P4_report']['seconds']['median']:.2f}s", flush=True)
+            if students == cohorts[0]:
+                settle = 1.0
+                latencies = watch_latency(work / f"p4-{students}", settle, 3)
+                row["P3_watch_latency"] = {"seconds": stats(latencies), "settle": settle}
+                print(f"P3 {statistics.median(latencies):.2f}s", flush=True)
+                p5 = work / f"p5-{students}"
+                shutil.copytree(base, p5)
+                row["P5_burst"] = burst(p5, 100, work)
+                print(f"P5 {row['P5_burst']['files_per_minute']:.0f} files/min", flush=True)
+            results["cohorts"][str(students)] = row
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, ensure_ascii=False, indent=1), "utf-8")
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The Markdown table docs/performance.md holds."""
+    print("\n| cohort | measure | min | median | max | ratio / rate | peak MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for students, row in results["cohorts"].items():
+        for key, value in row.items():
+            if not isinstance(value, dict) or "seconds" not in value:
+                continue
+            s = value["seconds"]
+            if isinstance(s, dict):
+                ratio = ""
+                if key == "P1_issue":
+                    ratio = f"{row['P1_ratio']:.2f}× bare XlsxWriter"
+                elif key.startswith("P2_sync_"):
+                    size = key.rsplit("_", 1)[1]
+                    ratio = f"{row[f'P2_ratio_{size}']:.1f}× bare calamine ({value['saved_by']})"
+                elif key == "P3_watch_latency":
+                    ratio = f"settle {value['settle']} s"
+                print(f"| {students} | {key} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} | {ratio} | "
+                      f"{value.get('peak_mib', 0):.0f} |")
+        if "P5_burst" in row:
+            b = row["P5_burst"]
+            print(f"| {students} | P5_burst ({b['files']} files) | | {b['seconds']:.1f} | | "
+                  f"{b['files_per_minute']:.0f} files/min, {b['merged']} merged, {b['left_in_inbox']} left | |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
