@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .identity import clean_text, id_card_problem, normalize_id_card, student_no_problem
+from .marks import read_mark
 from .model import FLAG_COLUMNS, LEVELS, Student
 
 BASE_COLUMNS = ("学号", "姓名", "性别", "身份证号", "院系", "专业", "班级", "宿舍", "培养层次")
@@ -15,8 +16,6 @@ COLUMNS = BASE_COLUMNS + tuple(FLAG_COLUMNS)
 REQUIRED_COLUMNS = ("学号", "姓名", "身份证号", "院系", "班级")
 NO_DORM = ("无住宿信息", "无", "-")
 _DORM = re.compile(r"^(\d+)区-(\d+)栋-(\d+)层-(\d+)$")
-_TRUE = {"是", "1", "Y", "YES", "TRUE", "✓", "√", "✔", "T"}
-_FALSE = {"否", "0", "N", "NO", "FALSE", "", "F"}
 _SCIENTIFIC = re.compile(r"^\d(\.\d+)?E\+\d+$", re.IGNORECASE)
 
 
@@ -47,19 +46,11 @@ class RosterResult:
 
 
 def parse_flag(value: Any) -> bool | None:
-    """A roster flag cell as a bool (是/否, 1/0, Y/N, TRUE/FALSE, ✓/empty), or None if unrecognised."""
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return {1: True, 0: False}.get(int(value)) if float(value).is_integer() else None
-    text = clean_text(str(value)).upper()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    return None
+    """A roster flag cell as a bool (是/否, 1/0, Y/N, TRUE/FALSE, ✓/empty), or None if unrecognised.
+
+    The same vocabulary as a returned step cell: one list of marks for "yes" and "no" everywhere.
+    """
+    return read_mark(value)
 
 
 def parse_dorm(value: str) -> str | None:
