@@ -63,7 +63,7 @@ class LixiaoGroup(click.Group):
             _fail("已中断", 130)
         except sqlite3.OperationalError as exc:
             if "full" in str(exc) or "I/O" in str(exc):
-                _fail(f"磁盘已满或无法写入（{exc}）；本次操作已整体回滚，没有写入任何内容。请腾出空间后重试", 2)
+                _fail(f"磁盘已满或无法写入（{exc}）；当前这一步已整体回滚，学生状态没有改变。请腾出空间后重试", 2)
             _fail(f"数据库错误：{exc}（可能有其他程序占用数据库，请稍后重试）", 2)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
