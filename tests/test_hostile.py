@@ -79,34 +79,29 @@ def test_token_copied_into_another_offices_workbook_is_rejected(issued: Cli) -> 
     assert statuses(issued) == {}
 
 
-def test_full_width_and_zero_width_student_numbers_still_match(issued: Cli) -> None:
-    """A 学号 retyped with full-width digits or a zero-width space is the same student."""
-    path = outbox(issued, "utilities")[0]
-    book = openpyxl.load_workbook(path)
+def retyped(issued: Cli, student_no: object) -> bytes:
+    """The utilities workbook with 0803010103's 学号 cell retyped as ``student_no`` and its box ticked."""
+    book = openpyxl.load_workbook(outbox(issued, "utilities")[0])
     ws = book["办理"]
     for r in range(5, ws.max_row + 1):
         if ws.cell(r, 1).value == "0803010103":
-            ws.cell(r, 1).value = "０８０３０１０１０３\u200b"
+            ws.cell(r, 1).value = student_no
             ws.cell(r, 10).value = True
     buffer = io.BytesIO()
     book.save(buffer)
-    drop(issued, "fw.xlsx", buffer.getvalue())
+    return buffer.getvalue()
+
+
+def test_full_width_and_zero_width_student_numbers_still_match(issued: Cli) -> None:
+    """A 学号 retyped with full-width digits or a zero-width space is the same student."""
+    drop(issued, "fw.xlsx", retyped(issued, "０８０３０１０１０３\u200b"))
     [item] = sync(issued)["files"]
     assert item["applied"] == 1 and statuses(issued)[("0803010103", "electricity")][0] == "passed"
 
 
 def test_number_typed_student_number_changes_nothing(issued: Cli) -> None:
     """A 学号 that Excel turned into a number (leading zero lost) is an unknown row, reported."""
-    path = outbox(issued, "utilities")[0]
-    book = openpyxl.load_workbook(path)
-    ws = book["办理"]
-    for r in range(5, ws.max_row + 1):
-        if ws.cell(r, 1).value == "0803010103":
-            ws.cell(r, 1).value = 803010103
-            ws.cell(r, 10).value = True
-    buffer = io.BytesIO()
-    book.save(buffer)
-    drop(issued, "num.xlsx", buffer.getvalue())
+    drop(issued, "num.xlsx", retyped(issued, 803010103))
     [item] = sync(issued)["files"]
     assert item["applied"] == 0 and statuses(issued) == {}
     assert any("803010103 不在签发的名单中" in r for r in item["reasons"])

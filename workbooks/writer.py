@@ -122,6 +122,24 @@ def _protect(sheet: Worksheet) -> None:
                        "select_locked_cells": True, "select_unlocked_cells": True})
 
 
+def _finish_grid(sheet: Worksheet, f: _Formats, boxes: tuple[int, int] | None, last_row: int, last_col: int,
+                 frozen_cols: int) -> None:
+    """What every ticking sheet gets: a TRUE/FALSE list and green ticks on the box columns, frozen
+    header, filter, print setup and (hint-only) protection."""
+    if boxes is not None:
+        sheet.data_validation(HEADER_ROW + 1, boxes[0], last_row, boxes[1], {
+            "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information",
+            "input_title": "勾选", "input_message": "勾选或选 TRUE 表示已办理通过",
+        })
+        sheet.conditional_format(HEADER_ROW + 1, boxes[0], last_row, boxes[1],
+                                 {"type": "cell", "criteria": "==", "value": "TRUE", "format": f.ticked})
+    sheet.freeze_panes(HEADER_ROW + 1, frozen_cols)
+    sheet.autofilter(HEADER_ROW, 0, last_row, last_col)
+    sheet.set_row(HEADER_ROW, 32)
+    _print_setup(sheet, last_col)
+    _protect(sheet)
+
+
 def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: str, generation: int) -> None:
     sheet = book.add_worksheet(MAIN_SHEET)
     _top(sheet, f, plan, issued_at, generation,
@@ -150,18 +168,7 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: str,
     widths[remark_col] = 30
     for col, width in enumerate(widths):
         sheet.set_column(col, col, min(width, 40))
-    if plan.steps:
-        sheet.data_validation(HEADER_ROW + 1, first_step, last_row, remark_col - 1, {
-            "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information",
-            "input_title": "勾选", "input_message": "勾选或选 TRUE 表示已办理通过",
-        })
-        sheet.conditional_format(HEADER_ROW + 1, first_step, last_row, remark_col - 1,
-                                 {"type": "cell", "criteria": "==", "value": "TRUE", "format": f.ticked})
-    sheet.freeze_panes(HEADER_ROW + 1, 2)
-    sheet.autofilter(HEADER_ROW, 0, last_row, len(headers) - 1)
-    sheet.set_row(HEADER_ROW, 32)
-    _print_setup(sheet, len(headers) - 1)
-    _protect(sheet)
+    _finish_grid(sheet, f, (first_step, remark_col - 1) if plan.steps else None, last_row, len(headers) - 1, 2)
     sheet.activate()
 
 
@@ -194,15 +201,7 @@ def _batch_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, mode: str, gro
     sheet.set_column(1, 1, 6)
     sheet.set_column(2, 2, 36)
     sheet.set_column(3, len(headers) - 1, 14)
-    sheet.data_validation(HEADER_ROW + 1, first_box, last_row, len(headers) - 1, {
-        "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information"})
-    sheet.conditional_format(HEADER_ROW + 1, first_box, last_row, len(headers) - 1,
-                             {"type": "cell", "criteria": "==", "value": "TRUE", "format": f.ticked})
-    sheet.freeze_panes(HEADER_ROW + 1, 1)
-    sheet.autofilter(HEADER_ROW, 0, last_row, len(headers) - 1)
-    sheet.set_row(HEADER_ROW, 32)
-    _print_setup(sheet, len(headers) - 1)
-    _protect(sheet)
+    _finish_grid(sheet, f, (first_box, len(headers) - 1), last_row, len(headers) - 1, 1)
 
 
 def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: str, generation: int) -> None:
