@@ -134,7 +134,7 @@ def main(ctx: click.Context, data: str | None) -> None:
 @click.option("--session", help="离校会话名称，如 2026届本科毕业生离校")
 @click.option("--year", type=int, help="届别年份（默认取会话名称中的年份或今年）")
 def init(directory: Path, flow_name: str, session: str | None, year: int | None) -> None:
-    """Create a data folder: settings, editable flow, store, inbox/outbox."""
+    """创建数据文件夹（设置、可编辑的流程、数据库、收发文件夹）。Create a data folder."""
     folder = init_folder(directory, flow_name, session, year)
     try:
         console.print(f"已创建数据文件夹 {directory}（{folder.session_name}，流程：{folder.flow.name}）")
@@ -145,13 +145,13 @@ def init(directory: Path, flow_name: str, session: str | None, year: int | None)
 
 @main.group()
 def students() -> None:
-    """Roster (学生名单): import and template."""
+    """学生名单：导入与模板。Roster (学生名单): import and template."""
 
 
 @students.command("template", epilog=_examples("  lixiao students template 学生名单模板.xlsx"))
 @click.argument("file", type=click.Path(path_type=Path))
 def students_template(file: Path) -> None:
-    """Write an empty roster .xlsx with the expected Chinese headers."""
+    """写出带标准中文表头的空白学生名单。Write an empty roster .xlsx with the expected Chinese headers."""
     if file.suffix.lower() != ".xlsx":
         raise DataFolderError("模板文件名应以 .xlsx 结尾")
     file.write_bytes(build_roster_template())
@@ -165,7 +165,7 @@ def students_template(file: Path) -> None:
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: str | None) -> None:
-    """Import a roster (.xlsx or .csv, Chinese headers); bad rows are listed with their row numbers."""
+    """导入学生名单（.xlsx 或 .csv）；有错的行逐行列出。Import a roster; bad rows are listed with their row numbers."""
     table = read_table(_read(file), file.name)
     result = validate_roster(table.headers, table.rows)
     for warning in result.warnings:
@@ -186,7 +186,7 @@ def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: st
 
 @main.group()
 def flow() -> None:
-    """The flow (离校流程): checkpoints, steps, prerequisites."""
+    """离校流程：离校点、步骤、前置条件。The flow: checkpoints, steps, prerequisites."""
 
 
 @flow.command("show", epilog=_examples("  lixiao flow show\n  lixiao flow show --preset graduate --json"))
@@ -194,7 +194,7 @@ def flow() -> None:
 @click.option("--preset", type=click.Choice(PRESETS), help="显示预置流程（无需数据文件夹）")
 @click.pass_context
 def flow_show(ctx: click.Context, as_json: bool, preset: str | None) -> None:
-    """Show checkpoints, steps, applicability, batch modes and prerequisites."""
+    """显示离校点、步骤、适用对象、批量方式和前置条件。Show the flow."""
     if preset:
         shown, year = load_preset(preset), 2026
     else:
@@ -248,7 +248,7 @@ def _print_flow(shown: Flow, year: int) -> None:
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: str | None) -> None:
-    """Apply an export of the library (学号,借阅册数,欠费), finance (学号,欠费金额) or loan system."""
+    """导入图书馆（学号,借阅册数,欠费）、财务（学号,欠费金额）或贷款系统的数据。Apply a feed."""
     table = read_table(_read(file), file.name)
     parsed = parse_feed(kind, table.headers, table.rows, loan or "")
     with _folder(ctx) as folder:
@@ -274,7 +274,7 @@ def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: 
 @click.option("--split", type=click.Choice(SPLITS), help="再按学院、班级或宿舍拆成多个文件")
 @click.pass_context
 def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -> None:
-    """Write each office's checkbox workbook to outbox/<checkpoint>/ (reissuing raises the generation)."""
+    """为各离校点签发勾选工作簿到 outbox/（再次签发版本加一）。Issue the workbooks."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .issuing import issue_workbooks, plan_all
@@ -305,7 +305,7 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_json: bool) -> None:
-    """Process the returned workbooks in inbox/ (or the given FILEs) once: validate, merge, archive, receipt."""
+    """处理收件箱中交回的工作簿：核验、合并、存档、回执。Sync returned workbooks once."""
     from .daemon import writer_lock
     from .pipeline import refresh_reports, sync
 
@@ -349,7 +349,7 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_
               help="每隔多少秒重新扫描收件箱（防止遗漏事件）")
 @click.pass_context
 def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float) -> None:
-    """Run the daemon: watch inbox/, process each returned file once it is complete; Ctrl-C stops it."""
+    """守护进程：监视收件箱，文件完整后自动处理；Ctrl-C 停止。Run the watch daemon."""
     from .daemon import run_daemon
 
     with _folder(ctx) as folder:
@@ -360,7 +360,7 @@ def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float) 
 @main.command(epilog=_examples("  lixiao report\n  xdg-open 2026离校/reports/index.html"))
 @click.pass_context
 def report(ctx: click.Context) -> None:
-    """Regenerate reports/: the offline HTML site (index.html, students.html) and 离校进度.xlsx."""
+    """重新生成报表（离线网页和 离校进度.xlsx）。Regenerate reports/."""
     from lixiao.reports.build import render_report
 
     with _folder(ctx) as folder:
@@ -377,7 +377,7 @@ def report(ctx: click.Context) -> None:
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def set_status(ctx: click.Context, student: str, step: str, status: str, remark: str, operator: str | None) -> None:
-    """Set one step of one student by hand (checked against prerequisites, audited)."""
+    """手工设置某学生某步骤的状态（检查前置条件，记入审计）。Set one step by hand."""
     with _folder(ctx) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)
@@ -394,7 +394,7 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def status(ctx: click.Context, query: str, as_json: bool) -> None:
-    """A student's 离校记录 by 学号, 姓名 or 身份证号, with what blocks each step."""
+    """按学号、姓名或身份证号查询学生的离校记录及受阻原因。Show a student."""
     with _folder(ctx) as folder:
         record = folder.clearance.record(folder.clearance.student(query))
     if as_json:
@@ -431,7 +431,7 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: str, operator: str | None) -> None:
-    """Lift a prerequisite restriction (解除限制 / 缓交) of one student's step."""
+    """解除某学生某步骤的前置限制（缓交）。Lift a restriction."""
     with _folder(ctx) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)
@@ -445,7 +445,7 @@ def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: st
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -> None:
-    """Restore a lifted restriction (限制重新开启)."""
+    """恢复已解除的限制。Restore a lifted restriction."""
     with _folder(ctx) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)
@@ -457,7 +457,7 @@ def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def waivers(ctx: click.Context, as_json: bool) -> None:
-    """All lifted restrictions (已解除限制名单)."""
+    """已解除限制名单。All lifted restrictions."""
     with _folder(ctx) as folder:
         listed = folder.clearance.waiver_list()
     if as_json:
@@ -484,7 +484,7 @@ def _short(text: str, limit: int = 40) -> str:
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def history(ctx: click.Context, student: str, as_json: bool) -> None:
-    """The audit events of one student, oldest first."""
+    """某学生的全部审计记录。The audit events of one student."""
     with _folder(ctx) as folder:
         who = folder.clearance.student(student)
         events = folder.store.history(who.student_no)
@@ -505,7 +505,7 @@ def history(ctx: click.Context, student: str, as_json: bool) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.pass_context
 def export(ctx: click.Context, file: Path) -> None:
-    """The full status matrix as .xlsx, .csv (the manual's marks) or .json."""
+    """导出完整状态矩阵（.xlsx、.csv 或 .json）。Export the status matrix."""
     suffix = file.suffix.lower()
     if suffix not in (".xlsx", ".csv", ".json"):
         raise DataFolderError("导出文件名应以 .xlsx、.csv 或 .json 结尾")
@@ -531,7 +531,7 @@ def export(ctx: click.Context, file: Path) -> None:
 @main.command(epilog=_examples("  lixiao verify"))
 @click.pass_context
 def verify(ctx: click.Context) -> None:
-    """Check store integrity, foreign keys, the audit hash chain, archived files and the inbox."""
+    """校验数据库、审计链、存档文件和收件箱。Verify integrity."""
     from .integrity import folder_problems
 
     with _folder(ctx) as folder:
@@ -549,7 +549,7 @@ def verify(ctx: click.Context) -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.pass_context
 def backup(ctx: click.Context, dest: Path) -> None:
-    """A consistent online copy of the store, verified before it is kept."""
+    """在线备份数据库并校验备份。Back up the store."""
     with _folder(ctx) as folder:
         folder.store.backup_to(dest)
     console.print(f"已备份并校验：{dest}")
@@ -561,7 +561,7 @@ def backup(ctx: click.Context, dest: Path) -> None:
               help="合成学生人数")
 @click.option("--seed", default=2026, show_default=True, help="随机种子")
 def demo(directory: Path, count: int, seed: int) -> None:
-    """The whole cycle on a synthetic cohort: folder, roster, feeds, waivers, summary."""
+    """用合成的学生演示完整流程。The whole cycle on a synthetic cohort."""
     from .demo import run_demo
 
     run_demo(directory, count, seed, console)
