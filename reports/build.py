@@ -28,7 +28,8 @@ class Built:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside the target, then rename over it: readers never see half a page."""
+    """Write to a temporary file beside the target, fsync, then rename over it: readers never see half a
+    file, and a crash leaves the old one or the new one (used for reports, outbox, archive, receipts)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:

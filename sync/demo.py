@@ -20,7 +20,7 @@ from lixiao.core.synthetic import make_cohort
 from lixiao.workbooks.roster import build_roster, roster_row
 from lixiao.workbooks.tables import read_table
 
-from .datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
+from .datafolder import DataFolder, DataFolderError, init_folder, secret_key
 from .issuing import issue_workbooks, plan_all
 from .officesim import Simulated, simulate_round
 from .pipeline import FileOutcome, process_file, refresh_reports
@@ -158,5 +158,3 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
     console.print(f"  lixiao --data {directory} waivers")
     console.print(f"  lixiao --data {directory} export 离校状态.xlsx")
     console.print(f"\n报表：{index}")
-    if not (directory / SETTINGS).exists():  # pragma: no cover - init_folder guarantees it
-        raise DataFolderError("演示文件夹未创建")

@@ -15,6 +15,7 @@ from typing import Any
 from lixiao.core.issuance import BATCH_SHEETS, IssueError, WorkbookPlan, issuable, plan_workbooks
 from lixiao.core.signing import TOKEN_VERSION, canonical, digest, sign
 from lixiao.core.store import StatusRow, now
+from lixiao.reports.build import write_atomically
 from lixiao.workbooks.writer import Token, build_workbook
 
 from .datafolder import DataFolder, secret_key
@@ -137,8 +138,6 @@ def _register(folder: DataFolder, item: _Prepared, data: bytes) -> Issued:
             "generation": token.generation, "issued_at": item.issued_at, "students_hash": plan.students_hash(),
             "baseline": canonical(item.baseline), "path": str(path.relative_to(folder.root)),
         })
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(data)
-        partial.replace(path)
+        write_atomically(path, data)
     count = len(plan.student_nos())
     return Issued(path, plan.checkpoint.code, plan.title, plan.scope, token.generation, count, token.workbook_id)

@@ -16,6 +16,7 @@ from typing import Any
 from lixiao.core.merge import MergeInput, MergePlan, Refusal, apply_plan, plan_merge
 from lixiao.core.model import Status
 from lixiao.core.signing import digest
+from lixiao.reports.build import write_atomically
 from lixiao.workbooks.reader import Returned, returned_from_dict
 from lixiao.workbooks.receipt import build_receipt
 from lixiao.workbooks.sandbox import parse_untrusted
@@ -107,16 +108,6 @@ def recover_staging(folder: DataFolder) -> None:
             staged.unlink()
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-
-
 def _unique(path: Path) -> Path:
     if not path.exists():
         return path
@@ -149,7 +140,7 @@ def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = Fal
     if not dry_run:
         with store.transaction():
             store.set_ledger(digest_hex, name, "received")
-        _fsync_write(folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx", data)
+        write_atomically(folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx", data)
         with store.transaction():
             store.set_ledger(digest_hex, name, "staged")
     if not verdict.ok:
@@ -207,6 +198,10 @@ def _seen_before(folder: DataFolder, path: Path, digest_hex: str, previous: dict
     outcome = "duplicate" if previous["outcome"] in ("merged", "duplicate") else previous["outcome"]
     when = previous["updated_at"][:16].replace("T", " ")
     reason = f"内容与 {when} 处理过的“{previous['file_name']}”完全相同，未重复记录"
+    refusal: dict[str, str] = {}
+    if outcome != "duplicate":  # refused before: say again why, the way the first refusal did
+        refusal = json.loads(previous["detail"] or "{}")
+        reason = f"{refusal.get('code', outcome)}：{refusal.get('message', '')}（{reason}）"
     if not dry_run:
         archived = folder.root / "archive" / f"{digest_hex}.xlsx"
         staged = folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx"
@@ -214,12 +209,15 @@ def _seen_before(folder: DataFolder, path: Path, digest_hex: str, previous: dict
             if staged.exists():
                 staged.replace(archived)  # crash between commit and archive: finish the move now
             else:
-                _fsync_write(archived, path.read_bytes())
+                write_atomically(archived, path.read_bytes())
         if path.parent == folder.root / "inbox":
             if outcome == "duplicate":
                 path.unlink(missing_ok=True)
             else:
-                path.replace(_unique(folder.root / "rejected" / path.name))
+                target = _unique(folder.root / "rejected" / path.name)
+                path.replace(target)
+                _explain(target, path.name, outcome, refusal.get("code", outcome), refusal.get("message", ""),
+                         digest_hex)
         with folder.store.transaction():
             folder.store.append_audit([{"kind": "return", "decision": "duplicate", "source": f"file:{path.name}",
                                         "source_hash": digest_hex, "detail": previous["file_name"]}])
@@ -242,14 +240,19 @@ def _refuse(folder: DataFolder, path: Path, digest_hex: str, outcome: str, code:
     if path.parent == folder.root / "inbox":
         path.replace(target)
     else:
-        _fsync_write(target, (folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx").read_bytes())
+        write_atomically(target, (folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx").read_bytes())
+    _explain(target, path.name, outcome, code, message, digest_hex)
+    (folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx").unlink(missing_ok=True)
+    return result
+
+
+def _explain(target: Path, name: str, outcome: str, code: str, message: str, digest_hex: str) -> None:
+    """The Chinese explanation written beside a file in rejected/."""
     verdict = "已隔离" if outcome == "quarantined" else "已拒绝"
-    note = (f"文件：{path.name}\n结果：{verdict}（{code}）\n原因：{message}\n"
+    note = (f"文件：{name}\n结果：{verdict}（{code}）\n原因：{message}\n"
             f"内容哈希：{digest_hex}\n处理时间：{datetime.now().isoformat(timespec='seconds')}\n"
             "处理办法：请按原因修改后重新交回；如有疑问请联系离校工作协调人。\n")
     target.with_name(target.name + ".说明.txt").write_text(note, "utf-8")
-    (folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx").unlink(missing_ok=True)
-    return result
 
 
 def _names(folder: DataFolder) -> dict[str, str]:
@@ -297,7 +300,7 @@ def _merge(folder: DataFolder, path: Path, data: bytes, digest_hex: str, returne
     if staged.exists():
         staged.replace(archived)
     else:
-        _fsync_write(archived, data)
+        write_atomically(archived, data)
     if path.parent == folder.root / "inbox":
         try:
             if hashlib.sha256(path.read_bytes()).hexdigest() == digest_hex:
@@ -343,5 +346,5 @@ def _write_receipt(folder: DataFolder, path: Path, digest_hex: str, payload: dic
     }
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     target = _unique(folder.root / "receipts" / f"{stamp}-{Path(path.name).stem}-回执.xlsx")
-    _fsync_write(target, build_receipt(summary, sections))
+    write_atomically(target, build_receipt(summary, sections))
     return str(target.relative_to(folder.root))

@@ -272,3 +272,14 @@ def test_sync_exit_codes(issued: Cli) -> None:
     assert issued("sync").exit_code == 0
     drop(issued, "bad.xlsx", b"<html></html>")
     assert issued("sync").exit_code == 1
+
+
+def test_a_refused_file_returned_again_is_refused_again_with_its_reason(issued: Cli) -> None:
+    """The same refused bytes again: same outcome, the first reason repeated, an explanation beside it."""
+    drop(issued, "bad.xlsx", b"<html><body>x</body></html>")
+    sync(issued)
+    drop(issued, "bad-again.xlsx", b"<html><body>x</body></html>")
+    [item] = sync(issued)["files"]
+    assert item["outcome"] == "rejected" and item["reasons"][0].startswith("html：")
+    note = (issued.data / "rejected" / "bad-again.xlsx.说明.txt").read_text("utf-8")
+    assert "（html）" in note and "网页" in note
