@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,33 @@ from . import rules
 from .feeds import FeedEntry
 from .identity import mask_id_card
 from .model import Flow, Status, Step, Student
+from .stats import CODES, STATUS_OF_CODE, Board
 from .store import Store, StoreError
+
+# A stored status as a board code; 不适用 stored on a step that applies counts as 未办理 (rules.effective_status);
+# "-" stands for a step that does not apply to the student.
+_STORED_CODES = {**{status.value: code for status, code in CODES.items()}, Status.NA.value: "n", "-": "-"}
+
+
+class _Plan:
+    """How to read the board codes of students sharing one combination of roster flags."""
+
+    def __init__(self, keys: list[str], defaults: list[str], required: list[int]) -> None:
+        self.keys = keys  # the step code, or "" where the step does not apply
+        self.defaults = defaults  # "pending", or "-" where the step does not apply
+        self.blank = "".join(map(_STORED_CODES.__getitem__, defaults))  # nothing stored yet
+        self._required = operator.itemgetter(*required) if required else None
+
+    @classmethod
+    def of(cls, steps: tuple[Step, ...], applicable: list[bool]) -> _Plan:
+        keys = [s.code if a else "" for s, a in zip(steps, applicable, strict=True)]
+        defaults = [Status.PENDING.value if a else "-" for a in applicable]
+        return cls(keys, defaults, [i for i, (s, a) in enumerate(zip(steps, applicable, strict=True))
+                                    if a and s.required])
+
+    def complete(self, code: str) -> bool:
+        """全部完成: every applicable required step passed or optional."""
+        return self._required is None or not "".join(self._required(code)).strip("po")
 
 
 class ClearanceError(ValueError):
@@ -212,47 +239,48 @@ class Clearance:
             ],
         }
 
-    def student_matrix(self) -> list[tuple[Student, dict[str, Status], set[str], bool]]:
-        """Every student with the effective status of every step, waived steps and 全部完成."""
-        everything = self.store.all_statuses()
+    def board(self) -> Board:
+        """Every student's effective status of every step, waived steps and 全部完成 (see stats.Board)."""
+        steps = tuple(self.flow.all_steps())
+        stored = self.store.status_values()
         waivers: dict[str, set[str]] = {}
         for w in self.store.active_waivers():
             waivers.setdefault(w["student_no"], set()).add(w["step"])
-        steps = self.flow.all_steps()
-        # Applicability depends on the roster flags only (applies_to names a flag), so it is computed
-        # once per combination of flags instead of once per student and step: same answers as
-        # rules.effective_status / rules.is_complete, a fraction of the cost at 30,000 students.
-        live_by_flags: dict[tuple[bool, ...], list[tuple[str, bool, bool]]] = {}
-        done = (Status.PASSED, Status.OPTIONAL)
-        result = []
-        for student in self.store.students():
+        # Applicability depends on the roster flags only (applies_to names a flag), so it is worked out
+        # once per combination of flags: same answers as rules.effective_status / rules.is_complete
+        # (tests/test_rules.py pins this), a fraction of the cost at 30,000 students.
+        plans: dict[tuple[bool, ...], _Plan] = {}
+        students = self.store.students()
+        codes, complete = [], []
+        code_of = _STORED_CODES.__getitem__
+        for student in students:
             flags = (student.previous, student.national_loan, student.local_loan, student.switch, student.withheld)
-            live = live_by_flags.get(flags)
-            if live is None:
-                live = [(s.code, s.enabled(self.year) and rules.applies(s, student), s.required) for s in steps]
-                live_by_flags[flags] = live
-            stored = everything.get(student.student_no, {})
-            effective: dict[str, Status] = {}
-            complete = True
-            for code, applicable, required in live:
-                if not applicable:
-                    effective[code] = Status.NA
-                    continue
-                status = stored.get(code, Status.PENDING)
-                if status is Status.NA:
-                    status = Status.PENDING
-                effective[code] = status
-                if required and status not in done:
-                    complete = False
-            result.append((student, effective, waivers.get(student.student_no, set()), complete))
-        return result
+            plan = plans.get(flags)
+            if plan is None:
+                applicable = [s.enabled(self.year) and rules.applies(s, student) for s in steps]
+                plan = plans[flags] = _Plan.of(steps, applicable)
+            mine = stored.get(student.student_no)
+            # A step that does not apply is looked up under "" (never a step code) and reads "-".
+            code = plan.blank if mine is None else "".join(map(code_of, map(mine.get, plan.keys, plan.defaults)))
+            codes.append(code)
+            complete.append(plan.complete(code))
+        return Board(steps, students, codes, complete, waivers)
+
+    def student_matrix(self) -> list[tuple[Student, dict[str, Status], set[str], bool]]:
+        """Every student with the effective status of every step (by code), waived steps and 全部完成."""
+        board = self.board()
+        return [(student, board.statuses(i), board.waived.get(student.student_no, set()), board.complete[i])
+                for i, student in enumerate(board.students)]
 
     def matrix(self) -> list[dict[str, Any]]:
         """The full status matrix: one entry per student and step (``export FILE.json``)."""
+        board = self.board()
+        values = {code: STATUS_OF_CODE[code].value for code in STATUS_OF_CODE}
         return [
-            {"student_no": student.student_no, "step": code, "status": status.value, "waived": code in waived}
-            for student, statuses, waived, _ in self.student_matrix()
-            for code, status in statuses.items()
+            {"student_no": student.student_no, "step": step.code, "status": values[code],
+             "waived": step.code in board.waived.get(student.student_no, ())}
+            for student, codes in zip(board.students, board.codes, strict=True)
+            for step, code in zip(board.steps, codes, strict=True)
         ]
 
     def waiver_list(self) -> list[dict[str, Any]]:

@@ -143,6 +143,35 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 3: every student's statuses as one line, kept by triggers in the same transaction as the status
+    # itself: a report reads 30,000 lines instead of 500,000 rows.
+    """
+    CREATE TABLE status_lines (
+        student_no TEXT PRIMARY KEY,
+        line TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO status_lines
+        SELECT student_no, group_concat(step || ':' || status, ':') FROM statuses GROUP BY student_no;
+    CREATE TRIGGER status_lines_insert AFTER INSERT ON statuses BEGIN
+        INSERT OR REPLACE INTO status_lines
+            SELECT NEW.student_no, group_concat(step || ':' || status, ':') FROM statuses
+            WHERE student_no = NEW.student_no;
+    END;
+    CREATE TRIGGER status_lines_update AFTER UPDATE OF student_no, step, status ON statuses
+        WHEN OLD.status IS NOT NEW.status OR OLD.step IS NOT NEW.step OR OLD.student_no IS NOT NEW.student_no
+    BEGIN
+        DELETE FROM status_lines WHERE student_no IN (OLD.student_no, NEW.student_no);
+        INSERT INTO status_lines
+            SELECT student_no, group_concat(step || ':' || status, ':') FROM statuses
+            WHERE student_no IN (OLD.student_no, NEW.student_no) GROUP BY student_no;
+    END;
+    CREATE TRIGGER status_lines_delete AFTER DELETE ON statuses BEGIN
+        DELETE FROM status_lines WHERE student_no = OLD.student_no;
+        INSERT INTO status_lines
+            SELECT student_no, group_concat(step || ':' || status, ':') FROM statuses
+            WHERE student_no = OLD.student_no GROUP BY student_no;
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _AUDIT_FIELDS = (
@@ -342,9 +371,18 @@ class Store:
         return problems
 
     def integrity_problems(self) -> list[str]:
-        """SQLite integrity and foreign-key problems (empty when the file is sound)."""
+        """SQLite integrity and foreign-key problems, and status lines that disagree with the statuses
+        (empty when the file is sound)."""
         problems = [r[0] for r in self.db.execute("PRAGMA integrity_check") if r[0] != "ok"]
         problems += [f"外键错误：{r[0]} 第 {r[1]} 行引用 {r[2]}" for r in self.db.execute("PRAGMA foreign_key_check")]
+        if problems:
+            return problems
+        stored = {no: {step: status.value for step, status in steps.items()}
+                  for no, steps in self.all_statuses().items()}
+        lines = self.status_values()
+        wrong = sorted(no for no in stored.keys() | lines.keys() if stored.get(no) != lines.get(no))
+        if wrong:
+            problems.append(f"状态汇总与状态表不一致：{len(wrong)} 名学生（如 {wrong[0]}）")
         return problems
 
     # -- students ------------------------------------------------------------------------
@@ -425,6 +463,11 @@ class Store:
         for no, step, status in self.db.execute("SELECT student_no, step, status FROM statuses"):
             result.setdefault(no, {})[step] = Status(status)
         return result
+
+    def status_values(self) -> dict[str, dict[str, str]]:
+        """Every stored status value: 学号 → step → value, read from the per-student lines the triggers
+        keep (a tenth of the time of one Python row per cell at 30,000 students × 17 steps)."""
+        return {no: _pairs(line) for no, line in self.db.execute("SELECT student_no, line FROM status_lines")}
 
     def write_status(
         self,
@@ -594,6 +637,12 @@ class Store:
 
 _STUDENT_COLUMNS = ("student_no", "name", "gender", "id_card", "college", "major", "class_name", "dorm", "level",
                     *FLAGS)
+
+
+def _pairs(line: str) -> dict[str, str]:
+    """step:status:step:status… as a dict (step codes are [a-z0-9_], status values fixed words)."""
+    items = iter(line.split(":"))
+    return dict(zip(items, items, strict=True))
 
 
 def _student(row: dict[str, Any]) -> Student:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import os
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +15,7 @@ from lixiao.core.model import Flow
 from lixiao.core.store import Store
 
 from .data import collect
-from .excel import build_excel
+from .excel import add_matrix, build_views
 from .html import render_pages
 
 EXCEL_NAME = "离校进度.xlsx"
@@ -45,11 +49,79 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector: a report creates a few hundred thousand objects and no cycles,
+    and each full collection would walk all of them (~0.2 s of 1.5 s at 30,000 students); in a forked
+    child it would also copy every page it walks."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class ReportError(RuntimeError):
+    """A report could not be built (the previous files stay as they were)."""
+
+
+def in_parallel(build: Callable[[], bytes]) -> Callable[[], bytes]:
+    """Start ``build`` in a forked child (the second core) and return a function that waits for its bytes.
+
+    The child only computes in memory and writes to a pipe: no store, no files, no locks of other
+    threads (which a fork does not copy) are touched. Where fork is unavailable the work runs here.
+    """
+    if not hasattr(os, "fork"):
+        result = build()
+        return lambda: result
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12 warns about forking with threads alive; see above
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; its work is checked through the parent's result
+        os.close(read_end)
+        code = 0
+        try:
+            payload = b"\x00" + build()
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            payload, code = b"\x01" + f"{type(exc).__name__}: {exc}".encode(), 1
+        try:
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+
+    def wait() -> bytes:
+        with os.fdopen(read_end, "rb") as pipe:
+            payload = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if payload[:1] == b"\x00" and os.waitstatus_to_exitcode(status) == 0:
+            return payload[1:]
+        detail = payload[1:].decode(errors="replace") or f"子进程异常退出（{os.waitstatus_to_exitcode(status)}）"
+        raise ReportError(f"生成 Excel 报表失败：{detail}")
+
+    return wait
+
+
 def render_report(store: Store, flow: Flow, dest: Path, user_templates: Path | None = None) -> Built:
-    """Regenerate every report file under ``dest``; on any error the previous files stay as they were."""
-    data = collect(store, flow)
-    pages = render_pages(data, user_templates)
-    pages[EXCEL_NAME] = build_excel(data)
+    """Regenerate every report file under ``dest``; on any error the previous files stay as they were.
+
+    The Excel report's status matrix is spliced in a second process while this one renders the HTML pages.
+    """
+    with _no_cycle_collection():
+        data = collect(store, flow)
+        views = build_views(data)
+        excel = in_parallel(lambda: add_matrix(*views, data))
+        try:
+            pages = render_pages(data, user_templates)
+        except BaseException:
+            with contextlib.suppress(ReportError):
+                excel()  # reap the child; the first error is the one to report
+            raise
+        pages[EXCEL_NAME] = excel()
     static = dest / "static"
     for name, content in pages.items():
         target = dest / name

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from lixiao.core.clearance import Clearance
 from lixiao.core.identity import mask_id_card
-from lixiao.core.model import Flow, Status
+from lixiao.core.model import Flow
 from lixiao.core.rules import prerequisite_steps
 from lixiao.core.stats import (
+    Board,
     GroupProgress,
     Progress,
     bottlenecks,
@@ -21,8 +21,6 @@ from lixiao.core.stats import (
 )
 from lixiao.core.store import Store
 
-STATUS_CODES = {Status.PASSED: "p", Status.FAILED: "f", Status.OPTIONAL: "o", Status.PENDING: "n", Status.NA: "-"}
-MATRIX_LABELS = {status: "" if status is Status.NA else status.label for status in Status}
 REVIEW_LIMIT = 1000
 
 
@@ -47,10 +45,25 @@ class ReportData:
     rejected: list[dict[str, Any]]
     offices: list[dict[str, Any]]
     history: list[tuple[str, int, int]]
-    students: list[list[Any]] = field(default_factory=list)
     js_flow: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
-    matrix_rows: list[list[str]] = field(default_factory=list)
+    board: Board | None = None  # the status matrix itself (student search, Excel report)
+
+
+def student_rows(data: ReportData) -> list[list[Any]]:
+    """One row per student for the search page (students.js): identity with the ID masked, 往届, 全部完成,
+    the status codes in flow order and the indexes of waived steps."""
+    board = data.board
+    if board is None:
+        return []
+    index = {s.code: i for i, s in enumerate(board.steps)}
+    return [
+        [student.student_no, student.name, student.gender, mask_id_card(student.id_card), student.college,
+         student.major, student.class_name, student.dorm, int(student.previous), int(complete), codes,
+         sorted(index[c] for c in board.waived[student.student_no] if c in index)
+         if student.student_no in board.waived else []]
+        for student, codes, complete in zip(board.students, board.codes, board.complete, strict=True)
+    ]
 
 
 def _days_since(stamp: str | None, now: datetime) -> int | None:
@@ -63,25 +76,12 @@ def collect(store: Store, flow: Flow, stale_days: int = 3) -> ReportData:
     """Gather the report's data in one pass over the store; records today's progress snapshot."""
     session = store.session()
     clearance = Clearance(store, flow)
-    matrix = clearance.student_matrix()
-    school = school_progress(matrix)
+    board = clearance.board()
+    school = school_progress(board)
     store.record_progress(school.expected, school.expected - school.unfinished)
     now = datetime.now().astimezone()
-    steps = flow.all_steps()
+    steps = board.steps
     index = {s.code: i for i, s in enumerate(steps)}
-    getter = operator.itemgetter(*(s.code for s in steps))
-    students = []
-    matrix_rows = []
-    for student, statuses, waived, complete in matrix:
-        ordered = getter(statuses)
-        students.append([
-            student.student_no, student.name, student.gender, mask_id_card(student.id_card), student.college,
-            student.major, student.class_name, student.dorm, int(student.previous), int(complete),
-            "".join(map(STATUS_CODES.__getitem__, ordered)), sorted(index[c] for c in waived if c in index),
-        ])
-        matrix_rows.append([student.student_no, student.name, student.college, student.class_name, student.dorm,
-                            "是" if student.previous else "", *map(MATRIX_LABELS.__getitem__, ordered),
-                            "是" if complete else "否"])
     js_flow = {
         "steps": [s.name for s in steps],
         "checkpoints": [
@@ -93,13 +93,13 @@ def collect(store: Store, flow: Flow, stale_days: int = 3) -> ReportData:
     }
     classes: dict[str, list[GroupProgress]] = {}
     by_class_college: dict[str, str] = {}
-    for student, _, _, _ in matrix:
+    for student in board.students:
         by_class_college.setdefault(student.class_name, student.college)
-    for group in group_progress(matrix, "class"):
+    for group in group_progress(board, "class"):
         classes.setdefault(by_class_college[group.name], []).append(group)
-    bottleneck_colleges, bottleneck_rows = bottlenecks(flow, matrix)
+    bottleneck_colleges, bottleneck_rows = bottlenecks(flow, board)
     names = {s.code: s.name for s in steps}
-    people = {s.student_no: s.name for s, _, _, _ in matrix}
+    people = {s.student_no: s.name for s in board.students}
     conflicts = [dict(r, name=people.get(r["student_no"], ""), step_name=names.get(r["step"], r["step"]))
                  for r in store.db.query(
                      "SELECT c.*, r.file_name FROM conflicts c LEFT JOIN returns r ON r.hash = c.return_hash "
@@ -125,10 +125,10 @@ def collect(store: Store, flow: Flow, stale_days: int = 3) -> ReportData:
     ledger = store.db.execute("SELECT count(*), max(updated_at) FROM returns WHERE outcome = 'merged'").fetchone()
     return ReportData(
         session=session.name, year=session.year, generated_at=now.isoformat(timespec="seconds"), flow=flow,
-        school=school, checkpoints=checkpoint_progress(flow, matrix), colleges=group_progress(matrix, "college"),
-        classes=classes, buildings=group_progress(matrix, "building"), bottleneck_colleges=bottleneck_colleges,
+        school=school, checkpoints=checkpoint_progress(flow, board), colleges=group_progress(board, "college"),
+        classes=classes, buildings=group_progress(board, "building"), bottleneck_colleges=bottleneck_colleges,
         bottlenecks=bottleneck_rows, waivers=clearance.waiver_list(), conflicts=conflicts, refused=refused,
-        rejected=rejected, offices=offices, history=store.progress_history(), students=students, js_flow=js_flow,
+        rejected=rejected, offices=offices, history=store.progress_history(), js_flow=js_flow,
         sources={"returns": ledger[0], "last_return": ledger[1] or "", "store": str(store.path.name)},
-        matrix_rows=matrix_rows,
+        board=board,
     )

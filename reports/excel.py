@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import operator
 import re
 import zipfile
 from collections.abc import Sequence
@@ -10,13 +11,23 @@ from typing import Any
 
 import xlsxwriter
 
+from lixiao.core.model import Status
+from lixiao.core.stats import CODES, Board
+
 from .data import ReportData
 
 MATRIX_IDENTITY = ("学号", "姓名", "院系", "班级", "宿舍", "往届")
+_MATRIX_LABELS = {code: "" if status is Status.NA else status.label for status, code in CODES.items()}
 
 
 def build_excel(data: ReportData) -> bytes:
     """The workbook bytes; every text cell is written as a string, never a formula."""
+    return add_matrix(*build_views(data), data)
+
+
+def build_views(data: ReportData) -> tuple[bytes, str]:
+    """The workbook with every sheet written by XlsxWriter, and the zip part of its status matrix sheet,
+    which has its header, panes, filter and widths but no rows yet (add_matrix puts them in)."""
     buffer = io.BytesIO()
     book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False,
                                          "strings_to_numbers": False, "constant_memory": False})
@@ -101,14 +112,32 @@ def build_excel(data: ReportData) -> bytes:
     step_names = [s.name for s in data.flow.all_steps()]
     headers = [*MATRIX_IDENTITY, *step_names, "全部完成"]
     matrix = table("状态矩阵", headers, [], (12, 8, 20, 12, 18, 5))
-    matrix.autofilter(1, 0, len(data.matrix_rows) + 1, len(headers) - 1)
-    sheet_number = len(book.worksheets())
+    matrix.autofilter(1, 0, len(data.board.codes) + 1 if data.board else 1, len(headers) - 1)
+    part = f"xl/worksheets/sheet{len(book.worksheets())}.xml"  # XlsxWriter numbers sheets in order
     book.close()
-    return splice_rows(buffer.getvalue(), f"xl/worksheets/sheet{sheet_number}.xml", data.matrix_rows, first_row=3)
+    return buffer.getvalue(), part
+
+
+def add_matrix(views: bytes, part: str, data: ReportData) -> bytes:
+    """``views`` with the status matrix rows spliced into its sheet ``part``."""
+    if not data.board or not data.board.codes:
+        return views
+    rows, last = matrix_rows(data.board, first_row=3)
+    return splice_rows(views, part, rows, last)
 
 
 _XML_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;",
                              **{chr(c): None for c in range(32) if c not in (9, 10, 13)}})
+_UNSAFE = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f]")
+_SEPARATOR = "\x01"  # removed from values, so it can separate values escaped together
+
+
+def _escape_all(values: list[str]) -> list[str]:
+    """Each value XML-escaped, characters XML cannot hold removed; one pass over the whole list."""
+    joined = _SEPARATOR.join(values)
+    if joined.count(_SEPARATOR) == len(values) - 1 and not _UNSAFE.search(joined.replace(_SEPARATOR, "")):
+        return joined.split(_SEPARATOR) if values else []  # the usual case: nothing to escape
+    return [v.translate(_XML_ESCAPE) for v in values]
 
 
 def _column_letters(count: int) -> list[str]:
@@ -122,41 +151,57 @@ def _column_letters(count: int) -> list[str]:
     return letters
 
 
-def splice_rows(xlsx: bytes, part: str, rows: Sequence[Sequence[str]], first_row: int) -> bytes:
-    """Insert many text rows into one sheet of a finished workbook as inline strings.
+def matrix_rows(board: Board, first_row: int) -> tuple[list[str], str]:
+    """The status matrix as sheet XML rows (inline strings) and the reference of its last cell.
 
-    XlsxWriter spends ~10 µs per cell; the 30,000 × 24 status matrix would dominate the report's
-    time. XlsxWriter still writes the sheet (header, panes, filter, widths); only its rows are
-    appended here, escaped, with characters XML cannot hold removed.
+    XlsxWriter spends ~10 µs per cell; the 30,000 × 24 matrix would dominate the report's time.
+    Here every step cell comes from a per-column table of ready XML keyed by the status code, the
+    identity cells are escaped a whole column at a time (characters XML cannot hold removed), and
+    each row's number is filled in at the end.
     """
-    width = max((len(r) for r in rows), default=0)
+    width = len(MATRIX_IDENTITY) + len(board.steps) + 1
     letters = _column_letters(width)
-    escaped: dict[str, str] = {}  # most cells repeat a few labels, colleges and classes
+    mark = "\x00"  # stands for the row number until the row is finished
+    close = "</t></is></c>"
 
-    def cell(value: str) -> str:
-        text = escaped.get(value)
-        if text is None:
-            text = escaped[value] = f'" t="inlineStr"><is><t>{value.translate(_XML_ESCAPE)}</t></is></c>'
-        return text
+    def column(index: int, values: list[str]) -> list[str]:
+        opener = f'<c r="{letters[index]}{mark}" t="inlineStr"><is><t>'
+        return [f"{opener}{text}{close}" if text else "" for text in _escape_all(values)]
 
-    openers = [f'<c r="{letter}' for letter in letters]
-    chunks = []
-    for number, row in enumerate(rows, start=first_row):
-        cells = "".join(f"{openers[c]}{number}{cell(value)}" for c, value in enumerate(row) if value)
-        chunks.append(f'<row r="{number}">{cells}</row>')
+    students = board.students
+    identity = [column(0, [s.student_no for s in students]), column(1, [s.name for s in students]),
+                column(2, [s.college for s in students]), column(3, [s.class_name for s in students]),
+                column(4, [s.dorm for s in students]), column(5, ["是" if s.previous else "" for s in students])]
+    first_step = len(MATRIX_IDENTITY)
+    tables = [{code: f'<c r="{letters[first_step + i]}{mark}" t="inlineStr"><is><t>{label}{close}' if label else ""
+               for code, label in _MATRIX_LABELS.items()} for i in range(len(board.steps))]
+    complete = column(width - 1, ["是" if done else "否" for done in board.complete])
+    getitem = operator.getitem
+    rows = [f'<row r="{mark}">{a}{b}{c}{d}{e}{f}{"".join(map(getitem, tables, codes))}{g}</row>'.replace(mark, str(n))
+            for n, a, b, c, d, e, f, codes, g in zip(range(first_row, first_row + len(students)), *identity,
+                                                     board.codes, complete, strict=True)]
+    return rows, f"{letters[-1]}{first_row + len(students) - 1}"
+
+
+def splice_rows(xlsx: bytes, part: str, rows: list[str], last: str) -> bytes:
+    """Insert ready-made row XML into one sheet of a finished workbook (XlsxWriter wrote its header,
+    panes, filter and widths) and set the sheet's dimension to end at ``last``; the rows are
+    compressed as they are written, never copied into one string."""
     source = zipfile.ZipFile(io.BytesIO(xlsx))
     out = io.BytesIO()
     with source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as target:
         for info in source.infolist():
             content = source.read(info.filename)
-            if info.filename == part:
-                xml = content.decode("utf-8")
-                if rows:
-                    last = f"{letters[-1]}{first_row + len(rows) - 1}"
-                    xml = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{last}"/>', xml, count=1)
-                    xml = xml.replace("</sheetData>", "".join(chunks) + "</sheetData>", 1)
-                    if "<sheetData/>" in xml:
-                        xml = xml.replace("<sheetData/>", "<sheetData>" + "".join(chunks) + "</sheetData>", 1)
-                content = xml.encode("utf-8")
-            target.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED)
+            if info.filename != part or not rows:
+                # the level must be given here: a ZipInfo taken from another archive carries none
+                target.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
+                continue
+            xml = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{last}"/>', content.decode("utf-8"),
+                         count=1).replace("<sheetData/>", "<sheetData></sheetData>", 1)
+            head, tail = xml.split("</sheetData>", 1)
+            with target.open(info.filename, "w") as sheet:
+                sheet.write(head.encode("utf-8"))
+                for start in range(0, len(rows), 2000):
+                    sheet.write("".join(rows[start:start + 2000]).encode("utf-8"))
+                sheet.write(f"</sheetData>{tail}".encode())
     return out.getvalue()

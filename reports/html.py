@@ -9,7 +9,7 @@ from typing import Any
 
 import jinja2
 
-from .data import ReportData
+from .data import ReportData, student_rows
 
 
 def environment(user_templates: Path | None = None) -> jinja2.Environment:
@@ -49,7 +49,7 @@ def render_pages(data: ReportData, user_templates: Path | None = None) -> dict[s
         pages[f"college-{number}.html"] = college_page.render(
             data=data, college=college, classes=data.classes.get(college.name, [])).encode("utf-8")
     # </script> cannot appear: json.dumps escapes "/" only when asked, so escape "<" explicitly.
-    payload = json.dumps({"students": data.students, "flow": data.js_flow}, ensure_ascii=False,
+    payload = json.dumps({"students": student_rows(data), "flow": data.js_flow}, ensure_ascii=False,
                          separators=(",", ":")).replace("<", "\\u003c")
     pages["students.js"] = f"window.LIXIAO = {payload};\n".encode()
     static = resources.files("lixiao.templates").joinpath("static")

@@ -15,7 +15,7 @@ from rich.table import Table as RichTable
 from lixiao.core.feeds import parse_feed
 from lixiao.core.model import Status
 from lixiao.core.roster import validate_roster
-from lixiao.core.stats import checkpoint_progress, school_progress
+from lixiao.core.stats import CODES, checkpoint_progress, school_progress
 from lixiao.core.synthetic import make_cohort
 from lixiao.workbooks.roster import build_roster, roster_row
 from lixiao.workbooks.tables import read_table
@@ -115,7 +115,7 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
             first = ["college", "student_affairs", "utilities", "dorm", "network"]
             rounds = [_office_round(folder, bar, seed, 1, first, issue_all=True),
                       _office_round(folder, bar, seed, 2, ["certificates", "registrar"])]
-            matrix = clearance.student_matrix()
+            board = clearance.board()
             report_task = bar.add_task("生成报表", total=1)
             index = refresh_reports(folder)
             bar.advance(report_task)
@@ -132,7 +132,7 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
             returns.add_row(sim.path.name, names[outcome.outcome], str(outcome.applied), str(outcome.refused),
                             str(outcome.conflicts), sim.note)
         console.print(returns)
-    school = school_progress(matrix)
+    school = school_progress(board)
     console.print(f"\n[bold]{YEAR}届本科毕业生离校[/]：应离校人数 {school.expected} 人"
                   f"（往届 {school.expected_previous} 人），"
                   f"未完成 {school.unfinished} 人（{school.percent_unfinished:.1f}%）")
@@ -142,14 +142,14 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
     summary = RichTable(title="实时统计（各离校点）")
     for column in ("离校点", "应离校人数(往届)", "未完成(往届)", "未完成%"):
         summary.add_column(column, justify="right" if column != "离校点" else "left")
-    for cp, _ in checkpoint_progress(folder.flow, matrix):
+    for cp, _ in checkpoint_progress(folder.flow, board):
         summary.add_row(cp.name, f"{cp.expected}({cp.expected_previous})", f"{cp.unfinished}({cp.unfinished_previous})",
                       f"{cp.percent_unfinished:.0f}%")
     console.print(summary)
-    waived = sum(1 for _, _, w, _ in matrix if w)
-    failed = sum(1 for _, st, _, _ in matrix if Status.FAILED in st.values())
+    waived = len(board.waived)
+    failed = sum(1 for codes in board.codes if CODES[Status.FAILED] in codes)
     console.print(f"已解除限制：{waived} 人；有“未通过”步骤：{failed} 人")
-    example = next((s for s, st, w, _ in matrix if w), None)
+    example = next((s for s in board.students if s.student_no in board.waived), None)
     console.print(f"\n数据文件夹：{directory.resolve()}")
     console.print("试试：")
     console.print(f"  lixiao --data {directory} flow show")

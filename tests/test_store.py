@@ -130,3 +130,51 @@ def test_backup_is_a_verified_copy(store: Store, tmp_path: Path) -> None:
     assert copy.student_count() == 2 and copy.audit_problems() == []
     with pytest.raises(StoreError, match="已存在"):
         store.backup_to(dest)
+
+
+def _lines_agree(store: Store) -> bool:
+    wanted = {no: {step: s.value for step, s in steps.items()} for no, steps in store.all_statuses().items()}
+    return store.status_values() == wanted
+
+
+def test_status_lines_follow_every_write(store: Store) -> None:
+    """The per-student status lines (what reports read) equal the statuses after inserts, changes,
+    remark-only edits, a cell written twice in one batch, a rollback, and direct SQL edits."""
+    with store.transaction():
+        store.write_statuses([("0803010103", "electricity", Status.PASSED, "", "applied"),
+                              ("0803010103", "dorm_items", Status.FAILED, "", "applied"),
+                              ("0803010104", "electricity", Status.PENDING, "", "applied"),
+                              ("0803010104", "electricity", Status.OPTIONAL, "", "applied")], source="t", operator="")
+    assert _lines_agree(store) and store.status_values()["0803010104"] == {"electricity": "optional"}
+    with store.transaction():
+        store.write_status("0803010103", "dorm_items", Status.PASSED, remark="", source="t", operator="",
+                           decision="applied")
+        store.write_status("0803010103", "electricity", Status.PASSED, remark="只改备注", source="t", operator="",
+                           decision="applied")
+    assert _lines_agree(store)
+    assert store.status_values()["0803010103"] == {"electricity": "passed", "dorm_items": "passed"}
+    with pytest.raises(RuntimeError), store.transaction():
+        store.write_status("0803010104", "dorm_items", Status.PASSED, remark="", source="t", operator="",
+                           decision="applied")
+        raise RuntimeError("crash mid-way")
+    assert _lines_agree(store) and "dorm_items" not in store.status_values()["0803010104"]
+    store.db.execute("UPDATE statuses SET status = 'na' WHERE student_no = '0803010103' AND step = 'electricity'")
+    store.db.execute("DELETE FROM statuses WHERE student_no = '0803010104'")
+    store.db.conn.commit()
+    assert _lines_agree(store) and "0803010104" not in store.status_values()
+
+
+def test_migration_builds_status_lines_and_verify_compares_them(store: Store, tmp_path: Path) -> None:
+    """A version-2 store gets its lines on opening; lines that disagree with the statuses are a problem."""
+    with store.transaction():
+        store.write_status("0803010103", "electricity", Status.PASSED, remark="", source="t", operator="",
+                           decision="applied")
+    store.db.conn.executescript("DROP TRIGGER status_lines_insert; DROP TRIGGER status_lines_update;"
+                                "DROP TRIGGER status_lines_delete; DROP TABLE status_lines; PRAGMA user_version=2;")
+    store.close()
+    reopened = Store.open(tmp_path / "store.db")
+    assert reopened.status_values() == {"0803010103": {"electricity": "passed"}}
+    assert reopened.integrity_problems() == []
+    reopened.db.execute("UPDATE status_lines SET line = 'electricity:failed'")
+    reopened.db.conn.commit()
+    assert reopened.integrity_problems() == ["状态汇总与状态表不一致：1 名学生（如 0803010103）"]

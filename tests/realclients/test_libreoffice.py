@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from lixiao.core.flow import load_preset
 from lixiao.sync.cli import main
 from lixiao.workbooks.reader import Returned, read_returned
 
@@ -163,3 +164,28 @@ def test_libreoffice_return_syncs_to_exactly_the_ticks_made(libreoffice: str, tm
     reason = receipt["被拒绝"]["E2"].value
     assert reason.startswith("当前学生没有完成以下步骤，不能进行当前离校点的离校：")
     assert "财务处离校点：缴还欠款" in reason or "学生工作处离校点：归还学生证" in reason
+
+
+def test_libreoffice_reads_the_excel_report_matrix_cell_for_cell(libreoffice: str, demo: Path,
+                                                                 tmp_path: Path) -> None:
+    """The status matrix rows spliced into 离校进度.xlsx (not written by XlsxWriter) load in LibreOffice
+    with every cell where openpyxl sees it, and the other sheets survive."""
+    import openpyxl
+
+    result = CliRunner().invoke(main, ["--data", str(demo), "report"])
+    assert result.exit_code == 0, result.output
+    work = tmp_path / "report"
+    work.mkdir()
+    (work / "in.xlsx").write_bytes((demo / "reports" / "离校进度.xlsx").read_bytes())
+    subprocess.run([libreoffice, "--headless", f"-env:UserInstallation=file://{tmp_path}/profile",
+                    "--convert-to", "xlsx:Calc MS Excel 2007 XML", "--outdir", str(work / "out"),
+                    str(work / "in.xlsx")], check=True, capture_output=True, timeout=180, env=dict(os.environ))
+    ours = openpyxl.load_workbook(work / "in.xlsx", read_only=True)
+    theirs = openpyxl.load_workbook(work / "out" / "in.xlsx", read_only=True)
+    assert theirs.sheetnames == ours.sheetnames
+    mine = [list(r) for r in ours["状态矩阵"].iter_rows(values_only=True)]
+    saved = [list(r) for r in theirs["状态矩阵"].iter_rows(values_only=True)]
+    assert len(mine) == 2 + 400 and saved[:len(mine)] == mine
+    header = mine[1]
+    passed_row = next(r for r in mine if r[0] == "2201010101")
+    assert passed_row[header.index(load_preset("undergrad").steps["electricity"].name)] == "已通过"
