@@ -34,6 +34,8 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         row = data["cohorts"]["400"]
         assert row["P5_burst"]["left_in_inbox"] == 0 and row["P5_burst"]["merged"] == row["P5_burst"]["files"]
         assert row["P2_sync_300"]["result"]["outcome"] == "merged"
+        assert "| 400 | P4_report_late |" in done.stdout and row["P4_ratio_late"] > 0
+        assert row["P4_report_command_late"]["result"] == 0
     finally:
         if before is not None:
             results.write_bytes(before)
