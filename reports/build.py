@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lixiao.core.clearance import Clearance
 from lixiao.core.model import Flow
 from lixiao.core.store import Store
 
 from .data import collect
-from .excel import add_matrix, build_views
+from .deflate import Piece
+from .excel import add_matrix, build_views, matrix_piece
 from .html import render_pages
 
 EXCEL_NAME = "离校进度.xlsx"
@@ -109,19 +111,22 @@ def in_parallel(build: Callable[[], bytes]) -> Callable[[], bytes]:
 def render_report(store: Store, flow: Flow, dest: Path, user_templates: Path | None = None) -> Built:
     """Regenerate every report file under ``dest``; on any error the previous files stay as they were.
 
-    The Excel report's status matrix is spliced in a second process while this one renders the HTML pages.
+    As soon as the status board is read, a second process builds and compresses the Excel report's
+    status matrix (the biggest single piece of work) while this one gathers the figures, writes the
+    other sheets and renders the HTML; the pieces are joined at the end.
     """
     with _no_cycle_collection():
-        data = collect(store, flow)
-        views = build_views(data)
-        excel = in_parallel(lambda: add_matrix(*views, data))
+        board = Clearance(store, flow).board()
+        matrix = in_parallel(lambda: matrix_piece(board).pack())
         try:
+            data = collect(store, flow, board=board)
+            views = build_views(data)
             pages = render_pages(data, user_templates)
         except BaseException:
             with contextlib.suppress(ReportError):
-                excel()  # reap the child; the first error is the one to report
+                matrix()  # reap the child; the first error is the one to report
             raise
-        pages[EXCEL_NAME] = excel()
+        pages[EXCEL_NAME] = add_matrix(*views, board, Piece.unpack(matrix()))
     static = dest / "static"
     for name, content in pages.items():
         target = dest / name

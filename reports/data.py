@@ -72,11 +72,12 @@ def _days_since(stamp: str | None, now: datetime) -> int | None:
     return (now - datetime.fromisoformat(stamp)).days
 
 
-def collect(store: Store, flow: Flow, stale_days: int = 3) -> ReportData:
-    """Gather the report's data in one pass over the store; records today's progress snapshot."""
+def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None = None) -> ReportData:
+    """Gather the report's data in one pass over the store (``board``: the one just read from it, if
+    any); records today's progress snapshot."""
     session = store.session()
     clearance = Clearance(store, flow)
-    board = clearance.board()
+    board = board or clearance.board()
     school = school_progress(board)
     store.record_progress(school.expected, school.expected - school.unfinished)
     now = datetime.now().astimezone()

@@ -15,14 +15,17 @@ from lixiao.core.model import Status
 from lixiao.core.stats import CODES, Board
 
 from .data import ReportData
+from .deflate import Piece, deflate, join, write_zip
 
 MATRIX_IDENTITY = ("学号", "姓名", "院系", "班级", "宿舍", "往届")
+MATRIX_FIRST_ROW = 3  # Excel row of the first student: a title row and the header row above
 _MATRIX_LABELS = {code: "" if status is Status.NA else status.label for status, code in CODES.items()}
 
 
 def build_excel(data: ReportData) -> bytes:
     """The workbook bytes; every text cell is written as a string, never a formula."""
-    return add_matrix(*build_views(data), data)
+    rows = matrix_piece(data.board) if data.board else None
+    return add_matrix(*build_views(data), data.board, rows)
 
 
 def build_views(data: ReportData) -> tuple[bytes, str]:
@@ -118,12 +121,34 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
     return buffer.getvalue(), part
 
 
-def add_matrix(views: bytes, part: str, data: ReportData) -> bytes:
-    """``views`` with the status matrix rows spliced into its sheet ``part``."""
-    if not data.board or not data.board.codes:
-        return views
-    rows, last = matrix_rows(data.board, first_row=3)
-    return splice_rows(views, part, rows, last)
+def matrix_piece(board: Board) -> Piece:
+    """The status matrix rows of the sheet, deflated as the middle piece of its part (add_matrix)."""
+    rows, _ = matrix_rows(board, first_row=MATRIX_FIRST_ROW)
+    return deflate(("".join(rows[start:start + 2000]).encode("utf-8") for start in range(0, len(rows), 2000)),
+                   last=False)
+
+
+def add_matrix(views: bytes, part: str, board: Board | None, rows: Piece | None) -> bytes:
+    """``views`` with the status matrix rows (``matrix_piece``, which another process may have made)
+    inside its sheet ``part``: the sheet's own XML before and after the rows is deflated here and
+    the three pieces joined, the other parts are recompressed as they are."""
+    source = zipfile.ZipFile(io.BytesIO(views))
+    entries = []
+    with source:
+        for info in source.infolist():
+            content = source.read(info.filename)
+            if info.filename == part and board and board.codes and rows:
+                last = f"{_column_letters(len(MATRIX_IDENTITY) + len(board.steps) + 1)[-1]}" \
+                       f"{MATRIX_FIRST_ROW + len(board.codes) - 1}"
+                xml = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{last}"/>', content.decode("utf-8"),
+                             count=1).replace("<sheetData/>", "<sheetData></sheetData>", 1)
+                head, tail = xml.split("</sheetData>", 1)
+                piece = join([deflate([head.encode()], last=False), rows,
+                              deflate([f"</sheetData>{tail}".encode()], last=True)])
+            else:
+                piece = deflate([content], last=True)
+            entries.append((info.filename, info.date_time, piece))
+    return write_zip(entries)
 
 
 _XML_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;",
@@ -181,27 +206,3 @@ def matrix_rows(board: Board, first_row: int) -> tuple[list[str], str]:
             for n, a, b, c, d, e, f, codes, g in zip(range(first_row, first_row + len(students)), *identity,
                                                      board.codes, complete, strict=True)]
     return rows, f"{letters[-1]}{first_row + len(students) - 1}"
-
-
-def splice_rows(xlsx: bytes, part: str, rows: list[str], last: str) -> bytes:
-    """Insert ready-made row XML into one sheet of a finished workbook (XlsxWriter wrote its header,
-    panes, filter and widths) and set the sheet's dimension to end at ``last``; the rows are
-    compressed as they are written, never copied into one string."""
-    source = zipfile.ZipFile(io.BytesIO(xlsx))
-    out = io.BytesIO()
-    with source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as target:
-        for info in source.infolist():
-            content = source.read(info.filename)
-            if info.filename != part or not rows:
-                # the level must be given here: a ZipInfo taken from another archive carries none
-                target.writestr(info, content, compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
-                continue
-            xml = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{last}"/>', content.decode("utf-8"),
-                         count=1).replace("<sheetData/>", "<sheetData></sheetData>", 1)
-            head, tail = xml.split("</sheetData>", 1)
-            with target.open(info.filename, "w") as sheet:
-                sheet.write(head.encode("utf-8"))
-                for start in range(0, len(rows), 2000):
-                    sheet.write("".join(rows[start:start + 2000]).encode("utf-8"))
-                sheet.write(f"</sheetData>{tail}".encode())
-    return out.getvalue()
