@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,28 +12,41 @@ from .feeds import FeedEntry
 from .identity import mask_id_card
 from .model import Flow, Status, Step, Student
 from .stats import CODES, STATUS_OF_CODE, Board
-from .store import Store, StoreError
+from .store import LINE_MARKS, Store, StoreError
 
-# A stored status as a board code; 不适用 stored on a step that applies counts as 未办理 (rules.effective_status);
-# "-" stands for a step that does not apply to the student.
-_STORED_CODES = {**{status.value: code for status, code in CODES.items()}, Status.NA.value: "n", "-": "-"}
+# A stored mark (store.LINE_MARKS) as a board code; 不适用 stored on a step that applies counts as 未办理
+# (rules.effective_status). Two fill characters follow the marks: 未办理 for a step nothing was stored
+# for, 不适用 for a step that does not apply to the student.
+_MARK_TO_CODE = str.maketrans({**{LINE_MARKS[s]: CODES[s] for s in Status if s is not Status.NA},
+                               LINE_MARKS[Status.NA]: CODES[Status.PENDING]})
+_FILL = CODES[Status.PENDING] + CODES[Status.NA]
 
 
 class _Plan:
     """How to read the board codes of students sharing one combination of roster flags."""
 
-    def __init__(self, keys: list[str], defaults: list[str], required: list[int]) -> None:
-        self.keys = keys  # the step code, or "" where the step does not apply
-        self.defaults = defaults  # "pending", or "-" where the step does not apply
-        self.blank = "".join(map(_STORED_CODES.__getitem__, defaults))  # nothing stored yet
+    def __init__(self, steps: tuple[Step, ...], applicable: list[bool]) -> None:
+        self._steps = steps
+        self._applicable = applicable
+        self.blank = "".join(_FILL[0] if a else _FILL[1] for a in applicable)  # nothing stored yet
+        required = [i for i, (s, a) in enumerate(zip(steps, applicable, strict=True)) if a and s.required]
         self._required = operator.itemgetter(*required) if required else None
+        self._gathers: dict[str, Callable[[str], Any]] = {}
 
-    @classmethod
-    def of(cls, steps: tuple[Step, ...], applicable: list[bool]) -> _Plan:
-        keys = [s.code if a else "" for s, a in zip(steps, applicable, strict=True)]
-        defaults = [Status.PENDING.value if a else "-" for a in applicable]
-        return cls(keys, defaults, [i for i, (s, a) in enumerate(zip(steps, applicable, strict=True))
-                                    if a and s.required])
+    def codes(self, present: str, marks: str) -> str:
+        """The codes in flow order of a student whose stored steps are ``present`` (joined by ":") with
+        ``marks`` (one per step, in the same order); the gather is made once per distinct ``present``."""
+        gather = self._gathers.get(present)
+        if gather is None:
+            gather = self._gathers[present] = self._gather(present.split(":"))
+        return "".join(gather(marks.translate(_MARK_TO_CODE) + _FILL))
+
+    def _gather(self, present: list[str]) -> Callable[[str], Any]:
+        where = {step: i for i, step in enumerate(present)}
+        pending, not_applicable = len(present), len(present) + 1  # where the fill characters are
+        indexes = [where.get(s.code, pending) if a else not_applicable
+                   for s, a in zip(self._steps, self._applicable, strict=True)]
+        return operator.itemgetter(*indexes) if indexes else (lambda _: "")
 
     def complete(self, code: str) -> bool:
         """全部完成: every applicable required step passed or optional."""
@@ -242,7 +256,7 @@ class Clearance:
     def board(self) -> Board:
         """Every student's effective status of every step, waived steps and 全部完成 (see stats.Board)."""
         steps = tuple(self.flow.all_steps())
-        stored = self.store.status_values()
+        lines = self.store.status_lines()
         waivers: dict[str, set[str]] = {}
         for w in self.store.active_waivers():
             waivers.setdefault(w["student_no"], set()).add(w["step"])
@@ -252,16 +266,13 @@ class Clearance:
         plans: dict[tuple[bool, ...], _Plan] = {}
         students = self.store.students()
         codes, complete = [], []
-        code_of = _STORED_CODES.__getitem__
         for student in students:
             flags = (student.previous, student.national_loan, student.local_loan, student.switch, student.withheld)
             plan = plans.get(flags)
             if plan is None:
-                applicable = [s.enabled(self.year) and rules.applies(s, student) for s in steps]
-                plan = plans[flags] = _Plan.of(steps, applicable)
-            mine = stored.get(student.student_no)
-            # A step that does not apply is looked up under "" (never a step code) and reads "-".
-            code = plan.blank if mine is None else "".join(map(code_of, map(mine.get, plan.keys, plan.defaults)))
+                plan = plans[flags] = _Plan(steps, [s.enabled(self.year) and rules.applies(s, student) for s in steps])
+            line = lines.get(student.student_no)
+            code = plan.blank if line is None else plan.codes(*line)
             codes.append(code)
             complete.append(plan.complete(code))
         return Board(steps, students, codes, complete, waivers)

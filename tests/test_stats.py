@@ -116,3 +116,15 @@ def test_matrix_text_is_escaped_column_by_column() -> None:
     assert _escape_all(["a\x01b", "c"]) == ["ab", "c"]  # only the separator: still one value each
     assert _escape_all(["丁德卫", "沈睿", ""]) == ["丁德卫", "沈睿", ""]
     assert _escape_all([]) == []
+
+
+def test_board_ignores_statuses_of_steps_the_flow_no_longer_has(tmp_path: Path) -> None:
+    """A status stored for a step later removed from flow.toml changes no code."""
+    flow = load_preset("undergrad")
+    store, students = random_store(tmp_path, flow, 4)
+    before = Clearance(store, flow).board().codes
+    with store.transaction():
+        for s in students[:10]:
+            store.write_status(s.student_no, "retired_step", Status.FAILED, remark="", source="t", operator="",
+                               decision="applied")
+    assert Clearance(store, flow).board().codes == before

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lixiao.core.model import Status
-from lixiao.core.store import SCHEMA_VERSION, Store, StoreError
+from lixiao.core.store import LINE_MARKS, SCHEMA_VERSION, Store, StoreError
 
 from .conftest import make_student
 
@@ -132,9 +132,16 @@ def test_backup_is_a_verified_copy(store: Store, tmp_path: Path) -> None:
         store.backup_to(dest)
 
 
+def _lines(store: Store) -> dict[str, dict[str, str]]:
+    """The status lines as 学号 → step → status value."""
+    value = {mark: status.value for status, mark in LINE_MARKS.items()}
+    return {no: {step: value[m] for step, m in zip(steps.split(":"), marks, strict=True)}
+            for no, (steps, marks) in store.status_lines().items()}
+
+
 def _lines_agree(store: Store) -> bool:
     wanted = {no: {step: s.value for step, s in steps.items()} for no, steps in store.all_statuses().items()}
-    return store.status_values() == wanted
+    return _lines(store) == wanted
 
 
 def test_status_lines_follow_every_write(store: Store) -> None:
@@ -145,23 +152,23 @@ def test_status_lines_follow_every_write(store: Store) -> None:
                               ("0803010103", "dorm_items", Status.FAILED, "", "applied"),
                               ("0803010104", "electricity", Status.PENDING, "", "applied"),
                               ("0803010104", "electricity", Status.OPTIONAL, "", "applied")], source="t", operator="")
-    assert _lines_agree(store) and store.status_values()["0803010104"] == {"electricity": "optional"}
+    assert _lines_agree(store) and _lines(store)["0803010104"] == {"electricity": "optional"}
     with store.transaction():
         store.write_status("0803010103", "dorm_items", Status.PASSED, remark="", source="t", operator="",
                            decision="applied")
         store.write_status("0803010103", "electricity", Status.PASSED, remark="只改备注", source="t", operator="",
                            decision="applied")
     assert _lines_agree(store)
-    assert store.status_values()["0803010103"] == {"electricity": "passed", "dorm_items": "passed"}
+    assert _lines(store)["0803010103"] == {"electricity": "passed", "dorm_items": "passed"}
     with pytest.raises(RuntimeError), store.transaction():
         store.write_status("0803010104", "dorm_items", Status.PASSED, remark="", source="t", operator="",
                            decision="applied")
         raise RuntimeError("crash mid-way")
-    assert _lines_agree(store) and "dorm_items" not in store.status_values()["0803010104"]
+    assert _lines_agree(store) and "dorm_items" not in _lines(store)["0803010104"]
     store.db.execute("UPDATE statuses SET status = 'na' WHERE student_no = '0803010103' AND step = 'electricity'")
     store.db.execute("DELETE FROM statuses WHERE student_no = '0803010104'")
     store.db.conn.commit()
-    assert _lines_agree(store) and "0803010104" not in store.status_values()
+    assert _lines_agree(store) and "0803010104" not in _lines(store)
 
 
 def test_migration_builds_status_lines_and_verify_compares_them(store: Store, tmp_path: Path) -> None:
@@ -173,8 +180,8 @@ def test_migration_builds_status_lines_and_verify_compares_them(store: Store, tm
                                 "DROP TRIGGER status_lines_delete; DROP TABLE status_lines; PRAGMA user_version=2;")
     store.close()
     reopened = Store.open(tmp_path / "store.db")
-    assert reopened.status_values() == {"0803010103": {"electricity": "passed"}}
+    assert _lines(reopened) == {"0803010103": {"electricity": "passed"}}
     assert reopened.integrity_problems() == []
-    reopened.db.execute("UPDATE status_lines SET line = 'electricity:failed'")
+    reopened.db.execute("UPDATE status_lines SET marks = 'f'")
     reopened.db.conn.commit()
     assert reopened.integrity_problems() == ["状态汇总与状态表不一致：1 名学生（如 0803010103）"]
