@@ -121,6 +121,36 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
     return buffer.getvalue(), part
 
 
+def export_matrix(board: Board, title: str) -> bytes:
+    """``lixiao export FILE.xlsx``: the status matrix on its own, printable (A4 landscape, the header
+    rows repeat on every page), 已通过 and 未通过 coloured by conditional formats; every cell text."""
+    buffer = io.BytesIO()
+    book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False,
+                                         "strings_to_numbers": False})
+    head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "top"})
+    sheet = book.add_worksheet("离校状态")
+    sheet.write_string(0, 0, title, book.add_format({"bold": True, "font_size": 14}))
+    headers = [*MATRIX_IDENTITY, *(s.name for s in board.steps), "全部完成"]
+    for col, name in enumerate(headers):
+        sheet.write_string(1, col, name, head)
+        sheet.set_column(col, col, 12 if col < len(MATRIX_IDENTITY) else max(8, min(14, len(name) * 2)))
+    last_row = MATRIX_FIRST_ROW - 2 + len(board.codes)  # zero-based, as XlsxWriter counts
+    if board.codes and board.steps:
+        for label, colours in (("已通过", {"font_color": "#006100", "bg_color": "#C6EFCE"}),
+                               ("未通过", {"font_color": "#9C0006", "bg_color": "#FFC7CE"})):
+            sheet.conditional_format(MATRIX_FIRST_ROW - 1, len(MATRIX_IDENTITY), last_row, len(headers) - 2,
+                                     {"type": "cell", "criteria": "==", "value": f'"{label}"',
+                                      "format": book.add_format(colours)})
+    sheet.freeze_panes(2, 2)
+    sheet.autofilter(1, 0, max(1, last_row), len(headers) - 1)
+    sheet.set_landscape()
+    sheet.set_paper(9)
+    sheet.repeat_rows(1)
+    sheet.fit_to_pages(1, 0)
+    book.close()
+    return add_matrix(buffer.getvalue(), "xl/worksheets/sheet1.xml", board, matrix_piece(board))
+
+
 def matrix_piece(board: Board) -> Piece:
     """The status matrix rows of the sheet, deflated as the middle piece of its part (add_matrix)."""
     rows, _ = matrix_rows(board, first_row=MATRIX_FIRST_ROW)

@@ -25,7 +25,7 @@ from lixiao.core.issuance import SPLITS, IssueError
 from lixiao.core.model import STATUS_LABELS, Flow, Status
 from lixiao.core.roster import RosterError, validate_roster
 from lixiao.core.store import StoreError
-from lixiao.workbooks.matrix import IDENTITY, matrix_csv, matrix_xlsx
+from lixiao.workbooks.matrix import IDENTITY, matrix_csv
 from lixiao.workbooks.roster import build_roster_template
 from lixiao.workbooks.tables import TableError, read_table
 
@@ -515,17 +515,23 @@ def export(ctx: click.Context, file: Path) -> None:
             file.write_text(json.dumps(entries, ensure_ascii=False, indent=1), "utf-8")
             console.print(f"已导出 {len(entries)} 条到 {file}")
             return
-        steps = folder.flow.all_steps()
-        headers = [*IDENTITY, *(s.name for s in steps), "全部完成"]
-        rows = []
-        for s, statuses, _, complete in folder.clearance.student_matrix():
-            row = [s.student_no, s.name, s.college, s.class_name, s.dorm, "是" if s.previous else ""]
-            row += ["" if statuses[st.code] is Status.NA else statuses[st.code].label for st in steps]
-            row.append("是" if complete else "否")
-            rows.append(row)
-        data = matrix_csv(headers, rows) if suffix == ".csv" else matrix_xlsx(headers, rows, folder.session_name)
+        if suffix == ".xlsx":
+            from lixiao.reports.excel import export_matrix
+
+            board = folder.clearance.board()
+            data, count = export_matrix(board, folder.session_name), len(board.codes)
+        else:
+            steps = folder.flow.all_steps()
+            headers = [*IDENTITY, *(s.name for s in steps), "全部完成"]
+            rows = []
+            for s, statuses, _, complete in folder.clearance.student_matrix():
+                row = [s.student_no, s.name, s.college, s.class_name, s.dorm, "是" if s.previous else ""]
+                row += ["" if statuses[st.code] is Status.NA else statuses[st.code].label for st in steps]
+                row.append("是" if complete else "否")
+                rows.append(row)
+            data, count = matrix_csv(headers, rows), len(rows)
     file.write_bytes(data)
-    console.print(f"已导出 {len(rows)} 名学生到 {file}")
+    console.print(f"已导出 {count} 名学生到 {file}")
 
 
 @main.command(epilog=_examples("  lixiao verify"))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+import openpyxl
 import pytest
 from click.testing import CliRunner
 
@@ -165,7 +166,14 @@ def test_export_xlsx_and_csv_use_the_manual_marks(cli: Cli, tmp_path: Path) -> N
     row = dict(zip(header, next(x for x in lines if x.startswith("0803010103")).split(","), strict=True))
     assert row["清理电费"] == "已通过" and row["清理宿舍物品"] == "未办理" and row["归还交换机"] == ""
     assert cli("export", str(tmp_path / "m.xlsx")).exit_code == 0
-    assert (tmp_path / "m.xlsx").read_bytes()[:2] == b"PK"
+    sheet = openpyxl.load_workbook(tmp_path / "m.xlsx")["离校状态"]
+    rows = [[c.value for c in r] for r in sheet.iter_rows(min_row=2)]
+    exported = dict(zip(rows[0], next(r for r in rows if r[0] == "0803010103"), strict=True))
+    assert exported["清理电费"] == "已通过" and exported["清理宿舍物品"] == "未办理" and exported["归还交换机"] is None
+    assert len(rows) == 1 + 5 and rows[0][:2] == ["学号", "姓名"] and rows[0][-1] == "全部完成"
+    assert sheet.freeze_panes == "C3" and sheet.auto_filter.ref == f"A2:{sheet.cell(2, len(rows[0])).column_letter}7"
+    colours = {rule.formula[0] for rng in sheet.conditional_formatting for rule in rng.rules}
+    assert colours == {'"已通过"', '"未通过"'}  # passed and failed are coloured by value, not per cell
     assert cli("export", str(tmp_path / "m.txt")).exit_code == 2
 
 
