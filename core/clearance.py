@@ -20,6 +20,7 @@ from .store import LINE_MARKS, Store, StoreError
 _MARK_TO_CODE = str.maketrans({**{LINE_MARKS[s]: CODES[s] for s in Status if s is not Status.NA},
                                LINE_MARKS[Status.NA]: CODES[Status.PENDING]})
 _FILL = CODES[Status.PENDING] + CODES[Status.NA]
+_DONE = CODES[Status.PASSED] + CODES[Status.OPTIONAL]  # what counts towards 全部完成
 
 
 class _Plan:
@@ -50,7 +51,7 @@ class _Plan:
 
     def complete(self, code: str) -> bool:
         """全部完成: every applicable required step passed or optional."""
-        return self._required is None or not "".join(self._required(code)).strip("po")
+        return self._required is None or not "".join(self._required(code)).strip(_DONE)
 
 
 class ClearanceError(ValueError):

@@ -153,7 +153,7 @@ def export_matrix(board: Board, title: str) -> bytes:
 
 def matrix_piece(board: Board) -> Piece:
     """The status matrix rows of the sheet, deflated as the middle piece of its part (add_matrix)."""
-    rows, _ = matrix_rows(board, first_row=MATRIX_FIRST_ROW)
+    rows = matrix_rows(board, first_row=MATRIX_FIRST_ROW)
     return deflate(("".join(rows[start:start + 2000]).encode("utf-8") for start in range(0, len(rows), 2000)),
                    last=False)
 
@@ -168,8 +168,8 @@ def add_matrix(views: bytes, part: str, board: Board | None, rows: Piece | None)
         for info in source.infolist():
             content = source.read(info.filename)
             if info.filename == part and board and board.codes and rows:
-                last = f"{_column_letters(len(MATRIX_IDENTITY) + len(board.steps) + 1)[-1]}" \
-                       f"{MATRIX_FIRST_ROW + len(board.codes) - 1}"
+                width = len(MATRIX_IDENTITY) + len(board.steps) + 1
+                last = f"{_column_letters(width)[-1]}{MATRIX_FIRST_ROW + len(board.codes) - 1}"
                 xml = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{last}"/>', content.decode("utf-8"),
                              count=1).replace("<sheetData/>", "<sheetData></sheetData>", 1)
                 head, tail = xml.split("</sheetData>", 1)
@@ -206,8 +206,8 @@ def _column_letters(count: int) -> list[str]:
     return letters
 
 
-def matrix_rows(board: Board, first_row: int) -> tuple[list[str], str]:
-    """The status matrix as sheet XML rows (inline strings) and the reference of its last cell.
+def matrix_rows(board: Board, first_row: int) -> list[str]:
+    """The status matrix as sheet XML rows (inline strings), one string per student.
 
     XlsxWriter spends ~10 µs per cell; the 30,000 × 24 matrix would dominate the report's time.
     Here every step cell comes from a per-column table of ready XML keyed by the status code, the
@@ -235,4 +235,4 @@ def matrix_rows(board: Board, first_row: int) -> tuple[list[str], str]:
     rows = [f'<row r="{mark}">{a}{b}{c}{d}{e}{f}{"".join(map(getitem, tables, codes))}{g}</row>'.replace(mark, str(n))
             for n, a, b, c, d, e, f, codes, g in zip(range(first_row, first_row + len(students)), *identity,
                                                      board.codes, complete, strict=True)]
-    return rows, f"{letters[-1]}{first_row + len(students) - 1}"
+    return rows
