@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import xlsxwriter
+from xlsxwriter.utility import xl_col_to_name
 
 from lixiao.core.model import Status
 from lixiao.core.stats import CODES, Board
@@ -169,7 +170,7 @@ def add_matrix(views: bytes, part: str, board: Board | None, rows: Piece | None)
             content = source.read(info.filename)
             if info.filename == part and board and board.codes and rows:
                 width = len(MATRIX_IDENTITY) + len(board.steps) + 1
-                last = f"{_column_letters(width)[-1]}{MATRIX_FIRST_ROW + len(board.codes) - 1}"
+                last = f"{xl_col_to_name(width - 1)}{MATRIX_FIRST_ROW + len(board.codes) - 1}"
                 xml = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{last}"/>', content.decode("utf-8"),
                              count=1).replace("<sheetData/>", "<sheetData></sheetData>", 1)
                 head, tail = xml.split("</sheetData>", 1)
@@ -195,17 +196,6 @@ def _escape_all(values: list[str]) -> list[str]:
     return [v.translate(_XML_ESCAPE) for v in values]
 
 
-def _column_letters(count: int) -> list[str]:
-    letters = []
-    for index in range(count):
-        name, n = "", index + 1
-        while n:
-            n, rem = divmod(n - 1, 26)
-            name = chr(65 + rem) + name
-        letters.append(name)
-    return letters
-
-
 def matrix_rows(board: Board, first_row: int) -> list[str]:
     """The status matrix as sheet XML rows (inline strings), one string per student.
 
@@ -215,7 +205,7 @@ def matrix_rows(board: Board, first_row: int) -> list[str]:
     each row's number is filled in at the end.
     """
     width = len(MATRIX_IDENTITY) + len(board.steps) + 1
-    letters = _column_letters(width)
+    letters = [xl_col_to_name(c) for c in range(width)]
     mark = "\x00"  # stands for the row number until the row is finished
     close = "</t></is></c>"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import python_calamine
 from defusedxml import ElementTree
+from xlsxwriter.utility import xl_col_to_name
 
 from lixiao.core.identity import clean_text
 from lixiao.core.marks import read_mark
@@ -116,16 +117,6 @@ class Returned:
     students_match: bool | None = None  # returned 学号 set equals the issued one (by hash)
 
 
-def column_letter(index: int) -> str:
-    """0-based column index → Excel letters (0 → A, 26 → AA)."""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
-
-
 def _cell_text(value: Any) -> str:
     if value is None:
         return ""
@@ -196,7 +187,7 @@ class _Sheet:
 
     def mark(self, row: int, col: int, value: Any) -> tuple[bool | None, str]:
         """The tick a cell holds, or None with the reason it cannot be read."""
-        ref = f"{column_letter(col)}{row + 1}"
+        ref = f"{xl_col_to_name(col)}{row + 1}"
         if ref in self.formulas:
             formula, cached = self.formulas[ref]
             if not _BOOLEAN_FORMULA.match(formula):
@@ -330,14 +321,14 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
             value = values[col] if col < len(values) else None
             mark, reason = sheet.mark(offset, col, value)
             if mark is None:
-                result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{column_letter(col)}{offset + 1}",
+                result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{xl_col_to_name(col)}{offset + 1}",
                                                 student_no, code, _cell_text(value)))
             else:
                 ticks[code] = mark
         remark = _cell_text(cells.get(REMARK_HEADER))
         if len(remark) > MAX_TEXT:
             result.anomalies.append(Anomaly("text_too_long", f"备注超过 {MAX_TEXT} 字，只保留前 {MAX_TEXT} 字",
-                                            sheet.name, f"{column_letter(columns[REMARK_HEADER])}{offset + 1}",
+                                            sheet.name, f"{xl_col_to_name(columns[REMARK_HEADER])}{offset + 1}",
                                             student_no))
         row = ReturnedRow(offset + 1, student_no[:64],
                           {h: _cell_text(cells.get(h))[:MAX_TEXT] for h in identity}, ticks, remark[:MAX_TEXT])
@@ -368,7 +359,7 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
             if value is None or value == "":
                 continue
             mark, reason = sheet.mark(offset, col, value)
-            ref = f"{column_letter(col)}{offset + 1}"
+            ref = f"{xl_col_to_name(col)}{offset + 1}"
             if mark is None:
                 result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, step=code,
                                                 value=_cell_text(value)))
@@ -394,7 +385,7 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
         if not student_no:
             continue
         step = steps.get(_cell_text(get("离校步骤")), "")
-        ref = f"{column_letter(col['解除限制'])}{offset + 1}"
+        ref = f"{xl_col_to_name(col['解除限制'])}{offset + 1}"
         if not step:
             result.anomalies.append(Anomaly("unknown_step", f"未知的离校步骤“{_cell_text(get('离校步骤'))}”",
                                             sheet.name, ref, student_no))
