@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 from .model import Flow, Status, Step, Student
 
@@ -30,7 +31,7 @@ STATUS_OF_CODE = {code: status for status, code in CODES.items()}
 _OPEN_CODES = frozenset("fn")  # applicable and not done
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Board:
     """Every student's effective status of every step as one character per step in flow order
     (p 已通过, f 未通过, o 可办可不办, n 未办理, - 不适用), with waived steps and 全部完成.
@@ -49,8 +50,10 @@ class Board:
         """Student ``index``'s statuses by step code."""
         return {step.code: STATUS_OF_CODE[c] for step, c in zip(self.steps, self.codes[index], strict=True)}
 
+    @cached_property
     def blocks(self) -> list[Block]:
-        """The students split by (college, 往届), each block's codes turned into one text per step."""
+        """The students split by (college, 往届), each block's codes turned into one text per step
+        (worked out once per board: the checkpoint figures and the bottlenecks both count them)."""
         grouped: dict[tuple[str, bool], list[str]] = {}
         for student, codes in zip(self.students, self.codes, strict=True):
             grouped.setdefault((student.college, student.previous), []).append(codes)
@@ -106,7 +109,7 @@ def checkpoint_progress(flow: Flow, board: Board) -> list[tuple[Progress, list[P
     """Per checkpoint (a student counts when any required step applies; unfinished when any applicable
     required step is not done) and per step, in flow order."""
     position = {s.code: i for i, s in enumerate(board.steps)}
-    blocks = board.blocks()
+    blocks = board.blocks
     return [
         (_progress(cp.code, cp.name, blocks, [position[s.code] for s in cp.steps if s.required]),
          [_progress(s.code, s.name, blocks, [position[s.code]]) for s in cp.steps])
@@ -164,7 +167,7 @@ def bottlenecks(flow: Flow, board: Board) -> tuple[list[str], list[tuple[str, st
     A student counts for a step when the step applies, is required, and is not passed or optional
     (so only students not 全部完成 are counted). Sorted by total, most blocking first.
     """
-    blocks = board.blocks()
+    blocks = board.blocks
     rows = []
     for i, step in enumerate(board.steps):
         if not step.required:
