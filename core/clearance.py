@@ -299,19 +299,18 @@ class Clearance:
         """已解除限制名单: every restriction in force, with the student and the step's current status."""
         result = []
         for w in self.store.active_waivers():
-            student = self.store.student(w["student_no"])
-            if student is None:
+            if w["name"] is None:
                 raise StoreError(f"解除限制记录引用了不存在的学生 {w['student_no']}")
             step = self.flow.steps.get(w["step"])
-            status = self.statuses(student.student_no).get(w["step"], Status.PENDING)
+            status = Status(w["stored"]) if w["stored"] else Status.PENDING
             result.append({
-                "student_no": student.student_no,
-                "name": student.name,
-                "college": student.college,
-                "class": student.class_name,
+                "student_no": w["student_no"],
+                "name": w["name"],
+                "college": w["college"],
+                "class": w["class_name"],
                 "step": w["step"],
                 "step_name": step.name if step else w["step"],
-                "checkpoint_name": self.flow.checkpoint(step.checkpoint).title_for(student.college) if step else "",
+                "checkpoint_name": self.flow.checkpoint(step.checkpoint).title_for(w["college"]) if step else "",
                 "status": status.label,
                 "reason": w["reason"],
                 "evidence": w["evidence"],

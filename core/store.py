@@ -600,13 +600,18 @@ class Store:
 
     # -- waivers -------------------------------------------------------------------------
     def active_waivers(self, student_no: str | None = None) -> list[dict[str, Any]]:
-        """Lifted restrictions still in force, optionally of one student."""
-        sql = "SELECT * FROM waivers WHERE restored_at IS NULL"
+        """Lifted restrictions still in force, optionally of one student, each with the student's name,
+        college and class_name (None if the student is missing) and the step's ``stored`` status value
+        ("" when nothing was stored) — one query, however many there are."""
+        sql = ("SELECT w.*, s.name, s.college, s.class_name, coalesce(st.status, '') AS stored FROM waivers w "
+               "LEFT JOIN students s ON s.student_no = w.student_no "
+               "LEFT JOIN statuses st ON st.student_no = w.student_no AND st.step = w.step "
+               "WHERE w.restored_at IS NULL")
         args: list[str] = []
         if student_no is not None:
-            sql += " AND student_no = ?"
+            sql += " AND w.student_no = ?"
             args.append(student_no)
-        return list(self.db.query(sql + " ORDER BY created_at, id", args))
+        return list(self.db.query(sql + " ORDER BY w.created_at, w.id", args))
 
     def add_waiver(self, student_no: str, step: str, reason: str, operator: str, evidence: str = "",
                    source: str = "cli", source_hash: str = "") -> None:
