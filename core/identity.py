@@ -54,3 +54,11 @@ def student_no_problem(value: str) -> str | None:
     if not _STUDENT_NO.match(value):
         return f"学号“{value}”含有不允许的字符（只能是字母、数字、- 和 _）"
     return None
+
+
+_ID_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{8})([0-9]{3}[0-9Xx])(?![0-9])")
+
+
+def mask_ids_in_text(text: str) -> str:
+    """Mask every 身份证号-shaped run (17 digits and a digit or X) in free text, as mask_id_card does."""
+    return _ID_IN_TEXT.sub(lambda m: m.group(1) + "*" * 8 + m.group(3), text)

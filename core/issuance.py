@@ -124,6 +124,16 @@ class WorkbookPlan:
         return digest(self.student_nos())
 
 
+def batch_ident(mode: str, group: str) -> str:
+    """What a batch-sheet row's 行校验 key signs: its mode and group."""
+    return f"batch|{mode}|{group}"
+
+
+def waiver_ident(student_no: str, step: str) -> str:
+    """What a special-desk row's 行校验 key signs: the student and the restricted step."""
+    return f"waiver|{student_no}|{step}"
+
+
 def _group_key(student: Student, mode: str) -> str:
     return {"class": student.class_name, "dorm": student.dorm, "college": student.college}[mode]
 

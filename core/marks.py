@@ -6,7 +6,7 @@ from typing import Any
 
 from .identity import clean_text
 
-TICKED = frozenset({"✓", "√", "✔", "☑", "是", "Y", "YES", "1", "X", "TRUE", "通过", "已通过", "=TRUE()", "T"})
+TICKED = frozenset({"✓", "√", "✔", "☑", "是", "Y", "YES", "1", "TRUE", "通过", "已通过", "=TRUE()", "T"})
 UNTICKED = frozenset({"", "FALSE", "0", "否", "N", "NO", "=FALSE()", "F", "☐", "□"})
 
 
@@ -14,7 +14,8 @@ def read_mark(value: Any) -> bool | None:
     """True for a tick, False for an empty or unticked cell, None for a mark that must not be guessed.
 
     Accepts booleans (Excel 365 checkboxes, WPS, LibreOffice), 1/0 numbers (LibreOffice may save a
-    typed TRUE as 1), and typed marks (✓ √ ✔ 是 Y y 1 x X TRUE 通过 / empty FALSE 0 否 N).
+    typed TRUE as 1), and typed marks (✓ √ ✔ 是 Y y 1 TRUE 通过 / empty FALSE 0 否 N). A cross (x × ✗) is not a tick:
+    to Chinese staff it means "no", so it is refused like any other unclear mark.
     """
     if value is None:
         return False

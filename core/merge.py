@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import rules
+from .issuance import batch_ident, waiver_ident
 from .model import Flow, Status, Student
 from .store import StatusRow, Store
 
@@ -84,6 +85,12 @@ class MergePlan:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (学号, remark) changed without a tick
     warnings: list[str] = field(default_factory=list)
     unchanged: int = 0
+    misaligned: list[Refusal] = field(default_factory=list)  # rows whose 行校验 key is not their 学号's
+
+    @property
+    def revocations(self) -> int:
+        """How many passed cells this return would take back (unticked on the 办理 sheet)."""
+        return sum(c.kind == "revoked" for c in self.changes)
 
 
 def _label(ticked: bool) -> str:
@@ -109,12 +116,17 @@ def plan_merge(
     students: Mapping[str, Student],
     stored: Mapping[str, Mapping[str, StatusRow]],
     waived: Mapping[str, set[str]],
+    row_key: Callable[[str], str] | None = None,
 ) -> MergePlan:
-    """Decide every cell of one returned workbook against the baseline and the store (no writes)."""
+    """Decide every cell of one returned workbook against the baseline and the store (no writes).
+
+    With ``row_key`` (the workbook was issued with a 行校验 column) a row whose key is not the key of the
+    学号 or group now standing in it is refused whole: its cells no longer belong together.
+    """
     plan = MergePlan()
     checkpoint = flow.checkpoint(checkpoint_code)
     if checkpoint.kind == "waiver":
-        _plan_waivers(flow, year, baseline, returned, students, stored, waived, plan)
+        _plan_waivers(flow, year, baseline, returned, students, stored, waived, plan, row_key)
         return plan
     cells: Mapping[str, Mapping[str, list[Any]]] = baseline["cells"]
     identity: Mapping[str, list[str]] = baseline["identity"]
@@ -132,14 +144,19 @@ def plan_merge(
         if no in duplicated:
             plan.warnings.append(f"学号 {no} 在文件中出现多次，该生本次不作任何变更，请核对")
             continue
-        issued_identity = dict(zip(baseline.get("identity_columns", []), identity.get(no, []), strict=False))
-        if row.identity.get("姓名", issued_identity.get("姓名")) != issued_identity.get("姓名"):
-            plan.warnings.append(f"第 {row.row} 行：学号 {no} 的姓名被改为“{row.identity.get('姓名')}”"
-                                 f"（签发时为“{issued_identity.get('姓名')}”），该行不作任何变更，请核对")
+        if row_key is not None and row.key != row_key(no):
+            plan.misaligned.append(Refusal(no, "", _row_cells(row, flow), _MISALIGNED.format(row=row.row, no=no)))
             continue
-        edited = [c for c, v in issued_identity.items() if c in row.identity and row.identity[c] != v and c != "姓名"]
+        issued_identity = dict(zip(baseline.get("identity_columns", []), identity.get(no, []), strict=False))
+        edited = [c for c, v in issued_identity.items() if c in row.identity and row.identity[c] != v]
         if edited:
-            plan.warnings.append(f"第 {row.row} 行：学号 {no} 的{'、'.join(edited)}被修改（已忽略，以名单为准）")
+            # A cell of the row no longer holds what was issued for this 学号: edited, or moved apart from the
+            # 学号 by a sort or paste over some columns. Either way the row's ticks cannot be trusted.
+            shown = "、".join(f"{c}“{row.identity[c]}”（签发时为“{issued_identity[c]}”）" for c in edited[:3])
+            plan.misaligned.append(Refusal(no, "", _row_cells(row, flow),
+                                           f"第 {row.row} 行：学号 {no} 的{shown}与名单不符——可能只对部分列排序、粘贴，"
+                                           "或修改了信息列，整行未作任何变更；信息有误请告知协调人更正名单"))
+            continue
         student = students[no]
         remark = row.remark if row.remark != remarks.get(no, "") else ""
         changed_any = False
@@ -152,6 +169,11 @@ def plan_merge(
                     reason = f"该生不需要办理“{flow.steps[step].name}”（不适用）"
                     plan.refusals.append(Refusal(no, step, "已勾选", reason))
                 continue
+            if issued[0] and not ticked and step in row.blank:
+                touched.add((no, step))
+                plan.refusals.append(Refusal(no, step, "（空）", "勾选格被清空，不是明确的取消勾选，未撤销；"
+                                             "如需撤销请取消勾选或选 FALSE"))
+                continue
             if ticked != bool(issued[0]):
                 touched.add((no, step))  # decided on the 办理 sheet; a batch row does not override it
             if _decide(flow, year, student, step, bool(issued[0]), int(issued[1]), ticked, stored, waived, remark,
@@ -162,9 +184,18 @@ def plan_merge(
 
     groups: Mapping[str, Mapping[str, list[str]]] = baseline.get("groups", {})
     batch_issued: Mapping[str, Mapping[str, Mapping[str, bool]]] = baseline.get("batch", {})
+    misaligned_groups: set[tuple[str, str]] = set()
+    skipped = {r.student_no for r in plan.misaligned}  # a row in doubt gets nothing from a batch row either
     for tick in returned.batch:
         issued_ticked = bool(batch_issued.get(tick.mode, {}).get(tick.group, {}).get(tick.step, False))
         if tick.step not in own_steps or tick.ticked == issued_ticked:
+            continue
+        if (row_key is not None and tick.group in groups.get(tick.mode, {})
+                and tick.key != row_key(batch_ident(tick.mode, tick.group))):
+            if (tick.mode, tick.group) not in misaligned_groups:
+                misaligned_groups.add((tick.mode, tick.group))
+                plan.misaligned.append(Refusal("", tick.step, f"{tick.cell} {tick.group}",
+                                               _MISALIGNED_GROUP.format(cell=tick.cell, group=tick.group)))
             continue
         if not tick.ticked:
             plan.warnings.append(f"批量表 {tick.cell}（{tick.group}）取消勾选不会撤销任何学生；"
@@ -176,12 +207,26 @@ def plan_merge(
             continue
         for no in members:
             issued = cells.get(no, {}).get(tick.step)
-            if issued is None or (no, tick.step) in touched or no in duplicated or no not in returned.rows:
+            if (issued is None or (no, tick.step) in touched or no in duplicated or no not in returned.rows
+                    or no in skipped):
                 continue  # not applicable, decided on the 办理 sheet, or the row is in doubt
             touched.add((no, tick.step))
             _decide(flow, year, students[no], tick.step, bool(issued[0]), int(issued[1]), True, stored, waived,
                     f"按{_mode_name(tick.mode)}批量：{tick.group}", "batch", plan)
     return plan
+
+
+_MISALIGNED = ("第 {row} 行：“行校验”与学号 {no} 不符——这一行的学号与其他单元格已错开（可能只选中了部分列排序，"
+               "或在部分列中粘贴、插入、删除了单元格），整行未作任何变更")
+_MISALIGNED_GROUP = ("批量表 {cell}：“行校验”与分组“{group}”不符——分组名与勾选格已错开（可能只对部分列排序），"
+                     "整行未作任何变更")
+
+
+def _row_cells(row: Any, flow: Flow) -> str:
+    """A returned row's cells as the receipt lists them: 姓名 and what each step cell held."""
+    marks = "，".join(f"{flow.steps[s].name if s in flow.steps else s}：{'勾' if t else '空'}"
+                     for s, t in row.ticks.items())
+    return f"{row.identity.get('姓名', '')}；{marks}" if marks else row.identity.get("姓名", "")
 
 
 def _mode_name(mode: str) -> str:
@@ -222,12 +267,18 @@ def _decide(
 def _plan_waivers(
     flow: Flow, year: int, baseline: Mapping[str, Any], returned: MergeInput, students: Mapping[str, Student],
     stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], plan: MergePlan,
+    row_key: Callable[[str], str] | None,
 ) -> None:
     issued: Mapping[str, list[Any]] = baseline.get("waivers", {})
     for tick in returned.waivers:
         key = f"{tick.student_no}|{tick.step}"
         if key not in issued:
             plan.warnings.append(f"{tick.cell}：学号 {tick.student_no} 的“{tick.step}”不在签发的名单中，已忽略")
+            continue
+        if row_key is not None and tick.key != row_key(waiver_ident(tick.student_no, tick.step)):
+            plan.misaligned.append(Refusal(tick.student_no, tick.step, "解除限制" if tick.lifted else "",
+                                           f"{tick.cell}：“行校验”与学号 {tick.student_no} 不符——这一行的单元格已错开"
+                                           "（可能只对部分列排序或粘贴），整行未作任何变更"))
             continue
         was_lifted, _ = issued[key]
         if tick.lifted == bool(was_lifted):

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 TOKEN_VERSION = 1
+ROW_KEY_LENGTH = 8
 
 
 def canonical(data: Any) -> str:
@@ -23,6 +24,21 @@ def digest(data: Any) -> str:
 def sign(payload_text: str, key: bytes) -> str:
     """HMAC-SHA256 of the payload text, hex."""
     return hmac.new(key, payload_text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def row_secret(key: bytes, workbook_id: str) -> bytes:
+    """The per-workbook key for row keys, derived from the folder's key (the workbook builder never sees the
+    folder's key itself)."""
+    return hmac.new(key, f"row-key|{workbook_id}".encode(), hashlib.sha256).digest()
+
+
+def row_key(secret: bytes, ident: str) -> str:
+    """The short signed key of one issued row (a student, a batch group, a special-desk item).
+
+    Written into the row's 行校验 cell at issue; a returned row whose key is not the key of the 学号 (or group)
+    now standing in it was moved apart from its other cells (a sort or paste over some columns only).
+    """
+    return hmac.new(secret, ident.encode("utf-8"), hashlib.sha256).hexdigest()[:ROW_KEY_LENGTH]
 
 
 def verify(payload_text: str, signature: str, key: bytes) -> bool:

@@ -356,6 +356,15 @@ class Store:
         )
         return len(rows)
 
+    def audit_events(self, source_hash: str) -> list[dict[str, Any]]:
+        """The audit events of one returned file (by its content hash), oldest first."""
+        return list(self.db.query("SELECT * FROM audit WHERE source_hash = ? ORDER BY seq", [source_hash]))
+
+    def audit_head(self) -> tuple[int, str]:
+        """The newest audit event's (seq, hash), or (0, GENESIS) for an empty log."""
+        row = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
     def history(self, student_no: str) -> list[dict[str, Any]]:
         """Every audit event of one student, oldest first."""
         return list(self.db.query("SELECT * FROM audit WHERE student_no = ? ORDER BY seq", [student_no]))
@@ -440,6 +449,16 @@ class Store:
             [query, query, query.upper()],
         )
         return [_student(r) for r in rows]
+
+    def student_names(self, student_nos: Iterable[str]) -> dict[str, str]:
+        """姓名 by 学号 for the given students (unknown numbers are left out)."""
+        wanted = sorted(set(student_nos))
+        names: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            names.update(self.db.execute(
+                f"SELECT student_no, name FROM students WHERE student_no IN ({', '.join('?' * len(chunk))})", chunk))
+        return names
 
     def student_count(self) -> int:
         """How many students the session holds."""
@@ -597,6 +616,18 @@ class Store:
         self.db.conn.executemany(
             "INSERT INTO conflicts (return_hash, student_no, step, baseline, returned, current, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)", [(digest_hex, *r, stamp) for r in rows])
+
+    def refused_of(self, digest_hex: str) -> list[tuple[str, str, str, str]]:
+        """The refused ticks (学号, step, value, reason) kept for one return, in order."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT student_no, step, value, reason FROM refused_ticks WHERE return_hash = ? ORDER BY id",
+            [digest_hex])]
+
+    def conflicts_of(self, digest_hex: str) -> list[tuple[str, str, str, str, str]]:
+        """The conflicts (学号, step, issued, returned, current) kept for one return, in order."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT student_no, step, baseline, returned, current FROM conflicts WHERE return_hash = ? ORDER BY id",
+            [digest_hex])]
 
     # -- waivers -------------------------------------------------------------------------
     def active_waivers(self, student_no: str | None = None) -> list[dict[str, Any]]:

@@ -302,10 +302,17 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
     "  lixiao sync\n  lixiao sync --dry-run --json\n  lixiao sync ~/下载/水电通信中心离校点-第1版.xlsx"))
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="只报告将会发生什么，不写入任何内容")
+@click.option("--confirm", is_flag=True,
+              help="确认 held/ 中待确认的文件（撤销过多而暂缓的交回）并使其生效；须给出文件")
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
-def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_json: bool) -> None:
-    """处理收件箱中交回的工作簿：核验、合并、存档、回执。Sync returned workbooks once."""
+def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, confirm: bool, as_json: bool) -> None:
+    """处理收件箱中交回的工作簿：核验、合并、存档、回执。Sync returned workbooks once.
+
+    撤销超过 [sync] max_revocations 个已通过格子的交回会暂缓（held/），核对后用 --confirm 使其生效。
+    """
+    if confirm and not files:
+        raise click.UsageError("--confirm 需要给出 held/ 中的文件，如 lixiao sync --confirm held/水电.xlsx")
     from .daemon import writer_lock
     from .pipeline import refresh_reports, sync
 
@@ -314,7 +321,8 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_
         if missing:
             raise DataFolderError(f"找不到文件：{'、'.join(missing)}")
         with writer_lock(folder.root, wait=10.0):
-            outcomes = sync(folder, list(files) if files else None, dry_run=dry_run, min_age=0 if files else 1.0)
+            outcomes = sync(folder, list(files) if files else None, dry_run=dry_run, min_age=0 if files else 1.0,
+                            confirm=confirm)
             report_error = ""
             if not dry_run and any(o.outcome == "merged" for o in outcomes):
                 try:
@@ -327,7 +335,7 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_
         if not outcomes:
             console.print("收件箱（inbox/）中没有待处理的文件")
         names = {"merged": "已合并", "duplicate": "重复", "rejected": "已拒绝", "quarantined": "已隔离",
-                 "deferred": "稍后处理"}
+                 "deferred": "稍后处理", "held": "待协调人确认（尚未生效）"}
         for o in outcomes:
             console.print(f"[bold]{o.file}[/]：{names[o.outcome]}，记录 {o.applied}，拒绝 {o.refused}，"
                           f"冲突 {o.conflicts}" + (f"，回执 {o.receipt}" if o.receipt else ""))
@@ -337,7 +345,7 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, as_
             console.print("[yellow]演练模式（--dry-run）：没有写入任何内容[/]")
     if report_error:
         click.echo(f"注意：{report_error}", err=True)
-    if any(o.outcome in ("rejected", "quarantined") or o.refused or o.conflicts for o in outcomes):
+    if any(o.outcome in ("rejected", "quarantined", "held") or o.refused or o.conflicts for o in outcomes):
         sys.exit(1)
 
 

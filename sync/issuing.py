@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lixiao.core.issuance import BATCH_SHEETS, IssueError, WorkbookPlan, issuable, plan_workbooks
-from lixiao.core.signing import TOKEN_VERSION, canonical, digest, sign
+from lixiao.core.signing import TOKEN_VERSION, canonical, digest, row_secret, sign
 from lixiao.core.store import StatusRow, now
 from lixiao.reports.build import write_atomically
 from lixiao.workbooks.writer import Token, build_workbook
@@ -117,10 +117,11 @@ def _prepare(folder: DataFolder, plan: WorkbookPlan, key: bytes) -> _Prepared:
         "checkpoint": plan.checkpoint.code, "title": plan.title, "scope": plan.scope, "generation": generation,
         "issued_at": issued_at, "students_hash": plan.students_hash(), "baseline_hash": digest(baseline),
         "steps": steps, "batch_sheets": {BATCH_SHEETS[mode]: mode for mode in plan.groups},
+        "row_keys": 1,  # every ticking sheet ends with a 行校验 column (signing.row_key)
     }
     payload_text = canonical(payload)
-    return _Prepared(plan, Token(workbook_id, generation, payload_text, sign(payload_text, key)), issued_at,
-                     baseline)
+    token = Token(workbook_id, generation, payload_text, sign(payload_text, key), row_secret(key, workbook_id))
+    return _Prepared(plan, token, issued_at, baseline)
 
 
 def _register(folder: DataFolder, item: _Prepared, data: bytes) -> Issued:

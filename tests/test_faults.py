@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lixiao.core.store import Store, StoreError
+from lixiao.sync import pipeline
 from lixiao.sync.daemon import Watcher
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.pipeline import process_file
@@ -55,8 +56,8 @@ def test_file_removed_or_truncated_while_read(issued: Cli, monkeypatch: pytest.M
     gone = process_file(folder, issued.data / "inbox" / "nope.xlsx", key, min_age=0)
     assert gone.outcome == "deferred"
     path = drop(issued, "short.xlsx", ticked(issued))
-    real = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda self: real(self)[:100] if self == path else real(self))
+    real = pipeline._read_regular
+    monkeypatch.setattr(pipeline, "_read_regular", lambda p: real(p)[:100] if p == path else real(p))
     shrunk = process_file(folder, path, key, min_age=0)
     assert shrunk.outcome == "deferred" and statuses(issued) == {}
     assert folder.store.ledger_rows() == []

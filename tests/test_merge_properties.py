@@ -30,6 +30,8 @@ class Row:
     ticks: dict[str, bool]
     identity: dict[str, str] = field(default_factory=dict)
     remark: str = ""
+    key: str = ""
+    blank: list[str] = field(default_factory=list)
 
 
 def fresh_store(tmp: Path, passed: set[tuple[str, str]]) -> Store:

@@ -175,7 +175,7 @@ def test_special_desk_lifts_and_restores(cli: Cli) -> None:
 
 
 def test_edited_name_and_foreign_rows_change_nothing(issued: Cli) -> None:
-    """A row whose 姓名 was changed, or a 学号 not issued, is reported and not applied."""
+    """A row whose 姓名 was changed is refused whole; a 学号 not issued is reported; neither is applied."""
     path = outbox(issued, "utilities")[0]
     book = openpyxl.load_workbook(path)
     ws = book["办理"]
@@ -186,9 +186,11 @@ def test_edited_name_and_foreign_rows_change_nothing(issued: Cli) -> None:
     book.save(buffer)
     drop(issued, "x.xlsx", buffer.getvalue())
     [item] = sync(issued)["files"]
-    assert item["applied"] == 0
+    assert (item["applied"], item["refused"]) == (0, 1)
     text = " ".join(item["reasons"])
-    assert "姓名被改为“张冒名”" in text and "0999999999 不在签发的名单中" in text and "学生名单与签发时不同" in text
+    assert "0999999999 不在签发的名单中" in text and "学生名单与签发时不同" in text
+    [(reason,)] = rows(issued, "SELECT reason FROM refused_ticks")
+    assert "姓名“张冒名”（签发时为“丁德卫”）与名单不符" in reason and "整行未作任何变更" in reason
 
 
 def test_another_offices_column_is_ignored(issued: Cli) -> None:

@@ -24,6 +24,7 @@ from .writer import (
     PREREQ_HEADER,
     PROPERTY_PREFIX,
     REMARK_HEADER,
+    ROW_KEY_HEADER,
     WAIVER_HEADERS,
     WAIVER_SHEET,
 )
@@ -37,6 +38,11 @@ _NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
 _FORMULA_CELL = re.compile(
     rb'<(?:\w+:)?c\s([^>]*?)>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*(?:<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>)?')
 _REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]{1,7})"')
+# An error value kept without its formula (a pasted VLOOKUP result): <c r="E5" t="e"><v>#N/A</v></c>.
+# python-calamine reads it as '' — the same as a blank cell — so the XML is asked.
+_ERROR_CELL = re.compile(rb'<(?:\w+:)?c\s([^>]*\bt="e"[^>]*)>(.*?)</(?:\w+:)?c>', re.DOTALL)
+_VALUE = re.compile(rb'<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>')
+CROSSES = frozenset({"X", "×", "✗", "✘", "╳", "叉"})
 _BOOLEAN_FORMULA = re.compile(r"^=?\s*(TRUE|FALSE)\s*\(\s*\)$", re.IGNORECASE)
 HEADER_SEARCH_ROWS = 15
 MAX_TEXT = 500  # characters kept of a remark, reason or identity cell; longer text is cut and reported
@@ -68,6 +74,8 @@ class ReturnedRow:
     identity: dict[str, str]
     ticks: dict[str, bool]
     remark: str
+    key: str = ""  # the 行校验 cell as returned
+    blank: list[str] = field(default_factory=list)  # steps whose cell came back empty (not a clear untick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,7 @@ class BatchTick:
     step: str
     ticked: bool
     cell: str
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,7 @@ class WaiverTick:
     lifted: bool
     reason: str
     cell: str
+    key: str = ""
 
 
 @dataclass
@@ -170,6 +180,19 @@ def formula_cells(xml: bytes) -> dict[str, tuple[str, str | None]]:
     return found
 
 
+def error_cells(xml: bytes) -> dict[str, str]:
+    """Cells holding an error value (t="e"): ref → the error text (#N/A, #REF!, …)."""
+    if b't="e"' not in xml:
+        return {}
+    found = {}
+    for match in _ERROR_CELL.finditer(xml):
+        ref = _REF.search(match.group(1))
+        if ref:
+            value = _VALUE.search(match.group(2))
+            found[ref.group(1).decode()] = value.group(1).decode("utf-8", "replace") if value else "#错误"
+    return found
+
+
 def _find_header(grid: list[list[Any]], first: str) -> int | None:
     for index, row in enumerate(grid[:HEADER_SEARCH_ROWS]):
         if row and any(_cell_text(v) == first for v in row[:3]):
@@ -180,14 +203,28 @@ def _find_header(grid: list[list[Any]], first: str) -> int | None:
 class _Sheet:
     """A sheet's values (absolute positions from A1) and its formula cells."""
 
-    def __init__(self, name: str, grid: list[list[Any]], formulas: dict[str, tuple[str, str | None]]) -> None:
+    def __init__(self, name: str, grid: list[list[Any]], formulas: dict[str, tuple[str, str | None]],
+                 errors: dict[str, str] | None = None) -> None:
         self.name = name
         self.grid = grid
         self.formulas = formulas
+        self.errors = errors or {}
+
+    def text(self, row: int, col: int, value: Any) -> str:
+        """A cell's text, or "" where it holds an error value (calamine reads those as '')."""
+        return "" if f"{xl_col_to_name(col)}{row + 1}" in self.errors else _cell_text(value)
+
+    def is_blank(self, row: int, col: int, value: Any) -> bool:
+        """True for a truly empty cell (no value, no formula, no error value)."""
+        ref = f"{xl_col_to_name(col)}{row + 1}"
+        return (value is None or value == "") and ref not in self.formulas and ref not in self.errors
 
     def mark(self, row: int, col: int, value: Any) -> tuple[bool | None, str]:
         """The tick a cell holds, or None with the reason it cannot be read."""
         ref = f"{xl_col_to_name(col)}{row + 1}"
+        if ref in self.errors:
+            return None, (f"单元格是错误值 {self.errors[ref]}（常见于粘贴的公式结果），不能当作未勾选；"
+                          "请改为勾选或留空")
         if ref in self.formulas:
             formula, cached = self.formulas[ref]
             if not _BOOLEAN_FORMULA.match(formula):
@@ -197,7 +234,11 @@ class _Sheet:
             return formula.upper().lstrip("=").strip().startswith("TRUE"), ""
         mark = read_mark(value)
         if mark is None:
-            return None, f"无法识别的勾选内容“{_cell_text(value)}”（应为勾、TRUE/FALSE、✓、√ 或留空）"
+            text = _cell_text(value)
+            if text.upper() in CROSSES:
+                return None, (f"“{text}”含义不明（打叉常表示“不通过”）：已通过请勾选或用 √，"
+                              "未办理请留空或选 FALSE")
+            return None, f"无法识别的勾选内容“{text}”（应为勾、TRUE/FALSE、✓、√ 或留空）"
         return mark, ""
 
 
@@ -223,7 +264,7 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
                 xml = archive.read(paths[name][0])
             except KeyError:
                 xml = b""
-            return _Sheet(name, grid, formula_cells(xml))
+            return _Sheet(name, grid, formula_cells(xml), error_cells(xml))
 
         token = _read_token(sheet(META_SHEET), properties, key)
         result = Returned(token=token)
@@ -304,7 +345,9 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
     for name in steps:
         if name not in columns:
             result.anomalies.append(Anomaly("column_missing", f"找不到步骤列“{name}”", sheet.name, step=steps[name]))
-    identity = [h for h in headers if h and h not in steps and h not in (PREREQ_HEADER, REMARK_HEADER)]
+    _check_key_column(sheet, columns, result)
+    identity = [h for h in headers if h and h not in steps and h not in (PREREQ_HEADER, REMARK_HEADER, ROW_KEY_HEADER)]
+    key_col = columns.get(ROW_KEY_HEADER)
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         cells = {title: values[i] if i < len(values) else None for title, i in columns.items()}
         student_no = _cell_text(cells.get("学号"))
@@ -314,11 +357,14 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
                                                 f"A{offset + 1}"))
             continue
         ticks: dict[str, bool] = {}
+        blank: list[str] = []
         for name, code in steps.items():
             col = columns.get(name)
             if col is None:
                 continue
             value = values[col] if col < len(values) else None
+            if sheet.is_blank(offset, col, value):
+                blank.append(code)
             mark, reason = sheet.mark(offset, col, value)
             if mark is None:
                 result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{xl_col_to_name(col)}{offset + 1}",
@@ -330,8 +376,10 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
             result.anomalies.append(Anomaly("text_too_long", f"备注超过 {MAX_TEXT} 字，只保留前 {MAX_TEXT} 字",
                                             sheet.name, f"{xl_col_to_name(columns[REMARK_HEADER])}{offset + 1}",
                                             student_no))
+        key = sheet.text(offset, key_col, cells.get(ROW_KEY_HEADER))[:64] if key_col is not None else ""
         row = ReturnedRow(offset + 1, student_no[:64],
-                          {h: _cell_text(cells.get(h))[:MAX_TEXT] for h in identity}, ticks, remark[:MAX_TEXT])
+                          {h: _cell_text(cells.get(h))[:MAX_TEXT] for h in identity}, ticks, remark[:MAX_TEXT],
+                          key, blank)
         if student_no in result.rows:
             result.duplicates.append(row)
             result.anomalies.append(Anomaly("duplicate_student", f"学号 {student_no} 出现多次（第 "
@@ -350,10 +398,15 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
     headers = [_cell_text(v) for v in sheet.grid[header_row]]
     step_cols = {steps[h]: i for i, h in enumerate(headers) if h in steps}
     group_col = headers.index(first)
+    key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
+    _check_key_column(sheet, {h: i for i, h in enumerate(headers)}, result)
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         group = _cell_text(values[group_col]) if group_col < len(values) else ""
         if not group:
             continue
+        key = ""
+        if key_col is not None and key_col < len(values):
+            key = sheet.text(offset, key_col, values[key_col])[:64]
         for code, col in step_cols.items():
             value = values[col] if col < len(values) else None
             if value is None or value == "":
@@ -364,7 +417,7 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
                 result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, step=code,
                                                 value=_cell_text(value)))
             else:
-                result.batch.append(BatchTick(mode, group, code, mark, ref))
+                result.batch.append(BatchTick(mode, group, code, mark, ref, key))
 
 
 def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
@@ -378,6 +431,8 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
                                         sheet.name))
         return
     col = {h: headers.index(h) for h in ("学号", "离校步骤", "解除限制", "理由")}
+    _check_key_column(sheet, {h: i for i, h in enumerate(headers)}, result)
+    key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         def get(name: str, row: list[Any] = values) -> Any:
             return row[col[name]] if col[name] < len(row) else None
@@ -395,7 +450,14 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
             result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, student_no, step,
                                             _cell_text(get("解除限制"))))
             continue
-        result.waivers.append(WaiverTick(student_no, step, mark, _cell_text(get("理由"))[:MAX_TEXT], ref))
+        key = sheet.text(offset, key_col, values[key_col])[:64] if key_col is not None and key_col < len(values) else ""
+        result.waivers.append(WaiverTick(student_no, step, mark, _cell_text(get("理由"))[:MAX_TEXT], ref, key))
+
+
+def _check_key_column(sheet: _Sheet, columns: dict[str, int], result: Returned) -> None:
+    """A workbook issued with 行校验 keys must still have the column (the merge then checks every row)."""
+    if (result.token.payload or {}).get("row_keys") and ROW_KEY_HEADER not in columns:
+        result.anomalies.append(Anomaly("row_key_missing", f"找不到“{ROW_KEY_HEADER}”列（被删除或改名）", sheet.name))
 
 
 def returned_to_dict(returned: Returned) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import xlsxwriter
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
-from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan
+from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
+from lixiao.core.signing import row_key
 
 MAIN_SHEET = "办理"
 WAIVER_SHEET = "解除限制"
@@ -20,6 +21,7 @@ HEADER_ROW = 3  # 0-based: title, 经办人, hint, then the header
 OPERATOR_CELL = (1, 1)  # B2
 PREREQ_HEADER = "前置条件"
 REMARK_HEADER = "备注"
+ROW_KEY_HEADER = "行校验"  # the last column of every ticking sheet: a signed key per row (see signing.row_key)
 GROUP_HEADERS = {"class": "班级", "dorm": "宿舍", "college": "院系"}
 WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤当前状态", "限制状态", "解除限制", "理由")
 PROPERTY_PREFIX = "lixiao_"
@@ -33,6 +35,11 @@ class Token:
     generation: int
     payload_text: str
     signature: str
+    row_secret: bytes = b""  # signing.row_secret of this workbook; empty: no 行校验 column (tests of old files)
+
+    def key(self, ident: str) -> str:
+        """The 行校验 value of one row."""
+        return row_key(self.row_secret, ident) if self.row_secret else ""
 
 
 def text_width(text: str) -> int:
@@ -65,6 +72,7 @@ class _Formats:
         self.guide = fmt(text_wrap=True, valign="top")
         self.guide_head = fmt(bold=True, font_size=12)
         # insert_checkbox mutates the format it is given: these two serve checkbox cells only.
+        self.row_key = fmt(num_format="@", font_color="#A6A6A6", font_size=8, border=1)
         self.box = fmt(locked=False, border=1, align="center")
         self.box_blocked = fmt(locked=False, border=1, align="center", bg_color="#FCE4D6")
         self.ticked = book.add_format({"bg_color": "#C6EFCE", "font_color": "#006100"})
@@ -83,11 +91,11 @@ def build_workbook(plan: WorkbookPlan, token: Token, issued_at: str) -> bytes:
                         ("generation", str(token.generation)), ("signature", token.signature)):
         book.set_custom_property(PROPERTY_PREFIX + name, value)
     if plan.kind == "waiver":
-        _waiver_sheet(book, formats, plan, issued_at, token.generation)
+        _waiver_sheet(book, formats, plan, token, issued_at)
     else:
-        _main_sheet(book, formats, plan, issued_at, token.generation)
+        _main_sheet(book, formats, plan, token, issued_at)
         for mode, groups in plan.groups.items():
-            _batch_sheet(book, formats, plan, mode, groups)
+            _batch_sheet(book, formats, plan, token, mode, groups)
     _guide_sheet(book, formats, plan, token.generation)
     meta = book.add_worksheet(META_SHEET)
     meta.write_string(0, 0, "lixiao-token")
@@ -116,16 +124,14 @@ def _print_setup(sheet: Worksheet, last_col: int) -> None:
     sheet.set_footer("&C第 &P 页，共 &N 页")
 
 
-def _protect(sheet: Worksheet) -> None:
-    # A hint, not security: no password; staff may still sort, filter and resize.
-    sheet.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True,
-                       "select_locked_cells": True, "select_unlocked_cells": True})
-
-
 def _finish_grid(sheet: Worksheet, f: _Formats, boxes: tuple[int, int] | None, last_row: int, last_col: int,
                  frozen_cols: int) -> None:
     """What every ticking sheet gets: a TRUE/FALSE list and green ticks on the box columns, frozen
-    header, filter, print setup and (hint-only) protection."""
+    header, filter (over every column, 行校验 included) and print setup.
+
+    No sheet protection: Excel refuses to sort any range holding locked cells of a protected sheet, so staff
+    unprotected it and sorted whatever they had selected. Rows are kept honest by the 行校验 key instead,
+    and identity cells are checked on return."""
     if boxes is not None:
         sheet.data_validation(HEADER_ROW + 1, boxes[0], last_row, boxes[1], {
             "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information",
@@ -137,15 +143,17 @@ def _finish_grid(sheet: Worksheet, f: _Formats, boxes: tuple[int, int] | None, l
     sheet.autofilter(HEADER_ROW, 0, last_row, last_col)
     sheet.set_row(HEADER_ROW, 32)
     _print_setup(sheet, last_col)
-    _protect(sheet)
 
 
-def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: str, generation: int) -> None:
+def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, issued_at: str) -> None:
     sheet = book.add_worksheet(MAIN_SHEET)
-    _top(sheet, f, plan, issued_at, generation,
-         "勾选表示已办理通过；灰色格子表示该生不需要办理；橙色表示前置条件未满足（勾选会被拒绝）；请勿修改学号、姓名等列。")
+    _top(sheet, f, plan, issued_at, token.generation,
+         "勾选表示已办理通过；灰色格子表示该生不需要办理；橙色表示前置条件未满足（勾选会被拒绝）；请勿修改学号、姓名等列；"
+         "排序请用表头的筛选按钮，或先选中整行。")
     identity = plan.identity_columns
     headers = [*identity, PREREQ_HEADER, *(s.name for s in plan.steps), REMARK_HEADER]
+    if token.row_secret:
+        headers.append(ROW_KEY_HEADER)
     first_step = len(identity) + 1
     remark_col = first_step + len(plan.steps)
     widths = [text_width(h) + 2 for h in headers]
@@ -163,16 +171,21 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: str,
             else:
                 sheet.write_blank(r, first_step + index, None, f.na)
         sheet.write_string(r, remark_col, row.remark, f.remark)
+        if token.row_secret:
+            sheet.write_string(r, remark_col + 1, token.key(row.student.student_no), f.row_key)
     last_row = HEADER_ROW + max(1, len(plan.rows))
     widths[len(identity)] = min(40, max(10, max((text_width(r.prerequisite) for r in plan.rows), default=8)))
     widths[remark_col] = 30
+    if token.row_secret:
+        widths[remark_col + 1] = 9
     for col, width in enumerate(widths):
         sheet.set_column(col, col, min(width, 40))
     _finish_grid(sheet, f, (first_step, remark_col - 1) if plan.steps else None, last_row, len(headers) - 1, 2)
     sheet.activate()
 
 
-def _batch_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, mode: str, groups: list[Any]) -> None:
+def _batch_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, mode: str,
+                 groups: list[Any]) -> None:
     sheet = book.add_worksheet(BATCH_SHEETS[mode])
     unit = GROUP_HEADERS[mode]
     sheet.write_string(0, 0, f"{plan.session}　{plan.title}　{plan.scope}　{BATCH_SHEETS[mode]}批量办理", f.title)
@@ -184,6 +197,9 @@ def _batch_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, mode: str, gro
     headers += [f"{s.name}（已通过/应办）" for s in plan.steps]
     headers += [s.name for s in plan.steps]
     first_box = 3 + len(plan.steps)
+    last_box = len(headers) - 1
+    if token.row_secret:
+        headers.append(ROW_KEY_HEADER)
     for col, title in enumerate(headers):
         sheet.write_string(HEADER_ROW, col, title, f.header)
     for r, group in enumerate(groups, start=HEADER_ROW + 1):
@@ -196,19 +212,24 @@ def _batch_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, mode: str, gro
                 sheet.insert_checkbox(r, first_box + index, group.ticked[index], f.box)
             else:
                 sheet.write_blank(r, first_box + index, None, f.na)
+        if token.row_secret:
+            sheet.write_string(r, last_box + 1, token.key(batch_ident(mode, group.key)), f.row_key)
     last_row = HEADER_ROW + max(1, len(groups))
     sheet.set_column(0, 0, max(12, max((text_width(g.key) for g in groups), default=10) + 2))
     sheet.set_column(1, 1, 6)
     sheet.set_column(2, 2, 36)
-    sheet.set_column(3, len(headers) - 1, 14)
-    _finish_grid(sheet, f, (first_box, len(headers) - 1), last_row, len(headers) - 1, 1)
+    sheet.set_column(3, last_box, 14)
+    if token.row_secret:
+        sheet.set_column(last_box + 1, last_box + 1, 9)
+    _finish_grid(sheet, f, (first_box, last_box), last_row, len(headers) - 1, 1)
 
 
-def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: str, generation: int) -> None:
+def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, issued_at: str) -> None:
     sheet = book.add_worksheet(WAIVER_SHEET)
-    _top(sheet, f, plan, issued_at, generation,
+    _top(sheet, f, plan, issued_at, token.generation,
          "勾选“解除限制”并填写理由 = 关闭该步骤对后续离校点的限制（如欠费缓交）；取消勾选 = 重新开启限制。")
-    for col, title in enumerate(WAIVER_HEADERS):
+    headers = [*WAIVER_HEADERS, *((ROW_KEY_HEADER,) if token.row_secret else ())]
+    for col, title in enumerate(headers):
         sheet.write_string(HEADER_ROW, col, title, f.header)
     for r, row in enumerate(plan.waiver_rows, start=HEADER_ROW + 1):
         values = (row.student.student_no, row.student.name, row.student.college, row.student.class_name,
@@ -217,15 +238,16 @@ def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, issued_at: st
             sheet.write_string(r, col, value, f.identity)
         sheet.insert_checkbox(r, 8, row.waived, f.box)
         sheet.write_string(r, 9, row.reason, f.remark)
+        if token.row_secret:
+            sheet.write_string(r, 10, token.key(waiver_ident(row.student.student_no, row.step.code)), f.row_key)
     last_row = HEADER_ROW + max(1, len(plan.waiver_rows))
-    for col, width in enumerate((12, 10, 22, 14, 22, 12, 12, 12, 10, 36)):
+    for col, width in enumerate((12, 10, 22, 14, 22, 12, 12, 12, 10, 36, 9)):
         sheet.set_column(col, col, width)
     sheet.data_validation(HEADER_ROW + 1, 8, last_row, 8, {
         "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information"})
     sheet.freeze_panes(HEADER_ROW + 1, 2)
-    sheet.autofilter(HEADER_ROW, 0, last_row, len(WAIVER_HEADERS) - 1)
-    _print_setup(sheet, len(WAIVER_HEADERS) - 1)
-    _protect(sheet)
+    sheet.autofilter(HEADER_ROW, 0, last_row, len(headers) - 1)
+    _print_setup(sheet, len(headers) - 1)
     sheet.activate()
 
 
@@ -242,10 +264,16 @@ GUIDE = [
     ("批量办理", "“按班级”“按宿舍”“按学院”表每行一个班级/宿舍/学院：在某步骤下打勾，"
      "表示该组所有需要办理该步骤的学生都已通过（例如一个 4 人寝室一次勾选）。"
      "批量表中取消勾选不会撤销任何学生，撤销请在“办理”表逐个取消。"),
-    ("撤销", "如果勾错了，在“办理”表把该格的勾去掉即可，系统会记录撤销。"),
+    ("撤销", "如果勾错了，在“办理”表取消该格的勾（或选 FALSE、输入 0 或“否”），系统会记录撤销。"
+     "请不要直接清空单元格：清空的格子含义不明，系统不会据此撤销。一次撤销较多格子的文件会先交协调人确认后才生效。"),
+    ("不能用的标记", "请不要输入 x、×、✗ 或错误值（#N/A 等，常见于粘贴的公式结果）：这些格子不会被当作“未勾选”，"
+     "而是被拒绝并在回执中列出，请改为勾选或留空。"),
     ("备注", "“备注”列可以写说明（如“欠费已缴清”），会随办理记录一起保存。"),
-    ("不要修改", "不要修改学号、姓名、身份证号等信息列，不要删除或重命名工作表，不要设置密码。"
-     "可以排序、筛选、调整列宽。"),
+    ("排序与筛选", "可以排序、筛选、隐藏行、调整列宽。排序时请点击表头的筛选按钮选择排序，或先点击行号选中整行再排序；"
+     "不要只选中几列排序，也不要只在部分列中粘贴、插入或删除单元格。"
+     "最后一列“行校验”把每一行的内容绑在一起：一行中的学号与其他格子错开时，该行（错开的行较多时整个文件）会被拒绝，"
+     "以免把勾选记到别的学生名下。"),
+    ("不要修改", "不要修改学号、姓名、身份证号等信息列和“行校验”列，不要删除或重命名工作表，不要设置密码。"),
     ("交回", "保存后（保持 .xlsx 格式），按协调人要求通过邮件、U 盘或共享文件夹交回本文件。"
      "文件名可以改，内容会被自动识别；同一文件交回两次不会重复记录。"),
     ("个人信息", "本表包含学生个人信息，仅用于离校办理，请勿外传。身份证号已隐去中间 8 位。"),
