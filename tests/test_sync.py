@@ -190,7 +190,7 @@ def test_edited_name_and_foreign_rows_change_nothing(issued: Cli) -> None:
     text = " ".join(item["reasons"])
     assert "0999999999 不在签发的名单中" in text and "学生名单与签发时不同" in text
     [(reason,)] = rows(issued, "SELECT reason FROM refused_ticks")
-    assert "姓名“张冒名”（签发时为“丁德卫”）与名单不符" in reason and "整行未作任何变更" in reason
+    assert "姓名“张冒名”（签发时为“雷宇”）与名单不符" in reason and "整行未作任何变更" in reason
 
 
 def test_another_offices_column_is_ignored(issued: Cli) -> None:
