@@ -1,0 +1,130 @@
+"""Whatever lands in the inbox — odd names, links, FIFOs, huge files, files copied a moment ago — is processed
+or refused with a reason, never blocks the others, and a crash after the commit never loses a receipt."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+
+from lixiao.sync.pipeline import safe_name
+
+from .conftest import Cli, drop, edit, outbox, statuses, sync
+
+
+def ticked(cli: Cli, no: str = "0803010103") -> bytes:
+    """The utilities workbook with one student's 清理电费 ticked."""
+    return edit(outbox(cli, "utilities")[0], {(no, "清理电费"): True})
+
+
+def put(cli: Cli, raw_name: bytes, data: bytes) -> Path:
+    """Write a file whose name is raw bytes (as unzip leaves a Windows archive) into the inbox, aged 30 s."""
+    path = os.path.join(os.fsencode(cli.data / "inbox"), raw_name)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    os.utime(path, (os.path.getmtime(path) - 30,) * 2)
+    return Path(os.fsdecode(path))
+
+
+def test_names_the_os_allows_are_processed_and_shown_safely(issued: Cli) -> None:
+    """GBK bytes, a newline, a leading dot, a backslash and a 245-byte name: each merged, with a UTF-8 name of at
+    most 80 characters in the JSON, ledger and receipt file name; nothing is left in the inbox."""
+    names = [
+        "水电".encode("gbk") + b".xlsx",
+        "行1\n行2.xlsx".encode(),
+        ".隐藏的交回.xlsx".encode(),
+        "a\\b.xlsx".encode(),
+        ("长" * 80).encode() + b".xlsx",
+    ]
+    students = ["0803010103", "0803010104", "0803010105", "0801020227", "0701020201"]
+    for raw, no in zip(names, students, strict=True):
+        put(issued, raw, ticked(issued, no))
+    doc = sync(issued)
+    assert [f["outcome"] for f in doc["files"]] == ["merged"] * 5
+    for item in doc["files"]:
+        assert len(item["file"]) <= 80 and "\n" not in item["file"] and not item["file"].startswith(".")
+        assert (issued.data / item["receipt"]).exists()
+        assert len(os.fsencode(Path(item["receipt"]).name)) < 255
+    assert "水电" not in doc["files"][0]["file"] and "�" in doc["files"][0]["file"]
+    assert all(statuses(issued)[(no, "electricity")][0] == "passed" for no in students)
+    assert list((issued.data / "inbox").iterdir()) == []
+
+
+def test_safe_name_masks_ids_and_keeps_the_extension() -> None:
+    """A 身份证号 in a file name is masked; a long name keeps its extension."""
+    assert safe_name("430103200401010031回执.xlsx") == "430103********0031回执.xlsx"
+    long = safe_name("名" * 300 + ".xlsx")
+    assert len(long) == 80 and long.endswith("….xlsx")
+
+
+def test_a_symlink_is_refused_not_followed_nor_moved(issued: Cli) -> None:
+    """A link in the inbox (to .secret or the store) is removed and explained; rejected/ holds no link."""
+    (issued.data / "inbox" / "secret.xlsx").symlink_to(issued.data / ".secret")
+    (issued.data / "inbox" / "db.xlsx").symlink_to(issued.data / "store.db")
+    drop(issued, "good.xlsx", ticked(issued))
+    doc = sync(issued)
+    outcomes = {f["file"]: f["outcome"] for f in doc["files"]}
+    assert outcomes == {"secret.xlsx": "rejected", "db.xlsx": "rejected", "good.xlsx": "merged"}
+    assert not any(p.is_symlink() for p in (issued.data / "rejected").iterdir())
+    assert (issued.data / "rejected" / "secret.xlsx.说明.txt").read_text("utf-8").count("符号链接") == 1
+    assert (issued.data / ".secret").exists() and (issued.data / "store.db").exists()
+
+
+def test_a_fifo_does_not_hang_the_sync(issued: Cli) -> None:
+    """A named pipe in the inbox is refused at once (opening it would block forever)."""
+    os.mkfifo(issued.data / "inbox" / "pipe.xlsx")
+    drop(issued, "good.xlsx", ticked(issued))
+    outcomes = {f["file"]: f["outcome"] for f in sync(issued)["files"]}
+    assert outcomes == {"pipe.xlsx": "rejected", "good.xlsx": "merged"}
+
+
+def test_a_file_over_the_size_cap_is_refused_without_being_read(issued: Cli) -> None:
+    """Over [sync] max_file_mb the file goes to rejected/ with the cap named; the next file is still merged."""
+    with (issued.data / "lixiao.toml").open("a", encoding="utf-8") as handle:
+        handle.write("\n[sync]\nmax_file_mb = 0.05\n")
+    big = issued.data / "inbox" / "big.xlsx"
+    with big.open("wb") as handle:
+        handle.truncate(200 * 1024)
+    os.utime(big, (big.stat().st_mtime - 30,) * 2)
+    drop(issued, "good.xlsx", ticked(issued))
+    items = {f["file"]: f for f in sync(issued)["files"]}
+    assert items["big.xlsx"]["outcome"] == "rejected" and "too_large" in items["big.xlsx"]["reasons"][0]
+    assert "0.05 MB" in items["big.xlsx"]["reasons"][0]
+    assert items["good.xlsx"]["outcome"] == "merged"
+    assert (issued.data / "rejected" / "big.xlsx").exists()
+
+
+def test_a_wrong_setting_is_a_clear_error(issued: Cli) -> None:
+    """A negative or non-numeric [sync] value stops sync with one line naming the key."""
+    with (issued.data / "lixiao.toml").open("a", encoding="utf-8") as handle:
+        handle.write('\n[sync]\nmax_revocations = "many"\n')
+    result = issued("sync")
+    assert result.exit_code == 2 and "max_revocations" in result.output
+
+
+def test_copy_then_sync_at_once_processes_the_file(issued: Cli) -> None:
+    """`cp f inbox/ && lixiao sync`: a file written a moment ago is waited for, then merged (not deferred)."""
+    (issued.data / "inbox" / "fresh.xlsx").write_bytes(ticked(issued))
+    [item] = sync(issued)["files"]
+    assert item["outcome"] == "merged"
+
+
+def test_a_receipt_lost_in_a_crash_after_the_commit_is_written_at_the_next_start(issued: Cli) -> None:
+    """kill -9 right after the merge commits: the store has the ticks, the receipt is missing; the next sync
+    writes it from the ledger, and the file is not applied twice."""
+    drop(issued, "u.xlsx", ticked(issued))
+    env = {**os.environ, "LIXIAO_FAULT": "receipt:kill"}
+    done = subprocess.run([sys.executable, "-m", "lixiao.sync.cli", "--data", str(issued.data), "sync"],
+                          env=env, capture_output=True, timeout=120, check=False)
+    assert done.returncode == -9
+    assert statuses(issued)[("0803010103", "electricity")] == ("passed", 1)
+    assert not list((issued.data / "receipts").glob("*.xlsx"))
+    doc = sync(issued)
+    assert [f["outcome"] for f in doc["files"]] in ([], ["duplicate"])
+    [receipt] = (issued.data / "receipts").glob("*-回执.xlsx")
+    applied = list(openpyxl.load_workbook(receipt)["已记录"].iter_rows(min_row=2, values_only=True))
+    assert [r[0] for r in applied] == ["0803010103"] and applied[0][4] == "已通过"
+    assert statuses(issued)[("0803010103", "electricity")] == ("passed", 1)
