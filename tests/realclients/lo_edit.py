@@ -3,6 +3,9 @@
 Usage: python3 lo_edit.py JOBS.json — each job: {"input", "output", "edits": [...], "sort": {...}, "operator"}.
 An edit: {"sheet", "key", "column", "value"}: find the row whose first column equals key, the column by its
 header text, and enter the value (true/false as a typed boolean, a string as typed text).
+A sort: {"sheet", "by", "ascending", "columns"}: sort the data rows by the column titled "by" — every used
+column (whole rows), or only the columns from "columns"[0] to "columns"[1] (a selection of some columns,
+"continue with the current selection").
 """
 
 from __future__ import annotations
@@ -98,15 +101,18 @@ def apply(document: object, job: dict) -> None:
         sheet = sheets.getByName(sort["sheet"])
         head = header_row(sheet)
         col = find_column(sheet, head, sort["by"])
-        last_col = find_column(sheet, head, "备注")
-        data = sheet.getCellRangeByPosition(0, head + 1, last_col, used_rows(sheet) - 1)
+        cursor = sheet.createCursor()
+        cursor.gotoEndOfUsedArea(False)
+        first_col, last_col = 0, cursor.getRangeAddress().EndColumn
+        if sort.get("columns"):
+            first_col, last_col = (find_column(sheet, head, title) for title in sort["columns"])
+        data = sheet.getCellRangeByPosition(first_col, head + 1, last_col, used_rows(sheet) - 1)
         sheet.unprotect("")  # sorting a protected sheet through the API silently does nothing
         field = uno.createUnoStruct("com.sun.star.table.TableSortField")
-        field.Field = col
+        field.Field = col - first_col  # relative to the sorted range
         field.IsAscending = bool(sort.get("ascending", True))
         data.sort((prop("SortFields", uno.Any("[]com.sun.star.table.TableSortField", (field,))),
                    prop("ContainsHeader", False)))
-        sheet.protect("")
 
 
 def main() -> None:

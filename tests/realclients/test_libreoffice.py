@@ -166,6 +166,40 @@ def test_libreoffice_return_syncs_to_exactly_the_ticks_made(libreoffice: str, tm
     assert "财务处离校点：缴还欠款" in reason or "学生工作处离校点：归还学生证" in reason
 
 
+def test_libreoffice_sort_of_id_and_name_only_is_refused_and_whole_rows_are_not(libreoffice: str,
+                                                                                 tmp_path: Path) -> None:
+    """In a real LibreOffice: tick five rows, then select 学号:姓名 only and sort by 姓名 (the issue's case) — the
+    return is refused whole and the store is unchanged; the same ticks with a whole-row sort merge exactly."""
+    folder = cohort_folder(tmp_path / "demo", 80)
+    runner = CliRunner()
+    assert runner.invoke(main, ["--data", str(folder), "issue", "--checkpoint", "utilities"]).exit_code == 0
+    utilities = next((folder / "outbox" / "utilities").glob("*.xlsx"))
+    chosen = sorted(read_returned(utilities.read_bytes(), key(folder)).rows)[::16][:5]
+    edits = [{"sheet": "办理", "key": no, "column": "清理电费", "value": True} for no in chosen]
+    partial, whole = tmp_path / "partial.xlsx", tmp_path / "whole.xlsx"
+    run_jobs([
+        {"input": str(utilities), "output": str(partial), "operator": "水电王老师", "edits": edits,
+         "sort": {"sheet": "办理", "by": "姓名", "columns": ["学号", "姓名"]}},
+        {"input": str(utilities), "output": str(whole), "operator": "水电王老师", "edits": edits,
+         "sort": {"sheet": "办理", "by": "姓名"}},
+    ], tmp_path)
+    moved = read_returned(partial.read_bytes(), key(folder))
+    assert sum(r.identity["姓名"] != "" for r in moved.rows.values()) == 80  # really sorted, names moved
+    (folder / "inbox" / "partial.xlsx").write_bytes(partial.read_bytes())
+    result = runner.invoke(main, ["--data", str(folder), "sync", str(folder / "inbox" / "partial.xlsx"), "--json"])
+    [item] = json.loads(result.output)["files"]
+    assert item["outcome"] == "rejected" and item["reasons"][0].startswith("misaligned：")
+    assert not list((folder / "archive").glob("*.xlsx"))  # nothing merged
+    (folder / "inbox" / "whole.xlsx").write_bytes(whole.read_bytes())
+    result = runner.invoke(main, ["--data", str(folder), "sync", str(folder / "inbox" / "whole.xlsx"), "--json"])
+    [item] = json.loads(result.output)["files"]
+    assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 5, 0)
+    runner.invoke(main, ["--data", str(folder), "export", str(tmp_path / "m.json")])
+    passed = {e["student_no"] for e in json.loads((tmp_path / "m.json").read_text("utf-8"))
+              if e["step"] == "electricity" and e["status"] == "passed"}
+    assert passed == set(chosen)
+
+
 def test_libreoffice_reads_the_excel_report_matrix_cell_for_cell(libreoffice: str, demo: Path,
                                                                  tmp_path: Path) -> None:
     """The status matrix rows spliced into 离校进度.xlsx (not written by XlsxWriter) load in LibreOffice
