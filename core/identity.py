@@ -10,6 +10,8 @@ _CHECK = "10X98765432"
 _ID_SHAPE = re.compile(r"^\d{17}[\dX]$")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00a0\u3000"), None)
 _STUDENT_NO = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,31}$")
+# An 18-character 身份证号-shaped run inside free text, not a slice of a longer digit run.
+_ID_IN_TEXT = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
 
 
 def clean_text(value: str) -> str:
@@ -45,6 +47,11 @@ def mask_id_card(value: str) -> str:
     if len(value) <= 10:
         return "*" * len(value)
     return value[:6] + "*" * (len(value) - 10) + value[-4:]
+
+
+def mask_ids_in_text(text: str) -> str:
+    """Mask every 身份证号-shaped run in ``text`` as mask_id_card does (log lines, sync reasons)."""
+    return _ID_IN_TEXT.sub(lambda m: mask_id_card(m.group()), text)
 
 
 def student_no_problem(value: str) -> str | None:
