@@ -251,7 +251,7 @@ class Watcher:
             while not self.stop_event.is_set():
                 try:
                     dirty = self.step(key) > 0 or dirty
-                    with self._lock:
+                    with self._lock:  # files waiting for a retry or a slow copy do not hold the reports back
                         busy = any(e.due <= time.monotonic() + self.settle for e in self._pending.values())
                     if dirty and not busy:  # coalesced: once after a burst, not per file
                         dirty = not self._refresh()
