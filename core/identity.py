@@ -10,6 +10,8 @@ _CHECK = "10X98765432"
 _ID_SHAPE = re.compile(r"^\d{17}[\dX]$")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00a0\u3000"), None)
 _STUDENT_NO = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,31}$")
+# An 18-character 身份证号-shaped run inside free text, not a slice of a longer digit run.
+_ID_IN_TEXT = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
 
 
 def clean_text(value: str) -> str:
@@ -47,6 +49,11 @@ def mask_id_card(value: str) -> str:
     return value[:6] + "*" * (len(value) - 10) + value[-4:]
 
 
+def mask_ids_in_text(text: str) -> str:
+    """Mask every 身份证号-shaped run in ``text`` as mask_id_card does (log lines, sync reasons)."""
+    return _ID_IN_TEXT.sub(lambda m: mask_id_card(m.group()), text)
+
+
 def student_no_problem(value: str) -> str | None:
     """Why ``value`` cannot be a 学号, or None when it can."""
     if not value:
@@ -55,10 +62,3 @@ def student_no_problem(value: str) -> str | None:
         return f"学号“{value}”含有不允许的字符（只能是字母、数字、- 和 _）"
     return None
 
-
-_ID_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{8})([0-9]{3}[0-9Xx])(?![0-9])")
-
-
-def mask_ids_in_text(text: str) -> str:
-    """Mask every 身份证号-shaped run (17 digits and a digit or X) in free text, as mask_id_card does."""
-    return _ID_IN_TEXT.sub(lambda m: m.group(1) + "*" * 8 + m.group(3), text)

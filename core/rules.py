@@ -115,6 +115,12 @@ def restricting_checkpoints(flow: Flow, step_code: str) -> list[Checkpoint]:
     return [cp for cp in flow.checkpoints if step_code in {s.code for s in prerequisite_steps(flow, cp)}]
 
 
+def liftable_steps(flow: Flow) -> list[Step]:
+    """The steps whose restriction the flow's special desk may lift (its checkpoint's ``lifts``), in flow order."""
+    lifted = {code for cp in flow.checkpoints if cp.kind == "waiver" for code in cp.lifts}
+    return [s for s in flow.all_steps() if s.code in lifted]
+
+
 def may_waive(
     flow: Flow, student: Student, step_code: str, status: Status, already: bool, year: int
 ) -> Decision:
@@ -122,6 +128,12 @@ def may_waive(
     step = flow.steps[step_code]
     if not restricting_checkpoints(flow, step_code):
         return Decision(False, f"“{step.name}”不是任何离校点的前置条件，没有可解除的限制")
+    liftable = liftable_steps(flow)
+    if step_code not in {s.code for s in liftable}:
+        if not liftable:
+            return Decision(False, "当前流程没有特殊离校点（kind = \"waiver\"），不能解除任何限制")
+        names = "、".join(f"“{s.name}”" for s in liftable)
+        return Decision(False, f"特殊离校点只能解除{names}的限制；“{step.name}”须由所在离校点办理，不能解除")
     if effective_status(step, student, status, year) is Status.NA:
         return Decision(False, f"该生不需要办理“{step.name}”，没有可解除的限制")
     if status is Status.PASSED:

@@ -10,17 +10,19 @@ import sqlite3
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from lixiao.core.clearance import ClearanceError, RefusedError
 from lixiao.core.feeds import FeedError, parse_feed
 from lixiao.core.flow import PRESETS, FlowError, flow_to_dict, load_preset
+from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.issuance import SPLITS, IssueError
 from lixiao.core.model import STATUS_LABELS, Flow, Status
 from lixiao.core.roster import RosterError, validate_roster
@@ -30,6 +32,7 @@ from lixiao.workbooks.roster import build_roster_template
 from lixiao.workbooks.tables import TableError, read_table
 
 from .datafolder import DataFolder, DataFolderError, find_folder, init_folder, open_folder
+from .locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
 
 MARKS = {"passed": "✓", "failed": "✗", "optional": "○", "pending": "↓", "na": "–"}
 INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError,
@@ -53,7 +56,7 @@ class LixiaoGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except RefusedError as exc:
+        except (RefusedError, LockBusyError) as exc:
             _fail(str(exc), 1)
         except INPUT_ERRORS as exc:
             _fail(str(exc), 2)
@@ -89,13 +92,26 @@ def _operator(value: str | None) -> str:
         return "unknown"
 
 
+def _say_waiting() -> None:
+    click.echo(WAITING_MESSAGE, err=True)
+
+
 @contextmanager
-def _folder(ctx: click.Context) -> Iterator[DataFolder]:
-    folder = open_folder(find_folder(ctx.obj.get("data")))
-    try:
+def _folder(ctx: click.Context, write: bool, watch: bool = False) -> Iterator[DataFolder]:
+    """The one place that takes the folder's lock and opens it.
+
+    ``write``: hold the writer lock for the command (waiting up to 30 s). ``watch``: hold the watch lock
+    instead, for the daemon's life; the daemon takes the writer lock itself around each batch.
+    """
+    root = find_folder(ctx.obj.get("data"))
+    with ExitStack() as stack:
+        if watch:
+            stack.enter_context(watch_lock(root))
+        elif write:
+            stack.enter_context(writer_lock(root, on_wait=_say_waiting))
+        folder = open_folder(root, write=write or watch)
+        stack.callback(folder.close)
         yield folder
-    finally:
-        folder.close()
 
 
 def _read(path: Path) -> bytes:
@@ -176,7 +192,7 @@ def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: st
             console.print(f"  {problem}")
         if not skip_bad:
             raise Refused("名单有错误，没有导入任何学生；请改正后重新导入，或加 --skip-bad 只导入正确的行")
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True) as folder:
         counts = folder.store.upsert_students(result.students, source=f"roster:{file.name}",
                                               operator=_operator(operator))
     console.print(f"导入完成：新增 {counts['added']}，更新 {counts['updated']}，未变 {counts['unchanged']}")
@@ -198,7 +214,7 @@ def flow_show(ctx: click.Context, as_json: bool, preset: str | None) -> None:
     if preset:
         shown, year = load_preset(preset), 2026
     else:
-        with _folder(ctx) as folder:
+        with _folder(ctx, write=False) as folder:
             shown, year = folder.flow, folder.year
     if as_json:
         _json(flow_to_dict(shown, year))
@@ -251,7 +267,7 @@ def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: 
     """导入图书馆（学号,借阅册数,欠费）、财务（学号,欠费金额）或贷款系统的数据。Apply a feed."""
     table = read_table(_read(file), file.name)
     parsed = parse_feed(kind, table.headers, table.rows, loan or "")
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True) as folder:
         report = folder.clearance.apply_feed(parsed.entries, source=f"feed:{kind}:{file.name}",
                                              operator=_operator(operator))
     console.print(f"已通过 {report.passed}，未通过 {report.failed}，未变 {report.unchanged}")
@@ -279,7 +295,7 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
 
     from .issuing import issue_workbooks, plan_all
 
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True) as folder:
         plans = plan_all(folder, list(checkpoints), split)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
         with Progress(*columns, console=console, transient=True) as bar:
@@ -313,22 +329,22 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
     """
     if confirm and not files:
         raise click.UsageError("--confirm 需要给出 held/ 中的文件，如 lixiao sync --confirm held/水电.xlsx")
-    from .daemon import writer_lock
     from .pipeline import refresh_reports, sync
 
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True) as folder:
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise DataFolderError(f"找不到文件：{'、'.join(missing)}")
-        with writer_lock(folder.root, wait=10.0):
-            outcomes = sync(folder, list(files) if files else None, dry_run=dry_run, min_age=0 if files else 1.0,
-                            confirm=confirm)
-            report_error = ""
-            if not dry_run and any(o.outcome == "merged" for o in outcomes):
-                try:
-                    refresh_reports(folder)
-                except (OSError, sqlite3.Error) as exc:  # the returns are already safely merged
-                    report_error = f"报表未能更新（{exc}）；收件已完成，腾出空间后运行 lixiao report"
+        outcomes = sync(folder, list(files) if files else None, dry_run=dry_run, min_age=0 if files else 1.0,
+                        confirm=confirm)
+        report_error = ""
+        if not dry_run and any(o.outcome == "merged" for o in outcomes):
+            try:
+                refresh_reports(folder)
+            except (OSError, sqlite3.Error) as exc:  # the returns are already safely merged
+                report_error = f"报表未能更新（{exc}）；收件已完成，腾出空间后运行 lixiao report"
+    for o in outcomes:  # a 身份证号 typed into a 备注 must not reach a terminal or a log in clear
+        o.reasons = [mask_ids_in_text(r) for r in o.reasons]
     if as_json:
         _json({"files": [o.as_json() for o in outcomes], "dry_run": dry_run})
     else:
@@ -340,11 +356,11 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
             console.print(f"[bold]{o.file}[/]：{names[o.outcome]}，记录 {o.applied}，拒绝 {o.refused}，"
                           f"冲突 {o.conflicts}" + (f"，回执 {o.receipt}" if o.receipt else ""))
             for reason in o.reasons[:10]:
-                console.print(f"  [dim]{reason}[/]")
+                console.print(f"  [dim]{escape(reason)}[/]")
         if dry_run:
             console.print("[yellow]演练模式（--dry-run）：没有写入任何内容[/]")
     if report_error:
-        click.echo(f"注意：{report_error}", err=True)
+        click.echo(f"注意：{mask_ids_in_text(report_error)}", err=True)
     if any(o.outcome in ("rejected", "quarantined", "held") or o.refused or o.conflicts for o in outcomes):
         sys.exit(1)
 
@@ -360,7 +376,7 @@ def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float) 
     """守护进程：监视收件箱，文件完整后自动处理；Ctrl-C 停止。Run the watch daemon."""
     from .daemon import run_daemon
 
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True, watch=True) as folder:
         console.print(f"正在监视 {folder.root / 'inbox'}（日志：{folder.root / 'watch.log'}；按 Ctrl-C 停止）")
         run_daemon(folder, settle, rescan, poll)
 
@@ -371,7 +387,7 @@ def report(ctx: click.Context) -> None:
     """重新生成报表（离线网页和 离校进度.xlsx）。Regenerate reports/."""
     from lixiao.reports.build import render_report
 
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True) as folder:
         built = render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates")
     console.print(f"已生成报表（{built.students} 名学生，{built.files} 个文件）：{built.index}")
     console.print(f"Excel 报表：{built.excel}")
@@ -386,7 +402,7 @@ def report(ctx: click.Context) -> None:
 @click.pass_context
 def set_status(ctx: click.Context, student: str, step: str, status: str, remark: str, operator: str | None) -> None:
     """手工设置某学生某步骤的状态（检查前置条件，记入审计）。Set one step by hand."""
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)
         decision = clearance.set_step(who, target.code, Status(status), remark=remark, source="cli",
@@ -403,7 +419,7 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
 @click.pass_context
 def status(ctx: click.Context, query: str, as_json: bool) -> None:
     """按学号、姓名或身份证号查询学生的离校记录及受阻原因。Show a student."""
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=False) as folder:
         record = folder.clearance.record(folder.clearance.student(query))
     if as_json:
         _json(record)
@@ -440,7 +456,7 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
 @click.pass_context
 def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: str, operator: str | None) -> None:
     """解除某学生某步骤的前置限制（缓交）。Lift a restriction."""
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)
         clearance.waive(who, target, reason, _operator(operator), evidence)
@@ -454,7 +470,7 @@ def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: st
 @click.pass_context
 def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -> None:
     """恢复已解除的限制。Restore a lifted restriction."""
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=True) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)
         clearance.unwaive(who, target, _operator(operator))
@@ -466,7 +482,7 @@ def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -
 @click.pass_context
 def waivers(ctx: click.Context, as_json: bool) -> None:
     """已解除限制名单。All lifted restrictions."""
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=False) as folder:
         listed = folder.clearance.waiver_list()
     if as_json:
         _json(listed)
@@ -493,7 +509,7 @@ def _short(text: str, limit: int = 40) -> str:
 @click.pass_context
 def history(ctx: click.Context, student: str, as_json: bool) -> None:
     """某学生的全部审计记录。The audit events of one student."""
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=False) as folder:
         who = folder.clearance.student(student)
         events = folder.store.history(who.student_no)
         names = {s.code: s.name for s in folder.flow.all_steps()}
@@ -517,7 +533,7 @@ def export(ctx: click.Context, file: Path) -> None:
     suffix = file.suffix.lower()
     if suffix not in (".xlsx", ".csv", ".json"):
         raise DataFolderError("导出文件名应以 .xlsx、.csv 或 .json 结尾")
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=False) as folder:
         if suffix == ".json":
             entries = folder.clearance.matrix()
             file.write_text(json.dumps(entries, ensure_ascii=False, indent=1), "utf-8")
@@ -548,7 +564,7 @@ def verify(ctx: click.Context) -> None:
     """校验数据库、审计链、存档文件和收件箱。Verify integrity."""
     from .integrity import folder_problems
 
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=False) as folder:
         problems = folder_problems(folder)
         events = folder.store.db.execute("SELECT count(*) FROM audit").fetchone()[0]
         archived = sum(1 for r in folder.store.ledger_rows() if r["outcome"] == "merged")
@@ -564,7 +580,7 @@ def verify(ctx: click.Context) -> None:
 @click.pass_context
 def backup(ctx: click.Context, dest: Path) -> None:
     """在线备份数据库并校验备份。Back up the store."""
-    with _folder(ctx) as folder:
+    with _folder(ctx, write=False) as folder:
         folder.store.backup_to(dest)
     console.print(f"已备份并校验：{dest}")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,40 +17,41 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from .datafolder import DataFolder, DataFolderError, secret_key
+from lixiao.core.identity import mask_ids_in_text
+
+from .datafolder import DataFolder, secret_key
+from .faults import fault_point
+from .locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from .pipeline import FileOutcome, is_debris, process_file, recover_staging, refresh_reports
 
-LOCK_NAME = ".lixiao.lock"
 ROUTED_EVENTS = frozenset({"created", "modified", "closed", "moved"})
+LOCK_ATTEMPT = 1.0  # seconds one try for the writer lock lasts; the loop tries again (and stays stoppable)
+BATCH_SECONDS = 5.0  # the writer lock is given back at least this often, so `lixiao set` never waits long
+RETRY_DELAYS = (2.0, 8.0)  # a file whose processing raised is retried after these; then it is left in inbox/
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 
 
-@contextmanager
-def writer_lock(root: Path, wait: float = 0.0) -> Iterator[None]:
-    """One writer per data folder: the daemon holds this lock; `lixiao sync` takes it too."""
-    handle = (root / LOCK_NAME).open("a")
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                handle.close()
-                raise DataFolderError("另一个 lixiao 进程（lixiao watch 或 sync）正在处理此数据文件夹；"
-                                      "守护进程运行时会自动处理收件箱，无需再运行 sync") from None
-            time.sleep(0.2)
+class _SafeFormatter(logging.Formatter):
+    """Every logged line: 身份证号 masked, undecodable file-name bytes shown as \\xNN, never an encoding error."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(mask_ids_in_text(super().format(record)))
+
+
+def printable(text: str) -> str:
+    """``text`` with bytes that were not UTF-8 (os.fsdecode's surrogates) written as \\xNN."""
     try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
 class _Pending:
     due: float
     snapshot: tuple[int, int] | None = None
-    attempts: int = 0
+    attempts: int = 0  # deferrals (still being copied)
+    failures: int = 0  # processing raised
 
 
 class _Router(FileSystemEventHandler):
@@ -84,10 +84,14 @@ class Watcher:
         self.stop_event = threading.Event()
         self._pending: dict[Path, _Pending] = {}
         self._lock = threading.Lock()
+        self._given_up: dict[Path, tuple[int, int]] = {}
+        self._waiting = False
         self.log = logging.getLogger("lixiao.watch")
 
     def notify(self, path: Path) -> None:
         """An event touched ``path``: (re)start its settle timer."""
+        if self._left_alone(path):
+            return
         with self._lock:
             entry = self._pending.get(path)
             due = time.monotonic() + self.settle
@@ -98,10 +102,36 @@ class Watcher:
 
     def scan(self) -> None:
         """Queue every candidate in the inbox (events can be lost: inotify overflow, network shares)."""
-        for path in self.inbox.iterdir():
-            if path.is_file() and not is_debris(path):
-                with self._lock:
-                    self._pending.setdefault(path, _Pending(time.monotonic()))
+        try:
+            entries = list(os.scandir(self.inbox))
+        except OSError as exc:
+            self.log.error("无法读取收件箱 %s：%s；稍后再试", self.inbox, exc.strerror or exc)
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                # links, FIFOs and other odd entries are queued too: the pipeline refuses them with a reason
+                if entry.is_dir(follow_symlinks=False) or is_debris(path) or self._left_alone(path):
+                    continue
+            except OSError:  # vanished or unreadable between listing and looking: the next scan sees it
+                continue
+            with self._lock:
+                self._pending.setdefault(path, _Pending(time.monotonic()))
+
+    def _left_alone(self, path: Path) -> bool:
+        """True for a file given up after repeated failures, until its content changes."""
+        given_up = self._given_up.get(path)
+        if given_up is None:
+            return False
+        try:
+            info = os.lstat(path)
+        except OSError:
+            self._given_up.pop(path, None)
+            return True
+        if (info.st_size, info.st_mtime_ns) == given_up:
+            return True
+        self._given_up.pop(path, None)
+        return False
 
     def _due(self) -> list[tuple[Path, _Pending]]:
         now = time.monotonic()
@@ -111,52 +141,109 @@ class Watcher:
     def _settled(self, path: Path, entry: _Pending) -> bool:
         """True when size and mtime are the same as at the last look (a file still being copied is not)."""
         try:
-            stat = path.stat()
-        except FileNotFoundError:
+            info = os.lstat(path)
+        except OSError:  # gone (another writer took it, or the user moved it)
             with self._lock:
                 self._pending.pop(path, None)
             return False
-        snapshot = (stat.st_size, stat.st_mtime_ns)
-        if entry.snapshot != snapshot or stat.st_size == 0:
+        if not stat.S_ISREG(info.st_mode):
+            return True  # a link or a FIFO never "settles": the pipeline refuses it at once
+        snapshot = (info.st_size, info.st_mtime_ns)
+        if entry.snapshot != snapshot or info.st_size == 0:
             entry.snapshot = snapshot
             entry.due = time.monotonic() + self.settle
             return False
         return True
 
+    def _say_waiting(self) -> None:
+        if not self._waiting:
+            self.log.info(WAITING_MESSAGE)
+        self._waiting = True
+
     def step(self, key: bytes) -> int:
-        """Process every settled pending file once; returns how many merged (so the reports need refreshing)."""
+        """Process settled pending files (one batch, under the writer lock); returns how many merged."""
+        ready = [(p, e) for p, e in self._due() if not self.stop_event.is_set() and self._settled(p, e)]
+        if not ready:
+            return 0
         merged = 0
-        for path, entry in self._due():
-            if self.stop_event.is_set():
-                break
-            if not self._settled(path, entry):
-                continue
-            outcome = process_file(self.folder, path, key, min_age=0)
-            if outcome.outcome == "deferred":
-                entry.attempts += 1
-                entry.due = time.monotonic() + min(60.0, self.settle * 2 ** min(entry.attempts, 5))
-                entry.snapshot = None
-                continue
-            with self._lock:
-                self._pending.pop(path, None)
-            merged += outcome.outcome == "merged"
-            self.log.info("%s: %s (记录 %d, 拒绝 %d, 冲突 %d) %s", outcome.file, outcome.outcome, outcome.applied,
-                          outcome.refused, outcome.conflicts, "; ".join(outcome.reasons[:3]))
-            if self.on_outcome:
-                self.on_outcome(outcome)
+        try:
+            with writer_lock(self.folder.root, wait=LOCK_ATTEMPT, on_wait=self._say_waiting):
+                self._waiting = False
+                recover_staging(self.folder)
+                started = time.monotonic()
+                for path, entry in ready:
+                    if self.stop_event.is_set() or time.monotonic() - started > BATCH_SECONDS:
+                        break  # the rest stay due: the next batch takes them after others had their turn
+                    merged += self._take(path, entry, key)
+        except LockBusyError:
+            return merged  # still pending and due: tried again on the next turn of the loop
         return merged
 
-    def _refresh(self) -> None:
+    def _take(self, path: Path, entry: _Pending, key: bytes) -> int:
+        """Process one file (holding the writer lock); 1 when it merged. Never raises for a bad file."""
+        if not os.path.lexists(path):  # another writer took it while we waited for the lock
+            with self._lock:
+                self._pending.pop(path, None)
+            return 0
         try:
-            index = refresh_reports(self.folder)
+            fault_point("daemon", path.name)
+            outcome = process_file(self.folder, path, key, min_age=0)
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the daemon taking the others
+            self._failed(path, entry, exc)
+            return 0
+        if outcome.outcome == "deferred":
+            entry.attempts += 1
+            entry.due = time.monotonic() + min(60.0, self.settle * 2 ** min(entry.attempts, 5))
+            entry.snapshot = None
+            return 0
+        with self._lock:
+            self._pending.pop(path, None)
+        self.log.info("%s: %s (记录 %d, 拒绝 %d, 冲突 %d) %s", outcome.file, outcome.outcome, outcome.applied,
+                      outcome.refused, outcome.conflicts, "; ".join(outcome.reasons[:3]))
+        if self.on_outcome:
+            self.on_outcome(outcome)
+        return int(outcome.outcome == "merged")
+
+    def _failed(self, path: Path, entry: _Pending, exc: Exception) -> None:
+        """Log one line; retry after a back-off, or after MAX_ATTEMPTS leave the file where it is."""
+        entry.failures += 1
+        debug = bool(os.environ.get("LIXIAO_DEBUG"))
+        what = f"{type(exc).__name__}: {exc}"
+        name = os.fsdecode(path.name)
+        if entry.failures < MAX_ATTEMPTS:
+            delay = RETRY_DELAYS[entry.failures - 1]
+            self.log.error("处理 %s 时出错（第 %d 次）：%s；%g 秒后重试", name, entry.failures, what, delay,
+                           exc_info=debug)
+            entry.due = time.monotonic() + delay
+            entry.snapshot = None
+            return
+        self.log.error("处理 %s 连续 %d 次出错（%s），已放弃：文件留在 inbox/ 中，改动或替换该文件后会重新处理"
+                       "（设置 LIXIAO_DEBUG=1 可在日志中查看详情）", name, entry.failures, what, exc_info=debug)
+        with self._lock:
+            self._pending.pop(path, None)
+        try:
+            info = os.lstat(path)
+            self._given_up[path] = (info.st_size, info.st_mtime_ns)
+        except OSError:
+            pass
+
+    def _refresh(self) -> bool:
+        """Regenerate the reports under the writer lock; False when another writer kept it (try later)."""
+        try:
+            with writer_lock(self.folder.root, wait=LOCK_ATTEMPT, on_wait=self._say_waiting):
+                self._waiting = False
+                index = refresh_reports(self.folder)
             self.log.info("报表已更新：%s", index)
-        except Exception as exc:  # noqa: BLE001 - a report failure must not stop the daemon taking returns
-            self.log.error("报表生成失败（不影响收件）：%s: %s", type(exc).__name__, exc)
+        except LockBusyError:
+            return False
+        except Exception as exc:  # a report failure must not stop the daemon taking returns
+            self.log.error("报表生成失败（不影响收件）：%s: %s", type(exc).__name__, exc,
+                           exc_info=bool(os.environ.get("LIXIAO_DEBUG")))
+        return True
 
     def run(self) -> None:
         """Watch until stop_event is set (SIGINT/SIGTERM in the CLI)."""
         key = secret_key(self.folder.root)
-        recover_staging(self.folder)
         observer: Any = PollingObserver(timeout=self.poll) if self.poll else Observer()
         observer.schedule(_Router(self.inbox, self.notify), str(self.inbox), recursive=False)
         observer.start()
@@ -166,15 +253,19 @@ class Watcher:
             next_scan = time.monotonic() + self.rescan
             dirty = False
             while not self.stop_event.is_set():
-                dirty = self.step(key) > 0 or dirty
-                with self._lock:
-                    busy = bool(self._pending)
-                if dirty and not busy:  # coalesced: once after a burst, not per file
-                    self._refresh()
-                    dirty = False
-                if time.monotonic() >= next_scan:
-                    self.scan()
-                    next_scan = time.monotonic() + self.rescan
+                try:
+                    dirty = self.step(key) > 0 or dirty
+                    with self._lock:  # files waiting for a retry or a slow copy do not hold the reports back
+                        busy = any(e.due <= time.monotonic() + self.settle for e in self._pending.values())
+                    if dirty and not busy:  # coalesced: once after a burst, not per file
+                        dirty = not self._refresh()
+                    if time.monotonic() >= next_scan:
+                        self.scan()
+                        next_scan = time.monotonic() + self.rescan
+                except Exception as exc:  # the daemon outlives any one failure
+                    self.log.error("守护进程出错：%s: %s；1 秒后继续", type(exc).__name__, exc,
+                                   exc_info=bool(os.environ.get("LIXIAO_DEBUG")))
+                    self.stop_event.wait(1.0)
                 self.stop_event.wait(0.2)
         finally:
             observer.stop()
@@ -183,12 +274,12 @@ class Watcher:
 
 
 def run_daemon(folder: DataFolder, settle: float, rescan: float, poll: float | None) -> None:
-    """The CLI door: log file, signal handling, the writer lock, then the watch loop."""
+    """The CLI door (holding the watch lock): log file, signal handling, then the watch loop."""
     log_path = folder.root / "watch.log"
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler = logging.FileHandler(log_path, encoding="utf-8", errors="backslashreplace")
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
+    console = logging.StreamHandler()  # sys.stderr, which writes what it cannot encode as \\x escapes
+    console.setFormatter(_SafeFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
     log = logging.getLogger("lixiao.watch")
     log.setLevel(logging.INFO)
     log.addHandler(handler)
@@ -202,8 +293,7 @@ def run_daemon(folder: DataFolder, settle: float, rescan: float, poll: float | N
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        with writer_lock(folder.root):
-            watcher.run()
+        watcher.run()
     finally:
         log.removeHandler(handler)
         log.removeHandler(console)

@@ -5,19 +5,28 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
+import sqlite3
 import tomllib
+import unicodedata
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+
+import tomli_w
 
 from lixiao.core.clearance import Clearance
 from lixiao.core.flow import PRESETS, load_flow_file, preset_text
 from lixiao.core.model import Flow
 from lixiao.core.store import Store
 
+from .faults import fault_point
+
 SETTINGS = "lixiao.toml"
 FOLDERS = ("outbox", "inbox", "archive", "rejected", "receipts", "reports")
 ENV_VAR = "LIXIAO_DATA"
+SETTINGS_HEADER = "# lixiao 数据文件夹设置；流程文件 flow.toml 可编辑（路径相对于本文件夹）\n"
 
 
 class DataFolderError(ValueError):
@@ -57,8 +66,11 @@ def year_of(session_name: str) -> int | None:
 
 
 def init_folder(root: Path, flow: str = "undergrad", session: str | None = None, year: int | None = None) -> DataFolder:
-    """Create a data folder (private: 0700, .secret 0600) with its flow, settings and store."""
-    if (root / SETTINGS).exists():
+    """Create a data folder (private: 0700, .secret 0600) with its flow, settings and store, fully or not at all.
+
+    A folder an interrupted init left half-made (no lixiao.toml, or no store.db) is initialised again.
+    """
+    if (root / SETTINGS).exists() and (root / "store.db").exists():
         raise DataFolderError(f"{root} 已经是 lixiao 数据文件夹（有 {SETTINGS}），不会覆盖")
     if flow in PRESETS:
         flow_text, flow_name = preset_text(flow), flow
@@ -68,34 +80,91 @@ def init_folder(root: Path, flow: str = "undergrad", session: str | None = None,
             raise DataFolderError(f"--flow 应为 {'、'.join(PRESETS)} 或一个 .toml 流程文件，找不到 {flow}")
         load_flow_file(path)  # validate before creating anything
         flow_text, flow_name = path.read_text("utf-8"), path.stem
+    if session is not None:
+        session = session.strip()
+        problem = session_name_problem(session)
+        if problem:
+            raise DataFolderError(problem)
     year = year or (year_of(session) if session else None) or date.today().year
     session = session or default_session_name(flow_name, year)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise DataFolderError(f"{root} 是一个文件，不是文件夹；请换一个名称")
+    _check_leftover_store(root)
+    created: list[Path] = []
+    try:
+        _build_folder(root, created, flow_text, flow_name, session, year)
+        return open_folder(root)
+    except BaseException:
+        _remove_created(created)
+        raise
+
+
+def session_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a session name (empty, a newline, control characters), or None."""
+    if not name:
+        return "会话名称（--session）不能为空，例如 2026届本科毕业生离校"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "会话名称（--session）不能包含换行或控制字符；请写成一行，例如 2026届本科毕业生离校"
+    return None
+
+
+def _check_leftover_store(root: Path) -> None:
+    """A store.db left without lixiao.toml may be replaced only when it holds nothing but its creation."""
+    db = root / "store.db"
+    if not db.exists():
+        return
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            students = conn.execute("SELECT count(*) FROM students").fetchone()[0]
+            events = conn.execute("SELECT count(*) FROM audit").fetchone()[0]
+    except sqlite3.Error:
+        students, events = 0, 0  # unreadable: an interrupted create, not data
+    if students or events > 1:
+        raise DataFolderError(f"{db} 已有数据，但缺少 {SETTINGS}；请从备份恢复 {SETTINGS}，"
+                              f"或把 store.db 移到别处后再运行 lixiao init")
+
+
+def _build_folder(root: Path, created: list[Path], flow_text: str, flow_name: str, session: str, year: int) -> None:
+    """Create every part of a data folder, recording each new path in ``created`` (to undo on failure)."""
+    missing = [p for p in (root, *root.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir()
+        created.append(directory)
+    if root not in created:  # half-made by an interrupted init: its settings and empty store are replaced
+        for leftover in (SETTINGS, "store.db", "store.db-wal", "store.db-shm"):
+            (root / leftover).unlink(missing_ok=True)
     root.chmod(0o700)
     for name in FOLDERS:
-        (root / name).mkdir(exist_ok=True)
-    secret = root / ".secret"
-    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if not (root / name).exists():
+            (root / name).mkdir()
+            created.append(root / name)
+    for name in (".secret", "flow.toml"):  # a file the user already had is rewritten, never removed
+        if not (root / name).exists():
+            created.append(root / name)
+    fd = os.open(root / ".secret", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32))
     (root / "flow.toml").write_text(flow_text, "utf-8")
-    settings = (
-        "# lixiao 数据文件夹设置\n"
-        "[session]\n"
-        f"name = {_toml_string(session)}\n"
-        f"year = {year}\n\n"
-        "[flow]\n"
-        "# 流程文件（可编辑）；相对于本文件夹\n"
-        'file = "flow.toml"\n'
-    )
-    (root / SETTINGS).write_text(settings, "utf-8")
-    store = Store.create(root / "store.db", session, year, flow_name)
-    store.close()
-    return open_folder(root)
+    created.extend(root / n for n in ("store.db", "store.db-wal", "store.db-shm"))
+    Store.create(root / "store.db", session, year, flow_name).close()
+    fault_point("init")
+    # Written last: lixiao.toml is what makes a folder a data folder (find_folder looks for it).
+    settings = {"session": {"name": session, "year": year}, "flow": {"file": "flow.toml"}}
+    created.append(root / SETTINGS)
+    (root / SETTINGS).write_text(SETTINGS_HEADER + tomli_w.dumps(settings), "utf-8")
 
 
-def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _remove_created(created: list[Path]) -> None:
+    """Undo a failed init: remove what it created, newest first (a created folder with all it holds)."""
+    for path in reversed(created):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass  # best effort; the original error is what the user needs to see
 
 
 def find_folder(explicit: str | None = None, cwd: Path | None = None) -> Path:
@@ -118,8 +187,8 @@ def find_folder(explicit: str | None = None, cwd: Path | None = None) -> Path:
     raise DataFolderError("找不到 lixiao 数据文件夹：请用 --data 指定，或先运行 lixiao init 文件夹")
 
 
-def open_folder(root: Path) -> DataFolder:
-    """Open a data folder's settings, flow and store."""
+def open_folder(root: Path, *, write: bool = True) -> DataFolder:
+    """Open a data folder's settings, flow and store (``write=False`` for read-only commands)."""
     try:
         settings = tomllib.loads((root / SETTINGS).read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

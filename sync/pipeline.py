@@ -6,8 +6,6 @@ import errno
 import hashlib
 import json
 import os
-import signal
-import sqlite3
 import stat
 import time
 import tomllib
@@ -31,6 +29,7 @@ from lixiao.workbooks.sandbox import parse_untrusted
 from lixiao.workbooks.sniff import sniff
 
 from .datafolder import SETTINGS, DataFolder, DataFolderError, secret_key
+from .faults import fault_point
 
 OUTCOMES = ("merged", "duplicate", "rejected", "quarantined", "deferred", "held")
 NO_OPERATOR = "（未填写经办人）"
@@ -82,21 +81,6 @@ def safe_name(name: str, limit: int = MAX_NAME) -> str:
         suffix = Path(text).suffix if len(Path(text).suffix) <= 10 else ""
         text = text[: limit - len(suffix) - 1] + "…" + suffix
     return text
-
-
-def fault_point(name: str) -> None:
-    """Fault injection for the fault tests (LIXIAO_FAULT=POINT:ACTION): sleep N seconds, or fail like a full disk."""
-    spec = os.environ.get("LIXIAO_FAULT", "")
-    if not spec.startswith(name + ":"):
-        return
-    action = spec.split(":", 1)[1]
-    if action == "diskfull":
-        raise sqlite3.OperationalError("database or disk is full")
-    if action == "enospc":
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(float(action))
 
 
 def is_debris(path: Path) -> bool:

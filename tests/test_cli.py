@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +75,16 @@ def test_waiver_on_passed_step_is_refused(cli: Cli, tmp_path: Path) -> None:
     assert result.output.strip() == "错误：“缴还欠款”已通过，无法调整离校点限制"
 
 
+def test_waive_refuses_a_step_the_special_desk_cannot_lift(cli: Cli) -> None:
+    """`lixiao waive X electricity` exits 1 with the rule's message and records nothing."""
+    for step, name in (("electricity", "清理电费"), ("party_transfer", "转出党团组织关系")):
+        result = cli("waive", "0803010103", step, "--reason", "欠费缓交")
+        assert result.exit_code == 1
+        assert result.output.strip() == (f"错误：特殊离校点只能解除“缴还欠款”的限制；“{name}”须由所在离校点办理，"
+                                         "不能解除")
+    assert cli.json("waivers") == []
+
+
 def test_step_may_be_named_in_chinese_when_unique(cli: Cli) -> None:
     """缴还欠款 works as well as pay_arrears; an ambiguous name asks for the code."""
     assert cli("waive", "0803010103", "缴还欠款", "--reason", "欠费缓交").exit_code == 0
@@ -123,6 +134,59 @@ def test_init_is_private_and_refuses_twice(tmp_path: Path) -> None:
         assert (data / sub).is_dir()
     again = runner.invoke(main, ["init", str(data)])
     assert again.exit_code == 2 and "不会覆盖" in again.output
+
+
+def test_init_refuses_a_session_name_with_a_newline(tmp_path: Path) -> None:
+    """A newline or control character in --session: exit 2, one line, and no folder left behind."""
+    for bad in ("2026届\n[flow]\nfile = \"x\"", "2026届\x07本科"):
+        result = CliRunner().invoke(main, ["init", str(tmp_path / "d"), "--session", bad])
+        assert result.exit_code == 2
+        assert result.output == ("错误：会话名称（--session）不能包含换行或控制字符；"
+                                 "请写成一行，例如 2026届本科毕业生离校\n")
+        assert not (tmp_path / "d").exists()
+
+
+def test_init_writes_quotes_and_backslashes_in_the_session_name_safely(tmp_path: Path) -> None:
+    """A session name with quotes and a backslash reads back exactly (lixiao.toml written by a TOML writer)."""
+    name = '2026届本科"毕业生"\\离校'
+    assert CliRunner().invoke(main, ["init", str(tmp_path / "d"), "--session", name]).exit_code == 0
+    assert CliRunner().invoke(main, ["--data", str(tmp_path / "d"), "waivers"]).exit_code == 0
+    assert tomllib.loads((tmp_path / "d" / "lixiao.toml").read_text("utf-8"))["session"]["name"] == name
+
+
+def test_a_failure_in_the_middle_of_init_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the store is created removes the whole half-made folder (and a created parent)."""
+    monkeypatch.setenv("LIXIAO_FAULT", "init:raise")
+    result = CliRunner().invoke(main, ["init", str(tmp_path / "new" / "d")])
+    assert result.exit_code == 2 and result.output.startswith("错误：") and "Traceback" not in result.output
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "empty"
+    existing.mkdir()
+    (existing / "笔记.txt").write_text("用户自己的文件", "utf-8")
+    assert CliRunner().invoke(main, ["init", str(existing)]).exit_code == 2
+    assert sorted(p.name for p in existing.iterdir()) == ["笔记.txt"]
+
+
+def test_init_again_over_a_half_made_folder(tmp_path: Path) -> None:
+    """A folder an older version left without lixiao.toml (or without store.db) can be initialised again."""
+    runner = CliRunner()
+    no_settings, no_store = tmp_path / "a", tmp_path / "b"
+    for data in (no_settings, no_store):
+        assert runner.invoke(main, ["init", str(data)]).exit_code == 0
+    (no_settings / "lixiao.toml").unlink()
+    (no_store / "store.db").unlink()
+    for data in (no_settings, no_store):
+        result = runner.invoke(main, ["init", str(data), "--session", "2026届本科毕业生离校"])
+        assert result.exit_code == 0, result.output
+        assert runner.invoke(main, ["--data", str(data), "waivers", "--json"]).exit_code == 0
+
+
+def test_init_keeps_a_store_that_holds_data(cli: Cli) -> None:
+    """A store.db with students but no lixiao.toml is never replaced: init refuses and says what to do."""
+    (cli.data / "lixiao.toml").unlink()
+    result = CliRunner().invoke(main, ["init", str(cli.data)])
+    assert result.exit_code == 2 and "已有数据" in result.output
+    assert (cli.data / "store.db").stat().st_size > 0
 
 
 def test_init_with_custom_flow_file_validates_it(tmp_path: Path) -> None:

@@ -110,3 +110,34 @@ def test_corrupted_store_is_refused_with_restore_advice(issued: Cli) -> None:
     assert result.exit_code == 2 and "用 lixiao backup 的备份恢复" in result.output
     (issued.data / "backup.db").replace(db)
     assert issued("verify").exit_code == 0
+
+
+def test_a_file_whose_processing_raises_does_not_stop_the_watcher(issued: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """An exception on one file is one log line and a later retry; the other file in the same batch merges."""
+    drop(issued, "a.xlsx", ticked(issued, "0803010103"))
+    drop(issued, "b.xlsx", ticked(issued, "0803010104"))
+    monkeypatch.setenv("LIXIAO_FAULT", "daemon:raise:a.xlsx")
+    folder = open_folder(issued.data)
+    watcher = Watcher(folder, settle=0.0)
+    key = secret_key(folder.root)
+    watcher.scan()
+    watcher.step(key)
+    with caplog.at_level("INFO", logger="lixiao.watch"):
+        assert watcher.step(key) == 1
+    folder.close()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "处理 a.xlsx 时出错（第 1 次）：InjectedFaultError: 注入的故障（LIXIAO_FAULT=daemon:raise:a.xlsx）；2 秒后重试"]
+    assert not any(r.exc_info for r in caplog.records)  # no traceback unless LIXIAO_DEBUG=1
+    assert (issued.data / "inbox" / "a.xlsx").exists() and list(statuses(issued)) == [("0803010104", "electricity")]
+
+
+def test_a_vanished_inbox_is_logged_not_raised(issued: Cli, caplog: pytest.LogCaptureFixture) -> None:
+    """If inbox/ disappears (a network share drops), the rescan logs one line and the watcher carries on."""
+    folder = open_folder(issued.data)
+    watcher = Watcher(folder, settle=0.0)
+    (issued.data / "inbox").rename(issued.data / "inbox-away")
+    with caplog.at_level("INFO", logger="lixiao.watch"):
+        watcher.scan()
+    folder.close()
+    assert [r.getMessage()[:7] for r in caplog.records] == ["无法读取收件箱"]

@@ -7,6 +7,7 @@ from lixiao.core.identity import (
     id_card_problem,
     id_check_digit,
     mask_id_card,
+    mask_ids_in_text,
     normalize_id_card,
     student_no_problem,
 )
@@ -42,3 +43,12 @@ def test_student_no_rules() -> None:
     assert student_no_problem("0803010103") is None
     assert student_no_problem("") == "学号为空"
     assert student_no_problem("08 03") is not None
+
+
+def test_ids_in_free_text_are_masked() -> None:
+    """Every 身份证号-shaped run in a line is masked like mask_id_card; longer digit runs and 学号 are kept."""
+    text = "第 5 行 备注“身份证430103200401010017”；另一个 11010519491231002x，学号 0803010103"
+    assert mask_ids_in_text(text) == ("第 5 行 备注“身份证430103********0017”；另一个 110105********002x，"
+                                      "学号 0803010103")
+    assert mask_ids_in_text("订单号 14301032004010100170") == "订单号 14301032004010100170"
+    assert mask_ids_in_text("430103200401010017.xlsx") == mask_id_card("430103200401010017") + ".xlsx"

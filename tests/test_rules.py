@@ -154,3 +154,12 @@ def test_fast_matrix_agrees_with_the_rules(tmp_path: object) -> None:
         assert effective == {s.code: rules.effective_status(s, student, mine.get(s.code), 2026)
                              for s in flow.all_steps()}
         assert complete == rules.is_complete(flow, student, mine, 2026)
+
+
+def test_waiver_only_for_steps_the_special_desk_lifts(undergrad: Flow) -> None:
+    """Only the waiver checkpoint's `lifts` (缴还欠款) may be lifted; 清理电费 and 转出党团组织关系 may not."""
+    for step, name in (("electricity", "清理电费"), ("party_transfer", "转出党团组织关系")):
+        decision = rules.may_waive(undergrad, make_student(), step, Status.PENDING, False, 2026)
+        assert decision.reason == f"特殊离校点只能解除“缴还欠款”的限制；“{name}”须由所在离校点办理，不能解除"
+    assert rules.may_waive(undergrad, make_student(), "pay_arrears", Status.PENDING, False, 2026).allowed
+    assert [s.code for s in rules.liftable_steps(undergrad)] == ["pay_arrears"]

@@ -180,11 +180,76 @@ def test_sigkill_in_the_middle_of_a_merge(folder: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_sync_refuses_while_the_daemon_runs(folder: Path, daemon: Daemon) -> None:
-    """One writer: `lixiao sync` says the daemon is handling the inbox instead of racing it."""
-    result = subprocess.run([sys.executable, "-m", "lixiao.sync.cli", "--data", str(folder), "sync"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 2 and "正在处理此数据文件夹" in result.stderr
+def lixiao(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `lixiao --data DATA ARGS…` as its own process."""
+    return subprocess.run([sys.executable, "-m", "lixiao.sync.cli", "--data", str(data), *args],
+                          capture_output=True, text=True, timeout=90, check=False)
+
+
+def test_sync_while_the_daemon_runs_waits_and_processes(folder: Path, daemon: Daemon, tmp_path: Path) -> None:
+    """One writer at a time, not one writer all season: `lixiao sync FILE` runs while watch runs, once."""
+    data = edit(workbook(folder, "utilities"), {(ROSTER[0].student_no, "清理电费"): True})
+    outside = tmp_path / "邮件附件.xlsx"
+    outside.write_bytes(data)
+    result = lixiao(folder, "sync", str(outside))
+    assert result.returncode == 0, result.stderr
+    assert ("邮件附件.xlsx", "merged", "merged") in ledger(folder)
+    assert passed(folder) == {(ROSTER[0].student_no, "electricity")}
+
+
+def test_set_and_waive_work_while_the_daemon_runs(folder: Path, daemon: Daemon) -> None:
+    """The coordinator can record a change by hand all season while `lixiao watch` runs."""
+    result = lixiao(folder, "set", ROSTER[1].student_no, "dorm_items", "passed", "--operator", "宿管李老师")
+    assert result.returncode == 0, result.stderr
+    assert lixiao(folder, "waive", ROSTER[1].student_no, "pay_arrears", "--reason", "欠费缓交").returncode == 0
+    assert (ROSTER[1].student_no, "dorm_items") in passed(folder)
+    data = edit(workbook(folder, "utilities"), {(ROSTER[2].student_no, "清理电费"): True})
+    (folder / "inbox" / "水电.xlsx").write_bytes(data)  # and the daemon still takes returns afterwards
+    wait_for(lambda: ("水电.xlsx", "merged", "merged") in ledger(folder), what="the merge")
+
+
+def test_a_second_watch_on_the_same_folder_is_refused(folder: Path, daemon: Daemon) -> None:
+    """A second `lixiao watch` stops at once with one line saying a daemon already runs (exit 1)."""
+    started = time.monotonic()
+    result = lixiao(folder, "watch")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("错误：此数据文件夹已有一个 lixiao watch 在运行；"
+                                     "同一文件夹只需一个守护进程，请勿重复启动")
+    assert time.monotonic() - started < 20 and daemon.process.poll() is None
+
+
+def test_a_file_that_fails_is_retried_then_left_and_the_daemon_goes_on(folder: Path) -> None:
+    """A file whose processing raises is logged in one line, retried, then left in inbox/; a good one merges."""
+    running = Daemon(folder, "--rescan", "2", env={"LIXIAO_FAULT": "daemon:raise:坏.xlsx", "LIXIAO_DEBUG": ""})
+    try:
+        bad = edit(workbook(folder, "dorm"), {(ROSTER[1].student_no, "清理宿舍物品"): True})
+        (folder / "inbox" / "坏.xlsx").write_bytes(bad)
+        wait_for(lambda: "处理 坏.xlsx 时出错（第 1 次）" in running.log(), what="the first failure")
+        good = edit(workbook(folder, "utilities"), {(ROSTER[0].student_no, "清理电费"): True})
+        (folder / "inbox" / "好.xlsx").write_bytes(good)
+        wait_for(lambda: ("好.xlsx", "merged", "merged") in ledger(folder), what="the good return")
+        wait_for(lambda: "处理 坏.xlsx 连续 3 次出错" in running.log(), what="giving up")
+        time.sleep(3)  # a rescan later the file is still left alone
+        assert running.process.poll() is None
+    finally:
+        assert running.stop() == 0
+    log = running.log()
+    assert log.count("处理 坏.xlsx") == 3 and "Traceback" not in log
+    assert (folder / "inbox" / "坏.xlsx").exists() and not (folder / "inbox" / "好.xlsx").exists()
+    assert passed(folder) == {(ROSTER[0].student_no, "electricity")}
+
+
+def test_odd_names_and_id_numbers_never_break_the_log(folder: Path, daemon: Daemon) -> None:
+    """A name that is not UTF-8 is logged with \\x escapes; a 身份证号 in a file name is logged masked."""
+    id_card = ROSTER[0].id_card
+    (folder / "inbox" / os.fsdecode(b"\xff\xfe\xb0\xec.xlsx")).write_bytes(b"not a workbook")  # bytes, not UTF-8
+    data = edit(workbook(folder, "utilities"), {(ROSTER[0].student_no, "清理电费"): True})
+    (folder / "inbox" / f"{id_card}.xlsx").write_bytes(data)
+    wait_for(lambda: (f"{id_card}.xlsx", "merged", "merged") in ledger(folder), what="the merge")
+    wait_for(lambda: "\\xff\\xfe\\xb0\\xec" in daemon.log(), what="the odd name in the log")
+    log = daemon.log() + (daemon.data / "watch.log").read_text("utf-8")
+    assert id_card not in log and f"{id_card[:6]}********{id_card[-4:]}" in log
+    assert "Logging error" not in log and daemon.process.poll() is None
 
 
 def test_two_hundred_files_while_the_daemon_was_down(folder: Path) -> None:
