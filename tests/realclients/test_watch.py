@@ -240,13 +240,15 @@ def test_a_file_that_fails_is_retried_then_left_and_the_daemon_goes_on(folder: P
 
 
 def test_odd_names_and_id_numbers_never_break_the_log(folder: Path, daemon: Daemon) -> None:
-    """A name that is not UTF-8 is logged with \\x escapes; a 身份证号 in a file name is logged masked."""
+    """A name that is not UTF-8 is logged with � for its bad bytes; a 身份证号 in a file name is masked in the
+    log and in the ledger."""
     id_card = ROSTER[0].id_card
     (folder / "inbox" / os.fsdecode(b"\xff\xfe\xb0\xec.xlsx")).write_bytes(b"not a workbook")  # bytes, not UTF-8
     data = edit(workbook(folder, "utilities"), {(ROSTER[0].student_no, "清理电费"): True})
     (folder / "inbox" / f"{id_card}.xlsx").write_bytes(data)
-    wait_for(lambda: (f"{id_card}.xlsx", "merged", "merged") in ledger(folder), what="the merge")
-    wait_for(lambda: "\\xff\\xfe\\xb0\\xec" in daemon.log(), what="the odd name in the log")
+    masked = f"{id_card[:6]}********{id_card[-4:]}"
+    wait_for(lambda: (f"{masked}.xlsx", "merged", "merged") in ledger(folder), what="the merge")
+    wait_for(lambda: "��.xlsx: rejected" in daemon.log(), what="the odd name in the log")
     log = daemon.log() + (daemon.data / "watch.log").read_text("utf-8")
     assert id_card not in log and f"{id_card[:6]}********{id_card[-4:]}" in log
     assert "Logging error" not in log and daemon.process.poll() is None

@@ -1,0 +1,122 @@
+"""Row alignment measured: false refusals on whole-row sorts (must be 0), and what partial sorts are caught.
+
+    .venv/bin/python -m bench.alignment [--students 400] [--runs 200]
+
+Each run ticks random cells of the utilities workbook, then sorts it (openpyxl, the way a spreadsheet
+does): whole rows by a random column, or a random block of columns only. The merge plan is computed as
+the pipeline does (row keys on); a whole-row sort must give no misaligned row, and the ticks applied must
+be exactly those made. A partial sort is "caught" when it applies no tick to a student who was not ticked
+for (its rows refused, or the file refused past max_misaligned_rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+from click.testing import CliRunner
+
+from lixiao.core.merge import MergeInput, plan_merge
+from lixiao.core.signing import row_key, row_secret
+from lixiao.core.synthetic import make_cohort
+from lixiao.sync.cli import main as cli
+from lixiao.sync.datafolder import open_folder
+from lixiao.workbooks.reader import read_returned
+from lixiao.workbooks.roster import build_roster, roster_row
+from lixiao.workbooks.writer import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
+
+
+def _folder(root: Path, students: int) -> Path:
+    runner = CliRunner()
+    runner.invoke(cli, ["init", str(root), "--session", "2026届本科毕业生离校"], catch_exceptions=False)
+    roster = root.parent / "roster.xlsx"
+    roster.write_bytes(build_roster([roster_row(s) for s in make_cohort(students).students]))
+    runner.invoke(cli, ["--data", str(root), "students", "import", str(roster)], catch_exceptions=False)
+    runner.invoke(cli, ["--data", str(root), "issue", "--checkpoint", "utilities"], catch_exceptions=False)
+    return root
+
+
+def _sort(ws: Any, first: int, last: int, by: int, reverse: bool) -> None:
+    top, bottom = HEADER_ROW + 2, ws.max_row
+    block = [[ws.cell(r, c).value for c in range(first, last + 1)] for r in range(top, bottom + 1)]
+    block.sort(key=lambda values: str(values[by - first] or ""), reverse=reverse)
+    for offset, values in enumerate(block):
+        for index, value in enumerate(values):
+            ws.cell(top + offset, first + index).value = value
+
+
+def run(students: int, runs: int, seed: int) -> dict[str, Any]:
+    """Measure ``runs`` whole-row sorts and ``runs`` partial ones; return the counts."""
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="lixiao-align-") as work:
+        root = _folder(Path(work) / "data", students)
+        source = next((root / "outbox" / "utilities").glob("*.xlsx"))
+        key = bytes.fromhex((root / ".secret").read_text())
+        folder = open_folder(root, write=False)
+        students_by_no = {s.student_no: s for s in folder.store.students()}
+        stored = folder.store.all_status_rows()
+        counts = {"whole_runs": 0, "whole_false_rows": 0, "whole_wrong_result": 0,
+                  "partial_runs": 0, "partial_caught": 0, "partial_file_refused": 0}
+        for kind in ("whole", "partial"):
+            for _ in range(runs):
+                book = openpyxl.load_workbook(source)
+                ws = book[MAIN_SHEET]
+                head = {ws.cell(HEADER_ROW + 1, c).value: c for c in range(1, ws.max_column + 1)}
+                step_cols = [c for t, c in head.items() if t == "清理电费"]
+                intended = set()
+                for r in range(HEADER_ROW + 2, ws.max_row + 1):
+                    for c in step_cols:
+                        if ws.cell(r, c).value is False and rng.random() < 0.3:
+                            ws.cell(r, c).value = True
+                            intended.add(ws.cell(r, 1).value)
+                width = ws.max_column
+                if kind == "whole":
+                    _sort(ws, 1, width, rng.randint(1, width), rng.random() < 0.5)
+                else:
+                    binding = [head[t] for t in ("学号", "姓名", "身份证号", "宿舍", ROW_KEY_HEADER)]
+                    anchor = rng.choice(binding)
+                    first, last = rng.randint(1, anchor), rng.randint(anchor, width)
+                    if (first, last) == (1, width):
+                        first = 2
+                    _sort(ws, first, last, rng.randint(first, last), rng.random() < 0.5)
+                buffer = io.BytesIO()
+                book.save(buffer)
+                returned = read_returned(buffer.getvalue(), key)
+                payload = returned.token.payload or {}
+                workbook = folder.store.workbook(payload["workbook_id"]) or {}
+                secret = row_secret(key, workbook["id"])
+                plan = plan_merge(folder.flow, folder.year, "utilities", json.loads(workbook["baseline"]),
+                                  MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers),
+                                  students_by_no, stored, {}, lambda ident, s=secret: row_key(s, ident))
+                applied = {c.student_no for c in plan.changes}
+                counts[f"{kind}_runs"] += 1
+                if kind == "whole":
+                    counts["whole_false_rows"] += len(plan.misaligned)
+                    refused = {r.student_no for r in plan.refusals}  # e.g. a prerequisite missing
+                    counts["whole_wrong_result"] += bool(applied - intended or intended - applied - refused)
+                else:
+                    refused_file = len(plan.misaligned) > 3
+                    counts["partial_file_refused"] += refused_file
+                    counts["partial_caught"] += refused_file or applied <= intended
+        folder.close()
+    return counts
+
+
+def main() -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+    print(json.dumps(run(args.students, args.runs, args.seed), ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()
