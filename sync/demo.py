@@ -56,7 +56,8 @@ def _office_round(folder: DataFolder, bar: Progress, seed: int, number: int, off
 
     issue_workbooks(folder, plans, report)
     bar.update(task, description=f"第 {number} 轮：各离校点勾选并交回", completed=0, total=None)
-    simulated = simulate_round(folder.root, folder.root / "inbox", offices, random.Random(seed + number))
+    simulated = simulate_round(folder.root, folder.root / "inbox", offices, random.Random(seed + number),
+                               first=number == 1)
     key = secret_key(folder.root)
     results = []
     bar.update(task, total=len(simulated), completed=0)

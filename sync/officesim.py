@@ -46,7 +46,8 @@ def _save(book: Any) -> bytes:
 
 
 def tick_workbook(source: Path, rng: random.Random, rate: float, operator: str, *, mistakes: bool = False,
-                  typed: bool = False, sort_by: str = "", use_batch: bool = False) -> bytes:
+                  typed: bool = False, sort_by: str = "", use_batch: bool = False,
+                  partial_sort: bool = False) -> bytes:
     """Tick ``rate`` of the eligible cells (prerequisites met) of a workbook, as a staff member would."""
     book = openpyxl.load_workbook(source)
     ws = book[MAIN_SHEET]
@@ -70,6 +71,11 @@ def tick_workbook(source: Path, rng: random.Random, rate: float, operator: str, 
                 continue  # not applicable (blank) or already ticked
             if (met and rng.random() < rate) or (mistakes and not met and rng.random() < 0.05):
                 ws.cell(r, c).value = rng.choice(("√", "✓", "是")) if typed and rng.random() < 0.3 else True
+    if partial_sort:  # 学号 and 姓名 selected alone and sorted by 姓名: every other cell stays put
+        pairs = sorted(([ws.cell(r, 1).value, ws.cell(r, 2).value] for r in range(head + 1, ws.max_row + 1)),
+                       key=lambda pair: str(pair[1] or ""))
+        for offset, (no, name) in enumerate(pairs, start=head + 1):
+            ws.cell(offset, 1).value, ws.cell(offset, 2).value = no, name
     if sort_by:
         column = headers[sort_by]
         rows = [[ws.cell(r, c).value for c in range(1, ws.max_column + 1)] for r in range(head + 1, ws.max_row + 1)]
@@ -96,7 +102,7 @@ def libreoffice_resave(data: bytes) -> bytes | None:
 
 
 def simulate_round(root: Path, inbox: Path, checkpoints: list[str], rng: random.Random,
-                   libreoffice: bool = True) -> list[Simulated]:
+                   libreoffice: bool = True, first: bool = False) -> list[Simulated]:
     """Every office of ``checkpoints`` returns its latest workbook; some with mistakes."""
     made: list[Simulated] = []
     lo_done = not libreoffice
@@ -117,6 +123,9 @@ def simulate_round(root: Path, inbox: Path, checkpoints: list[str], rng: random.
             if code == "college" and index == 0:
                 options["typed"] = True
                 notes.append("部分格子手工输入 √ ✓ 是")
+            if code == "college" and index == 1 and first:
+                options["partial_sort"] = True
+                notes.append("只选中学号、姓名两列排序（错行：整份文件被拒绝，须重新办理）")
             if code == "certificates" and index == 0:
                 options["mistakes"] = True
                 notes.append("误勾了前置条件未满足的学生")
