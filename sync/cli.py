@@ -9,13 +9,14 @@ import os
 import sqlite3
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
 
 from lixiao.core.clearance import ClearanceError, RefusedError
@@ -90,8 +91,8 @@ def _operator(value: str | None) -> str:
 
 
 @contextmanager
-def _folder(ctx: click.Context) -> Iterator[DataFolder]:
-    folder = open_folder(find_folder(ctx.obj.get("data")))
+def _folder(ctx: click.Context, write: bool = True) -> Iterator[DataFolder]:
+    folder = open_folder(find_folder(ctx.obj.get("data")), write=write)
     try:
         yield folder
     finally:
@@ -534,29 +535,77 @@ def export(ctx: click.Context, file: Path) -> None:
     console.print(f"已导出 {count} 名学生到 {file}")
 
 
-@main.command(epilog=_examples("  lixiao verify"))
-@click.pass_context
-def verify(ctx: click.Context) -> None:
-    """校验数据库、审计链、存档文件和收件箱。Verify integrity."""
-    from .integrity import folder_problems
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on a terminal (a long verify streams half a million audit events)."""
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
 
-    with _folder(ctx) as folder:
-        problems = folder_problems(folder)
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+        yield advance
+
+
+@main.command(epilog=_examples("  lixiao verify\n  lixiao verify --repair"))
+@click.option("--repair", is_flag=True,
+              help="修复能修复的：重新处理台账缺失的存档文件，按审计记录恢复被改动或删除的状态、解除限制和台账，"
+                   "接受丢失的审计链尾部")
+@click.pass_context
+def verify(ctx: click.Context, repair: bool) -> None:
+    """校验数据库、审计链（重放并与状态表核对）、存档文件、回执和收件箱。Verify integrity.
+
+    发现损坏时数据库拒绝写入，直到 lixiao verify 再次通过。
+    """
+    from .daemon import writer_lock
+    from .integrity import BackupOnlyError, check_folder, record_findings, repair_folder
+
+    with _folder(ctx, write=False) as folder:
+        if repair:
+            with writer_lock(folder.root, wait=10.0):
+                try:
+                    with _progress("修复前校验") as advance:
+                        done = repair_folder(folder, _operator(None), advance)
+                except BackupOnlyError as exc:
+                    raise Refused(str(exc)) from None
+            for line in done or ["没有需要修复的内容"]:
+                console.print(f"修复：{line}")
+        with _progress("校验审计链") as advance:
+            found = check_folder(folder, advance)
+        record_findings(folder, found)
         events = folder.store.db.execute("SELECT count(*) FROM audit").fetchone()[0]
         archived = sum(1 for r in folder.store.ledger_rows() if r["outcome"] == "merged")
-    if problems:
-        for problem in problems:
+    if found.problems:
+        for problem in found.problems:
             console.print(f"[red]{problem}[/]")
-        raise Refused(f"发现 {len(problems)} 个问题；请用 lixiao backup 的备份恢复（见 README“备份与恢复”）")
-    console.print(f"校验通过：数据库完整，审计链 {events} 条记录连续无误，{archived} 个已合并文件的存档哈希一致")
+        if not found.damage:
+            raise Refused(f"发现 {len(found.problems)} 个问题（数据库本身完好）")
+        hint = "运行 lixiao verify --repair，或" if not repair else ""
+        raise Refused(f"发现 {len(found.problems)} 个问题，数据库在问题解决前拒绝写入；{hint}"
+                      "用 lixiao backup 的备份恢复（见 README“备份与恢复”）")
+    console.print(f"校验通过：数据库完整，审计链 {events} 条记录连续无误且与状态、解除限制和台账一致，"
+                  f"{archived} 个已合并文件的存档哈希一致")
 
 
 @main.command(epilog=_examples("  lixiao backup /mnt/u盘/离校备份-0630.db"))
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.pass_context
 def backup(ctx: click.Context, dest: Path) -> None:
-    """在线备份数据库并校验备份。Back up the store."""
-    with _folder(ctx) as folder:
+    """校验后在线备份数据库，并校验备份。Back up the store.
+
+    数据库未通过 lixiao verify 的校验时不备份（损坏的备份无法用来恢复）。
+    """
+    from .integrity import check_folder, record_findings
+
+    with _folder(ctx, write=False) as folder:
+        with _progress("校验数据库") as advance:
+            found = check_folder(folder, advance)
+        record_findings(folder, found)
+        if found.damage:
+            for problem in found.damage:
+                console.print(f"[red]{problem}[/]")
+            raise Refused(f"数据库未通过校验（{len(found.damage)} 个问题），不备份；请先运行 lixiao verify --repair，"
+                          "或用以前的备份恢复（见 README“备份与恢复”）")
         folder.store.backup_to(dest)
     console.print(f"已备份并校验：{dest}")
 

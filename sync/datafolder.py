@@ -118,8 +118,10 @@ def find_folder(explicit: str | None = None, cwd: Path | None = None) -> Path:
     raise DataFolderError("找不到 lixiao 数据文件夹：请用 --data 指定，或先运行 lixiao init 文件夹")
 
 
-def open_folder(root: Path) -> DataFolder:
-    """Open a data folder's settings, flow and store."""
+def open_folder(root: Path, *, write: bool = True) -> DataFolder:
+    """Open a data folder's settings, flow and store. ``write`` (the default) passes the store's write guard
+    first — refused when verify marked it damaged, its audit chain is behind ``audit.head`` or quick_check
+    fails; read-only commands pass ``write=False`` and skip it."""
     try:
         settings = tomllib.loads((root / SETTINGS).read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -127,7 +129,7 @@ def open_folder(root: Path) -> DataFolder:
     flow_ref = settings.get("flow", {}).get("file", "flow.toml")
     flow_path = root / flow_ref
     flow = load_flow_file(flow_path)
-    store = Store.open(root / "store.db")
+    store = Store.open(root / "store.db", guard=write)
     session = store.session()
     return DataFolder(root=root.resolve(), session_name=session.name, year=session.year, flow=flow, store=store)
 
