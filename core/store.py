@@ -384,13 +384,17 @@ class Store:
         head = list(self.head())
         if _read_json(self.path.with_name(CHECK_CACHE)) == {"files": before, "head": head}:
             return
-        try:
-            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            check = str(exc)
+        check = self._quick_check()
         if check != "ok":
             raise StoreError(f"数据库 {self.path} 已损坏（{check}），拒绝写入；{RESTORE_HINT}")
         self._record_check(head)
+
+    def _quick_check(self) -> str:
+        """PRAGMA quick_check's verdict ("ok" when sound): ≈1.4 s on a 280 MB store, hence the cache."""
+        try:
+            return str(self.db.execute("PRAGMA quick_check").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
 
     def _record_check(self, head: list[Any] | None = None) -> None:
         """Remember the files as they are now as checked (a cache: written without fsync)."""
@@ -980,14 +984,16 @@ def _split_evidence(detail: str) -> tuple[str, str]:
 
 
 def _file_stats(path: Path) -> list[list[int] | None]:
-    """(size, mtime_ns) of store.db and store.db-wal (None when absent): what the check cache keys on."""
+    """(size, mtime_ns) of store.db and store.db-wal: what the check cache keys on. An empty WAL counts as
+    absent (opening a connection creates one; closing the last one deletes it)."""
     stats: list[list[int] | None] = []
     for candidate in (path, path.with_name(path.name + "-wal")):
         try:
             st = candidate.stat()
-            stats.append([st.st_size, st.st_mtime_ns])
         except FileNotFoundError:
             stats.append(None)
+            continue
+        stats.append([st.st_size, st.st_mtime_ns] if st.st_size or candidate == path else None)
     return stats
 
 
