@@ -186,6 +186,8 @@ def test_lost_wal_after_a_sync_is_detected_and_the_merge_redone(issued: Cli) -> 
         (issued.data / f"store.db{suffix}").unlink(missing_ok=True)
     assert (STUDENT, "electricity") not in statuses(issued)
     assert any((issued.data / "receipts").iterdir())
+    refused = issued("sync")
+    assert refused.exit_code == 2 and "审计链尾部丢失或被改动" in refused.output, refused.output
     result = assert_damaged(issued, "审计链尾部丢失或被改动")
     assert f"archive/{archive_of(issued).name} 没有台账记录：数据库可能丢失了这次合并；运行 lixiao verify --repair" \
         in result.output
