@@ -18,6 +18,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from lixiao.core.store import DAMAGED
+
 from .datafolder import DataFolder, DataFolderError, secret_key
 from .pipeline import FileOutcome, is_debris, process_file, recover_staging, refresh_reports
 
@@ -84,6 +86,7 @@ class Watcher:
         self.stop_event = threading.Event()
         self._pending: dict[Path, _Pending] = {}
         self._lock = threading.Lock()
+        self._refusing = False
         self.log = logging.getLogger("lixiao.watch")
 
     def notify(self, path: Path) -> None:
@@ -124,8 +127,16 @@ class Watcher:
         return True
 
     def step(self, key: bytes) -> int:
-        """Process every settled pending file once; returns how many merged (so the reports need refreshing)."""
+        """Process every settled pending file once; returns how many merged (so the reports need refreshing).
+        Nothing is processed while verify has marked the store damaged (the files wait in the inbox)."""
         merged = 0
+        if (self.folder.store.path.with_name(DAMAGED)).exists():
+            if not self._refusing:
+                self.log.error("lixiao verify 发现数据库有问题（%s），暂停收件；请停止 lixiao watch，运行 "
+                               "lixiao verify --repair 或用备份恢复", DAMAGED)
+            self._refusing = True
+            return 0
+        self._refusing = False
         for path, entry in self._due():
             if self.stop_event.is_set():
                 break

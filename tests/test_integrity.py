@@ -16,6 +16,8 @@ from click.testing import Result
 from lixiao.core.model import Status
 from lixiao.core.store import Store
 from lixiao.sync import integrity
+from lixiao.sync.daemon import Watcher
+from lixiao.sync.datafolder import open_folder, secret_key
 
 from .conftest import Cli, drop, edit, outbox, rows, statuses, sync
 
@@ -318,3 +320,17 @@ def test_status_write_after_a_passing_verify_keeps_it_passing(merged: Cli) -> No
     assert merged("set", STUDENT, "electricity", Status.FAILED.value).exit_code == 0
     assert merged("verify").exit_code == 0
     assert not (merged.data / "store.damaged").exists()
+
+
+def test_running_daemon_stops_taking_returns_once_verify_finds_damage(issued: Cli) -> None:
+    """A daemon opened before the damage was found leaves new returns in the inbox while store.damaged exists."""
+    folder = open_folder(issued.data)
+    watcher = Watcher(folder, settle=0.0)
+    key = secret_key(folder.root)
+    sql(issued, "INSERT INTO statuses VALUES ('0803010104', 'return_books', 'passed', '', 1, '2026-06-01', 'cli', 'x')")
+    assert issued("verify").exit_code == 1
+    path = drop(issued, "水电.xlsx", ticked(issued))
+    watcher.scan()
+    assert watcher.step(key) == 0 and watcher.step(key) == 0
+    folder.close()
+    assert path.exists() and rows(issued, "SELECT count(*) FROM returns") == [(0,)]
