@@ -461,6 +461,20 @@ class Store:
         self.write_anchor(head)
         self._advance_check(before, list(head))
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """One read transaction: every query inside sees the same committed state, whatever another
+        process commits meanwhile (WAL)."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield self
+            return
+        conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            conn.rollback()
+
     # -- the chain head outside the database ------------------------------------------------
     def head(self) -> tuple[int, str]:
         """The newest audit event's (seq, hash); (0, GENESIS) for an empty chain."""
@@ -477,10 +491,11 @@ class Store:
         except (OSError, ValueError, UnicodeDecodeError):
             return (-1, "")
 
-    def anchor_problem(self) -> str:
+    def anchor_problem(self, anchor: tuple[int, str] | None = None) -> str:
         """Why the chain disagrees with ``audit.head`` ("" when it does not): the database's chain must reach
-        the anchor's seq with the anchor's hash (it may be ahead: a crash between commit and anchor)."""
-        anchor = self.anchor()
+        the anchor's seq with the anchor's hash (it may be ahead: a crash between commit and anchor). Pass an
+        ``anchor`` read before a snapshot began, as another process writes it after its commit."""
+        anchor = anchor or self.anchor()
         if anchor is None:
             return ""
         seq, digest = anchor

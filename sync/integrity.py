@@ -64,12 +64,18 @@ def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findin
     sqlite: list[str] = []
     worker = threading.Thread(target=_sqlite_check, args=(store.path, sqlite))
     worker.start()
+    # Another process (lixiao watch) may commit meanwhile: its anchor, archived file and receipt follow its
+    # commit, so they are read before the snapshot the tables and the chain are read in.
+    anchor = store.anchor()
+    archived = _listing(folder.root / "archive", "*.xlsx")
+    receipts = _listing(folder.root / "receipts", "*-回执.xlsx")
     try:
-        found.replay = store.replay(progress)
-        replayed = store.replay_problems(found.replay)
-        lines = store.line_problems()
-        found.tail = store.anchor_problem()
-        ledger = store.ledger_rows()
+        with store.snapshot():
+            found.replay = store.replay(progress)
+            replayed = store.replay_problems(found.replay)
+            lines = store.line_problems()
+            found.tail = store.anchor_problem(anchor)
+            ledger = store.ledger_rows()
     except sqlite3.DatabaseError as exc:
         worker.join()
         found.sqlite_broken = True
@@ -88,8 +94,8 @@ def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findin
     if found.tail:
         found.damage.append(f"{found.tail}；运行 lixiao verify --repair 接受这一损失（或用备份恢复）")
     found.damage += lines + replayed
-    _check_archive(folder, ledger, found)
-    _check_receipts(folder, ledger, found)
+    _check_archive(folder, ledger, archived, found)
+    _check_receipts(ledger, receipts, found)
     _check_inbox(folder, ledger, found)
     return found
 
@@ -108,7 +114,15 @@ def _sqlite_check(path: Path, out: list[str]) -> None:
         store.close()
 
 
-def _check_archive(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
+def _listing(folder: Path, pattern: str) -> list[Path]:
+    """Files matching ``pattern``, oldest first (none when the folder is missing)."""
+    try:
+        return sorted(folder.glob(pattern), key=lambda p: (p.stat().st_mtime, p.name))
+    except OSError:
+        return []
+
+
+def _check_archive(folder: DataFolder, ledger: list[dict[str, object]], files: list[Path], found: Findings) -> None:
     archive = folder.root / "archive"
     known = {str(row["hash"]) for row in ledger}
     decided = {str(row["hash"]) for row in ledger if row["outcome"] is not None}
@@ -121,7 +135,6 @@ def _check_archive(folder: DataFolder, ledger: list[dict[str, object]], found: F
                                 "请把该文件的原件放回 archive/，或用备份恢复")
         elif _sha256(path) != row["hash"]:
             found.damage.append(f"archive/{path.name} 的内容与其哈希不符（文件被改动）；请用备份中的原件替换")
-    files = sorted(archive.glob("*.xlsx"), key=lambda p: (p.stat().st_mtime, p.name))
     for path in files:
         if path.stem in known:
             continue  # its content is checked above when it was merged
@@ -133,12 +146,9 @@ def _check_archive(folder: DataFolder, ledger: list[dict[str, object]], found: F
         found.unledgered.append(path)
 
 
-def _check_receipts(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
+def _check_receipts(ledger: list[dict[str, object]], receipts: list[Path], found: Findings) -> None:
     prefixes = {str(row["hash"])[:12] for row in ledger}
-    receipts = folder.root / "receipts"
-    if not receipts.is_dir():
-        return
-    for path in sorted(receipts.iterdir()):
+    for path in receipts:
         match = RECEIPT_HASH.search(shown_name(path))
         if match and match.group(1) not in prefixes:
             found.damage.append(f"回执 receipts/{shown_name(path)} 没有对应的台账记录：数据库可能丢失了这次合并；"

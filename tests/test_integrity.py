@@ -334,3 +334,25 @@ def test_running_daemon_stops_taking_returns_once_verify_finds_damage(issued: Cl
     assert watcher.step(key) == 0 and watcher.step(key) == 0
     folder.close()
     assert path.exists() and rows(issued, "SELECT count(*) FROM returns") == [(0,)]
+
+
+def test_verify_beside_a_writer_sees_one_consistent_state(merged: Cli) -> None:
+    """A commit by another process while verify reads (the daemon merging) is not reported as damage."""
+    folder = open_folder(merged.data, write=False)
+    wrote: list[int] = []
+
+    def commit_meanwhile(done: int, total: int) -> None:
+        if wrote:
+            return
+        other = Store.open(merged.data / "store.db")
+        with other.transaction():
+            other.write_status("0803010104", "electricity", Status.PASSED, remark="", source="cli", operator="x",
+                               decision="applied")
+        other.close()
+        wrote.append(done)
+    try:
+        found = integrity.check_folder(folder, commit_meanwhile)
+    finally:
+        folder.close()
+    assert wrote and found.problems == []
+    assert merged("verify").exit_code == 0
