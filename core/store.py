@@ -26,7 +26,7 @@ GENESIS = "0" * 64
 ANCHOR = "audit.head"
 CHECK_CACHE = ".check"
 DAMAGED = "store.damaged"
-RESTORE_HINT = "请停止 lixiao，用 lixiao backup 的备份恢复（见 README“备份与恢复”）"
+RESTORE_HINT = "停止 lixiao，用 lixiao backup 的备份恢复（见 README“备份与恢复”）"
 # How many examples a problem line names, and how many restored rows a repair event lists.
 EXAMPLES = 3
 REPAIR_LISTED = 1000
@@ -386,7 +386,7 @@ class Store:
             return
         check = self._quick_check()
         if check != "ok":
-            raise StoreError(f"数据库 {self.path} 已损坏（{check}），拒绝写入；{RESTORE_HINT}")
+            raise StoreError(f"数据库 {self.path} 已损坏（{check}），拒绝写入；请{RESTORE_HINT}")
         self._record_check(head)
 
     def _quick_check(self) -> str:
@@ -491,11 +491,14 @@ class Store:
         except (OSError, ValueError, UnicodeDecodeError):
             return (-1, "")
 
-    def anchor_problem(self, anchor: tuple[int, str] | None = None) -> str:
-        """Why the chain disagrees with ``audit.head`` ("" when it does not): the database's chain must reach
-        the anchor's seq with the anchor's hash (it may be ahead: a crash between commit and anchor). Pass an
-        ``anchor`` read before a snapshot began, as another process writes it after its commit."""
-        anchor = anchor or self.anchor()
+    def anchor_problem(self) -> str:
+        """Why the chain disagrees with ``audit.head`` ("" when it does not)."""
+        return self.anchor_disagreement(self.anchor())
+
+    def anchor_disagreement(self, anchor: tuple[int, str] | None) -> str:
+        """Why the chain disagrees with an anchor read earlier ("" when it does not): the database's chain must
+        reach the anchor's seq with the anchor's hash (it may be ahead: a crash between commit and anchor).
+        Read the anchor before a snapshot begins, as another process writes it after its commit."""
         if anchor is None:
             return ""
         seq, digest = anchor

@@ -74,7 +74,7 @@ def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findin
             found.replay = store.replay(progress)
             replayed = store.replay_problems(found.replay)
             lines = store.line_problems()
-            found.tail = store.anchor_problem(anchor)
+            found.tail = store.anchor_disagreement(anchor)
             ledger = store.ledger_rows()
     except sqlite3.DatabaseError as exc:
         worker.join()
