@@ -9,7 +9,7 @@ import os
 import sqlite3
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
 
 from lixiao.core.clearance import ClearanceError, RefusedError
@@ -68,6 +69,8 @@ class LixiaoGroup(click.Group):
             if "full" in str(exc) or "I/O" in str(exc):
                 _fail(f"磁盘已满或无法写入（{exc}）；当前这一步已整体回滚，学生状态没有改变。请腾出空间后重试", 2)
             _fail(f"数据库错误：{exc}（可能有其他程序占用数据库，请稍后重试）", 2)
+        except sqlite3.DatabaseError as exc:  # read-only commands skip the write guard's quick_check
+            _fail(f"数据库已损坏（{exc}）；请停止 lixiao，用 lixiao backup 的备份恢复（见 README“备份与恢复”）", 2)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 _fail(f"磁盘已满（{exc.strerror}）；已写入的内容保持一致，请腾出空间后重试", 2)
@@ -558,29 +561,77 @@ def export(ctx: click.Context, file: Path) -> None:
     console.print(f"已导出 {count} 名学生到 {file}")
 
 
-@main.command(epilog=_examples("  lixiao verify"))
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on a terminal (a long verify streams half a million audit events)."""
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+        yield advance
+
+
+@main.command(epilog=_examples("  lixiao verify\n  lixiao verify --repair"))
+@click.option("--repair", is_flag=True,
+              help="修复能修复的：重新处理台账缺失的存档文件，按审计记录恢复被改动或删除的状态、解除限制和台账，"
+                   "接受丢失的审计链尾部")
 @click.pass_context
-def verify(ctx: click.Context) -> None:
-    """校验数据库、审计链、存档文件和收件箱。Verify integrity."""
-    from .integrity import folder_problems
+def verify(ctx: click.Context, repair: bool) -> None:
+    """校验数据库、审计链（重放并与状态表核对）、存档文件、回执和收件箱。Verify integrity.
+
+    发现损坏时数据库拒绝写入，直到 lixiao verify 再次通过。
+    """
+    from .integrity import BackupOnlyError, check_folder, record_findings, repair_folder
+    from .locking import writer_lock
 
     with _folder(ctx, write=False) as folder:
-        problems = folder_problems(folder)
+        if repair:
+            with writer_lock(folder.root, on_wait=_say_waiting):
+                try:
+                    with _progress("修复前校验") as advance:
+                        done = repair_folder(folder, _operator(None), advance)
+                except BackupOnlyError as exc:
+                    raise Refused(str(exc)) from None
+            for line in done or ["没有需要修复的内容"]:
+                console.print(f"修复：{line}")
+        with _progress("校验审计链") as advance:
+            found = check_folder(folder, advance)
+        record_findings(folder, found)
         events = folder.store.db.execute("SELECT count(*) FROM audit").fetchone()[0]
         archived = sum(1 for r in folder.store.ledger_rows() if r["outcome"] == "merged")
-    if problems:
-        for problem in problems:
+    if found.problems:
+        for problem in found.problems:
             console.print(f"[red]{problem}[/]")
-        raise Refused(f"发现 {len(problems)} 个问题；请用 lixiao backup 的备份恢复（见 README“备份与恢复”）")
-    console.print(f"校验通过：数据库完整，审计链 {events} 条记录连续无误，{archived} 个已合并文件的存档哈希一致")
+        if not found.damage:
+            raise Refused(f"发现 {len(found.problems)} 个问题（数据库本身完好）")
+        hint = "运行 lixiao verify --repair，或" if not repair else ""
+        raise Refused(f"发现 {len(found.problems)} 个问题，数据库在问题解决前拒绝写入；{hint}"
+                      "用 lixiao backup 的备份恢复（见 README“备份与恢复”）")
+    console.print(f"校验通过：数据库完整，审计链 {events} 条记录连续无误且与状态、解除限制和台账一致，"
+                  f"{archived} 个已合并文件的存档哈希一致")
 
 
 @main.command(epilog=_examples("  lixiao backup /mnt/u盘/离校备份-0630.db"))
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.pass_context
 def backup(ctx: click.Context, dest: Path) -> None:
-    """在线备份数据库并校验备份。Back up the store."""
+    """校验后在线备份数据库，并校验备份。Back up the store.
+
+    数据库未通过 lixiao verify 的校验时不备份（损坏的备份无法用来恢复）。
+    """
+    from .integrity import check_folder, record_findings
+
     with _folder(ctx, write=False) as folder:
+        with _progress("校验数据库") as advance:
+            found = check_folder(folder, advance)
+        record_findings(folder, found)
+        if found.damage:
+            for problem in found.damage:
+                console.print(f"[red]{problem}[/]")
+            raise Refused(f"数据库未通过校验（{len(found.damage)} 个问题），不备份；请先运行 lixiao verify --repair，"
+                          "或用以前的备份恢复（见 README“备份与恢复”）")
         folder.store.backup_to(dest)
     console.print(f"已备份并校验：{dest}")
 

@@ -18,6 +18,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from lixiao.core.identity import mask_ids_in_text
+from lixiao.core.store import DAMAGED
 
 from .datafolder import DataFolder, secret_key
 from .faults import fault_point
@@ -86,6 +87,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._given_up: dict[Path, tuple[int, int]] = {}
         self._waiting = False
+        self._refusing = False
         self.log = logging.getLogger("lixiao.watch")
 
     def notify(self, path: Path) -> None:
@@ -161,7 +163,15 @@ class Watcher:
         self._waiting = True
 
     def step(self, key: bytes) -> int:
-        """Process settled pending files (one batch, under the writer lock); returns how many merged."""
+        """Process settled pending files (one batch, under the writer lock); returns how many merged.
+        Nothing is processed while verify has marked the store damaged (the files wait in the inbox)."""
+        if (self.folder.store.path.with_name(DAMAGED)).exists():
+            if not self._refusing:
+                self.log.error("lixiao verify 发现数据库有问题（%s），暂停收件；请停止 lixiao watch，运行 "
+                               "lixiao verify --repair 或用备份恢复", DAMAGED)
+            self._refusing = True
+            return 0
+        self._refusing = False
         ready = [(p, e) for p, e in self._due() if not self.stop_event.is_set() and self._settled(p, e)]
         if not ready:
             return 0

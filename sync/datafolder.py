@@ -19,7 +19,7 @@ import tomli_w
 from lixiao.core.clearance import Clearance
 from lixiao.core.flow import PRESETS, load_flow_file, preset_text
 from lixiao.core.model import Flow
-from lixiao.core.store import Store
+from lixiao.core.store import ANCHOR, CHECK_CACHE, DAMAGED, Store
 
 from .faults import fault_point
 
@@ -131,7 +131,7 @@ def _build_folder(root: Path, created: list[Path], flow_text: str, flow_name: st
         directory.mkdir()
         created.append(directory)
     if root not in created:  # half-made by an interrupted init: its settings and empty store are replaced
-        for leftover in (SETTINGS, "store.db", "store.db-wal", "store.db-shm"):
+        for leftover in (SETTINGS, *STORE_FILES):
             (root / leftover).unlink(missing_ok=True)
     root.chmod(0o700)
     for name in FOLDERS:
@@ -146,13 +146,17 @@ def _build_folder(root: Path, created: list[Path], flow_text: str, flow_name: st
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32))
     (root / "flow.toml").write_text(flow_text, "utf-8")
-    created.extend(root / n for n in ("store.db", "store.db-wal", "store.db-shm"))
+    created.extend(root / n for n in STORE_FILES)
     Store.create(root / "store.db", session, year, flow_name).close()
     fault_point("init")
     # Written last: lixiao.toml is what makes a folder a data folder (find_folder looks for it).
     settings = {"session": {"name": session, "year": year}, "flow": {"file": "flow.toml"}}
     created.append(root / SETTINGS)
     (root / SETTINGS).write_text(SETTINGS_HEADER + tomli_w.dumps(settings), "utf-8")
+
+
+# The store and the files kept beside it (write-ahead log, audit anchor, check cache, damage marker).
+STORE_FILES = ("store.db", "store.db-wal", "store.db-shm", ANCHOR, CHECK_CACHE, DAMAGED)
 
 
 def _remove_created(created: list[Path]) -> None:
@@ -188,7 +192,9 @@ def find_folder(explicit: str | None = None, cwd: Path | None = None) -> Path:
 
 
 def open_folder(root: Path, *, write: bool = True) -> DataFolder:
-    """Open a data folder's settings, flow and store (``write=False`` for read-only commands)."""
+    """Open a data folder's settings, flow and store. ``write`` (the default) passes the store's write guard
+    first — refused when verify marked it damaged, its audit chain is behind ``audit.head`` or quick_check
+    fails; read-only commands pass ``write=False`` and skip it."""
     try:
         settings = tomllib.loads((root / SETTINGS).read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -196,7 +202,7 @@ def open_folder(root: Path, *, write: bool = True) -> DataFolder:
     flow_ref = settings.get("flow", {}).get("file", "flow.toml")
     flow_path = root / flow_ref
     flow = load_flow_file(flow_path)
-    store = Store.open(root / "store.db")
+    store = Store.open(root / "store.db", guard=write)
     session = store.session()
     return DataFolder(root=root.resolve(), session_name=session.name, year=session.year, flow=flow, store=store)
 

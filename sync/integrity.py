@@ -1,34 +1,244 @@
-"""``lixiao verify``: the store, its audit chain, the ledger against the archive, and the inbox."""
+"""``lixiao verify [--repair]``: the store, its audit chain replayed, its anchor, the archive, receipts and inbox."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from .datafolder import DataFolder
-from .pipeline import is_debris
+from lixiao.core.store import DAMAGED, Replay, Store
+
+from .datafolder import DataFolder, secret_key
+from .pipeline import is_debris, process_file
 
 INBOX_GRACE_SECONDS = 120
+RECEIPT_HASH = re.compile(r"-([0-9a-f]{12})-回执\.xlsx$")
+CHAIN_LINES = 5
+BACKUP_ONLY = ("只能用 lixiao backup 的备份恢复：停止 lixiao，恢复备份（见 README“备份与恢复”），再运行 "
+               "lixiao verify --repair，它会重新处理比备份新的存档文件")
+
+Progress = Callable[[int, int], None]
+
+
+class BackupOnlyError(RuntimeError):
+    """The damage cannot be repaired in place: only a backup restores it."""
+
+
+@dataclass
+class Findings:
+    """What verify found: damage (the store refuses writes while it lasts) and files waiting in inbox/."""
+
+    damage: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    chain_broken: bool = False
+    sqlite_broken: bool = False
+    tail: str = ""
+    replay: Replay | None = None
+    unledgered: list[Path] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem line, damage first."""
+        return self.damage + self.waiting
+
+
+def shown_name(path: Path) -> str:
+    """A file name safe to print whatever bytes it holds (non-UTF-8 names are replaced, not crashed on)."""
+    return os.fsencode(path.name).decode("utf-8", errors="replace")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findings:
+    """Every integrity problem of a data folder (empty lists when all verifies)."""
+    store, found = folder.store, Findings()
+    # PRAGMA integrity_check runs in C without the GIL: on its own connection beside the replay.
+    sqlite: list[str] = []
+    worker = threading.Thread(target=_sqlite_check, args=(store.path, sqlite))
+    worker.start()
+    # Another process (lixiao watch) may commit meanwhile: its anchor, archived file and receipt follow its
+    # commit, so they are read before the snapshot the tables and the chain are read in.
+    anchor = store.anchor()
+    archived = _listing(folder.root / "archive", "*.xlsx")
+    receipts = _listing(folder.root / "receipts", "*-回执.xlsx")
+    try:
+        with store.snapshot():
+            found.replay = store.replay(progress)
+            replayed = store.replay_problems(found.replay)
+            lines = store.line_problems()
+            found.tail = store.anchor_disagreement(anchor)
+            ledger = store.ledger_rows()
+    except sqlite3.DatabaseError as exc:
+        worker.join()
+        found.sqlite_broken = True
+        found.damage += sqlite or [f"数据库已损坏（{exc}）"]
+        return found
+    worker.join()
+    if sqlite:
+        found.sqlite_broken = True
+        found.damage += sqlite
+    chain = found.replay.chain
+    if chain:
+        found.chain_broken = True
+        found.damage += chain[:CHAIN_LINES]
+        if len(chain) > CHAIN_LINES:
+            found.damage.append(f"审计链共 {len(chain)} 处不连续或被改动")
+    if found.tail:
+        found.damage.append(f"{found.tail}；运行 lixiao verify --repair 接受这一损失（或用备份恢复）")
+    found.damage += lines + replayed
+    _check_archive(folder, ledger, archived, found)
+    _check_receipts(ledger, receipts, found)
+    _check_missing_receipts(folder, ledger, found)
+    _check_inbox(folder, ledger, found)
+    return found
+
+
+def _sqlite_check(path: Path, out: list[str]) -> None:
+    try:
+        store = Store.open(path, guard=False)
+    except Exception as exc:  # noqa: BLE001 - reported as a problem line, never a traceback
+        out.append(str(exc))
+        return
+    try:
+        out += store.sqlite_problems()
+    except sqlite3.DatabaseError as exc:
+        out.append(f"数据库已损坏（{exc}）")
+    finally:
+        store.close()
+
+
+def _listing(folder: Path, pattern: str) -> list[Path]:
+    """Files matching ``pattern``, oldest first (none when the folder is missing)."""
+    try:
+        return sorted(folder.glob(pattern), key=lambda p: (p.stat().st_mtime, p.name))
+    except OSError:
+        return []
+
+
+def _check_archive(folder: DataFolder, ledger: list[dict[str, object]], files: list[Path], found: Findings) -> None:
+    archive = folder.root / "archive"
+    known = {str(row["hash"]) for row in ledger}
+    decided = {str(row["hash"]) for row in ledger if row["outcome"] is not None}
+    for row in ledger:
+        if row["outcome"] != "merged":
+            continue
+        path = archive / f"{row['hash']}.xlsx"
+        staged = archive / ".staging" / path.name
+        if not path.exists() and staged.exists() and _sha256(staged) == row["hash"]:
+            # a crash between the commit and the move: the next sync or watch start finishes it
+            found.waiting.append(f"“{row['file_name']}”已合并，存档在中断前未完成（archive/.staging/ 中有原件）；"
+                                 "运行 lixiao sync 或启动 lixiao watch 即可完成")
+        elif not path.exists():
+            found.damage.append(f"已合并的文件“{row['file_name']}”在 archive/ 中找不到（{str(row['hash'])[:12]}…）；"
+                                "请把该文件的原件放回 archive/，或用备份恢复")
+        elif _sha256(path) != row["hash"]:
+            found.damage.append(f"archive/{path.name} 的内容与其哈希不符（文件被改动）；请用备份中的原件替换")
+    for path in files:
+        if path.stem in known:
+            continue  # its content is checked above when it was merged
+        digest = _sha256(path)
+        if digest in decided:
+            continue
+        found.damage.append(f"archive/{shown_name(path)} 没有台账记录：数据库可能丢失了这次合并；"
+                            "运行 lixiao verify --repair")
+        found.unledgered.append(path)
+
+
+def _check_receipts(ledger: list[dict[str, object]], receipts: list[Path], found: Findings) -> None:
+    prefixes = {str(row["hash"])[:12] for row in ledger}
+    for path in receipts:
+        match = RECEIPT_HASH.search(shown_name(path))
+        if match and match.group(1) not in prefixes:
+            found.damage.append(f"回执 receipts/{shown_name(path)} 没有对应的台账记录：数据库可能丢失了这次合并；"
+                                "运行 lixiao verify --repair（archive/ 中也没有该文件时，请用备份恢复）")
+
+
+def _check_missing_receipts(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
+    """A merged or held return whose receipt is not written yet (a crash after the commit): the next sync or
+    watch start writes it from the ledger."""
+    for row in ledger:
+        if row["outcome"] not in ("merged", "held"):
+            continue
+        try:
+            receipt = json.loads(str(row["detail"] or "{}")).get("receipt")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(receipt, str) and receipt and not (folder.root / receipt).exists():
+            found.waiting.append(f"“{row['file_name']}”的回执尚未写出（处理在写回执前中断）；"
+                                 "运行 lixiao sync 或启动 lixiao watch 即可补写")
+
+
+def _check_inbox(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
+    known = {str(row["hash"]) for row in ledger}
+    now = time.time()
+    try:
+        entries = sorted((folder.root / "inbox").iterdir())
+    except OSError as exc:
+        found.waiting.append(f"收件箱 inbox/ 无法读取（{exc.strerror}）；请检查文件夹权限")
+        return
+    for path in entries:
+        name = shown_name(path)
+        try:
+            if not path.is_file() or is_debris(path) or now - path.stat().st_mtime < INBOX_GRACE_SECONDS:
+                continue
+            digest = _sha256(path)
+        except OSError as exc:
+            found.waiting.append(f"收件箱中的“{name}”无法读取（{exc.strerror}）；请检查文件权限后运行 lixiao sync")
+            continue
+        if digest not in known:
+            found.waiting.append(f"收件箱中的“{name}”已放置超过 {INBOX_GRACE_SECONDS} 秒仍未处理（请运行 lixiao sync）")
 
 
 def folder_problems(folder: DataFolder) -> list[str]:
     """Every integrity problem found (empty when all verifies)."""
-    store = folder.store
-    problems = store.integrity_problems() + store.audit_problems()
-    archive = folder.root / "archive"
-    for row in store.ledger_rows():
-        if row["outcome"] != "merged":
-            continue
-        path = archive / f"{row['hash']}.xlsx"
-        if not path.exists():
-            problems.append(f"已合并的文件“{row['file_name']}”在 archive/ 中找不到（{row['hash'][:12]}…）")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != row["hash"]:
-            problems.append(f"archive/{path.name} 的内容与其哈希不符（文件被改动）")
-    known = {row["hash"] for row in store.ledger_rows()}
-    now = time.time()
-    for path in (folder.root / "inbox").iterdir():
-        if not path.is_file() or is_debris(path) or now - path.stat().st_mtime < INBOX_GRACE_SECONDS:
-            continue
-        if hashlib.sha256(path.read_bytes()).hexdigest() not in known:
-            problems.append(f"收件箱中的“{path.name}”已放置超过 {INBOX_GRACE_SECONDS} 秒仍未处理（请运行 lixiao sync）")
-    return problems
+    return check_folder(folder).problems
+
+
+def record_findings(folder: DataFolder, found: Findings) -> None:
+    """Leave ``store.damaged`` while there is damage (writing commands refuse), remove it once none is left."""
+    marker = folder.root / DAMAGED
+    if found.damage:
+        marker.write_text("lixiao verify 发现以下问题，数据库拒绝写入：\n" + "\n".join(found.damage) + "\n", "utf-8")
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def repair_folder(folder: DataFolder, operator: str, progress: Progress | None = None) -> list[str]:
+    """``verify --repair``: accept a lost chain tail, restore rows from the replayed chain, then re-process the
+    archived returns the ledger lacks (oldest first). Returns what was done; raises BackupOnlyError when the
+    chain or the SQLite file itself is broken."""
+    found = check_folder(folder, progress)
+    if found.sqlite_broken or found.chain_broken:
+        what = "数据库文件已损坏" if found.sqlite_broken else "审计链中间的记录被改动或删除"
+        raise BackupOnlyError(f"{what}，无法就地修复；{BACKUP_ONLY}")
+    store, done = folder.store, []
+    if found.tail:
+        anchor = store.anchor() or (0, "")
+        head = store.head()
+        note = f"审计链尾部丢失：锚点第 {anchor[0]} 条，数据库第 {head[0]} 条；已接受"
+        with store.transaction():
+            store.append_audit([{"kind": "repair", "decision": "tail_accepted", "source": "verify --repair",
+                                 "operator": operator, "detail": note}])
+        store.write_anchor(force=True)
+        done.append(note)
+    assert found.replay is not None
+    restored = store.repair_from_replay(found.replay, operator)
+    if restored:
+        done.append(f"按审计记录恢复 {len(restored)} 处：" + "；".join(restored[:10])
+                    + ("…" if len(restored) > 10 else ""))
+    decided = {str(row["hash"]) for row in store.ledger_rows() if row["outcome"] is not None}
+    key = secret_key(folder.root)
+    for path in found.unledgered:
+        if path.exists() and _sha256(path) not in decided:
+            outcome = process_file(folder, path, key, min_age=0)
+            done.append(f"重新处理 archive/{shown_name(path)}：{outcome.outcome}，记录 {outcome.applied}")
+    return done

@@ -609,7 +609,7 @@ def write_receipt(folder: DataFolder, row: dict[str, Any]) -> str:
     ]
     if held:
         summary.insert(7, ("原因", str(detail.get("message", ""))))
-    head = store.audit_head()
+    head = store.head()
     summary.append(("审计链位置", f"第 {head[0]} 条，{head[1][:16]}"))
     applied = [[e["student_no"], who.get(e["student_no"], ""), names.get(e["step"], e["step"]), label(e["old"]),
                 label(e["new"]), {"revoked": "撤销"}.get(e["decision"], e["detail"])]

@@ -226,6 +226,7 @@ def test_many_revocations_are_held_until_the_coordinator_confirms(cohort: Cli) -
     assert item["outcome"] == "merged" and item["applied"] >= 3
     assert not held.exists()
     assert sum(v[0] == "passed" for v in statuses(cohort).values()) == 3
+    assert cohort("verify").exit_code == 0
 
 
 # -- property: partial sorts and pastes never change a student who was not ticked for -----------------------

@@ -50,6 +50,7 @@ def test_names_the_os_allows_are_processed_and_shown_safely(issued: Cli) -> None
     assert "水电" not in doc["files"][0]["file"] and "�" in doc["files"][0]["file"]
     assert all(statuses(issued)[(no, "electricity")][0] == "passed" for no in students)
     assert list((issued.data / "inbox").iterdir()) == []
+    assert issued("verify").exit_code == 0
 
 
 def test_safe_name_masks_ids_and_keeps_the_extension() -> None:
@@ -70,6 +71,7 @@ def test_a_symlink_is_refused_not_followed_nor_moved(issued: Cli) -> None:
     assert not any(p.is_symlink() for p in (issued.data / "rejected").iterdir())
     assert (issued.data / "rejected" / "secret.xlsx.说明.txt").read_text("utf-8").count("符号链接") == 1
     assert (issued.data / ".secret").exists() and (issued.data / "store.db").exists()
+    assert issued("verify").exit_code == 0
 
 
 def test_a_fifo_does_not_hang_the_sync(issued: Cli) -> None:
@@ -120,6 +122,8 @@ def test_a_receipt_lost_in_a_crash_after_the_commit_is_written_at_the_next_start
                           env=env, capture_output=True, timeout=120, check=False)
     assert done.returncode == -9
     assert statuses(issued)[("0803010103", "electricity")] == ("passed", 1)
+    pending = issued("verify").output  # pending, not damage: the next sync finishes it
+    assert "存档在中断前未完成" in pending and "回执尚未写出" in pending
     assert not list((issued.data / "receipts").glob("*.xlsx"))
     doc = sync(issued)
     assert [f["outcome"] for f in doc["files"]] in ([], ["duplicate"])
@@ -127,3 +131,4 @@ def test_a_receipt_lost_in_a_crash_after_the_commit_is_written_at_the_next_start
     applied = list(openpyxl.load_workbook(receipt)["已记录"].iter_rows(min_row=2, values_only=True))
     assert [r[0] for r in applied] == ["0803010103"] and applied[0][4] == "已通过"
     assert statuses(issued)[("0803010103", "electricity")] == ("passed", 1)
+    assert issued("verify").exit_code == 0
