@@ -27,6 +27,7 @@ from lixiao.core.signing import row_key, row_secret
 from lixiao.core.synthetic import make_cohort
 from lixiao.sync.cli import main as cli
 from lixiao.sync.datafolder import open_folder
+from lixiao.sync.officesim import sort_columns
 from lixiao.workbooks.reader import read_returned
 from lixiao.workbooks.roster import build_roster, roster_row
 from lixiao.workbooks.writer import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
@@ -40,15 +41,6 @@ def _folder(root: Path, students: int) -> Path:
     runner.invoke(cli, ["--data", str(root), "students", "import", str(roster)], catch_exceptions=False)
     runner.invoke(cli, ["--data", str(root), "issue", "--checkpoint", "utilities"], catch_exceptions=False)
     return root
-
-
-def _sort(ws: Any, first: int, last: int, by: int, reverse: bool) -> None:
-    top, bottom = HEADER_ROW + 2, ws.max_row
-    block = [[ws.cell(r, c).value for c in range(first, last + 1)] for r in range(top, bottom + 1)]
-    block.sort(key=lambda values: str(values[by - first] or ""), reverse=reverse)
-    for offset, values in enumerate(block):
-        for index, value in enumerate(values):
-            ws.cell(top + offset, first + index).value = value
 
 
 def run(students: int, runs: int, seed: int) -> dict[str, Any]:
@@ -77,14 +69,14 @@ def run(students: int, runs: int, seed: int) -> dict[str, Any]:
                             intended.add(ws.cell(r, 1).value)
                 width = ws.max_column
                 if kind == "whole":
-                    _sort(ws, 1, width, rng.randint(1, width), rng.random() < 0.5)
+                    sort_columns(ws, 1, width, rng.randint(1, width), rng.random() < 0.5)
                 else:
                     binding = [head[t] for t in ("学号", "姓名", "身份证号", "宿舍", ROW_KEY_HEADER)]
                     anchor = rng.choice(binding)
                     first, last = rng.randint(1, anchor), rng.randint(anchor, width)
                     if (first, last) == (1, width):
                         first = 2
-                    _sort(ws, first, last, rng.randint(first, last), rng.random() < 0.5)
+                    sort_columns(ws, first, last, rng.randint(first, last), rng.random() < 0.5)
                 buffer = io.BytesIO()
                 book.save(buffer)
                 returned = read_returned(buffer.getvalue(), key)

@@ -45,6 +45,17 @@ def _save(book: Any) -> bytes:
     return buffer.getvalue()
 
 
+def sort_columns(ws: Worksheet, first: int, last: int, by: int, reverse: bool = False) -> None:
+    """Sort the data rows of columns first..last (1-based) by column ``by``, as a spreadsheet sorts a selection
+    ("continue with the current selection"): every cell outside those columns stays where it is."""
+    top, bottom = HEADER_ROW + 2, ws.max_row
+    block = [[ws.cell(r, c).value for c in range(first, last + 1)] for r in range(top, bottom + 1)]
+    block.sort(key=lambda values: str(values[by - first] or ""), reverse=reverse)
+    for offset, values in enumerate(block):
+        for index, value in enumerate(values):
+            ws.cell(top + offset, first + index).value = value
+
+
 def tick_workbook(source: Path, rng: random.Random, rate: float, operator: str, *, mistakes: bool = False,
                   typed: bool = False, sort_by: str = "", use_batch: bool = False,
                   partial_sort: bool = False) -> bytes:
@@ -72,10 +83,7 @@ def tick_workbook(source: Path, rng: random.Random, rate: float, operator: str, 
             if (met and rng.random() < rate) or (mistakes and not met and rng.random() < 0.05):
                 ws.cell(r, c).value = rng.choice(("√", "✓", "是")) if typed and rng.random() < 0.3 else True
     if partial_sort:  # 学号 and 姓名 selected alone and sorted by 姓名: every other cell stays put
-        pairs = sorted(([ws.cell(r, 1).value, ws.cell(r, 2).value] for r in range(head + 1, ws.max_row + 1)),
-                       key=lambda pair: str(pair[1] or ""))
-        for offset, (no, name) in enumerate(pairs, start=head + 1):
-            ws.cell(offset, 1).value, ws.cell(offset, 2).value = no, name
+        sort_columns(ws, 1, 2, by=2)
     if sort_by:
         column = headers[sort_by]
         rows = [[ws.cell(r, c).value for c in range(1, ws.max_column + 1)] for r in range(head + 1, ws.max_row + 1)]

@@ -17,6 +17,7 @@ from lixiao.core.merge import MergeInput, plan_merge
 from lixiao.core.model import Status
 from lixiao.core.signing import row_key, row_secret
 from lixiao.sync.datafolder import open_folder
+from lixiao.sync.officesim import sort_columns
 from lixiao.workbooks.reader import read_returned
 from lixiao.workbooks.writer import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
 
@@ -34,17 +35,6 @@ def columns_of(ws: Any) -> dict[str, int]:
     """Header title → 1-based column of a ticking sheet."""
     head = HEADER_ROW + 1
     return {ws.cell(head, c).value: c for c in range(1, ws.max_column + 1) if ws.cell(head, c).value}
-
-
-def sort_columns(ws: Any, first: int, last: int, by: int, reverse: bool = False) -> None:
-    """Sort only columns first..last (1-based) of the data rows by column ``by``, as "continue with the current
-    selection" does: every other cell of each row stays where it is."""
-    top, bottom = HEADER_ROW + 2, ws.max_row
-    block = [[ws.cell(r, c).value for c in range(first, last + 1)] for r in range(top, bottom + 1)]
-    block.sort(key=lambda values: str(values[by - first] or ""), reverse=reverse)
-    for offset, values in enumerate(block):
-        for index, value in enumerate(values):
-            ws.cell(top + offset, first + index).value = value
 
 
 def settings_file(cli: Cli, **values: int) -> None:
