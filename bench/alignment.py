@@ -5,8 +5,9 @@
 Each run ticks random cells of the utilities workbook, then sorts it (openpyxl, the way a spreadsheet
 does): whole rows by a random column, or a random block of columns only. The merge plan is computed as
 the pipeline does (row keys on); a whole-row sort must give no misaligned row, and the ticks applied must
-be exactly those made. A partial sort is "caught" when it applies no tick to a student who was not ticked
-for (its rows refused, or the file refused past max_misaligned_rows).
+be exactly those made. A partial sort (a block of columns holding 学号, 行校验, or a column whose values
+tell the rows apart) is "caught" when it applies no tick to a student who was not ticked for (its rows
+refused, or the file refused past max_misaligned_rows).
 """
 
 from __future__ import annotations
@@ -71,7 +72,12 @@ def run(students: int, runs: int, seed: int) -> dict[str, Any]:
                 if kind == "whole":
                     sort_columns(ws, 1, width, rng.randint(1, width), rng.random() < 0.5)
                 else:
-                    binding = [head[t] for t in ("学号", "姓名", "身份证号", "宿舍", ROW_KEY_HEADER)]
+                    def distinct(col: int, ws: Any = ws) -> bool:
+                        values = [ws.cell(r, col).value for r in range(HEADER_ROW + 2, ws.max_row + 1)]
+                        return len(set(values)) == len(values)
+
+                    binding = [head["学号"], head[ROW_KEY_HEADER],
+                               *(head[t] for t in ("姓名", "身份证号") if distinct(head[t]))]
                     anchor = rng.choice(binding)
                     first, last = rng.randint(1, anchor), rng.randint(anchor, width)
                     if (first, last) == (1, width):

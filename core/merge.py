@@ -101,10 +101,12 @@ def _label(ticked: bool) -> str:
 class MergeInput:
     """A returned office workbook reduced to what the merge needs (from workbooks.reader.Returned)."""
 
-    rows: Mapping[str, Any]  # 学号 → object with .ticks, .identity, .remark, .row
-    batch: list[Any]  # objects with .mode, .group, .step, .ticked, .cell
+    rows: Mapping[str, Any]  # 学号 → object with .ticks, .identity, .remark, .row, .key, .blank
+    batch: list[Any]  # objects with .mode, .group, .step, .ticked, .cell, .key
     duplicates: list[Any]
-    waivers: list[Any]  # objects with .student_no, .step, .lifted, .reason
+    waivers: list[Any]  # objects with .student_no, .step, .lifted, .reason, .key, .blank
+    batch_rows: list[tuple[str, str, str, str]] = field(default_factory=list)  # (mode, group, 行校验, cell)
+    shifted: set[tuple[str, str]] = field(default_factory=set)  # (办理 | mode | 解除限制, step): column out of line
 
 
 def plan_merge(
@@ -137,6 +139,7 @@ def plan_merge(
 
     for no in sorted(set(cells) - set(returned.rows)):
         plan.warnings.append(f"学号 {no} 的行在交回的文件中不见了（该生本次不作任何变更）")
+    shifted = _shifted_columns(returned, cells, own_steps)
     for no, row in sorted(returned.rows.items()):
         if no not in cells:
             plan.warnings.append(f"第 {row.row} 行：学号 {no} 不在签发的名单中，已忽略")
@@ -169,6 +172,11 @@ def plan_merge(
                     reason = f"该生不需要办理“{flow.steps[step].name}”（不适用）"
                     plan.refusals.append(Refusal(no, step, "已勾选", reason))
                 continue
+            if (MAIN, step) in shifted:
+                if ticked != bool(issued[0]):
+                    touched.add((no, step))
+                    plan.refusals.append(Refusal(no, step, "已勾选" if ticked else "未勾选", SHIFTED_COLUMN))
+                continue
             if issued[0] and not ticked and step in row.blank:
                 touched.add((no, step))
                 plan.refusals.append(Refusal(no, step, "（空）", "勾选格被清空，不是明确的取消勾选，未撤销；"
@@ -186,16 +194,17 @@ def plan_merge(
     batch_issued: Mapping[str, Mapping[str, Mapping[str, bool]]] = baseline.get("batch", {})
     misaligned_groups: set[tuple[str, str]] = set()
     skipped = {r.student_no for r in plan.misaligned}  # a row in doubt gets nothing from a batch row either
+    for mode, group, key, cell in returned.batch_rows:
+        if row_key is not None and group in groups.get(mode, {}) and key != row_key(batch_ident(mode, group)):
+            misaligned_groups.add((mode, group))
+            plan.misaligned.append(Refusal("", "", f"{cell} {group}", _MISALIGNED_GROUP.format(cell=cell, group=group)))
     for tick in returned.batch:
         issued_ticked = bool(batch_issued.get(tick.mode, {}).get(tick.group, {}).get(tick.step, False))
-        if tick.step not in own_steps or tick.ticked == issued_ticked:
+        if tick.step not in own_steps or tick.ticked == issued_ticked or (tick.mode, tick.group) in misaligned_groups:
             continue
-        if (row_key is not None and tick.group in groups.get(tick.mode, {})
-                and tick.key != row_key(batch_ident(tick.mode, tick.group))):
-            if (tick.mode, tick.group) not in misaligned_groups:
-                misaligned_groups.add((tick.mode, tick.group))
-                plan.misaligned.append(Refusal("", tick.step, f"{tick.cell} {tick.group}",
-                                               _MISALIGNED_GROUP.format(cell=tick.cell, group=tick.group)))
+        if (tick.mode, tick.step) in returned.shifted:
+            if tick.ticked:
+                plan.refusals.append(Refusal("", tick.step, f"{tick.cell} {tick.group}", SHIFTED_COLUMN))
             continue
         if not tick.ticked:
             plan.warnings.append(f"批量表 {tick.cell}（{tick.group}）取消勾选不会撤销任何学生；"
@@ -227,6 +236,28 @@ def _row_cells(row: Any, flow: Flow) -> str:
     marks = "，".join(f"{flow.steps[s].name if s in flow.steps else s}：{'勾' if t else '空'}"
                      for s, t in row.ticks.items())
     return f"{row.identity.get('姓名', '')}；{marks}" if marks else row.identity.get("姓名", "")
+
+
+MAIN, WAIVERS = "办理", "解除限制"
+SHIFTED_COLUMN = ("这一列的勾选格与所在行错开了（插入或删除了单元格、只对这一列排序、或清空了多个勾选格），"
+                  "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE")
+
+
+def _shifted_columns(returned: MergeInput, cells: Mapping[str, Mapping[str, list[Any]]],
+                     own_steps: set[str]) -> set[tuple[str, str]]:
+    """The 办理 columns moved apart from their rows: a tick below the students (cells inserted with shift down),
+    the last row's issued box empty (cells deleted with shift up), or several issued boxes empty (cells
+    inserted, a column sorted alone with its blank cells). One emptied box alone is refused by itself."""
+    shifted = {(where, step) for where, step in returned.shifted}
+    rows = [r for no, r in returned.rows.items() if no in cells]
+    if not rows:
+        return shifted
+    last = max(r.row for r in returned.rows.values())
+    for step in own_steps:
+        blank = [r.row for r in rows if step in r.blank and cells[r.student_no].get(step) is not None]
+        if len(blank) >= 2 or last in blank:
+            shifted.add((MAIN, step))
+    return shifted
 
 
 def _mode_name(mode: str) -> str:
@@ -281,6 +312,16 @@ def _plan_waivers(
                                            "（可能只对部分列排序或粘贴），整行未作任何变更"))
             continue
         was_lifted, _ = issued[key]
+        if (WAIVERS, "") in returned.shifted:
+            if tick.lifted != bool(was_lifted):
+                plan.refusals.append(Refusal(tick.student_no, tick.step, "解除限制" if tick.lifted else "未勾选",
+                                             SHIFTED_COLUMN))
+            continue
+        if was_lifted and tick.blank:
+            plan.refusals.append(Refusal(tick.student_no, tick.step, "（空）",
+                                         "“解除限制”格被清空，不是明确的取消勾选，限制未重新开启；"
+                                         "如需重新开启请取消勾选或选 FALSE"))
+            continue
         if tick.lifted == bool(was_lifted):
             continue
         student = students[tick.student_no]

@@ -34,6 +34,7 @@ from lixiao.workbooks.tables import TableError, read_table
 
 from .datafolder import DataFolder, DataFolderError, find_folder, init_folder, open_folder
 from .locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
+from .messages import OUTCOME_LABELS, os_error_text, strip_code, usage_error_text
 
 MARKS = {"passed": "✓", "failed": "✗", "optional": "○", "pending": "↓", "na": "–"}
 INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError,
@@ -54,9 +55,17 @@ class Refused(click.ClickException):
 class LixiaoGroup(click.Group):
     """A group that turns library errors into one clear line and exit code 2 (1 for refusals)."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _fail(usage_error_text(exc), 2)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            _fail(usage_error_text(exc), 2)
         except (RefusedError, LockBusyError) as exc:
             _fail(str(exc), 1)
         except INPUT_ERRORS as exc:
@@ -73,8 +82,9 @@ class LixiaoGroup(click.Group):
             _fail(f"数据库已损坏（{exc}）；请停止 lixiao，用 lixiao backup 的备份恢复（见 README“备份与恢复”）", 2)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                _fail(f"磁盘已满（{exc.strerror}）；已写入的内容保持一致，请腾出空间后重试", 2)
-            _fail(f"无法读写文件：{exc}", 2)
+                _fail(f"磁盘已满（{os_error_text(exc)}）；已写入的内容保持一致，请腾出空间后重试", 2)
+            where = f"：{exc.filename}" if exc.filename else ""
+            _fail(f"无法读写文件{where}（{os_error_text(exc)}）", 2)
         except Exception as exc:  # noqa: BLE001 - the CLI promise: one line, never a traceback
             if os.environ.get("LIXIAO_DEBUG"):
                 traceback.print_exc()
@@ -121,7 +131,7 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise DataFolderError(f"无法读取 {path}：{exc.strerror}") from None
+        raise DataFolderError(f"无法读取 {path}：{os_error_text(exc)}") from None
 
 
 def _json(data: Any) -> None:
@@ -335,7 +345,10 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
     from .pipeline import refresh_reports, sync
 
     with _folder(ctx, write=True) as folder:
-        missing = [str(f) for f in files if not f.is_file()]
+        folders = [str(f) for f in files if f.is_dir()]
+        if folders:
+            raise DataFolderError(f"{'、'.join(folders)} 是文件夹；请给出文件，或把文件放入 inbox/ 后运行 lixiao sync")
+        missing = [str(f) for f in files if not f.is_file() and not f.is_symlink()]
         if missing:
             raise DataFolderError(f"找不到文件：{'、'.join(missing)}")
         outcomes = sync(folder, list(files) if files else None, dry_run=dry_run, min_age=0 if files else 1.0,
@@ -353,13 +366,11 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
     else:
         if not outcomes:
             console.print("收件箱（inbox/）中没有待处理的文件")
-        names = {"merged": "已合并", "duplicate": "重复", "rejected": "已拒绝", "quarantined": "已隔离",
-                 "deferred": "稍后处理", "held": "待协调人确认（尚未生效）"}
         for o in outcomes:
-            console.print(f"[bold]{o.file}[/]：{names[o.outcome]}，记录 {o.applied}，拒绝 {o.refused}，"
-                          f"冲突 {o.conflicts}" + (f"，回执 {o.receipt}" if o.receipt else ""))
+            console.print(f"[bold]{escape(o.file)}[/]：{OUTCOME_LABELS[o.outcome]}，记录 {o.applied}，"
+                          f"拒绝 {o.refused}，冲突 {o.conflicts}" + (f"，回执 {o.receipt}" if o.receipt else ""))
             for reason in o.reasons[:10]:
-                console.print(f"  [dim]{escape(reason)}[/]")
+                console.print(f"  [dim]{escape(strip_code(reason))}[/]")
         if dry_run:
             console.print("[yellow]演练模式（--dry-run）：没有写入任何内容[/]")
     if report_error:

@@ -23,7 +23,8 @@ from lixiao.core.store import DAMAGED
 from .datafolder import DataFolder, secret_key
 from .faults import fault_point
 from .locking import WAITING_MESSAGE, LockBusyError, writer_lock
-from .pipeline import FileOutcome, is_debris, process_file, recover_staging, refresh_reports
+from .messages import OUTCOME_LABELS, strip_code
+from .pipeline import FileOutcome, inbox_files, is_debris, process_file, recover_staging, refresh_reports
 
 ROUTED_EVENTS = frozenset({"created", "modified", "closed", "moved"})
 LOCK_ATTEMPT = 1.0  # seconds one try for the writer lock lasts; the loop tries again (and stays stoppable)
@@ -67,7 +68,7 @@ class _Router(FileSystemEventHandler):
             return
         raw = event.dest_path if event.event_type == "moved" else event.src_path
         path = Path(os.fsdecode(raw))
-        if path.parent == self.inbox and not is_debris(path):
+        if self.inbox in path.parents and not is_debris(path):
             self.notify(path)
 
 
@@ -104,18 +105,13 @@ class Watcher:
 
     def scan(self) -> None:
         """Queue every candidate in the inbox (events can be lost: inotify overflow, network shares)."""
-        try:
-            entries = list(os.scandir(self.inbox))
-        except OSError as exc:
-            self.log.error("无法读取收件箱 %s：%s；稍后再试", self.inbox, exc.strerror or exc)
+        if not self.inbox.is_dir():
+            self.log.error("无法读取收件箱 %s；稍后再试", self.inbox)
             return
-        for entry in entries:
-            path = Path(entry.path)
-            try:
-                # links, FIFOs and other odd entries are queued too: the pipeline refuses them with a reason
-                if entry.is_dir(follow_symlinks=False) or is_debris(path) or self._left_alone(path):
-                    continue
-            except OSError:  # vanished or unreadable between listing and looking: the next scan sees it
+        # subfolders too (an unzipped archive); links, FIFOs and other odd entries are queued as well: the
+        # pipeline refuses them with a reason
+        for path in inbox_files(self.folder):
+            if self._left_alone(path):
                 continue
             with self._lock:
                 self._pending.setdefault(path, _Pending(time.monotonic()))
@@ -208,8 +204,9 @@ class Watcher:
             return 0
         with self._lock:
             self._pending.pop(path, None)
-        self.log.info("%s: %s (记录 %d, 拒绝 %d, 冲突 %d) %s", outcome.file, outcome.outcome, outcome.applied,
-                      outcome.refused, outcome.conflicts, "; ".join(outcome.reasons[:3]))
+        self.log.info("%s：%s（记录 %d，拒绝 %d，冲突 %d）%s", outcome.file, OUTCOME_LABELS[outcome.outcome],
+                      outcome.applied, outcome.refused, outcome.conflicts,
+                      "；".join(strip_code(r) for r in outcome.reasons[:3]))
         if self.on_outcome:
             self.on_outcome(outcome)
         return int(outcome.outcome == "merged")
@@ -255,7 +252,7 @@ class Watcher:
         """Watch until stop_event is set (SIGINT/SIGTERM in the CLI)."""
         key = secret_key(self.folder.root)
         observer: Any = PollingObserver(timeout=self.poll) if self.poll else Observer()
-        observer.schedule(_Router(self.inbox, self.notify), str(self.inbox), recursive=False)
+        observer.schedule(_Router(self.inbox, self.notify), str(self.inbox), recursive=True)
         observer.start()
         self.log.info("开始监视 %s（%s）", self.inbox, f"轮询 {self.poll} 秒" if self.poll else "inotify")
         try:

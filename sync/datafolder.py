@@ -99,12 +99,18 @@ def init_folder(root: Path, flow: str = "undergrad", session: str | None = None,
         raise
 
 
+MAX_SESSION_NAME = 40
+
+
 def session_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a session name (empty, a newline, control characters), or None."""
     if not name:
         return "会话名称（--session）不能为空，例如 2026届本科毕业生离校"
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
         return "会话名称（--session）不能包含换行或控制字符；请写成一行，例如 2026届本科毕业生离校"
+    if len(name) > MAX_SESSION_NAME:
+        return (f"会话名称（--session）最长 {MAX_SESSION_NAME} 个字（现为 {len(name)} 个）：它会出现在每个工作簿的"
+                "文件名和标题里；例如 2026届本科毕业生离校")
     return None
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from lixiao.core.store import DAMAGED, Replay, Store
 
 from .datafolder import DataFolder, secret_key
+from .messages import os_error_text
 from .pipeline import is_debris, process_file
 
 INBOX_GRACE_SECONDS = 120
@@ -183,7 +184,7 @@ def _check_inbox(folder: DataFolder, ledger: list[dict[str, object]], found: Fin
     try:
         entries = sorted((folder.root / "inbox").iterdir())
     except OSError as exc:
-        found.waiting.append(f"收件箱 inbox/ 无法读取（{exc.strerror}）；请检查文件夹权限")
+        found.waiting.append(f"收件箱 inbox/ 无法读取（{os_error_text(exc)}）；请检查文件夹权限")
         return
     for path in entries:
         name = shown_name(path)
@@ -192,7 +193,8 @@ def _check_inbox(folder: DataFolder, ledger: list[dict[str, object]], found: Fin
                 continue
             digest = _sha256(path)
         except OSError as exc:
-            found.waiting.append(f"收件箱中的“{name}”无法读取（{exc.strerror}）；请检查文件权限后运行 lixiao sync")
+            found.waiting.append(f"收件箱中的“{name}”无法读取（{os_error_text(exc)}）；"
+                                 "请检查文件权限后运行 lixiao sync")
             continue
         if digest not in known:
             found.waiting.append(f"收件箱中的“{name}”已放置超过 {INBOX_GRACE_SECONDS} 秒仍未处理（请运行 lixiao sync）")

@@ -39,7 +39,10 @@ class Issued:
 def file_name(session: str, title: str, scope: str, generation: int) -> str:
     """A Chinese, filesystem-safe file name: 2026届…-水电通信中心离校点-全部-第1版.xlsx."""
     parts = [session, title] if scope in title else [session, title, scope]
-    return _UNSAFE.sub("_", "-".join(parts) + f"-第{generation}版") + ".xlsx"
+    stem = _UNSAFE.sub("_", "-".join(parts)).lstrip(".") or "工作簿"
+    while len(stem.encode("utf-8")) > 180:  # the name, "-第N版.xlsx" and a temp prefix fit in 255 bytes
+        stem = stem[:-1]
+    return f"{stem}-第{generation}版.xlsx"
 
 
 def plan_all(folder: DataFolder, checkpoints: list[str], split: str | None) -> list[WorkbookPlan]:
@@ -51,6 +54,8 @@ def plan_all(folder: DataFolder, checkpoints: list[str], split: str | None) -> l
         known = "、".join(cp.code for cp in flow.checkpoints)
         raise IssueError(f"没有离校点 {'、'.join(unknown)}；可用：{known}")
     students = folder.store.students()
+    if not students:
+        raise IssueError("还没有学生：请先导入学生名单（lixiao students import 学生名单.xlsx）再签发工作簿")
     stored: dict[str, dict[str, StatusRow]] = folder.store.all_status_rows()
     waived: dict[str, dict[str, str]] = {}
     for w in folder.store.active_waivers():

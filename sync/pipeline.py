@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 import tomllib
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lixiao.core.identity import mask_ids_in_text
-from lixiao.core.merge import MergeInput, MergePlan, Refusal, apply_plan, plan_merge
+from lixiao.core.merge import MAIN, WAIVERS, Change, MergeInput, MergePlan, Refusal, apply_plan, plan_merge
 from lixiao.core.model import Status
 from lixiao.core.signing import digest, row_secret
 from lixiao.core.signing import row_key as signing_row_key
@@ -30,6 +32,7 @@ from lixiao.workbooks.sniff import sniff
 
 from .datafolder import SETTINGS, DataFolder, DataFolderError, secret_key
 from .faults import fault_point
+from .messages import os_error_text
 
 OUTCOMES = ("merged", "duplicate", "rejected", "quarantined", "deferred", "held")
 NO_OPERATOR = "（未填写经办人）"
@@ -83,12 +86,20 @@ def safe_name(name: str, limit: int = MAX_NAME) -> str:
     return text
 
 
+_EXCEL_TEMP = re.compile(r"^[0-9A-F]{8}$")  # Excel saves through a temp file named like 3A9F0C21, no extension
+_SPREADSHEET = (".xlsx", ".xlsm", ".xls", ".xlsb", ".et", ".ods", ".csv")
+
+
 def is_debris(path: Path) -> bool:
-    """Editor and copy debris that is never a returned workbook: ~$x, .~lock.x#, ._x (macOS), *.tmp, no
-    extension. Other names starting with a dot are returns like any other."""
+    """Editor and copy debris that is never a returned workbook: ~$x, .~lock.x#, ._x (macOS), *.tmp, Excel's
+    extensionless temp files, hidden files that are not spreadsheets (rsync's .name.XXXXXX). A return saved
+    without an extension, or with a leading dot, is taken like any other (the bytes say what it is)."""
     name = path.name
-    return (name.startswith(("~$", ".~lock.", "._", ".DS_Store")) or name.endswith(("#", ".tmp", ".partial", "~"))
-            or not path.suffix or path.suffix.lower() in (".txt", ".crdownload", ".part", ".swp"))
+    if name.startswith(("~$", ".~lock.", "._", ".DS_Store")) or name.endswith(("#", ".tmp", ".partial", "~")):
+        return True
+    if name.startswith(".") and path.suffix.lower() not in _SPREADSHEET:
+        return True
+    return bool(_EXCEL_TEMP.match(name)) or path.suffix.lower() in (".txt", ".crdownload", ".part", ".swp")
 
 
 @dataclass
@@ -110,22 +121,38 @@ class FileOutcome:
                 "conflicts": self.conflicts, "reasons": self.reasons, "receipt": self.receipt}
 
 
+INBOX_DEPTH = 3  # subfolders of inbox/ looked into (an unzipped archive makes one or two)
+
+
 def inbox_files(folder: DataFolder) -> list[Path]:
-    """Candidate entries in inbox/ (debris and folders skipped; links and other odd entries kept, to be
-    refused with a reason), oldest first."""
-    found = []
-    with os.scandir(folder.root / "inbox") as entries:
-        for entry in entries:
-            path = Path(entry.path)
-            if is_debris(path):
-                continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if not stat.S_ISDIR(info.st_mode):
-                found.append((info.st_mtime, os.fsencode(entry.name), path))
+    """Candidate entries in inbox/ and its subfolders (debris skipped; links and other odd entries kept, to be
+    refused with a reason; links to folders are not followed), oldest first."""
+    found: list[tuple[float, bytes, Path]] = []
+    _scan(folder.root / "inbox", INBOX_DEPTH, found)
     return [path for _, _, path in sorted(found)]
+
+
+def _scan(directory: Path, depth: int, found: list[tuple[float, bytes, Path]]) -> None:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            if depth > 0 and not entry.name.startswith("."):
+                _scan(path, depth - 1, found)
+        elif not is_debris(path):
+            found.append((info.st_mtime, os.fsencode(entry.path), path))
+
+
+def in_inbox(folder: DataFolder, path: Path) -> bool:
+    """True for a file inside inbox/ or one of its subfolders (such a file leaves the inbox once taken)."""
+    return folder.root / "inbox" in path.parents
 
 
 def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = False,
@@ -138,6 +165,9 @@ def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = Fa
     recover_staging(folder)
     key = secret_key(folder.root)
     settings = sync_settings(folder.root)
+    if confirm:
+        for path in files or []:
+            _must_be_held(folder, path)
     if files is None:
         targets = inbox_files(folder)
         _wait_until_settled(targets, min_age, settings.settle_wait)
@@ -145,6 +175,18 @@ def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = Fa
         targets = files
     return [process_file(folder, path, key, dry_run, min_age, confirm=confirm, settings=settings)
             for path in targets]
+
+
+def _must_be_held(folder: DataFolder, path: Path) -> None:
+    """--confirm applies only to a return the pipeline held: anything else would skip the revocation check."""
+    try:
+        digest_hex = _hash_regular(path)
+    except OSError as exc:
+        raise DataFolderError(f"无法读取 {safe_name(path.name)}：{os_error_text(exc)}") from None
+    row = folder.store.ledger(digest_hex)
+    if row is None or row["outcome"] != HELD:
+        raise DataFolderError(f"{safe_name(path.name)} 不是待确认（held/）的文件，--confirm 不适用；"
+                              "新交回的文件请直接 lixiao sync 处理")
 
 
 def _wait_until_settled(paths: list[Path], min_age: float, bound: float) -> None:
@@ -240,12 +282,14 @@ def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = Fal
     """
     name = safe_name(path.name)
     settings = settings or sync_settings(folder.root)
+    with contextlib.suppress(OSError):
+        path = path.parent.resolve() / path.name  # held/x.xlsx given relative to the data folder is held/ too
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return FileOutcome(name, "deferred", reasons=["文件已不存在（可能被移走）"])
     except OSError as exc:
-        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{exc.strerror}"])
+        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
     if not stat.S_ISREG(info.st_mode):
         return _refuse_entry(folder, path, name, info, dry_run)
     young = time.time() - info.st_mtime < max(min_age, 0.0)
@@ -258,7 +302,7 @@ def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = Fal
     except FileNotFoundError:
         return FileOutcome(name, "deferred", reasons=["文件已不存在（可能被移走）"])
     except OSError as exc:
-        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{exc.strerror}"])
+        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
     if len(data) != info.st_size:
         return FileOutcome(name, "deferred", reasons=["文件还在写入（大小或时间未稳定），稍后再处理"])
     digest_hex = hashlib.sha256(data).hexdigest()
@@ -302,7 +346,7 @@ def _refuse_entry(folder: DataFolder, path: Path, name: str, info: os.stat_resul
     message = (f"收件箱中的“{name}”是{kind}，不是普通文件；出于安全考虑不会读取。"
                "请把工作簿文件本身（而不是链接）放入收件箱")
     result = FileOutcome(name, "rejected", reasons=[f"not_a_file：{message}"])
-    if dry_run or path.parent != folder.root / "inbox":
+    if dry_run or not in_inbox(folder, path):
         return result
     with folder.store.transaction():
         folder.store.append_audit([{"kind": "return", "decision": "rejected", "source": f"file:{name}",
@@ -321,7 +365,7 @@ def _refuse_large(folder: DataFolder, path: Path, name: str, size: int, settings
     try:
         digest_hex = _hash_regular(path)
     except OSError as exc:
-        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{exc.strerror}"])
+        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
     previous = folder.store.ledger(digest_hex)
     if previous and previous["outcome"] in OUTCOMES:
         return _seen_before(folder, path, name, digest_hex, previous, dry_run)
@@ -381,7 +425,7 @@ def _seen_before(folder: DataFolder, path: Path, name: str, digest_hex: str, pre
                 staged.replace(archived)  # crash between commit and archive: finish the move now
             else:
                 write_atomically(archived, _read_regular(path))
-        if path.parent == folder.root / "inbox":
+        if in_inbox(folder, path):
             if outcome == "duplicate":
                 path.unlink(missing_ok=True)
             else:
@@ -411,7 +455,7 @@ def _refuse(folder: DataFolder, path: Path, name: str, digest_hex: str, outcome:
                              "source_hash": digest_hex, "detail": f"{code}：{message}"}])
     target = _unique(folder.root / "rejected" / name)
     staging = folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx"
-    if path.parent == folder.root / "inbox":
+    if in_inbox(folder, path):
         path.replace(target)
     elif staged:
         write_atomically(target, staging.read_bytes())
@@ -422,11 +466,13 @@ def _refuse(folder: DataFolder, path: Path, name: str, digest_hex: str, outcome:
 
 def _explanation(name: str, outcome: str, code: str, message: str, digest_hex: str) -> str:
     verdict = {"quarantined": "已隔离", HELD: "待协调人确认（尚未生效）"}.get(outcome, "已拒绝")
+    code_line = f"错误代码：{code}（供技术支持查询）\n"
     how = ("处理办法：协调人核对无误后运行 lixiao sync --confirm 本文件路径，确认后才会生效；"
            "如有误，请经办人按原因修改后重新交回。\n" if outcome == HELD else
            "处理办法：请按原因修改后重新交回；如有疑问请联系离校工作协调人。\n")
-    return (f"文件：{name}\n结果：{verdict}（{code}）\n原因：{message}\n"
-            f"内容哈希：{digest_hex or '（无）'}\n处理时间：{datetime.now().isoformat(timespec='seconds')}\n" + how)
+    return (f"文件：{name}\n结果：{verdict}\n原因：{message}\n"
+            f"内容哈希：{digest_hex or '（无）'}\n处理时间：{datetime.now().isoformat(timespec='seconds')}\n"
+            + how + code_line)
 
 
 def _explain(target: Path, name: str, outcome: str, code: str, message: str, digest_hex: str) -> None:
@@ -470,14 +516,19 @@ def _plan(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings)
     for w in store.active_waivers():
         waived.setdefault(w["student_no"], set()).add(w["step"])
     returned = item.returned
+    modes: dict[str, str] = payload.get("batch_sheets", {})
+    shifted = {(MAIN, a.step) for a in returned.anomalies if a.code == "tick_outside_rows"}
+    shifted |= {(modes.get(a.sheet, WAIVERS), a.step) for a in returned.anomalies if a.code == "column_shifted"}
     plan = plan_merge(folder.flow, folder.year, item.workbook["checkpoint"], item.baseline,
-                      MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers),
+                      MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
+                                 returned.batch_rows, shifted),
                       students, store.all_status_rows(), waived, row_key)
     if row_key is None:
         plan.warnings.append("此工作簿由旧版本签发，没有“行校验”列：无法发现只对部分列排序造成的错行；请改用新签发的工作簿")
-    if len(plan.misaligned) > settings.max_misaligned_rows:
+    out_of_line = len(plan.misaligned) + len({d.student_no for d in returned.duplicates})
+    if out_of_line > settings.max_misaligned_rows:
         examples = "；".join(r.reason for r in plan.misaligned[:3])
-        raise _Refused("misaligned", f"有 {len(plan.misaligned)} 行的学号与同一行的其他单元格已错开（可能只选中了部分列"
+        raise _Refused("misaligned", f"有 {out_of_line} 行的学号与同一行的其他单元格已错开或重复（可能只选中了部分列"
                        "排序，或在部分列中粘贴、插入或删除了单元格）。为避免把勾选记到别的学生名下，整个文件未被处理。"
                        "请重新打开系统发给您的原文件办理；排序时请点击表头的筛选按钮，或先点击行号选中整行再排序。"
                        f"例如：{examples}")
@@ -486,8 +537,11 @@ def _plan(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings)
         if anomaly.code == "bad_mark" and anomaly.student_no:
             plan.refusals.append(Refusal(anomaly.student_no, anomaly.step, anomaly.value or "（空）",
                                          f"{anomaly.cell}：{anomaly.reason}"))
+        elif anomaly.code == "tick_outside_rows":
+            continue  # its column is refused as shifted, with the reason, cell by cell
         elif anomaly.code not in ("duplicate_student",):
-            plan.warnings.append(f"{anomaly.sheet} {anomaly.cell}：{anomaly.reason}".strip())
+            where = " ".join(p for p in (anomaly.sheet, anomaly.cell) if p)
+            plan.warnings.append(f"{where}：{anomaly.reason}" if where else anomaly.reason)
     if not returned.operator:
         plan.warnings.append("“经办人”未填写；本次记录的操作人为“（未填写经办人）”")
     return plan
@@ -515,9 +569,7 @@ def _merge(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings
                       "warnings": [mask_ids_in_text(w) for w in plan.warnings[:MAX_REASONS * 4]],
                       "receipt": receipt, "at": stamp.isoformat(timespec="seconds")}
             if held:
-                detail.update(code=HELD, message=held, pending=[
-                    mask_ids_in_text(f"{c.student_no} {folder.flow.steps[c.step].name}：已通过 → 撤销")
-                    for c in plan.changes if c.kind == "revoked"][:500])
+                detail.update(code=HELD, message=held, pending=_pending(folder, plan))
                 store.append_audit([{"kind": "return", "decision": HELD, "source": f"file:{item.name}",
                                      "source_hash": item.hash, "operator": operator, "detail": held}])
                 store.set_ledger(item.hash, item.name, HELD, HELD, item.workbook["id"],
@@ -540,7 +592,7 @@ def _merge(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings
     if held:
         target = _unique(folder.root / HELD / item.name)
         target.parent.mkdir(exist_ok=True)
-        if item.path.parent == folder.root / "inbox":
+        if in_inbox(folder, item.path):
             item.path.replace(target)
         else:
             write_atomically(target, item.data)
@@ -552,7 +604,7 @@ def _merge(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings
             staged.replace(archived)
         elif not archived.exists():
             write_atomically(archived, item.data)
-        if item.path.parent in (folder.root / "inbox", folder.root / HELD):
+        if in_inbox(folder, item.path) or item.path.parent == folder.root / HELD:
             try:
                 if hashlib.sha256(_read_regular(item.path)).hexdigest() == item.hash:
                     item.path.unlink()
@@ -565,13 +617,41 @@ def _merge(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings
     return result
 
 
+def _pending(folder: DataFolder, plan: MergePlan) -> list[str]:
+    """What a held return would do once confirmed, one line per cell (for its receipt)."""
+    names = {s.code: s.name for s in folder.flow.all_steps()}
+    def was(change: Change) -> str:
+        return Status(change.old).label if change.old else "未办理"
+
+    lines = [f"确认后：{c.student_no} {names.get(c.step, c.step)}："
+             + ("已通过 → 撤销（未办理）" if c.kind == "revoked" else f"{was(c)} → 已通过") for c in plan.changes]
+    lines += [f"确认后：{w.student_no} {names.get(w.step, w.step)}：{'解除限制' if w.lift else '重新开启限制'}"
+              for w in plan.waiver_changes]
+    return [mask_ids_in_text(line) for line in lines[:500]]
+
+
 def _hold_reason(plan: MergePlan, settings: SyncSettings, confirm: bool) -> str:
-    """Why a return waits for the coordinator (it would revoke many passed cells), or ""."""
-    if confirm or plan.revocations <= settings.max_revocations:
+    """Why a return waits for the coordinator, or "": it would revoke many passed cells (or lifted restrictions),
+    or one column both revokes and newly ticks several cells — what a tick column sorted or shifted on its own
+    does (the passed ticks move to other students)."""
+    if confirm:
         return ""
-    return (f"本文件会撤销 {plan.revocations} 个已通过的格子，超过 {settings.max_revocations} 个（lixiao.toml [sync] "
-            "max_revocations）。撤销很少见，常见原因是只对勾选列排序或粘贴，使勾选错位到别的学生。"
-            "整个文件尚未生效，等待协调人确认")
+    revoked = plan.revocations + sum(not w.lift for w in plan.waiver_changes)
+    if revoked > settings.max_revocations:
+        return (f"本文件会撤销 {revoked} 个已通过的格子或已解除的限制，超过 {settings.max_revocations} 个（lixiao.toml "
+                "[sync] max_revocations）。撤销很少见，常见原因是只对勾选列排序或粘贴，使勾选错位到别的学生。"
+                "整个文件尚未生效，等待协调人确认")
+    moved: dict[str, list[int]] = {}
+    for change in plan.changes:
+        if change.kind in ("applied", "revoked"):
+            moved.setdefault(change.step, [0, 0])[change.kind == "revoked"] += 1
+    for w in plan.waiver_changes:
+        moved.setdefault(f"waiver:{w.step}", [0, 0])[not w.lift] += 1
+    for added, taken in moved.values():
+        if added >= 2 and taken >= 2:
+            return (f"本文件在同一列中撤销了 {taken} 个已通过的格子，又新勾选了 {added} 个：这正是只对勾选列排序、"
+                    "或在勾选列中插入/删除单元格时勾选整体错位的样子。整个文件尚未生效，等待协调人核对后确认")
+    return ""
 
 
 def _result(item: _Return, plan: MergePlan, held: str) -> FileOutcome:

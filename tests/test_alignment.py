@@ -178,7 +178,8 @@ def test_deleting_the_row_key_column_rejects_the_file(cohort: Cli) -> None:
 
 
 def test_batch_sheet_group_column_sorted_alone_is_refused(cohort: Cli) -> None:
-    """On 按宿舍, the room names sorted apart from their boxes: the moved rows' ticks are refused, none applied."""
+    """On 按宿舍, the room names sorted apart from their boxes: every moved row is out of line, so the file is
+    refused whole and no room is passed."""
     book = openpyxl.load_workbook(outbox(cohort, "utilities")[-1])
     ws = book["按宿舍"]
     cols = columns_of(ws)
@@ -189,9 +190,24 @@ def test_batch_sheet_group_column_sorted_alone_is_refused(cohort: Cli) -> None:
     before = statuses(cohort)
     drop(cohort, "rooms.xlsx", save(book))
     [item] = sync(cohort)["files"]
+    assert item["outcome"] == "rejected" and item["reasons"][0].startswith("misaligned：")
+    assert "分组名与勾选格已错开" in item["reasons"][0]
+    assert statuses(cohort) == before
+
+
+def test_a_few_batch_rows_out_of_line_are_refused_alone(cohort: Cli) -> None:
+    """Two room names swapped on 按宿舍 while their boxes stay: those two rows are refused, the rest apply."""
+    book = openpyxl.load_workbook(outbox(cohort, "utilities")[-1])
+    ws = book["按宿舍"]
+    box = max(c for t, c in columns_of(ws).items() if t == "清理电费")
+    a, b = HEADER_ROW + 2, HEADER_ROW + 3
+    ws.cell(a, 1).value, ws.cell(b, 1).value = ws.cell(b, 1).value, ws.cell(a, 1).value
+    ws.cell(a, box).value = True
+    before = statuses(cohort)
+    drop(cohort, "rooms.xlsx", save(book))
+    [item] = sync(cohort)["files"]
     assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 0, 2)
     assert statuses(cohort) == before
-    assert all("分组名与勾选格已错开" in r for (r,) in rows(cohort, "SELECT reason FROM refused_ticks"))
 
 
 def test_many_revocations_are_held_until_the_coordinator_confirms(cohort: Cli) -> None:
@@ -239,8 +255,9 @@ def issued_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 @given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["sort", "paste", "shift"]))
 def test_partial_permutations_never_change_an_unticked_student(issued_cohort: tuple[Path, Path], seed: int,
                                                                 kind: str) -> None:
-    """Staff tick some rows, then sort, paste over or shift a random block of columns that holds 学号, 姓名,
-    身份证号, 宿舍 or 行校验: every applied change is a tick staff made on that very student's row.
+    """Staff tick some rows, then sort, paste over or shift a random block of columns that holds 学号, 行校验 or
+    another column whose values tell the rows apart (姓名, 身份证号 where unique): every applied change is a
+    tick staff made on that very student's row. (宿舍 alone does not qualify: roommates share it.)
 
     (A block of tick columns alone carries nothing that says whose tick it is: docs/security.md says what
     guards that case — the revocation limit — and what it cannot see.)"""
@@ -257,7 +274,11 @@ def test_partial_permutations_never_change_an_unticked_student(issued_cohort: tu
             if ws.cell(r, c).value is False and rng.random() < 0.4:
                 ws.cell(r, c).value = True
                 intended.add((ws.cell(r, 1).value, c))
-    binding = [cols[t] for t in ("学号", "姓名", "身份证号", "宿舍", ROW_KEY_HEADER)]
+    def distinct(col: int) -> bool:
+        values = [ws.cell(r, col).value for r in range(top, bottom + 1)]
+        return len(set(values)) == len(values)
+
+    binding = [cols["学号"], cols[ROW_KEY_HEADER], *(cols[t] for t in ("姓名", "身份证号") if distinct(cols[t]))]
     anchor = rng.choice(binding)
     first, last = rng.randint(1, anchor), rng.randint(anchor, width)
     if (first, last) == (1, width):
@@ -293,3 +314,145 @@ def test_partial_permutations_never_change_an_unticked_student(issued_cohort: tu
 def key_of_folder(folder: Path) -> bytes:
     """A data folder's signing key."""
     return bytes.fromhex((folder / ".secret").read_text())
+
+
+# -- cells moved inside the tick columns -------------------------------------------------------------------
+
+
+def shift_cells(ws: Any, first: int, last: int, at: int, down: bool) -> None:
+    """Insert (down) or delete (up) cells at row ``at`` in columns first..last, shifting the cells below."""
+    bottom = ws.max_row + (1 if down else 0)
+    for col in range(first, last + 1):
+        values = [ws.cell(r, col).value for r in range(at, bottom + 1)]
+        values = [None, *values[:-1]] if down else [*values[1:], None]
+        for offset, value in enumerate(values):
+            ws.cell(at + offset, col).value = value
+
+
+@pytest.mark.parametrize("down", [True, False], ids=["insert-shift-down", "delete-shift-up"])
+def test_cells_inserted_or_deleted_in_a_tick_column_refuse_that_column(cohort: Cli, down: bool) -> None:
+    """A cell inserted (shift down) or deleted (shift up) in 清理电费 moves every tick below it onto a neighbour:
+    the whole column is refused, nothing in it applied."""
+    book, ws = utilities(cohort)
+    col = columns_of(ws)["清理电费"]
+    for r in (HEADER_ROW + 12, HEADER_ROW + 14):
+        ws.cell(r, col).value = True
+    shift_cells(ws, col, col, HEADER_ROW + 8, down)
+    before = statuses(cohort)
+    drop(cohort, "shift.xlsx", save(book))
+    [item] = sync(cohort)["files"]
+    assert item["applied"] == 0 and item["refused"] >= 2
+    assert statuses(cohort) == before
+    assert all("错开" in r for (r,) in rows(cohort, "SELECT reason FROM refused_ticks"))
+
+
+def test_one_emptied_unticked_box_in_the_middle_is_harmless(cohort: Cli) -> None:
+    """An unticked box emptied with Delete is "not done": the column's other ticks still apply."""
+    book, ws = utilities(cohort)
+    col = columns_of(ws)["清理电费"]
+    free = [r for r in range(HEADER_ROW + 2, ws.max_row) if ws.cell(r, col).value is False]
+    ws.cell(free[5], col).value = None
+    ws.cell(free[8], col).value = True
+    drop(cohort, "one.xlsx", save(book))
+    [item] = sync(cohort)["files"]
+    assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 1, 0)
+
+
+def test_a_tick_column_sorted_alone_with_a_few_passed_cells_is_held(cohort: Cli) -> None:
+    """Three passed ticks moved by a sort of the tick column alone (under the revocation limit): the same column
+    revokes and newly ticks several cells, which is held for the coordinator, nothing applied."""
+    book, ws = utilities(cohort)
+    col = columns_of(ws)["清理电费"]
+    sort_columns(ws, col, col, by=col)
+    before = statuses(cohort)
+    drop(cohort, "moved.xlsx", save(book))
+    [item] = sync(cohort)["files"]
+    assert item["outcome"] == "held" and "同一列中撤销了 3 个" in item["reasons"][0]
+    assert statuses(cohort) == before
+    receipt = next((cohort.data / "receipts").glob("*待确认*-回执.xlsx"))
+    pending = [r[0] for r in openpyxl.load_workbook(receipt)["提示"].iter_rows(min_row=2, values_only=True)]
+    assert sum("→ 已通过" in p for p in pending) == 3 and sum("撤销" in p for p in pending) == 3
+
+
+def test_a_batch_box_column_shifted_is_refused(cohort: Cli) -> None:
+    """On 按宿舍, a cell inserted in the 清理电费 boxes moves a room's tick to the next room: refused."""
+    book = openpyxl.load_workbook(outbox(cohort, "utilities")[-1])
+    ws = book["按宿舍"]
+    box = max(c for t, c in columns_of(ws).items() if t == "清理电费")
+    ws.cell(HEADER_ROW + 3, box).value = True
+    shift_cells(ws, box, box, HEADER_ROW + 2, down=True)
+    before = statuses(cohort)
+    drop(cohort, "rooms.xlsx", save(book))
+    [item] = sync(cohort)["files"]
+    assert item["applied"] == 0 and statuses(cohort) == before
+    assert any("错开" in r for (r,) in rows(cohort, "SELECT reason FROM refused_ticks"))
+
+
+# -- the special desk --------------------------------------------------------------------------------------
+
+
+def special(cli: Cli) -> tuple[Any, Any]:
+    """The latest special-desk workbook and its 解除限制 sheet."""
+    book = openpyxl.load_workbook(sorted((cli.data / "outbox" / "special").glob("*.xlsx"))[-1])
+    return book, book["解除限制"]
+
+
+def waived(cli: Cli) -> set[str]:
+    """学号 with a lifted restriction in force."""
+    return {no for (no,) in rows(cli, "SELECT student_no FROM waivers WHERE restored_at IS NULL")}
+
+
+def test_special_desk_cells_shifted_lift_nobody(cohort: Cli) -> None:
+    """解除限制 and 理由 shifted down by an inserted cell: the lift would land on the next student; refused."""
+    book, ws = special(cohort)
+    cols = columns_of(ws)
+    ws.cell(HEADER_ROW + 3, cols["解除限制"]).value = True
+    ws.cell(HEADER_ROW + 3, cols["理由"]).value = "欠费缓交"
+    shift_cells(ws, cols["解除限制"], cols["理由"], HEADER_ROW + 2, down=True)
+    drop(cohort, "special.xlsx", save(book))
+    [item] = sync(cohort)["files"]
+    assert item["applied"] == 0 and waived(cohort) == set()
+
+
+def test_special_desk_emptied_lift_is_not_a_restore_and_many_restores_are_held(cohort: Cli) -> None:
+    """A lifted restriction whose box comes back empty stays lifted; reopening six at once is held."""
+    students = [s.student_no for s in open_folder(cohort.data, write=False).store.students()][:6]
+    for no in students:
+        assert cohort("waive", no, "pay_arrears", "--reason", "欠费缓交").exit_code == 0
+    assert cohort("issue", "--checkpoint", "special").exit_code == 0
+    book, ws = special(cohort)
+    cols = columns_of(ws)
+    lifted = [r for r in range(HEADER_ROW + 2, ws.max_row + 1) if ws.cell(r, cols["解除限制"]).value is True]
+    ws.cell(lifted[2], cols["解除限制"]).value = None
+    drop(cohort, "cleared.xlsx", save(book))
+    [item] = sync(cohort)["files"]
+    assert (item["applied"], item["refused"]) == (0, 1) and waived(cohort) == set(students)
+    book, ws = special(cohort)
+    for r in lifted:
+        ws.cell(r, cols["解除限制"]).value = False
+    drop(cohort, "reopen.xlsx", save(book))
+    [item] = sync(cohort)["files"]
+    assert item["outcome"] == "held" and waived(cohort) == set(students)
+
+
+def test_a_bad_mark_on_the_special_desk_does_not_claim_the_list_changed(cohort: Cli) -> None:
+    """An x in one 解除限制 cell is refused for that cell; no false "学生名单与签发时不同" warning."""
+    book, ws = special(cohort)
+    ws.cell(HEADER_ROW + 4, columns_of(ws)["解除限制"]).value = "x"
+    returned = read_returned(save(book), key_of(cohort))
+    assert returned.students_match is True
+    assert [a.code for a in returned.anomalies] == ["bad_mark"]
+
+
+def test_remarks_are_kept_as_typed(cohort: Cli) -> None:
+    """A 备注 with full-width punctuation is stored exactly as typed (not folded to ASCII)."""
+    book, ws = utilities(cohort)
+    cols = columns_of(ws)
+    row = next(r for r in range(HEADER_ROW + 2, ws.max_row) if ws.cell(r, cols["清理电费"]).value is False)
+    ws.cell(row, cols["清理电费"]).value = True
+    ws.cell(row, cols["备注"]).value = "欠电费50元，周五来交（已通知）"
+    no = ws.cell(row, 1).value
+    drop(cohort, "remark.xlsx", save(book))
+    sync(cohort)
+    stored = rows(cohort, f"SELECT remark FROM statuses WHERE student_no = '{no}'")
+    assert stored == [("欠电费50元，周五来交（已通知）",)]

@@ -298,3 +298,37 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and done.stderr.startswith("错误：")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["waive", "0803010103", "pay_arrears"], "缺少选项 --reason（见 lixiao waive --help）"),
+    (["set", "0803010103", "electricity", "maybe"], "STATUS 的值无效，只能是 pending、passed、failed、optional"),
+    (["status"], "缺少参数 QUERY"),
+    (["nosuch"], "没有命令 nosuch"),
+    (["--bogus"], "没有选项 --bogus"),
+])
+def test_usage_errors_are_one_chinese_line(cli: Cli, args: list[str], expected: str) -> None:
+    """A missing or wrong argument is one Chinese line naming it and the --help to read (exit 2)."""
+    result = cli(*args)
+    assert result.exit_code == 2 and result.output.startswith("错误：") and expected in result.output
+    assert "Error" not in result.output and "Usage" not in result.output
+
+
+def test_sync_of_a_folder_says_it_is_a_folder(cli: Cli) -> None:
+    """`lixiao sync DIR` says DIR is a folder (not "file not found")."""
+    result = cli("sync", str(cli.data / "outbox"))
+    assert result.exit_code == 2 and "是文件夹" in result.output
+
+
+def test_issue_without_students_says_to_import_them(tmp_path: Path) -> None:
+    """Issuing in a folder with no roster yet is refused with the command to run, not an empty table."""
+    runner = CliRunner()
+    runner.invoke(main, ["init", str(tmp_path / "d")])
+    result = runner.invoke(main, ["--data", str(tmp_path / "d"), "issue"])
+    assert result.exit_code == 2 and "lixiao students import" in result.output
+
+
+def test_a_session_name_too_long_for_file_names_is_refused(tmp_path: Path) -> None:
+    """A 90-character session name would make every workbook's file name too long: refused at init."""
+    result = CliRunner().invoke(main, ["init", str(tmp_path / "d"), "--session", "长" * 90])
+    assert result.exit_code == 2 and "最长 40 个字" in result.output and not (tmp_path / "d").exists()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import openpyxl
+import pytest
 
 from lixiao.sync.pipeline import safe_name
 
@@ -132,3 +133,42 @@ def test_a_receipt_lost_in_a_crash_after_the_commit_is_written_at_the_next_start
     assert [r[0] for r in applied] == ["0803010103"] and applied[0][4] == "已通过"
     assert statuses(issued)[("0803010103", "electricity")] == ("passed", 1)
     assert issued("verify").exit_code == 0
+
+
+def test_returns_in_a_subfolder_or_without_an_extension_are_taken(issued: Cli) -> None:
+    """An unzipped archive's subfolder and a return saved without an extension are merged, not ignored;
+    Excel's own extensionless temp file is still ignored."""
+    (issued.data / "inbox" / "来自邮件").mkdir()
+    drop(issued, "来自邮件/水电.xlsx", ticked(issued, "0803010103"))
+    drop(issued, "返回", ticked(issued, "0803010104"))
+    drop(issued, "3A9F0C21", b"excel temp")
+    outcomes = {f["file"]: f["outcome"] for f in sync(issued)["files"]}
+    assert outcomes == {"水电.xlsx": "merged", "返回": "merged"}
+    assert statuses(issued)[("0803010104", "electricity")][0] == "passed"
+    assert not (issued.data / "inbox" / "来自邮件" / "水电.xlsx").exists()
+
+
+def test_confirm_applies_only_to_a_held_file(issued: Cli) -> None:
+    """`sync --confirm` on a file that was never held is refused (it would skip the revocation check)."""
+    path = issued.data.parent / "new.xlsx"
+    path.write_bytes(ticked(issued))
+    result = issued("sync", "--confirm", str(path))
+    assert result.exit_code == 2 and "不是待确认（held/）的文件" in result.output
+    assert statuses(issued) == {}
+
+
+def test_confirm_with_a_path_relative_to_the_folder_clears_held(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Confirmed from inside the data folder as held/FILE: merged, and held/ keeps neither file nor note."""
+    for no in ("0803010103", "0803010104"):
+        issued("set", no, "electricity", "passed")
+    issued("issue", "--checkpoint", "utilities")
+    (issued.data / "lixiao.toml").write_text((issued.data / "lixiao.toml").read_text("utf-8")
+                                             + "\n[sync]\nmax_revocations = 1\n", "utf-8")
+    data = edit(outbox(issued, "utilities")[-1], {("0803010103", "清理电费"): False, ("0803010104", "清理电费"): False})
+    drop(issued, "two.xlsx", data)
+    assert sync(issued)["files"][0]["outcome"] == "held"
+    monkeypatch.chdir(issued.data)
+    result = issued("sync", "--confirm", "held/two.xlsx")
+    assert result.exit_code == 0, result.output
+    assert list((issued.data / "held").iterdir()) == []
+    assert statuses(issued)[("0803010103", "electricity")][0] == "pending"

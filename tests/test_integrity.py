@@ -262,7 +262,7 @@ def test_inbox_file_unreadable_or_badly_named_is_reported(merged: Cli, monkeypat
     monkeypatch.setattr(integrity, "_sha256", refuse)
     result = merged("verify")
     assert result.exit_code == 1, result.output
-    assert "收件箱中的“locked.xlsx”无法读取（Permission denied）" in result.output
+    assert "收件箱中的“locked.xlsx”无法读取（没有权限）" in result.output
     assert "收件箱中的“\ufffd\ufffd-returned.xlsx”已放置超过 120 秒仍未处理" in result.output
     assert merged("set", "0803010104", "electricity", "passed").exit_code == 0
 

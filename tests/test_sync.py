@@ -284,4 +284,4 @@ def test_a_refused_file_returned_again_is_refused_again_with_its_reason(issued: 
     [item] = sync(issued)["files"]
     assert item["outcome"] == "rejected" and item["reasons"][0].startswith("html：")
     note = (issued.data / "rejected" / "bad-again.xlsx.说明.txt").read_text("utf-8")
-    assert "（html）" in note and "网页" in note
+    assert "错误代码：html" in note and "网页" in note and "结果：已拒绝\n" in note

@@ -13,11 +13,12 @@ import python_calamine
 from defusedxml import ElementTree
 from xlsxwriter.utility import xl_col_to_name
 
-from lixiao.core.identity import clean_text
+from lixiao.core.identity import clean_text, strip_invisible
 from lixiao.core.marks import read_mark
 from lixiao.core.signing import digest, verify
 
 from .writer import (
+    COUNT_SUFFIX,
     GROUP_HEADERS,
     MAIN_SHEET,
     META_SHEET,
@@ -100,6 +101,7 @@ class WaiverTick:
     reason: str
     cell: str
     key: str = ""
+    blank: bool = False  # the 解除限制 cell came back empty (not a clear untick)
 
 
 @dataclass
@@ -125,6 +127,8 @@ class Returned:
     waivers: list[WaiverTick] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     students_match: bool | None = None  # returned 学号 set equals the issued one (by hash)
+    batch_rows: list[tuple[str, str, str, str]] = field(default_factory=list)  # (mode, group, 行校验, cell) of each row
+    waiver_students: list[str] = field(default_factory=list)  # every 学号 on the 解除限制 sheet, readable or not
 
 
 def _cell_text(value: Any) -> str:
@@ -133,6 +137,15 @@ def _cell_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return clean_text(str(value))
+
+
+def _remark_text(value: Any) -> str:
+    """Free text (备注, 理由) as typed: trimmed and without invisible characters, full-width punctuation kept."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return strip_invisible(str(value))
 
 
 def _sheet_paths(archive: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
@@ -293,7 +306,7 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
                 else:
                     _read_batch(batch, mode, steps, result)
         if "students_hash" in payload:
-            returned = sorted({*result.rows, *(w.student_no for w in result.waivers)})
+            returned = sorted({*result.rows, *result.waiver_students})
             result.students_match = digest(returned) == payload["students_hash"]
             if not result.students_match:
                 result.anomalies.append(
@@ -355,6 +368,11 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
             if any(_cell_text(v) for v in values):
                 result.anomalies.append(Anomaly("row_without_student_no", "有内容的行没有学号，已忽略", sheet.name,
                                                 f"A{offset + 1}"))
+            for name, code in steps.items():  # a tick below the students: its column was shifted down
+                col = columns.get(name)
+                if col is not None and col < len(values) and not sheet.is_blank(offset, col, values[col]):
+                    result.anomalies.append(Anomaly("tick_outside_rows", "勾选列在学生行之外有内容", sheet.name,
+                                                    f"{xl_col_to_name(col)}{offset + 1}", step=code))
             continue
         ticks: dict[str, bool] = {}
         blank: list[str] = []
@@ -371,7 +389,7 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
                                                 student_no, code, _cell_text(value)))
             else:
                 ticks[code] = mark
-        remark = _cell_text(cells.get(REMARK_HEADER))
+        remark = _remark_text(cells.get(REMARK_HEADER))
         if len(remark) > MAX_TEXT:
             result.anomalies.append(Anomaly("text_too_long", f"备注超过 {MAX_TEXT} 字，只保留前 {MAX_TEXT} 字",
                                             sheet.name, f"{xl_col_to_name(columns[REMARK_HEADER])}{offset + 1}",
@@ -400,16 +418,29 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
     group_col = headers.index(first)
     key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
     _check_key_column(sheet, {h: i for i, h in enumerate(headers)}, result)
+    count_cols = {steps[h[:-len(COUNT_SUFFIX)]]: i for i, h in enumerate(headers)
+                  if h.endswith(COUNT_SUFFIX) and h[:-len(COUNT_SUFFIX)] in steps}
+    blanks: dict[str, list[int]] = {code: [] for code in step_cols}
+    outside: set[str] = set()
+    last = header_row
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         group = _cell_text(values[group_col]) if group_col < len(values) else ""
         if not group:
+            outside.update(code for code, col in step_cols.items()
+                           if col < len(values) and not sheet.is_blank(offset, col, values[col]))
             continue
+        last = offset
         key = ""
         if key_col is not None and key_col < len(values):
             key = sheet.text(offset, key_col, values[key_col])[:64]
+        result.batch_rows.append((mode, group, key, f"A{offset + 1}"))
         for code, col in step_cols.items():
             value = values[col] if col < len(values) else None
             if value is None or value == "":
+                count = count_cols.get(code)
+                total = _cell_text(values[count]).partition("/")[2] if count is not None and count < len(values) else ""
+                if sheet.is_blank(offset, col, value) and total not in ("", "0"):
+                    blanks[code].append(offset)  # a box issued here came back empty
                 continue
             mark, reason = sheet.mark(offset, col, value)
             ref = f"{xl_col_to_name(col)}{offset + 1}"
@@ -418,6 +449,20 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
                                                 value=_cell_text(value)))
             else:
                 result.batch.append(BatchTick(mode, group, code, mark, ref, key))
+    for code, col in step_cols.items():
+        if shifted(blanks[code], code in outside, last):
+            result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(col), step=code))
+
+
+def shifted(blank_rows: list[int], outside: bool, last_row: int) -> bool:
+    """Whether a tick column was moved apart from its rows: a tick below the last row (cells inserted with shift
+    down), the last row's box empty (cells deleted with shift up), or several issued boxes come back empty
+    (inserted cells, or a column sorted alone with its blank cells)."""
+    return outside or len(blank_rows) >= 2 or (bool(blank_rows) and blank_rows[-1] == last_row)
+
+
+SHIFTED = ("这一列的勾选格与所在行错开了（插入或删除了单元格、或只对这一列排序、或清空了多个勾选格），"
+           "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE")
 
 
 def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
@@ -433,25 +478,38 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
     col = {h: headers.index(h) for h in ("学号", "离校步骤", "解除限制", "理由")}
     _check_key_column(sheet, {h: i for i, h in enumerate(headers)}, result)
     key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
+    box = col["解除限制"]
+    blanks: list[int] = []
+    outside = False
+    last = header_row
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         def get(name: str, row: list[Any] = values) -> Any:
             return row[col[name]] if col[name] < len(row) else None
         student_no = _cell_text(get("学号"))
         if not student_no:
+            outside = outside or (box < len(values) and not sheet.is_blank(offset, box, values[box]))
             continue
+        last = offset
+        result.waiver_students.append(student_no[:64])
         step = steps.get(_cell_text(get("离校步骤")), "")
-        ref = f"{xl_col_to_name(col['解除限制'])}{offset + 1}"
+        ref = f"{xl_col_to_name(box)}{offset + 1}"
         if not step:
             result.anomalies.append(Anomaly("unknown_step", f"未知的离校步骤“{_cell_text(get('离校步骤'))}”",
                                             sheet.name, ref, student_no))
             continue
-        mark, reason = sheet.mark(offset, col["解除限制"], get("解除限制"))
+        blank = sheet.is_blank(offset, box, get("解除限制"))
+        if blank:
+            blanks.append(offset)
+        mark, reason = sheet.mark(offset, box, get("解除限制"))
         if mark is None:
             result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, student_no, step,
                                             _cell_text(get("解除限制"))))
             continue
         key = sheet.text(offset, key_col, values[key_col])[:64] if key_col is not None and key_col < len(values) else ""
-        result.waivers.append(WaiverTick(student_no, step, mark, _cell_text(get("理由"))[:MAX_TEXT], ref, key))
+        result.waivers.append(WaiverTick(student_no, step, mark, _remark_text(get("理由"))[:MAX_TEXT], ref, key,
+                                         blank))
+    if shifted(blanks, outside, last):
+        result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(box)))
 
 
 def _check_key_column(sheet: _Sheet, columns: dict[str, int], result: Returned) -> None:
@@ -479,4 +537,6 @@ def returned_from_dict(data: dict[str, Any]) -> Returned:
         waivers=[WaiverTick(**v) for v in data["waivers"]],
         anomalies=[Anomaly(**v) for v in data["anomalies"]],
         students_match=data["students_match"],
+        batch_rows=[(r[0], r[1], r[2], r[3]) for r in data["batch_rows"]],
+        waiver_students=list(data["waiver_students"]),
     )

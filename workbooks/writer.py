@@ -21,6 +21,7 @@ HEADER_ROW = 3  # 0-based: title, 经办人, hint, then the header
 OPERATOR_CELL = (1, 1)  # B2
 PREREQ_HEADER = "前置条件"
 REMARK_HEADER = "备注"
+COUNT_SUFFIX = "（已通过/应办）"  # batch sheets: "清理电费（已通过/应办）" beside the step's boxes
 ROW_KEY_HEADER = "行校验"  # the last column of every ticking sheet: a signed key per row (see signing.row_key)
 GROUP_HEADERS = {"class": "班级", "dorm": "宿舍", "college": "院系"}
 WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤当前状态", "限制状态", "解除限制", "理由")
@@ -194,7 +195,7 @@ def _batch_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, 
     sheet.write_string(2, 0, f"每行一个{unit}：勾选某一步骤表示该{unit}所有需要办理该步骤的学生均已通过"
                        "（前置条件未满足的学生会被拒绝并在回执中列出）。", f.hint)
     headers = [GROUP_HEADERS[mode], "人数", "成员"]
-    headers += [f"{s.name}（已通过/应办）" for s in plan.steps]
+    headers += [f"{s.name}{COUNT_SUFFIX}" for s in plan.steps]
     headers += [s.name for s in plan.steps]
     first_box = 3 + len(plan.steps)
     last_box = len(headers) - 1
