@@ -1,6 +1,6 @@
 """Row alignment measured: false refusals on whole-row sorts (must be 0), and what partial sorts are caught.
 
-    .venv/bin/python -m bench.alignment [--students 400] [--runs 200]
+    .venv/bin/python -m bench.alignment [--students 400] [--runs 200] [--libreoffice 30]
 
 Each run ticks random cells of the utilities workbook, then sorts it (openpyxl, the way a spreadsheet
 does): whole rows by a random column, or a random block of columns only. The merge plan is computed as
@@ -106,14 +106,62 @@ def run(students: int, runs: int, seed: int) -> dict[str, Any]:
     return counts
 
 
+def run_libreoffice(students: int, runs: int, seed: int) -> dict[str, Any]:
+    """``runs`` whole-row sorts done by a real LibreOffice (UNO, tests/realclients/lo_edit.py) with ticks made in
+    it too; count rows the merge would refuse as out of line (must be 0) and wrong results."""
+    import subprocess
+
+    rng = random.Random(seed)
+    editor = Path(__file__).resolve().parents[1] / "tests" / "realclients" / "lo_edit.py"
+    with tempfile.TemporaryDirectory(prefix="lixiao-align-lo-") as work:
+        root = _folder(Path(work) / "data", students)
+        source = next((root / "outbox" / "utilities").glob("*.xlsx"))
+        key = bytes.fromhex((root / ".secret").read_text())
+        folder = open_folder(root, write=False)
+        issued = read_returned(source.read_bytes(), key)
+        numbers = sorted(issued.rows)
+        headers = ["学号", "姓名", "性别", "院系", "专业", "班级", "宿舍", "前置条件", "清理电费", "备注",
+                   ROW_KEY_HEADER]
+        jobs, intended = [], []
+        for index in range(runs):
+            chosen = rng.sample(numbers, 5)
+            intended.append(set(chosen))
+            jobs.append({"input": str(source), "output": f"{work}/out{index}.xlsx", "operator": "测试",
+                         "edits": [{"sheet": MAIN_SHEET, "key": no, "column": "清理电费", "value": True}
+                                   for no in chosen],
+                         "sort": {"sheet": MAIN_SHEET, "by": rng.choice(headers), "ascending": rng.random() < 0.5}})
+        spec = Path(work) / "jobs.json"
+        spec.write_text(json.dumps(jobs, ensure_ascii=False), "utf-8")
+        subprocess.run(["/usr/bin/python3", str(editor), str(spec)], check=True, timeout=60 + 20 * runs)
+        counts = {"lo_runs": runs, "lo_false_rows": 0, "lo_wrong_result": 0}
+        for job, want in zip(jobs, intended, strict=True):
+            returned = read_returned(Path(job["output"]).read_bytes(), key)
+            workbook = folder.store.workbook((returned.token.payload or {})["workbook_id"]) or {}
+            secret = row_secret(key, workbook["id"])
+            plan = plan_merge(folder.flow, folder.year, "utilities", json.loads(workbook["baseline"]),
+                              MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
+                                         returned.batch_rows),
+                              {s.student_no: s for s in folder.store.students()}, folder.store.all_status_rows(), {},
+                              lambda ident, s=secret: row_key(s, ident))
+            counts["lo_false_rows"] += len(plan.misaligned)
+            counts["lo_wrong_result"] += {c.student_no for c in plan.changes} != want
+        folder.close()
+    return counts
+
+
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=400)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--libreoffice", type=int, default=0, metavar="N",
+                        help="also N whole-row sorts done in a real LibreOffice")
     args = parser.parse_args()
-    print(json.dumps(run(args.students, args.runs, args.seed), ensure_ascii=False, indent=1))
+    result = run(args.students, args.runs, args.seed)
+    if args.libreoffice:
+        result |= run_libreoffice(args.students, args.libreoffice, args.seed)
+    print(json.dumps(result, ensure_ascii=False, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ or refused with a reason, never blocks the others, and a crash after the commit 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from lixiao.sync.pipeline import safe_name
 
-from .conftest import Cli, drop, edit, outbox, statuses, sync
+from .conftest import Cli, drop, edit, outbox, rows, statuses, sync
 
 
 def ticked(cli: Cli, no: str = "0803010103") -> bytes:
@@ -172,3 +173,18 @@ def test_confirm_with_a_path_relative_to_the_folder_clears_held(issued: Cli, mon
     assert result.exit_code == 0, result.output
     assert list((issued.data / "held").iterdir()) == []
     assert statuses(issued)[("0803010103", "electricity")][0] == "pending"
+
+
+def test_an_id_number_typed_into_the_id_column_is_masked_in_the_receipt(issued: Cli) -> None:
+    """A full 身份证号 typed where a 学号 belongs is reported masked in the receipt, the JSON and the ledger."""
+    full = "43010320040101003X"
+    drop(issued, "id.xlsx", edit(outbox(issued, "utilities")[0], {("0803010105", "学号"): full}))
+    doc = sync(issued)
+    [item] = doc["files"]
+    masked = "430103********003X"
+    assert full not in json.dumps(doc, ensure_ascii=False) and any(masked in r for r in item["reasons"])
+    book = openpyxl.load_workbook(issued.data / item["receipt"])
+    text = " ".join(str(c) for ws in book.worksheets for row in ws.iter_rows(values_only=True) for c in row if c)
+    assert full not in text and masked in text
+    ledger = rows(issued, "SELECT detail FROM returns")
+    assert full not in str(ledger)
