@@ -239,23 +239,19 @@ def _row_cells(row: Any, flow: Flow) -> str:
 
 
 MAIN, WAIVERS = "办理", "解除限制"
-SHIFTED_COLUMN = ("这一列的勾选格与所在行错开了（插入或删除了单元格、只对这一列排序、或清空了多个勾选格），"
-                  "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE")
+SHIFTED_COLUMN = ("这一列的勾选格可能与所在行错开了（插入或删除了单元格、只对这一列排序，或清空了勾选格），"
+                  "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE，不要清空格子")
 
 
 def _shifted_columns(returned: MergeInput, cells: Mapping[str, Mapping[str, list[Any]]],
                      own_steps: set[str]) -> set[tuple[str, str]]:
-    """The 办理 columns moved apart from their rows: a tick below the students (cells inserted with shift down),
-    the last row's issued box empty (cells deleted with shift up), or several issued boxes empty (cells
-    inserted, a column sorted alone with its blank cells). One emptied box alone is refused by itself."""
+    """The 办理 columns that may have moved apart from their rows: a tick below the students (cells inserted with
+    shift down), or an issued box that came back empty — a cell inserted or deleted with shift, a column sorted
+    alone with its blank cells, or a box emptied with Delete, which cannot be told apart from those."""
     shifted = {(where, step) for where, step in returned.shifted}
-    rows = [r for no, r in returned.rows.items() if no in cells]
-    if not rows:
-        return shifted
-    last = max(r.row for r in returned.rows.values())
     for step in own_steps:
-        blank = [r.row for r in rows if step in r.blank and cells[r.student_no].get(step) is not None]
-        if len(blank) >= 2 or last in blank:
+        if any(step in r.blank and cells[no].get(step) is not None
+               for no, r in returned.rows.items() if no in cells):
             shifted.add((MAIN, step))
     return shifted
 

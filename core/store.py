@@ -249,7 +249,7 @@ class Differences:
 
         lines = []
         if self.status_changed:
-            examples = "、".join(f"{no} {step}：表中 {row[0]} 第 {row[2]} 版，审计记录为 {want[0]} 第 {want[2]} 版"
+            examples = "、".join(f"{no} {step}：{_status_difference(row, want)}"
                                  for (no, step), row, want in self.status_changed[:EXAMPLES])
             lines.append(f"状态表中 {len(self.status_changed)} 处与审计记录不符（状态被改动），如 {examples}{fix}")
         if self.status_missing:
@@ -274,6 +274,16 @@ class Differences:
             lines.append(f"台账中 {len(self.ledger_extra)} 个文件没有审计记录（台账行被伪造），"
                          f"如 {files(self.ledger_extra)}{fix}")
         return lines
+
+
+_STATUS_FIELDS = ("状态", "备注", "版本", "时间", "来源", "操作人")
+
+
+def _status_difference(row: tuple[Any, ...], want: tuple[Any, ...]) -> str:
+    """Which fields of a status row differ from the replayed chain: 表中 … 审计记录为 …."""
+    parts = [f"{name}表中为“{a}”，审计记录为“{b}”" for name, a, b in zip(_STATUS_FIELDS, row, want, strict=False)
+             if a != b]
+    return "；".join(parts[:3])
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +428,8 @@ class Store:
         """A consistent online copy (SQLite backup API), verified before it is kept."""
         if dest.exists():
             raise StoreError(f"{dest} 已存在，不会覆盖；请换一个文件名")
+        if not dest.parent.is_dir():
+            raise StoreError(f"备份位置 {dest.parent} 不存在（U 盘未插好？）；请先确认文件夹存在再备份")
         partial = dest.with_name(dest.name + ".partial")
         target = sqlite3.connect(str(partial))
         try:

@@ -37,7 +37,12 @@ class _SafeFormatter(logging.Formatter):
     """Every logged line: 身份证号 masked, undecodable file-name bytes shown as \\xNN, never an encoding error."""
 
     def format(self, record: logging.LogRecord) -> str:
+        record.levelname = LEVELS.get(record.levelno, record.levelname)
         return printable(mask_ids_in_text(super().format(record)))
+
+
+LEVELS = {logging.DEBUG: "调试", logging.INFO: "信息", logging.WARNING: "警告", logging.ERROR: "错误",
+          logging.CRITICAL: "严重"}
 
 
 def printable(text: str) -> str:

@@ -99,6 +99,7 @@ def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findin
     _check_archive(folder, ledger, archived, found)
     _check_receipts(ledger, receipts, found)
     _check_missing_receipts(folder, ledger, found)
+    _check_held(folder, ledger, found)
     _check_inbox(folder, ledger, found)
     return found
 
@@ -163,6 +164,20 @@ def _check_receipts(ledger: list[dict[str, object]], receipts: list[Path], found
                                 "运行 lixiao verify --repair（archive/ 中也没有该文件时，请用备份恢复）")
 
 
+def _check_held(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
+    """A file in held/ must be a return the ledger holds for confirmation (else the chain lost its "held")."""
+    held = {str(row["hash"]) for row in ledger if row["outcome"] == "held"}
+    folder_ = folder.root / "held"
+    for path in sorted(folder_.glob("*.xlsx")) if folder_.is_dir() else []:
+        try:
+            digest = _sha256(path)
+        except OSError:
+            continue
+        if digest not in held:
+            found.damage.append(f"held/{shown_name(path)} 没有待确认记录（数据库可能丢失了这次暂缓）；"
+                                "运行 lixiao verify --repair 把它放回 inbox/ 重新处理")
+
+
 def _check_missing_receipts(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
     """A merged or held return whose receipt is not written yet (a crash after the commit): the next sync or
     watch start writes it from the ledger."""
@@ -178,18 +193,26 @@ def _check_missing_receipts(folder: DataFolder, ledger: list[dict[str, object]],
                                  "运行 lixiao sync 或启动 lixiao watch 即可补写")
 
 
+STALE_DEBRIS_SECONDS = 3600  # an editor's temp or lock file older than this was not cleaned up by its editor
+
+
 def _check_inbox(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
     known = {str(row["hash"]) for row in ledger}
     now = time.time()
-    try:
-        entries = sorted((folder.root / "inbox").iterdir())
-    except OSError as exc:
-        found.waiting.append(f"收件箱 inbox/ 无法读取（{os_error_text(exc)}）；请检查文件夹权限")
+    inbox = folder.root / "inbox"
+    if not inbox.is_dir():
+        found.waiting.append("收件箱 inbox/ 无法读取；请检查文件夹权限")
         return
-    for path in entries:
+    for path in sorted(p for p in inbox.rglob("*") if not p.is_dir()):
         name = shown_name(path)
         try:
-            if not path.is_file() or is_debris(path) or now - path.stat().st_mtime < INBOX_GRACE_SECONDS:
+            age = now - path.lstat().st_mtime
+            if is_debris(path):
+                if age > STALE_DEBRIS_SECONDS and path.stat().st_size > 0:
+                    found.waiting.append(f"收件箱中的“{name}”看起来是编辑软件的临时文件，没有处理；"
+                                         "如果它是交回的工作簿，请改名为 .xlsx 后重新放入 inbox/")
+                continue
+            if not path.is_file() or age < INBOX_GRACE_SECONDS:
                 continue
             digest = _sha256(path)
         except OSError as exc:
@@ -237,10 +260,23 @@ def repair_folder(folder: DataFolder, operator: str, progress: Progress | None =
     if restored:
         done.append(f"按审计记录恢复 {len(restored)} 处：" + "；".join(restored[:10])
                     + ("…" if len(restored) > 10 else ""))
-    decided = {str(row["hash"]) for row in store.ledger_rows() if row["outcome"] is not None}
+    ledger = {str(row["hash"]): row["outcome"] for row in store.ledger_rows()}
     key = secret_key(folder.root)
-    for path in found.unledgered:
-        if path.exists() and _sha256(path) not in decided:
+    # every archived return the ledger (as the chain now says) has not decided — lost with the WAL, or
+    # half-applied when the tail cut through its events — is processed again; done cells are no-ops
+    archived = sorted((p for p in (folder.root / "archive").glob("*.xlsx") if ledger.get(p.stem) is None),
+                      key=lambda p: (p.stat().st_mtime, p.name))
+    for path in archived:
+        if _sha256(path) == path.stem:
             outcome = process_file(folder, path, key, min_age=0)
             done.append(f"重新处理 archive/{shown_name(path)}：{outcome.outcome}，记录 {outcome.applied}")
+    # a held return whose "held" the chain lost goes back to the inbox, to be taken (and held) again
+    held = folder.root / "held"
+    for path in sorted(held.glob("*.xlsx")) if held.is_dir() else []:
+        if ledger.get(_sha256(path)) != "held":
+            target = folder.root / "inbox" / path.name
+            if not target.exists():
+                path.replace(target)
+                path.with_name(path.name + ".说明.txt").unlink(missing_ok=True)
+                done.append(f"held/{shown_name(path)} 的暂缓记录已随审计链尾部丢失，已放回 inbox/ 重新处理")
     return done

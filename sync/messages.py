@@ -40,10 +40,20 @@ def usage_error_text(exc: click.UsageError) -> str:
     if isinstance(exc, click.NoSuchOption):
         return f"没有选项 {exc.option_name}{hint}"
     if isinstance(exc, click.BadParameter):
-        label = str(exc.param.human_readable_name) if exc.param is not None else "参数"
+        label = "参数"
+        if exc.param is not None:
+            label = (exc.param.get_error_hint(exc.ctx).strip("'") if exc.param.param_type_name == "option" and exc.ctx
+                     else str(exc.param.human_readable_name))
         given = getattr(exc.param, "type", None)
         if isinstance(given, click.Choice):
             return f"{label} 的值无效，只能是 {'、'.join(str(c) for c in given.choices)}{hint}"
+        if isinstance(given, click.FloatRange | click.IntRange):
+            kind = "整数" if isinstance(given, click.IntRange) else "数"
+            return f"{label} 应为 {given.min} 到 {given.max} 之间的{kind}{hint}"
+        if isinstance(given, click.types.IntParamType | click.types.FloatParamType):
+            return f"{label} 应为数字{hint}"
+        if isinstance(given, click.Path):
+            return f"{label} 不是可用的路径{hint}"
         return f"{label} 的值无效（{exc.format_message()}）{hint}"
     quoted = exc.format_message().split("'")
     if "Got unexpected extra argument" in exc.format_message():

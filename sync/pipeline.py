@@ -121,7 +121,7 @@ class FileOutcome:
                 "conflicts": self.conflicts, "reasons": self.reasons, "receipt": self.receipt}
 
 
-INBOX_DEPTH = 3  # subfolders of inbox/ looked into (an unzipped archive makes one or two)
+INBOX_DEPTH = 8  # subfolders of inbox/ looked into (an unzipped archive makes one or two)
 
 
 def inbox_files(folder: DataFolder) -> list[Path]:
@@ -525,9 +525,11 @@ def _plan(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings)
                       students, store.all_status_rows(), waived, row_key)
     if row_key is None:
         plan.warnings.append("此工作簿由旧版本签发，没有“行校验”列：无法发现只对部分列排序造成的错行；请改用新签发的工作簿")
-    out_of_line = len(plan.misaligned) + len({d.student_no for d in returned.duplicates})
+    duplicated = sorted({d.student_no for d in returned.duplicates})
+    out_of_line = len(plan.misaligned) + len(duplicated)
     if out_of_line > settings.max_misaligned_rows:
-        examples = "；".join(r.reason for r in plan.misaligned[:3])
+        examples = "；".join([r.reason for r in plan.misaligned[:3]]
+                            + [f"学号 {no} 出现多次" for no in duplicated[:max(0, 3 - len(plan.misaligned))]])
         raise _Refused("misaligned", f"有 {out_of_line} 行的学号与同一行的其他单元格已错开或重复（可能只选中了部分列"
                        "排序，或在部分列中粘贴、插入或删除了单元格）。为避免把勾选记到别的学生名下，整个文件未被处理。"
                        "请重新打开系统发给您的原文件办理；排序时请点击表头的筛选按钮，或先点击行号选中整行再排序。"
@@ -632,8 +634,8 @@ def _pending(folder: DataFolder, plan: MergePlan) -> list[str]:
 
 def _hold_reason(plan: MergePlan, settings: SyncSettings, confirm: bool) -> str:
     """Why a return waits for the coordinator, or "": it would revoke many passed cells (or lifted restrictions),
-    or one column both revokes and newly ticks several cells — what a tick column sorted or shifted on its own
-    does (the passed ticks move to other students)."""
+    or one column both revokes and newly ticks cells — what a tick column sorted or shifted on its own does
+    (the passed ticks move to other students); a clerk correcting one slip is held too, and confirmed."""
     if confirm:
         return ""
     revoked = plan.revocations + sum(not w.lift for w in plan.waiver_changes)
@@ -641,16 +643,22 @@ def _hold_reason(plan: MergePlan, settings: SyncSettings, confirm: bool) -> str:
         return (f"本文件会撤销 {revoked} 个已通过的格子或已解除的限制，超过 {settings.max_revocations} 个（lixiao.toml "
                 "[sync] max_revocations）。撤销很少见，常见原因是只对勾选列排序或粘贴，使勾选错位到别的学生。"
                 "整个文件尚未生效，等待协调人确认")
-    moved: dict[str, list[int]] = {}
+    moved: dict[str, list[int]] = {}  # per column: [new ticks (applied or refused), revocations]
     for change in plan.changes:
         if change.kind in ("applied", "revoked"):
             moved.setdefault(change.step, [0, 0])[change.kind == "revoked"] += 1
+    for refusal in plan.refusals:
+        if refusal.value == "已勾选" and refusal.step:
+            moved.setdefault(refusal.step, [0, 0])[0] += 1
+        elif refusal.value == "解除限制":
+            moved.setdefault(f"waiver:{refusal.step}", [0, 0])[0] += 1
     for w in plan.waiver_changes:
         moved.setdefault(f"waiver:{w.step}", [0, 0])[not w.lift] += 1
     for added, taken in moved.values():
-        if added >= 2 and taken >= 2:
-            return (f"本文件在同一列中撤销了 {taken} 个已通过的格子，又新勾选了 {added} 个：这正是只对勾选列排序、"
-                    "或在勾选列中插入/删除单元格时勾选整体错位的样子。整个文件尚未生效，等待协调人核对后确认")
+        if added and taken:
+            return (f"本文件在同一列中撤销了 {taken} 个已通过的格子（或已解除的限制），又新勾选了 {added} 个："
+                    "这正是只对勾选列排序、或在勾选列中插入/删除单元格时勾选整体错位的样子。整个文件尚未生效，"
+                    "等待协调人核对后确认（若确是改正笔误，确认即可）")
     return ""
 
 

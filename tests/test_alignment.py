@@ -71,18 +71,19 @@ def test_error_values_on_passed_cells_are_refused_not_revoked(cli: Cli, error: s
     assert error in reason and "错误值" in reason
 
 
-def test_a_cleared_cell_is_not_a_revocation_but_false_is(cli: Cli) -> None:
-    """Emptying a ticked cell is refused as unclear; FALSE in another ticked cell revokes it."""
+def test_an_emptied_ticked_box_is_not_a_revocation(cli: Cli) -> None:
+    """Emptying a ticked box is not a clear untick (and looks like a shifted column): nothing in that column is
+    revoked, not even a clear FALSE beside it; the receipt says to use FALSE."""
     cli("set", "0803010103", "electricity", "passed")
     cli("set", "0803010104", "electricity", "passed")
     cli("issue", "--checkpoint", "utilities")
     drop(cli, "u.xlsx", edit(outbox(cli, "utilities")[0], {("0803010103", "清理电费"): None,
                                                             ("0803010104", "清理电费"): False}))
     [item] = sync(cli)["files"]
-    assert (item["applied"], item["refused"]) == (1, 1)
+    assert (item["applied"], item["refused"]) == (0, 2)
     assert statuses(cli)[("0803010103", "electricity")] == ("passed", 1)
-    assert statuses(cli)[("0803010104", "electricity")] == ("pending", 2)
-    assert "清空" in rows(cli, "SELECT reason FROM refused_ticks")[0][0]
+    assert statuses(cli)[("0803010104", "electricity")] == ("passed", 1)
+    assert all("不要清空格子" in r for (r,) in rows(cli, "SELECT reason FROM refused_ticks"))
 
 
 # -- row alignment ------------------------------------------------------------------------------------------
@@ -346,8 +347,9 @@ def test_cells_inserted_or_deleted_in_a_tick_column_refuse_that_column(cohort: C
     assert all("错开" in r for (r,) in rows(cohort, "SELECT reason FROM refused_ticks"))
 
 
-def test_one_emptied_unticked_box_in_the_middle_is_harmless(cohort: Cli) -> None:
-    """An unticked box emptied with Delete is "not done": the column's other ticks still apply."""
+def test_one_emptied_unticked_box_refuses_its_column(cohort: Cli) -> None:
+    """An unticked box emptied with Delete cannot be told from a cell inserted with shift (which moves every tick
+    below it): the column's ticks are refused with the advice to use FALSE; other columns are unaffected."""
     book, ws = utilities(cohort)
     col = columns_of(ws)["清理电费"]
     free = [r for r in range(HEADER_ROW + 2, ws.max_row) if ws.cell(r, col).value is False]
@@ -355,7 +357,27 @@ def test_one_emptied_unticked_box_in_the_middle_is_harmless(cohort: Cli) -> None
     ws.cell(free[8], col).value = True
     drop(cohort, "one.xlsx", save(book))
     [item] = sync(cohort)["files"]
-    assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 1, 0)
+    assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 0, 1)
+
+
+def test_a_tick_moved_by_a_sort_of_three_cells_is_held(cohort: Cli) -> None:
+    """A sort of three cells of the tick column moving one passed tick (1 revoked, 1 new): held, nothing applied."""
+    book, ws = utilities(cohort)
+    col = columns_of(ws)["清理电费"]
+    passed = next(r for r in range(HEADER_ROW + 2, ws.max_row) if ws.cell(r, col).value is True)
+    start = max(HEADER_ROW + 2, passed - 1)
+    sort_columns_rows(ws, col, start, start + 2)
+    before = statuses(cohort)
+    drop(cohort, "three.xlsx", save(book))
+    [item] = sync(cohort)["files"]
+    assert item["outcome"] == "held" and statuses(cohort) == before
+
+
+def sort_columns_rows(ws: Any, col: int, top: int, bottom: int) -> None:
+    """Sort the cells top..bottom of one column ascending (FALSE before TRUE), nothing else moving."""
+    values = sorted((ws.cell(r, col).value for r in range(top, bottom + 1)), key=lambda v: str(v))
+    for offset, value in enumerate(values):
+        ws.cell(top + offset, col).value = value
 
 
 def test_a_tick_column_sorted_alone_with_a_few_passed_cells_is_held(cohort: Cli) -> None:
@@ -374,13 +396,15 @@ def test_a_tick_column_sorted_alone_with_a_few_passed_cells_is_held(cohort: Cli)
     assert sum("→ 已通过" in p for p in pending) == 3 and sum("撤销" in p for p in pending) == 3
 
 
-def test_a_batch_box_column_shifted_is_refused(cohort: Cli) -> None:
-    """On 按宿舍, a cell inserted in the 清理电费 boxes moves a room's tick to the next room: refused."""
+@pytest.mark.parametrize("down", [True, False], ids=["insert-shift-down", "delete-shift-up"])
+def test_a_batch_box_column_shifted_is_refused(cohort: Cli, down: bool) -> None:
+    """On 按宿舍, a cell inserted or deleted in the 清理电费 boxes moves a room's tick to the next room: refused."""
     book = openpyxl.load_workbook(outbox(cohort, "utilities")[-1])
     ws = book["按宿舍"]
     box = max(c for t, c in columns_of(ws).items() if t == "清理电费")
     ws.cell(HEADER_ROW + 3, box).value = True
-    shift_cells(ws, box, box, HEADER_ROW + 2, down=True)
+    ws.cell(HEADER_ROW + 5, box).value = True
+    shift_cells(ws, box, box, HEADER_ROW + 2, down=down)
     before = statuses(cohort)
     drop(cohort, "rooms.xlsx", save(book))
     [item] = sync(cohort)["files"]

@@ -306,6 +306,8 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     (["status"], "缺少参数 QUERY"),
     (["nosuch"], "没有命令 nosuch"),
     (["--bogus"], "没有选项 --bogus"),
+    (["watch", "--poll", "abc"], "--poll 应为 0.5 到 3600 之间的数"),
+    (["backup", "/nonexistent-dir/x.db"], "备份位置 /nonexistent-dir 不存在"),
 ])
 def test_usage_errors_are_one_chinese_line(cli: Cli, args: list[str], expected: str) -> None:
     """A missing or wrong argument is one Chinese line naming it and the --help to read (exit 2)."""

@@ -89,7 +89,7 @@ def test_status_forged_by_sql_is_detected_refused_and_restored(merged: Cli) -> N
     back."""
     sql(merged, f"UPDATE statuses SET status = 'failed' WHERE student_no = '{STUDENT}' AND step = 'electricity'")
     result = assert_damaged(merged, "状态表中 1 处与审计记录不符")
-    assert f"{STUDENT} electricity：表中 failed 第 1 版，审计记录为 passed 第 1 版" in result.output
+    assert f"{STUDENT} electricity：状态表中为“failed”，审计记录为“passed”" in result.output
     assert_repaired(merged)
     assert statuses(merged)[(STUDENT, "electricity")] == ("passed", 1)
     assert rows(merged, "SELECT count(*) FROM audit WHERE kind = 'repair'") == [(1,)]
@@ -356,3 +356,56 @@ def test_verify_beside_a_writer_sees_one_consistent_state(merged: Cli) -> None:
         folder.close()
     assert wrote and found.problems == []
     assert merged("verify").exit_code == 0
+
+
+def test_a_tail_cut_through_a_return_is_repaired_by_merging_it_again(issued: Cli) -> None:
+    """The newest events deleted down to the middle of a two-tick return (one status event left): --repair
+    rolls back to the chain, then merges the archived return again, so both ticks and the ledger agree."""
+    data = edit(outbox(issued, "utilities")[0], {(STUDENT, "清理电费"): True, ("0803010104", "清理电费"): True})
+    drop(issued, "两人.xlsx", data)
+    assert sync(issued)["files"][0]["applied"] == 2
+    [(first,)] = rows(issued, "SELECT min(seq) FROM audit WHERE kind = 'status'")
+    behind_triggers(issued, f"DELETE FROM audit WHERE seq > {first}")
+    assert issued("verify").exit_code == 1
+    assert_repaired(issued)
+    assert statuses(issued)[(STUDENT, "electricity")][0] == "passed"
+    assert statuses(issued)[("0803010104", "electricity")][0] == "passed"
+    assert rows(issued, "SELECT outcome FROM returns") == [("merged",)]
+
+
+def test_a_held_return_whose_hold_was_lost_goes_back_to_the_inbox(issued: Cli) -> None:
+    """A file in held/ whose "held" the chain lost is damage; --repair puts it back in inbox/ and the next sync
+    holds it again, so it can still be confirmed."""
+    for no in (STUDENT, "0803010104"):
+        assert issued("set", no, "electricity", "passed").exit_code == 0
+    assert issued("issue", "--checkpoint", "utilities").exit_code == 0
+    with (issued.data / "lixiao.toml").open("a", encoding="utf-8") as handle:
+        handle.write("\n[sync]\nmax_revocations = 1\n")
+    drop(issued, "撤销.xlsx", edit(outbox(issued, "utilities")[-1], {(STUDENT, "清理电费"): False,
+                                                                     ("0803010104", "清理电费"): False}))
+    assert sync(issued)["files"][0]["outcome"] == "held"
+    [(first,)] = rows(issued, "SELECT min(seq) FROM audit WHERE kind = 'ledger' AND new = 'received/'"
+                              " AND detail = '撤销.xlsx'")
+    behind_triggers(issued, f"DELETE FROM audit WHERE seq >= {first}")
+    for receipt in (issued.data / "receipts").glob("*待确认*"):
+        receipt.unlink()
+    assert issued("verify").exit_code == 1
+    assert issued("verify", "--repair").exit_code == 0
+    assert (issued.data / "inbox" / "撤销.xlsx").exists() and not (issued.data / "held" / "撤销.xlsx").exists()
+    assert sync(issued)["files"][0]["outcome"] == "held"
+
+
+def test_an_old_temp_looking_file_in_the_inbox_is_reported(issued: Cli) -> None:
+    """A file named like Excel's temp files, left for over an hour, is named by verify (not silently ignored)."""
+    path = drop(issued, "3A9F0C21", b"PK\x03\x04 looks like a workbook")
+    os.utime(path, (time.time() - 7200,) * 2)
+    result = issued("verify")
+    assert result.exit_code == 1 and "“3A9F0C21”看起来是编辑软件的临时文件" in result.output
+
+
+def test_a_file_put_into_held_by_hand_is_named(issued: Cli) -> None:
+    """held/ holds only returns the ledger holds: a file copied there by hand is reported by verify."""
+    (issued.data / "held").mkdir()
+    (issued.data / "held" / "手放.xlsx").write_bytes(ticked(issued))
+    result = issued("verify")
+    assert result.exit_code == 1 and "held/手放.xlsx 没有待确认记录" in result.output

@@ -418,18 +418,17 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
     group_col = headers.index(first)
     key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
     _check_key_column(sheet, {h: i for i, h in enumerate(headers)}, result)
-    count_cols = {steps[h[:-len(COUNT_SUFFIX)]]: i for i, h in enumerate(headers)
-                  if h.endswith(COUNT_SUFFIX) and h[:-len(COUNT_SUFFIX)] in steps}
+    suffix = clean_text(COUNT_SUFFIX)  # headers are read through clean_text (NFKC: （） → ())
+    count_cols = {steps[h[:-len(suffix)]]: i for i, h in enumerate(headers)
+                  if h.endswith(suffix) and h[:-len(suffix)] in steps}
     blanks: dict[str, list[int]] = {code: [] for code in step_cols}
     outside: set[str] = set()
-    last = header_row
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         group = _cell_text(values[group_col]) if group_col < len(values) else ""
         if not group:
             outside.update(code for code, col in step_cols.items()
                            if col < len(values) and not sheet.is_blank(offset, col, values[col]))
             continue
-        last = offset
         key = ""
         if key_col is not None and key_col < len(values):
             key = sheet.text(offset, key_col, values[key_col])[:64]
@@ -450,19 +449,19 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
             else:
                 result.batch.append(BatchTick(mode, group, code, mark, ref, key))
     for code, col in step_cols.items():
-        if shifted(blanks[code], code in outside, last):
+        if shifted(blanks[code], code in outside):
             result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(col), step=code))
 
 
-def shifted(blank_rows: list[int], outside: bool, last_row: int) -> bool:
-    """Whether a tick column was moved apart from its rows: a tick below the last row (cells inserted with shift
-    down), the last row's box empty (cells deleted with shift up), or several issued boxes come back empty
-    (inserted cells, or a column sorted alone with its blank cells)."""
-    return outside or len(blank_rows) >= 2 or (bool(blank_rows) and blank_rows[-1] == last_row)
+def shifted(blank_rows: list[int], outside: bool) -> bool:
+    """Whether a tick column may have moved apart from its rows: a tick below the last row (cells inserted with
+    shift down) or an issued box that came back empty (a cell inserted or deleted with shift, a column sorted
+    alone with its blank cells — or a box emptied with Delete, which cannot be told apart)."""
+    return outside or bool(blank_rows)
 
 
-SHIFTED = ("这一列的勾选格与所在行错开了（插入或删除了单元格、或只对这一列排序、或清空了多个勾选格），"
-           "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE")
+SHIFTED = ("这一列的勾选格可能与所在行错开了（插入或删除了单元格、只对这一列排序，或清空了勾选格），"
+           "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE，不要清空格子")
 
 
 def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
@@ -481,7 +480,6 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
     box = col["解除限制"]
     blanks: list[int] = []
     outside = False
-    last = header_row
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         def get(name: str, row: list[Any] = values) -> Any:
             return row[col[name]] if col[name] < len(row) else None
@@ -489,7 +487,6 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
         if not student_no:
             outside = outside or (box < len(values) and not sheet.is_blank(offset, box, values[box]))
             continue
-        last = offset
         result.waiver_students.append(student_no[:64])
         step = steps.get(_cell_text(get("离校步骤")), "")
         ref = f"{xl_col_to_name(box)}{offset + 1}"
@@ -508,7 +505,7 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
         key = sheet.text(offset, key_col, values[key_col])[:64] if key_col is not None and key_col < len(values) else ""
         result.waivers.append(WaiverTick(student_no, step, mark, _remark_text(get("理由"))[:MAX_TEXT], ref, key,
                                          blank))
-    if shifted(blanks, outside, last):
+    if shifted(blanks, outside):
         result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(box)))
 
 
