@@ -54,7 +54,7 @@ def run(students: int, runs: int, seed: int) -> dict[str, Any]:
         folder = open_folder(root, write=False)
         students_by_no = {s.student_no: s for s in folder.store.students()}
         stored = folder.store.all_status_rows()
-        counts = {"whole_runs": 0, "whole_false_rows": 0, "whole_wrong_result": 0,
+        counts = {"whole_runs": 0, "whole_false_rows": 0, "whole_false_columns": 0, "whole_wrong_result": 0,
                   "partial_runs": 0, "partial_caught": 0, "partial_file_refused": 0}
         for kind in ("whole", "partial"):
             for _ in range(runs):
@@ -96,6 +96,7 @@ def run(students: int, runs: int, seed: int) -> dict[str, Any]:
                 counts[f"{kind}_runs"] += 1
                 if kind == "whole":
                     counts["whole_false_rows"] += len(plan.misaligned)
+                    counts["whole_false_columns"] += sum("错开" in r.reason for r in plan.refusals)
                     refused = {r.student_no for r in plan.refusals}  # e.g. a prerequisite missing
                     counts["whole_wrong_result"] += bool(applied - intended or intended - applied - refused)
                 else:
@@ -133,7 +134,7 @@ def run_libreoffice(students: int, runs: int, seed: int) -> dict[str, Any]:
         spec = Path(work) / "jobs.json"
         spec.write_text(json.dumps(jobs, ensure_ascii=False), "utf-8")
         subprocess.run(["/usr/bin/python3", str(editor), str(spec)], check=True, timeout=60 + 20 * runs)
-        counts = {"lo_runs": runs, "lo_false_rows": 0, "lo_wrong_result": 0}
+        counts = {"lo_runs": runs, "lo_false_rows": 0, "lo_false_columns": 0, "lo_wrong_result": 0}
         for job, want in zip(jobs, intended, strict=True):
             returned = read_returned(Path(job["output"]).read_bytes(), key)
             workbook = folder.store.workbook((returned.token.payload or {})["workbook_id"]) or {}
@@ -144,6 +145,7 @@ def run_libreoffice(students: int, runs: int, seed: int) -> dict[str, Any]:
                               {s.student_no: s for s in folder.store.students()}, folder.store.all_status_rows(), {},
                               lambda ident, s=secret: row_key(s, ident))
             counts["lo_false_rows"] += len(plan.misaligned)
+            counts["lo_false_columns"] += sum("错开" in r.reason for r in plan.refusals)
             counts["lo_wrong_result"] += {c.student_no for c in plan.changes} != want
         folder.close()
     return counts
