@@ -6,6 +6,7 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,21 +132,18 @@ class Returned:
     waiver_students: list[str] = field(default_factory=list)  # every 学号 on the 解除限制 sheet, readable or not
 
 
-def _cell_text(value: Any) -> str:
+def _cell_text(value: Any, clean: Callable[[str], str] = clean_text) -> str:
+    """A cell as text: whole floats without ".0", then ``clean`` (identity cells and marks: NFKC-folded)."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return clean_text(str(value))
+    return clean(str(value))
 
 
 def _remark_text(value: Any) -> str:
     """Free text (备注, 理由) as typed: trimmed and without invisible characters, full-width punctuation kept."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return strip_invisible(str(value))
+    return _cell_text(value, strip_invisible)
 
 
 def _sheet_paths(archive: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
