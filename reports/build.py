@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import os
 import warnings
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lixiao.core.clearance import Clearance
+from lixiao.core.files import write_atomically
 from lixiao.core.model import Flow
 from lixiao.core.store import Store
 
@@ -31,24 +31,6 @@ class Built:
     excel: Path
     files: int
     students: int
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside the target, fsync, then rename over it: readers never see half a
-    file, and a crash leaves the old one or the new one (used for reports, outbox, archive, receipts)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with partial.open("wb") as handle:
-            if os.environ.get("LIXIAO_FAULT") == "report:enospc" and path.suffix == ".html":
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))  # fault tests
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

@@ -17,11 +17,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from lixiao.core.faults import fault_point
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.store import DAMAGED
 
 from .datafolder import DataFolder, secret_key
-from .faults import fault_point
 from .locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from .messages import OUTCOME_LABELS, strip_code
 from .pipeline import FileOutcome, inbox_files, is_debris, process_file, recover_staging, refresh_reports

@@ -17,11 +17,10 @@ from pathlib import Path
 import tomli_w
 
 from lixiao.core.clearance import Clearance
+from lixiao.core.faults import fault_point
 from lixiao.core.flow import PRESETS, load_flow_file, preset_text
 from lixiao.core.model import Flow
 from lixiao.core.store import ANCHOR, CHECK_CACHE, DAMAGED, Store
-
-from .faults import fault_point
 
 SETTINGS = "lixiao.toml"
 FOLDERS = ("outbox", "inbox", "archive", "rejected", "receipts", "reports")

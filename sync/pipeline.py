@@ -19,19 +19,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from lixiao.core.faults import fault_point
+from lixiao.core.files import write_atomically
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.merge import MAIN, WAIVERS, Change, MergeInput, MergePlan, Refusal, apply_plan, plan_merge
 from lixiao.core.model import Status
 from lixiao.core.signing import digest, row_secret
 from lixiao.core.signing import row_key as signing_row_key
-from lixiao.reports.build import write_atomically
 from lixiao.workbooks.reader import Returned, returned_from_dict
 from lixiao.workbooks.receipt import build_receipt
 from lixiao.workbooks.sandbox import parse_untrusted
 from lixiao.workbooks.sniff import sniff
 
 from .datafolder import SETTINGS, DataFolder, DataFolderError, secret_key
-from .faults import fault_point
 from .messages import os_error_text
 
 OUTCOMES = ("merged", "duplicate", "rejected", "quarantined", "deferred", "held")

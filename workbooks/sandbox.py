@@ -65,15 +65,15 @@ def _limit() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _fault(spec: str) -> None:
+def _fault(action: str) -> None:
     """Fault injection for the tests: a parser that aborts, hangs or exhausts memory."""
-    if spec == "parse:abort":
+    if action == "abort":
         os.abort()
-    if spec == "parse:hang":
+    if action == "hang":
         import time
 
         time.sleep(3600)
-    if spec == "parse:memory":
+    if action == "memory":
         hog = []
         while True:
             hog.append(bytearray(64 * 1024 * 1024))
@@ -88,7 +88,9 @@ def main() -> None:
     """Child entry point: limits first, then sniff, stream-check the parts, and read."""
     _limit()
     raw = sys.stdin.buffer.read()
-    _fault(os.environ.get("LIXIAO_FAULT", ""))
+    from lixiao.core.faults import fault_action
+
+    _fault(fault_action("parse"))
     key_hex, _, data = raw.partition(b"\n")
     from .reader import ReadError, read_returned, returned_to_dict
     from .sniff import check_parts, sniff

@@ -1,4 +1,5 @@
-"""Fault injection for the fault tests (LIXIAO_FAULT=POINT:ACTION); unset, nothing here does anything."""
+"""Fault injection for the fault tests (LIXIAO_FAULT=POINT:ACTION): the one place it is read; unset, nothing
+here does anything but one environment lookup."""
 
 from __future__ import annotations
 
@@ -35,3 +36,10 @@ def fault_point(name: str, subject: str = "") -> None:
     if action == "kill":  # the crash tests: die here as kill -9 would
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(float(action))
+
+
+def fault_action(name: str) -> str:
+    """The action set for point ``name`` ("" when none): for points whose actions are their own (the sandboxed
+    parser's abort, hang and memory)."""
+    spec = os.environ.get(ENV_VAR, "")
+    return spec.split(":", 1)[1] if spec.startswith(name + ":") else ""
