@@ -29,9 +29,9 @@ from lixiao.core.synthetic import make_cohort
 from lixiao.sync.cli import main as cli
 from lixiao.sync.datafolder import open_folder
 from lixiao.sync.officesim import sort_columns
+from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
 from lixiao.workbooks.reader import read_returned
 from lixiao.workbooks.roster import build_roster, roster_row
-from lixiao.workbooks.writer import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
 
 
 def _folder(root: Path, students: int) -> Path:

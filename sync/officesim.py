@@ -14,7 +14,7 @@ from typing import Any
 import openpyxl
 from openpyxl.worksheet.worksheet import Worksheet
 
-from lixiao.workbooks.writer import HEADER_ROW, MAIN_SHEET, PREREQ_HEADER
+from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, PREREQ_HEADER
 
 OPERATORS = {"college": "学院离校点·{}老师", "student_affairs": "学工处·刘老师", "utilities": "水电中心·王师傅",
              "dorm": "宿管中心·陈阿姨", "network": "网络中心·赵工", "certificates": "学院证件·{}老师",

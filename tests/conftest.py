@@ -20,8 +20,8 @@ from lixiao.core.flow import load_preset
 from lixiao.core.identity import id_check_digit
 from lixiao.core.model import Flow, Student
 from lixiao.sync.cli import main
+from lixiao.workbooks.layout import MAIN_SHEET
 from lixiao.workbooks.roster import build_roster, roster_row
-from lixiao.workbooks.writer import MAIN_SHEET
 
 
 def make_id(seq: int, male: bool = True) -> str:

@@ -18,8 +18,8 @@ from lixiao.core.model import Status
 from lixiao.core.signing import row_key, row_secret
 from lixiao.sync.datafolder import open_folder
 from lixiao.sync.officesim import sort_columns
+from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
 from lixiao.workbooks.reader import read_returned
-from lixiao.workbooks.writer import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
 
 from .conftest import Cli, cohort_folder, drop, edit, key_of, outbox, rows, statuses, sync
 

@@ -12,8 +12,8 @@ import openpyxl
 import pytest
 import xlsxwriter
 
+from lixiao.workbooks.layout import MAIN_SHEET, META_SHEET
 from lixiao.workbooks.reader import read_returned
-from lixiao.workbooks.writer import MAIN_SHEET, META_SHEET
 
 from .conftest import ROSTER, Cli, edit, key_of, make_student, outbox
 

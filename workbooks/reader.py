@@ -18,7 +18,7 @@ from lixiao.core.identity import clean_text, strip_invisible
 from lixiao.core.marks import read_mark
 from lixiao.core.signing import digest, verify
 
-from .writer import (
+from .layout import (
     COUNT_SUFFIX,
     GROUP_HEADERS,
     MAIN_SHEET,

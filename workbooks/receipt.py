@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import xlsxwriter
 
-from .writer import text_width
+from .layout import text_width
 
 SHEETS = {
     "applied": ("已记录", ("学号", "姓名", "离校步骤", "原状态", "新状态", "说明")),

@@ -13,19 +13,22 @@ from xlsxwriter.worksheet import Worksheet
 from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
 from lixiao.core.signing import row_key
 
-MAIN_SHEET = "办理"
-WAIVER_SHEET = "解除限制"
-GUIDE_SHEET = "说明"
-META_SHEET = "_lixiao"
-HEADER_ROW = 3  # 0-based: title, 经办人, hint, then the header
-OPERATOR_CELL = (1, 1)  # B2
-PREREQ_HEADER = "前置条件"
-REMARK_HEADER = "备注"
-COUNT_SUFFIX = "（已通过/应办）"  # batch sheets: "清理电费（已通过/应办）" beside the step's boxes
-ROW_KEY_HEADER = "行校验"  # the last column of every ticking sheet: a signed key per row (see signing.row_key)
-GROUP_HEADERS = {"class": "班级", "dorm": "宿舍", "college": "院系"}
-WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤当前状态", "限制状态", "解除限制", "理由")
-PROPERTY_PREFIX = "lixiao_"
+from .layout import (
+    COUNT_SUFFIX,
+    GROUP_HEADERS,
+    GUIDE_SHEET,
+    HEADER_ROW,
+    MAIN_SHEET,
+    META_SHEET,
+    OPERATOR_CELL,
+    PREREQ_HEADER,
+    PROPERTY_PREFIX,
+    REMARK_HEADER,
+    ROW_KEY_HEADER,
+    WAIVER_HEADERS,
+    WAIVER_SHEET,
+    text_width,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +44,6 @@ class Token:
     def key(self, ident: str) -> str:
         """The 行校验 value of one row."""
         return row_key(self.row_secret, ident) if self.row_secret else ""
-
-
-def text_width(text: str) -> int:
-    """Display width of text in a cell, CJK characters counting double.
-
-    (UTF-8 bytes + characters) / 2 is 1 for ASCII and 2 for CJK (3 bytes), computed in C: the
-    per-character east_asian_width lookup cost seconds on a 30,000-student workbook.
-    """
-    return (len(text.encode("utf-8")) + len(text)) // 2
 
 
 class _Formats:

@@ -1,0 +1,27 @@
+"""Where things are in an issued workbook (sheet names, header row, column titles), shared by the writer and
+the reader — which must not import the writer (nor, through it, the store) into the sandboxed parser."""
+
+from __future__ import annotations
+
+MAIN_SHEET = "办理"
+WAIVER_SHEET = "解除限制"
+GUIDE_SHEET = "说明"
+META_SHEET = "_lixiao"
+HEADER_ROW = 3  # 0-based: title, 经办人, hint, then the header
+OPERATOR_CELL = (1, 1)  # B2
+PREREQ_HEADER = "前置条件"
+REMARK_HEADER = "备注"
+COUNT_SUFFIX = "（已通过/应办）"  # batch sheets: "清理电费（已通过/应办）" beside the step's boxes
+ROW_KEY_HEADER = "行校验"  # the last column of every ticking sheet: a signed key per row (see signing.row_key)
+GROUP_HEADERS = {"class": "班级", "dorm": "宿舍", "college": "院系"}
+WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤当前状态", "限制状态", "解除限制", "理由")
+PROPERTY_PREFIX = "lixiao_"
+
+
+def text_width(text: str) -> int:
+    """Display width of text in a cell, CJK characters counting double.
+
+    (UTF-8 bytes + characters) / 2 is 1 for ASCII and 2 for CJK (3 bytes), computed in C: the
+    per-character east_asian_width lookup cost seconds on a 30,000-student workbook.
+    """
+    return (len(text.encode("utf-8")) + len(text)) // 2
