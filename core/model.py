@@ -130,15 +130,3 @@ class Flow:
     def all_steps(self) -> list[Step]:
         """Every step in flow order."""
         return [s for cp in self.checkpoints for s in cp.steps]
-
-
-@dataclass(frozen=True, slots=True)
-class Waiver:
-    """A lifted prerequisite restriction (解除限制 / 缓交) of one student's step."""
-
-    student_no: str
-    step: str
-    reason: str
-    operator: str
-    created_at: str
-    evidence: str = ""

@@ -61,12 +61,6 @@ def parse_dorm(value: str) -> str | None:
     return text if _DORM.match(text) else None
 
 
-def dorm_building(dorm: str) -> str:
-    """The building part of a dorm (2区-3栋), or '' when the student has no dorm."""
-    parts = dorm.split("-")
-    return "-".join(parts[:2]) if len(parts) == 4 else ""
-
-
 def _text_cell(value: Any, column: str, reasons: list[str]) -> str:
     """A cell that must be text: numbers are refused because Excel already damaged them."""
     if value is None:

@@ -42,11 +42,6 @@ def effective_status(step: Step, student: Student, stored: Status | None, year: 
     return stored if stored is not None and stored is not Status.NA else Status.PENDING
 
 
-def concerns(checkpoint: Checkpoint, student: Student, year: int) -> bool:
-    """True when at least one enabled step of the checkpoint applies to the student."""
-    return any(s.enabled(year) and applies(s, student) for s in checkpoint.steps)
-
-
 def prerequisite_steps(flow: Flow, checkpoint: Checkpoint) -> list[Step]:
     """The steps a checkpoint requires, in flow order (a required checkpoint means all its steps)."""
     wanted: set[str] = set()

@@ -776,10 +776,6 @@ class Store:
                 f"SELECT student_no, name FROM students WHERE student_no IN ({', '.join('?' * len(chunk))})", chunk))
         return names
 
-    def student_count(self) -> int:
-        """How many students the session holds."""
-        return int(self.db.execute("SELECT count(*) FROM students").fetchone()[0])
-
     # -- statuses ------------------------------------------------------------------------
     def status_rows(self, student_no: str) -> dict[str, StatusRow]:
         """Stored status rows of one student by step code (absent steps are pending)."""
@@ -904,7 +900,7 @@ class Store:
 
     def set_ledger(self, digest_hex: str, file_name: str, state: str, outcome: str | None = None,
                    workbook_id: str | None = None, detail: str = "") -> None:
-        """Create or advance a ledger row (received → staged → checked → outcome) with its audit event
+        """Create or advance a ledger row (received → staged → outcome) with its audit event
         (old and new "state/outcome"); inside a transaction."""
         stamp = now()
         previous = self.db.execute("SELECT state, outcome FROM returns WHERE hash = ?", [digest_hex]).fetchone()
