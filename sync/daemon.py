@@ -22,9 +22,11 @@ from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.store import DAMAGED
 
 from .datafolder import DataFolder, secret_key
+from .inbox import inbox_files, is_debris
 from .locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from .messages import OUTCOME_LABELS, strip_code
-from .pipeline import FileOutcome, inbox_files, is_debris, process_file, recover_staging, refresh_reports
+from .outcomes import FileOutcome
+from .pipeline import process_file, recover_staging, refresh_reports
 
 ROUTED_EVENTS = frozenset({"created", "modified", "closed", "moved"})
 LOCK_ATTEMPT = 1.0  # seconds one try for the writer lock lasts; the loop tries again (and stays stoppable)

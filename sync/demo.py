@@ -23,7 +23,8 @@ from lixiao.workbooks.tables import read_table
 from .datafolder import DataFolder, DataFolderError, init_folder, secret_key
 from .issuing import issue_workbooks, plan_all
 from .officesim import Simulated, simulate_round
-from .pipeline import FileOutcome, process_file, refresh_reports
+from .outcomes import FileOutcome
+from .pipeline import process_file, refresh_reports
 
 DEMO_MARK = ".lixiao-demo"
 YEAR = 2026

@@ -16,8 +16,9 @@ from pathlib import Path
 from lixiao.core.store import DAMAGED, Replay, Store
 
 from .datafolder import DataFolder, secret_key
+from .inbox import is_debris
 from .messages import os_error_text
-from .pipeline import is_debris, process_file
+from .pipeline import process_file
 
 INBOX_GRACE_SECONDS = 120
 RECEIPT_HASH = re.compile(r"-([0-9a-f]{12})-回执\.xlsx$")

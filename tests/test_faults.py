@@ -55,8 +55,8 @@ def test_file_removed_or_truncated_while_read(issued: Cli, monkeypatch: pytest.M
     gone = process_file(folder, issued.data / "inbox" / "nope.xlsx", key, min_age=0)
     assert gone.outcome == "deferred"
     path = drop(issued, "short.xlsx", ticked(issued))
-    real = pipeline._read_regular
-    monkeypatch.setattr(pipeline, "_read_regular", lambda p: real(p)[:100] if p == path else real(p))
+    real = pipeline.read_regular
+    monkeypatch.setattr(pipeline, "read_regular", lambda p: real(p)[:100] if p == path else real(p))
     shrunk = process_file(folder, path, key, min_age=0)
     assert shrunk.outcome == "deferred" and statuses(issued) == {}
     assert folder.store.ledger_rows() == []

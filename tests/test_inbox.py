@@ -12,7 +12,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from lixiao.sync.pipeline import safe_name
+from lixiao.sync.inbox import safe_name
 
 from .conftest import Cli, drop, edit, outbox, rows, statuses, sync
 

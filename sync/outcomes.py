@@ -1,0 +1,160 @@
+"""What happened to one returned file: its outcome, and refusals with the Chinese explanation left beside them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lixiao.core.files import write_atomically
+
+from .datafolder import DataFolder
+from .inbox import SyncSettings, hash_regular, in_inbox, read_regular, unique_path
+from .messages import os_error_text
+
+OUTCOMES = ("merged", "duplicate", "rejected", "quarantined", "deferred", "held")
+
+
+HELD = "held"  # folder for returns waiting for the coordinator's confirmation
+
+
+MAX_REASONS = 50
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file (the `sync --json` element)."""
+
+    file: str
+    outcome: str
+    applied: int = 0
+    refused: int = 0
+    conflicts: int = 0
+    reasons: list[str] = field(default_factory=list)
+    receipt: str = ""
+    hash: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The contract's JSON object for this file."""
+        return {"file": self.file, "outcome": self.outcome, "applied": self.applied, "refused": self.refused,
+                "conflicts": self.conflicts, "reasons": self.reasons, "receipt": self.receipt}
+
+
+def ledger_detail(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        detail = json.loads(row["detail"] or "{}")
+    except ValueError:
+        return {}
+    return detail if isinstance(detail, dict) else {}
+
+
+def refuse_entry(folder: DataFolder, path: Path, name: str, info: os.stat_result, dry_run: bool) -> FileOutcome:
+    """A link, FIFO, socket or device in the inbox: never followed or opened; the entry is removed and a
+    Chinese explanation left in rejected/."""
+    kind = "符号链接" if stat.S_ISLNK(info.st_mode) else "特殊文件（管道、设备或套接字）"
+    message = (f"收件箱中的“{name}”是{kind}，不是普通文件；出于安全考虑不会读取。"
+               "请把工作簿文件本身（而不是链接）放入收件箱")
+    result = FileOutcome(name, "rejected", reasons=[f"not_a_file：{message}"])
+    if dry_run or not in_inbox(folder, path):
+        return result
+    with folder.store.transaction():
+        folder.store.append_audit([{"kind": "return", "decision": "rejected", "source": f"file:{name}",
+                                    "detail": f"not_a_file：{message}"}])
+    path.unlink(missing_ok=True)
+    target = unique_path(folder.root / "rejected" / f"{name}.说明.txt")
+    write_atomically(target, explanation(name, "rejected", "not_a_file", message, "").encode("utf-8"))
+    return result
+
+
+def refuse_large(folder: DataFolder, path: Path, name: str, size: int, settings: SyncSettings,
+                  dry_run: bool) -> FileOutcome:
+    """A file over the size cap: hashed as a stream (for the ledger), never read whole, moved to rejected/."""
+    message = (f"文件大小 {size / 1024 / 1024:.0f} MB 超过上限 {settings.max_file_mb:g} MB（lixiao.toml [sync] "
+               "max_file_mb），不是正常的离校工作簿；请交回系统发给您的原文件")
+    try:
+        digest_hex = hash_regular(path)
+    except OSError as exc:
+        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
+    previous = folder.store.ledger(digest_hex)
+    if previous and previous["outcome"] in OUTCOMES:
+        return seen_before(folder, path, name, digest_hex, previous, dry_run)
+    return refuse(folder, path, name, digest_hex, "rejected", "too_large", message, dry_run, staged=False)
+
+
+def seen_before(folder: DataFolder, path: Path, name: str, digest_hex: str, previous: dict[str, Any],
+                 dry_run: bool) -> FileOutcome:
+    """The same bytes again: nothing changes; the extra copy leaves the inbox."""
+    outcome = "duplicate" if previous["outcome"] in ("merged", "duplicate") else previous["outcome"]
+    when = previous["updated_at"][:16].replace("T", " ")
+    reason = f"内容与 {when} 处理过的“{previous['file_name']}”完全相同，未重复记录"
+    refusal = ledger_detail(previous)
+    if outcome == HELD:
+        reason = f"held：{refusal.get('message', '')}（{reason}）"
+    elif outcome != "duplicate":  # refused before: say again why, the way the first refusal did
+        reason = f"{refusal.get('code', outcome)}：{refusal.get('message', '')}（{reason}）"
+    if not dry_run:
+        archived = folder.root / "archive" / f"{digest_hex}.xlsx"
+        staged = folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx"
+        if previous["outcome"] == "merged" and not archived.exists():
+            if staged.exists():
+                staged.replace(archived)  # crash between commit and archive: finish the move now
+            else:
+                write_atomically(archived, read_regular(path))
+        if in_inbox(folder, path):
+            if outcome == "duplicate":
+                path.unlink(missing_ok=True)
+            else:
+                home = HELD if outcome == HELD else "rejected"
+                target = unique_path(folder.root / home / name)
+                target.parent.mkdir(exist_ok=True)
+                path.replace(target)
+                explain(target, name, outcome, str(refusal.get("code", outcome)), str(refusal.get("message", "")),
+                         digest_hex)
+        with folder.store.transaction():
+            folder.store.append_audit([{"kind": "return", "decision": "duplicate", "source": f"file:{name}",
+                                        "source_hash": digest_hex, "detail": previous["file_name"]}])
+    return FileOutcome(name, outcome, reasons=[reason], hash=digest_hex)
+
+
+def refuse(folder: DataFolder, path: Path, name: str, digest_hex: str, outcome: str, code: str, message: str,
+            dry_run: bool, staged: bool = True) -> FileOutcome:
+    """Refuse a whole file: ledger row, move to rejected/ with a Chinese explanation beside it."""
+    result = FileOutcome(name, outcome, reasons=[f"{code}：{message}"], hash=digest_hex)
+    if dry_run:
+        return result
+    store = folder.store
+    with store.transaction():
+        detail = json.dumps({"code": code, "message": message}, ensure_ascii=False)
+        store.set_ledger(digest_hex, name, outcome, outcome, detail=detail)
+        store.append_audit([{"kind": "return", "decision": outcome, "source": f"file:{name}",
+                             "source_hash": digest_hex, "detail": f"{code}：{message}"}])
+    target = unique_path(folder.root / "rejected" / name)
+    staging = folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx"
+    if in_inbox(folder, path):
+        path.replace(target)
+    elif staged:
+        write_atomically(target, staging.read_bytes())
+    explain(target, name, outcome, code, message, digest_hex)
+    staging.unlink(missing_ok=True)
+    return result
+
+
+def explanation(name: str, outcome: str, code: str, message: str, digest_hex: str) -> str:
+    verdict = {"quarantined": "已隔离", HELD: "待协调人确认（尚未生效）"}.get(outcome, "已拒绝")
+    code_line = f"错误代码：{code}（供技术支持查询）\n"
+    how = ("处理办法：协调人核对无误后运行 lixiao sync --confirm 本文件路径，确认后才会生效；"
+           "如有误，请经办人按原因修改后重新交回。\n" if outcome == HELD else
+           "处理办法：请按原因修改后重新交回；如有疑问请联系离校工作协调人。\n")
+    return (f"文件：{name}\n结果：{verdict}\n原因：{message}\n"
+            f"内容哈希：{digest_hex or '（无）'}\n处理时间：{datetime.now().isoformat(timespec='seconds')}\n"
+            + how + code_line)
+
+
+def explain(target: Path, name: str, outcome: str, code: str, message: str, digest_hex: str) -> None:
+    """The Chinese explanation written beside a file in rejected/ or held/."""
+    write_atomically(target.with_name(target.name + ".说明.txt"),
+                     explanation(name, outcome, code, message, digest_hex).encode("utf-8"))
