@@ -11,10 +11,11 @@ from . import rules
 from .feeds import FeedEntry
 from .identity import mask_id_card
 from .model import Flow, Status, Step, Student
+from .schema import LINE_MARKS
 from .stats import CODES, STATUS_OF_CODE, Board
-from .store import LINE_MARKS, Store, StoreError
+from .store import Store, StoreError
 
-# A stored mark (store.LINE_MARKS) as a board code; 不适用 stored on a step that applies counts as 未办理
+# A stored mark (schema.LINE_MARKS) as a board code; 不适用 stored on a step that applies counts as 未办理
 # (rules.effective_status). Two fill characters follow the marks: 未办理 for a step nothing was stored
 # for, 不适用 for a step that does not apply to the student.
 _MARK_TO_CODE = str.maketrans({**{LINE_MARKS[s]: CODES[s] for s in Status if s is not Status.NA},

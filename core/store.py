@@ -2,288 +2,33 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from .chain import AuditChain, now
+from .files import write_small
 from .identity import mask_id_card
 from .model import FLAGS, Status, Student
+from .schema import LINE_MARKS, MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 15_000
-GENESIS = "0" * 64
 # Beside store.db: the chain head after the last commit ("seq hash"), the write guard's cache of the last
 # passed quick_check, and the marker `lixiao verify` leaves while it finds damage.
-ANCHOR = "audit.head"
 CHECK_CACHE = ".check"
 DAMAGED = "store.damaged"
 RESTORE_HINT = "停止 lixiao，用 lixiao backup 的备份恢复（见 README“备份与恢复”）"
-# How many examples a problem line names, and how many restored rows a repair event lists.
-EXAMPLES = 3
-REPAIR_LISTED = 1000
 
-# The mark of each stored status in status_lines (migration 3), one character per step.
-LINE_MARKS = {Status.PASSED: "p", Status.FAILED: "f", Status.OPTIONAL: "o", Status.PENDING: "n", Status.NA: "x"}
-MIGRATIONS: list[str] = [
-    # 1: the whole first schema.
-    """
-    CREATE TABLE sessions (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        year INTEGER NOT NULL,
-        flow_name TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE students (
-        student_no TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        gender TEXT NOT NULL DEFAULT '',
-        id_card TEXT NOT NULL DEFAULT '',
-        college TEXT NOT NULL DEFAULT '',
-        major TEXT NOT NULL DEFAULT '',
-        class_name TEXT NOT NULL DEFAULT '',
-        dorm TEXT NOT NULL DEFAULT '',
-        level TEXT NOT NULL DEFAULT '本科',
-        previous INTEGER NOT NULL DEFAULT 0,
-        national_loan INTEGER NOT NULL DEFAULT 0,
-        local_loan INTEGER NOT NULL DEFAULT 0,
-        switch INTEGER NOT NULL DEFAULT 0,
-        withheld INTEGER NOT NULL DEFAULT 0,
-        updated_at TEXT NOT NULL
-    );
-    CREATE INDEX students_name ON students(name);
-    CREATE INDEX students_id_card ON students(id_card);
-    CREATE TABLE statuses (
-        student_no TEXT NOT NULL REFERENCES students(student_no),
-        step TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('pending','passed','failed','optional','na')),
-        remark TEXT NOT NULL DEFAULT '',
-        version INTEGER NOT NULL,
-        updated_at TEXT NOT NULL,
-        source TEXT NOT NULL,
-        operator TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (student_no, step)
-    );
-    CREATE TABLE waivers (
-        id INTEGER PRIMARY KEY,
-        student_no TEXT NOT NULL REFERENCES students(student_no),
-        step TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        evidence TEXT NOT NULL DEFAULT '',
-        operator TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        restored_at TEXT,
-        restored_by TEXT
-    );
-    CREATE UNIQUE INDEX waivers_active ON waivers(student_no, step) WHERE restored_at IS NULL;
-    CREATE TABLE workbooks (
-        id TEXT PRIMARY KEY,
-        checkpoint TEXT NOT NULL,
-        scope TEXT NOT NULL,
-        generation INTEGER NOT NULL,
-        issued_at TEXT NOT NULL,
-        students_hash TEXT NOT NULL,
-        baseline TEXT NOT NULL,
-        path TEXT NOT NULL
-    );
-    CREATE TABLE returns (
-        hash TEXT PRIMARY KEY,
-        file_name TEXT NOT NULL,
-        state TEXT NOT NULL,
-        outcome TEXT,
-        workbook_id TEXT,
-        received_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT ''
-    );
-    CREATE TABLE refused_ticks (
-        id INTEGER PRIMARY KEY,
-        return_hash TEXT NOT NULL,
-        student_no TEXT NOT NULL,
-        step TEXT NOT NULL,
-        value TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE conflicts (
-        id INTEGER PRIMARY KEY,
-        return_hash TEXT NOT NULL,
-        student_no TEXT NOT NULL,
-        step TEXT NOT NULL,
-        baseline TEXT NOT NULL,
-        returned TEXT NOT NULL,
-        current TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        resolved_at TEXT
-    );
-    CREATE TABLE audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        at TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        student_no TEXT NOT NULL DEFAULT '',
-        step TEXT NOT NULL DEFAULT '',
-        old TEXT NOT NULL DEFAULT '',
-        new TEXT NOT NULL DEFAULT '',
-        decision TEXT NOT NULL DEFAULT '',
-        source TEXT NOT NULL DEFAULT '',
-        source_hash TEXT NOT NULL DEFAULT '',
-        operator TEXT NOT NULL DEFAULT '',
-        detail TEXT NOT NULL DEFAULT '',
-        prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL UNIQUE
-    );
-    CREATE INDEX audit_student ON audit(student_no);
-    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-        BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-    """,
-    # 2: a daily snapshot of completion for the progress-over-time chart.
-    """
-    CREATE TABLE progress (
-        day TEXT PRIMARY KEY,
-        expected INTEGER NOT NULL,
-        complete INTEGER NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    """,
-    # 3: every student's statuses as one line — the steps, and one mark per step in the same order —
-    # kept by triggers in the same transaction as the statuses: a report reads 30,000 lines instead
-    # of 500,000 rows.
-    """
-    CREATE TABLE status_lines (
-        student_no TEXT PRIMARY KEY,
-        steps TEXT NOT NULL,
-        marks TEXT NOT NULL
-    ) WITHOUT ROWID;
-    INSERT INTO status_lines
-        SELECT student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses GROUP BY student_no;
-    CREATE TRIGGER status_lines_insert AFTER INSERT ON statuses BEGIN
-        INSERT OR REPLACE INTO status_lines
-            SELECT NEW.student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
-            WHERE student_no = NEW.student_no;
-    END;
-    CREATE TRIGGER status_lines_update AFTER UPDATE OF student_no, step, status ON statuses
-        WHEN OLD.status IS NOT NEW.status OR OLD.step IS NOT NEW.step OR OLD.student_no IS NOT NEW.student_no
-    BEGIN
-        DELETE FROM status_lines WHERE student_no IN (OLD.student_no, NEW.student_no);
-        INSERT INTO status_lines
-            SELECT student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
-            WHERE student_no IN (OLD.student_no, NEW.student_no) GROUP BY student_no;
-    END;
-    CREATE TRIGGER status_lines_delete AFTER DELETE ON statuses BEGIN
-        DELETE FROM status_lines WHERE student_no = OLD.student_no;
-        INSERT INTO status_lines
-            SELECT student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
-            WHERE student_no = OLD.student_no GROUP BY student_no;
-    END;
-    """.replace("MARK", "CASE status " + " ".join(f"WHEN '{s.value}' THEN '{m}'" for s, m in LINE_MARKS.items())
-                + " END"),
-    # 4: every ledger change is an audit event too; a return's events (for its receipt) by its hash.
-    """
-    CREATE INDEX IF NOT EXISTS audit_source_hash ON audit(source_hash);
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-_AUDIT_FIELDS = (
-    "at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash",
-    "operator", "detail",
-)
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened or is not in a usable state."""
-
-
-@dataclass
-class Replay:
-    """The state the audit chain describes, rebuilt by streaming it once."""
-
-    events: int = 0
-    chain: list[str] = field(default_factory=list)
-    # (学号, step) → (status, remark, version, updated_at, source, operator), as the statuses table holds it
-    statuses: dict[tuple[str, str], tuple[str, str, int, str, str, str]] = field(default_factory=dict)
-    # (学号, step) → (reason, evidence, operator, created_at) of the waivers in force
-    waivers: dict[tuple[str, str], tuple[str, str, str, str]] = field(default_factory=dict)
-    # content hash → (state, outcome, first file name)
-    ledger: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
-    # (content hash, decision) of every "return" event: explains ledger rows written before schema 4
-    returns: set[tuple[str, str]] = field(default_factory=set)
-
-
-@dataclass
-class Differences:
-    """Rows of the statuses, waivers and returns tables that disagree with the replayed chain."""
-
-    status_changed: list[tuple[tuple[str, str], tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)
-    status_missing: list[tuple[str, str]] = field(default_factory=list)
-    status_extra: list[tuple[str, str]] = field(default_factory=list)
-    waiver_missing: list[tuple[str, str]] = field(default_factory=list)
-    waiver_extra: list[tuple[str, str]] = field(default_factory=list)
-    ledger_missing: list[tuple[str, str]] = field(default_factory=list)
-    ledger_changed: list[tuple[str, str]] = field(default_factory=list)
-    ledger_extra: list[tuple[str, str]] = field(default_factory=list)
-
-    def any(self) -> bool:
-        """Whether anything disagrees."""
-        return any(getattr(self, name) for name in self.__dataclass_fields__)
-
-    def lines(self) -> list[str]:
-        """One Chinese problem line per kind of disagreement, naming the first few."""
-        fix = "；运行 lixiao verify --repair 可按审计记录恢复"
-
-        def cells(keys: list[tuple[str, str]]) -> str:
-            return "、".join(f"{no} {step}" for no, step in keys[:EXAMPLES])
-
-        def files(rows: list[tuple[str, str]]) -> str:
-            return "、".join(f"“{name}”（{digest[:12]}）" for digest, name in rows[:EXAMPLES])
-
-        lines = []
-        if self.status_changed:
-            examples = "、".join(f"{no} {step}：{_status_difference(row, want)}"
-                                 for (no, step), row, want in self.status_changed[:EXAMPLES])
-            lines.append(f"状态表中 {len(self.status_changed)} 处与审计记录不符（状态被改动），如 {examples}{fix}")
-        if self.status_missing:
-            lines.append(f"状态表缺少 {len(self.status_missing)} 行审计记录中的状态（状态行被删除），"
-                         f"如 {cells(self.status_missing)}{fix}")
-        if self.status_extra:
-            lines.append(f"状态表中 {len(self.status_extra)} 行没有审计记录（状态行被伪造），"
-                         f"如 {cells(self.status_extra)}{fix}")
-        if self.waiver_missing:
-            lines.append(f"解除限制表缺少 {len(self.waiver_missing)} 条审计记录中仍有效的解除限制（记录被删除或撤销），"
-                         f"如 {cells(self.waiver_missing)}{fix}")
-        if self.waiver_extra:
-            lines.append(f"解除限制表中 {len(self.waiver_extra)} 条有效记录与审计记录不符（记录被伪造或改动），"
-                         f"如 {cells(self.waiver_extra)}{fix}")
-        if self.ledger_missing:
-            lines.append(f"台账缺少 {len(self.ledger_missing)} 个审计记录中处理过的文件（台账行被删除），"
-                         f"如 {files(self.ledger_missing)}{fix}")
-        if self.ledger_changed:
-            lines.append(f"台账中 {len(self.ledger_changed)} 个文件的状态与审计记录不符（台账被改动），"
-                         f"如 {files(self.ledger_changed)}{fix}")
-        if self.ledger_extra:
-            lines.append(f"台账中 {len(self.ledger_extra)} 个文件没有审计记录（台账行被伪造），"
-                         f"如 {files(self.ledger_extra)}{fix}")
-        return lines
-
-
-_STATUS_FIELDS = ("状态", "备注", "版本", "时间", "来源", "操作人")
-
-
-def _status_difference(row: tuple[Any, ...], want: tuple[Any, ...]) -> str:
-    """Which fields of a status row differ from the replayed chain: 表中 … 审计记录为 …."""
-    parts = [f"{name}表中为“{a}”，审计记录为“{b}”" for name, a, b in zip(_STATUS_FIELDS, row, want, strict=False)
-             if a != b]
-    return "；".join(parts[:3])
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,17 +53,6 @@ class Session:
     created_at: str
 
 
-def now() -> str:
-    """The local time as an ISO string to the second, the store's timestamp format."""
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def audit_hash(prev_hash: str, event: dict[str, Any]) -> str:
-    """The hash that chains one audit event to the previous one."""
-    body = json.dumps([prev_hash, *(event[f] for f in _AUDIT_FIELDS)], ensure_ascii=False)
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
 def _connect(path: Path) -> sqlite_utils.Database:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
     db = sqlite_utils.Database(conn)
@@ -328,7 +62,7 @@ def _connect(path: Path) -> sqlite_utils.Database:
     return db
 
 
-class Store:
+class Store(AuditChain):
     """One data folder's SQLite store; every multi-row write goes through ``transaction()``."""
 
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
@@ -409,7 +143,7 @@ class Store:
     def _record_check(self, head: list[Any] | None = None) -> None:
         """Remember the files as they are now as checked (a cache: written without fsync)."""
         cache = {"files": _file_stats(self.path), "head": head if head is not None else list(self.head())}
-        _write_file(self.path.with_name(CHECK_CACHE), json.dumps(cache), durable=False)
+        write_small(self.path.with_name(CHECK_CACHE), json.dumps(cache), durable=False)
 
     def _advance_check(self, before: list[list[int] | None], head: list[Any] | None = None) -> None:
         """Move the check cache over our own change, only when it described the files just before it."""
@@ -488,51 +222,6 @@ class Store:
             conn.rollback()
 
     # -- the chain head outside the database ------------------------------------------------
-    def head(self) -> tuple[int, str]:
-        """The newest audit event's (seq, hash); (0, GENESIS) for an empty chain."""
-        row = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
-
-    def anchor(self) -> tuple[int, str] | None:
-        """The chain head written after the last commit (``audit.head``), or None when there is none yet."""
-        try:
-            seq, digest = self.path.with_name(ANCHOR).read_text("ascii").split()
-            return int(seq), digest
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, UnicodeDecodeError):
-            return (-1, "")
-
-    def anchor_problem(self) -> str:
-        """Why the chain disagrees with ``audit.head`` ("" when it does not)."""
-        return self.anchor_disagreement(self.anchor())
-
-    def anchor_disagreement(self, anchor: tuple[int, str] | None) -> str:
-        """Why the chain disagrees with an anchor read earlier ("" when it does not): the database's chain must
-        reach the anchor's seq with the anchor's hash (it may be ahead: a crash between commit and anchor).
-        Read the anchor before a snapshot begins, as another process writes it after its commit."""
-        if anchor is None:
-            return ""
-        seq, digest = anchor
-        if seq < 0:
-            return f"审计链尾部锚点 {ANCHOR} 无法读取（文件被改动）"
-        head_seq, _ = self.head()
-        row = self.db.execute("SELECT hash FROM audit WHERE seq = ?", [seq]).fetchone()
-        if seq == 0 and digest == GENESIS:
-            return ""
-        if head_seq < seq or row is None or row[0] != digest:
-            return (f"审计链尾部丢失或被改动：锚点 {ANCHOR} 记录到第 {seq} 条，数据库审计链只到第 {head_seq} 条"
-                    + ("" if head_seq < seq or row is None else "且该条哈希不同"))
-        return ""
-
-    def write_anchor(self, head: tuple[int, str] | None = None, force: bool = False) -> None:
-        """Write the chain head to ``audit.head`` (temp file, fsync, rename). An anchor the chain disagrees
-        with is evidence of a lost tail and is kept, unless ``force`` (verify --repair accepting the loss)."""
-        if not force and self.anchor_problem():
-            return
-        seq, digest = head or self.head()
-        _write_file(self.path.with_name(ANCHOR), f"{seq} {digest}\n", durable=True)
-
     # -- session -------------------------------------------------------------------------
     def session(self) -> Session:
         """The store's session."""
@@ -542,156 +231,9 @@ class Store:
         return Session(*row)
 
     # -- audit ---------------------------------------------------------------------------
-    def append_audit(self, events: Iterable[dict[str, Any]]) -> int:
-        """Append events to the hash-chained audit log; call inside a transaction."""
-        row = self.db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        prev = row[0] if row else GENESIS
-        stamp = now()
-        rows = []
-        for raw in events:
-            event = {f: str(raw.get(f, "") or "") for f in _AUDIT_FIELDS}
-            event["at"] = event["at"] or stamp
-            digest = audit_hash(prev, event)
-            rows.append([*(event[f] for f in _AUDIT_FIELDS), prev, digest])
-            prev = digest
-        self.db.conn.executemany(
-            f"INSERT INTO audit ({', '.join(_AUDIT_FIELDS)}, prev_hash, hash) "
-            f"VALUES ({', '.join('?' * (len(_AUDIT_FIELDS) + 2))})",
-            rows,
-        )
-        return len(rows)
-
     def history(self, student_no: str) -> list[dict[str, Any]]:
         """Every audit event of one student, oldest first."""
         return list(self.db.query("SELECT * FROM audit WHERE student_no = ? ORDER BY seq", [student_no]))
-
-    def audit_problems(self) -> list[str]:
-        """Breaks in the audit hash chain (empty when the chain verifies)."""
-        return self.replay().chain
-
-    def replay(self, progress: Callable[[int, int], None] | None = None) -> Replay:
-        """Stream the audit chain once: check every link and rebuild the statuses, the waivers in force and the
-        ledger it describes. ``progress(done, total)`` is called every 50,000 events."""
-        result = Replay()
-        total = int(self.db.execute("SELECT count(*) FROM audit").fetchone()[0])
-        statuses, waivers, ledger, returns = result.statuses, result.waivers, result.ledger, result.returns
-        prev = GENESIS
-        chain = result.chain
-        # One encoder for the whole stream: json.dumps(..., ensure_ascii=False) builds a new one per call.
-        dumps, sha256 = json.JSONEncoder(ensure_ascii=False).encode, hashlib.sha256
-        cursor = self.db.execute(f"SELECT seq, {', '.join(_AUDIT_FIELDS)}, prev_hash, hash FROM audit ORDER BY seq")
-        done = 0
-        for seq, at, kind, no, step, old, new, decision, source, source_hash, operator, detail, prev_hash, digest \
-                in cursor:
-            done += 1
-            if prev_hash != prev:
-                chain.append(f"审计记录 {seq} 的前一哈希不连续（记录被删除或插入）")
-            body = dumps([prev_hash, at, kind, no, step, old, new, decision, source, source_hash, operator, detail])
-            if sha256(body.encode("utf-8")).hexdigest() != digest:
-                chain.append(f"审计记录 {seq} 的内容与哈希不符（记录被改动）")
-            prev = digest
-            if kind == "status":
-                key = (no, step)
-                version = statuses[key][2] + 1 if key in statuses else 1
-                statuses[key] = (new, detail, version, at, source, operator)
-            elif kind == "waiver":
-                if decision == "lifted":
-                    reason, evidence = _split_evidence(detail)
-                    waivers[(no, step)] = (reason, evidence, operator, at)
-                elif decision == "restored":
-                    waivers.pop((no, step), None)
-            elif kind == "ledger":
-                state, _, outcome = new.partition("/")
-                first = ledger[source_hash][2] if source_hash in ledger else detail
-                ledger[source_hash] = (state, outcome or None, first)
-            elif kind == "return":
-                returns.add((source_hash, decision))
-            if progress is not None and done % 50_000 == 0:
-                progress(done, total)
-        result.events = done
-        if progress is not None:
-            progress(done, total)
-        return result
-
-    def replay_differences(self, replay: Replay) -> Differences:
-        """Where the statuses, waivers in force and ledger disagree with the replayed chain."""
-        found = Differences()
-        replayed = replay.statuses
-        seen = 0
-        for no, step, *row in self.db.execute(
-                "SELECT student_no, step, status, remark, version, updated_at, source, operator FROM statuses"):
-            want = replayed.get((no, step))
-            if want is None:
-                found.status_extra.append((no, step))
-                continue
-            seen += 1
-            if want != tuple(row):
-                found.status_changed.append(((no, step), tuple(row), want))
-        if seen != len(replayed):
-            table = {(r[0], r[1]) for r in self.db.execute("SELECT student_no, step FROM statuses")}
-            found.status_missing = [key for key in replayed if key not in table]
-        waived = {(r[0], r[1]): tuple(r[2:]) for r in self.db.execute(
-            "SELECT student_no, step, reason, evidence, operator, created_at FROM waivers WHERE restored_at IS NULL")}
-        # A waiver changed behind the chain's back is both: its row goes, the replayed one comes back.
-        found.waiver_extra = [key for key, row in waived.items() if replay.waivers.get(key) != row]
-        found.waiver_missing = [key for key, row in replay.waivers.items() if waived.get(key) != row]
-        ledger = {r[0]: (r[1], r[2], r[3])
-                  for r in self.db.execute("SELECT hash, file_name, state, outcome FROM returns")}
-        for digest, (name, state, outcome) in ledger.items():
-            replayed_row = replay.ledger.get(digest)
-            if replayed_row is None:
-                # Rows written before schema 4 have no ledger events: their "return" event explains them.
-                if outcome is None or (digest, outcome) not in replay.returns:
-                    found.ledger_extra.append((digest, name))
-            elif replayed_row[:2] != (state, outcome):
-                found.ledger_changed.append((digest, name))
-        found.ledger_missing = [(digest, row[2]) for digest, row in replay.ledger.items() if digest not in ledger]
-        return found
-
-    def replay_problems(self, replay: Replay) -> list[str]:
-        """The disagreements with the replayed chain as Chinese problem lines (a few examples, counts)."""
-        return self.replay_differences(replay).lines()
-
-    def repair_from_replay(self, replay: Replay, operator: str) -> list[str]:
-        """Rewrite statuses, waivers in force and ledger rows that disagree with the replayed chain back to the
-        replayed values, with one audit event "repair" listing them; returns what was restored."""
-        found = self.replay_differences(replay)
-        restored: list[str] = []
-        if not found.any():
-            return restored
-        stamp = now()
-        with self.transaction():
-            cells = [key for key, _, _ in found.status_changed] + found.status_missing
-            self.db.conn.executemany(
-                "INSERT INTO statuses (student_no, step, status, remark, version, updated_at, source, operator) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (student_no, step) DO UPDATE SET "
-                "status = excluded.status, remark = excluded.remark, version = excluded.version, "
-                "updated_at = excluded.updated_at, source = excluded.source, operator = excluded.operator",
-                [(*key, *replay.statuses[key]) for key in cells])
-            self.db.conn.executemany("DELETE FROM statuses WHERE student_no = ? AND step = ?", found.status_extra)
-            restored += [f"状态 {no} {step} → {replay.statuses[(no, step)][0]}" for no, step in cells]
-            restored += [f"删除无审计记录的状态 {no} {step}" for no, step in found.status_extra]
-            self.db.conn.executemany("DELETE FROM waivers WHERE student_no = ? AND step = ? AND restored_at IS NULL",
-                                     found.waiver_extra)
-            restored += [f"撤销无审计记录的解除限制 {no} {step}" for no, step in found.waiver_extra]
-            self.db.conn.executemany(
-                "INSERT INTO waivers (student_no, step, reason, evidence, operator, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", [(*key, *replay.waivers[key]) for key in found.waiver_missing])
-            restored += [f"解除限制 {no} {step}" for no, step in found.waiver_missing]
-            self.db.conn.executemany("DELETE FROM returns WHERE hash = ?", [(d,) for d, _ in found.ledger_extra])
-            restored += [f"删除无审计记录的台账“{name}”（{digest[:12]}）" for digest, name in found.ledger_extra]
-            for digest, name in found.ledger_missing + found.ledger_changed:
-                state, outcome, first = replay.ledger[digest]
-                self.db.execute(
-                    "INSERT INTO returns (hash, file_name, state, outcome, received_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET state = excluded.state, "
-                    "outcome = excluded.outcome, updated_at = excluded.updated_at",
-                    [digest, first, state, outcome, stamp, stamp])
-                restored.append(f"台账“{name}”（{digest[:12]}）→ {state}/{outcome or ''}")
-            shown = restored[:REPAIR_LISTED] + ([f"等共 {len(restored)} 处"] if len(restored) > REPAIR_LISTED else [])
-            self.append_audit([{"at": stamp, "kind": "repair", "decision": "restored", "source": "verify --repair",
-                                "operator": operator, "detail": "按审计记录恢复：" + "；".join(shown)}])
-        return restored
 
     def integrity_problems(self) -> list[str]:
         """SQLite integrity and foreign-key problems, and status lines that disagree with the statuses
@@ -1022,15 +564,6 @@ def _student_changes(old: Student | None, new: Student) -> tuple[dict[str, Any],
     return ({k: shown(before, k) for k in keys}, {k: shown(after, k) for k in keys})
 
 
-_EVIDENCE = re.compile(r"^(.*)（证明：(.*)）$", re.S)
-
-
-def _split_evidence(detail: str) -> tuple[str, str]:
-    """A waiver event's detail back into (reason, evidence) — add_waiver's format."""
-    found = _EVIDENCE.match(detail)
-    return (found.group(1), found.group(2)) if found else (detail, "")
-
-
 def _file_stats(path: Path) -> list[list[int] | None]:
     """(size, mtime_ns) of store.db and store.db-wal: what the check cache keys on. An empty WAL counts as
     absent (opening a connection creates one; closing the last one deletes it)."""
@@ -1052,18 +585,3 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _write_file(path: Path, text: str, durable: bool) -> None:
-    """Replace a small file atomically (temp file + rename); ``durable`` also fsyncs the file and its folder."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    temp.replace(path)
-    if durable:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import tomli_w
 
+from lixiao.core.chain import ANCHOR
 from lixiao.core.clearance import Clearance
 from lixiao.core.faults import fault_point
 from lixiao.core.flow import PRESETS, load_flow_file, preset_text
 from lixiao.core.model import Flow
-from lixiao.core.store import ANCHOR, CHECK_CACHE, DAMAGED, Store
+from lixiao.core.store import CHECK_CACHE, DAMAGED, Store
 
 SETTINGS = "lixiao.toml"
 FOLDERS = ("outbox", "inbox", "archive", "rejected", "receipts", "reports")

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lixiao.core.store import DAMAGED, Replay, Store
+from lixiao.core.chain import Replay
+from lixiao.core.store import DAMAGED, Store
 
 from .datafolder import DataFolder, secret_key
 from .inbox import is_debris

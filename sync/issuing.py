@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lixiao.core.chain import now
 from lixiao.core.files import write_atomically
 from lixiao.core.issuance import BATCH_SHEETS, IssueError, WorkbookPlan, issuable, plan_workbooks
 from lixiao.core.signing import TOKEN_VERSION, canonical, digest, row_secret, sign
-from lixiao.core.store import StatusRow, now
+from lixiao.core.store import StatusRow
 from lixiao.workbooks.writer import Token, build_workbook
 
 from .datafolder import DataFolder, secret_key

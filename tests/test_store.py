@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lixiao.core.model import Status
-from lixiao.core.store import LINE_MARKS, SCHEMA_VERSION, Store, StoreError
+from lixiao.core.schema import LINE_MARKS, SCHEMA_VERSION
+from lixiao.core.store import Store, StoreError
 
 from .conftest import make_student
 
