@@ -12,8 +12,11 @@ from typing import Any
 
 import sqlite_utils
 
-from .chain import AuditChain, now
-from .files import write_small
+from .chain import now
+from .guard import CHECK_CACHE as CHECK_CACHE
+from .guard import DAMAGED as DAMAGED
+from .guard import StoreError as StoreError
+from .guard import WriteGuard, file_stats
 from .identity import mask_id_card
 from .model import FLAGS, Status, Student
 from .schema import LINE_MARKS, MIGRATIONS, SCHEMA_VERSION
@@ -21,14 +24,7 @@ from .schema import LINE_MARKS, MIGRATIONS, SCHEMA_VERSION
 BUSY_TIMEOUT_MS = 15_000
 # Beside store.db: the chain head after the last commit ("seq hash"), the write guard's cache of the last
 # passed quick_check, and the marker `lixiao verify` leaves while it finds damage.
-CHECK_CACHE = ".check"
-DAMAGED = "store.damaged"
-RESTORE_HINT = "停止 lixiao，用 lixiao backup 的备份恢复（见 README“备份与恢复”）"
 
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or is not in a usable state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +58,7 @@ def _connect(path: Path) -> sqlite_utils.Database:
     return db
 
 
-class Store(AuditChain):
+class Store(WriteGuard):
     """One data folder's SQLite store; every multi-row write goes through ``transaction()``."""
 
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
@@ -94,7 +90,7 @@ class Store(AuditChain):
         ``audit.head``, and PRAGMA quick_check unless ``.check`` says the files are as last checked."""
         if not path.exists():
             raise StoreError(f"找不到数据库 {path}，请先运行 lixiao init")
-        before = _file_stats(path)
+        before = file_stats(path)
         try:
             db = _connect(path)
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -116,44 +112,9 @@ class Store(AuditChain):
             store._migrate()
         return store
 
-    def _guard(self, before: list[list[int] | None]) -> None:
-        """Refuse to write to a store marked damaged, behind its anchor, or failing quick_check."""
-        damaged = self.path.with_name(DAMAGED)
-        if damaged.exists():
-            raise StoreError(f"lixiao verify 发现数据库有问题（见 {damaged.name}），拒绝写入；请运行 lixiao verify "
-                             f"查看，lixiao verify --repair 修复，或{RESTORE_HINT}")
-        problem = self.anchor_problem()
-        if problem:
-            raise StoreError(f"{problem}，拒绝写入；请运行 lixiao verify --repair，或{RESTORE_HINT}")
-        head = list(self.head())
-        if _read_json(self.path.with_name(CHECK_CACHE)) == {"files": before, "head": head}:
-            return
-        check = self._quick_check()
-        if check != "ok":
-            raise StoreError(f"数据库 {self.path} 已损坏（{check}），拒绝写入；请{RESTORE_HINT}")
-        self._record_check(head)
-
-    def _quick_check(self) -> str:
-        """PRAGMA quick_check's verdict ("ok" when sound): ≈1.4 s on a 280 MB store, hence the cache."""
-        try:
-            return str(self.db.execute("PRAGMA quick_check").fetchone()[0])
-        except sqlite3.DatabaseError as exc:
-            return str(exc)
-
-    def _record_check(self, head: list[Any] | None = None) -> None:
-        """Remember the files as they are now as checked (a cache: written without fsync)."""
-        cache = {"files": _file_stats(self.path), "head": head if head is not None else list(self.head())}
-        write_small(self.path.with_name(CHECK_CACHE), json.dumps(cache), durable=False)
-
-    def _advance_check(self, before: list[list[int] | None], head: list[Any] | None = None) -> None:
-        """Move the check cache over our own change, only when it described the files just before it."""
-        cache = _read_json(self.path.with_name(CHECK_CACHE))
-        if cache is not None and cache.get("files") == before:
-            self._record_check(head)
-
     def close(self) -> None:
         """Close the connection (SQLite then checkpoints the WAL; the check cache follows when it was current)."""
-        before = _file_stats(self.path)
+        before = file_stats(self.path)
         head = list(self.head())
         self.db.conn.close()
         self._advance_check(before, head)
@@ -195,7 +156,7 @@ class Store(AuditChain):
             with self.db.atomic():
                 yield self
             return
-        before = _file_stats(self.path)
+        before = file_stats(self.path)
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
@@ -562,26 +523,5 @@ def _student_changes(old: Student | None, new: Student) -> tuple[dict[str, Any],
     def shown(d: dict[str, Any], k: str) -> Any:
         return mask_id_card(d[k]) if k == "id_card" and d.get(k) else d.get(k)
     return ({k: shown(before, k) for k in keys}, {k: shown(after, k) for k in keys})
-
-
-def _file_stats(path: Path) -> list[list[int] | None]:
-    """(size, mtime_ns) of store.db and store.db-wal: what the check cache keys on. An empty WAL counts as
-    absent (opening a connection creates one; closing the last one deletes it)."""
-    stats: list[list[int] | None] = []
-    for candidate in (path, path.with_name(path.name + "-wal")):
-        try:
-            st = candidate.stat()
-        except FileNotFoundError:
-            stats.append(None)
-            continue
-        stats.append([st.st_size, st.st_mtime_ns] if st.st_size or candidate == path else None)
-    return stats
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
