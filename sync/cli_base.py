@@ -1,0 +1,137 @@
+"""What every lixiao command shares: the error-to-one-line group, the folder opener with its lock, output helpers."""
+
+
+from __future__ import annotations
+
+import errno
+import getpass
+import json
+import os
+import sqlite3
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from lixiao.core.clearance import ClearanceError, RefusedError
+from lixiao.core.feeds import FeedError
+from lixiao.core.flow import FlowError
+from lixiao.core.issuance import IssueError
+from lixiao.core.roster import RosterError
+from lixiao.core.store import StoreError
+from lixiao.workbooks.tables import TableError
+
+from .datafolder import DataFolder, DataFolderError, find_folder, open_folder
+from .locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
+from .messages import os_error_text, usage_error_text
+
+MARKS = {"passed": "✓", "failed": "✗", "optional": "○", "pending": "↓", "na": "–"}
+INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError,
+                IssueError)
+# Rich falls back to 80 columns when piped; Chinese tables need more to stay readable in a log.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+class Refused(click.ClickException):
+    """The command ran but something was refused (exit 1)."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"已拒绝：{self.format_message()}", err=True)
+
+
+class LixiaoGroup(click.Group):
+    """A group that turns library errors into one clear line and exit code 2 (1 for refusals)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            fail(usage_error_text(exc), 2)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            fail(usage_error_text(exc), 2)
+        except (RefusedError, LockBusyError) as exc:
+            fail(str(exc), 1)
+        except INPUT_ERRORS as exc:
+            fail(str(exc), 2)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            fail("已中断", 130)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc) or "I/O" in str(exc):
+                fail(f"磁盘已满或无法写入（{exc}）；当前这一步已整体回滚，学生状态没有改变。请腾出空间后重试", 2)
+            fail(f"数据库错误：{exc}（可能有其他程序占用数据库，请稍后重试）", 2)
+        except sqlite3.DatabaseError as exc:  # read-only commands skip the write guard's quick_check
+            fail(f"数据库已损坏（{exc}）；请停止 lixiao，用 lixiao backup 的备份恢复（见 README“备份与恢复”）", 2)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                fail(f"磁盘已满（{os_error_text(exc)}）；已写入的内容保持一致，请腾出空间后重试", 2)
+            where = f"：{exc.filename}" if exc.filename else ""
+            fail(f"无法读写文件{where}（{os_error_text(exc)}）", 2)
+        except Exception as exc:  # noqa: BLE001 - the CLI promise: one line, never a traceback
+            if os.environ.get("LIXIAO_DEBUG"):
+                traceback.print_exc()
+            fail(f"内部错误：{type(exc).__name__}: {exc}（设置 LIXIAO_DEBUG=1 可查看详情，请报告此问题）", 2)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"错误：{message}", err=True)
+    sys.exit(code)
+
+
+def operator_name(value: str | None) -> str:
+    if value:
+        return value
+    try:
+        return os.environ.get("LIXIAO_OPERATOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def say_waiting() -> None:
+    click.echo(WAITING_MESSAGE, err=True)
+
+
+@contextmanager
+def open_data(ctx: click.Context, write: bool, watch: bool = False) -> Iterator[DataFolder]:
+    """The one place that takes the folder's lock and opens it.
+
+    ``write``: hold the writer lock for the command (waiting up to 30 s). ``watch``: hold the watch lock
+    instead, for the daemon's life; the daemon takes the writer lock itself around each batch.
+    """
+    root = find_folder(ctx.obj.get("data"))
+    with ExitStack() as stack:
+        if watch:
+            stack.enter_context(watch_lock(root))
+        elif write:
+            stack.enter_context(writer_lock(root, on_wait=say_waiting))
+        folder = open_folder(root, write=write or watch)
+        stack.callback(folder.close)
+        yield folder
+
+
+def read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataFolderError(f"无法读取 {path}：{os_error_text(exc)}") from None
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def examples(text: str) -> str:
+    """A command epilog listing examples, kept verbatim by click (\b)."""
+    return "示例 (example):\n\n\b\n" + text
