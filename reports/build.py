@@ -16,8 +16,7 @@ from lixiao.core.model import Flow
 from lixiao.core.store import Store
 
 from .data import collect
-from .deflate import Piece
-from .excel import add_matrix, build_views, matrix_piece
+from .excel import add_matrix, build_views, matrix_xml
 from .html import render_pages
 
 EXCEL_NAME = "离校进度.xlsx"
@@ -99,7 +98,7 @@ def render_report(store: Store, flow: Flow, dest: Path, user_templates: Path | N
     """
     with _no_cycle_collection():
         board = Clearance(store, flow).board()
-        matrix = in_parallel(lambda: matrix_piece(board).pack())
+        matrix = in_parallel(lambda: matrix_xml(board))
         try:
             data = collect(store, flow, board=board)
             views = build_views(data)
@@ -108,7 +107,7 @@ def render_report(store: Store, flow: Flow, dest: Path, user_templates: Path | N
             with contextlib.suppress(ReportError):
                 matrix()  # reap the child; the first error is the one to report
             raise
-        pages[EXCEL_NAME] = add_matrix(*views, board, Piece.unpack(matrix()))
+        pages[EXCEL_NAME] = add_matrix(*views, board, matrix())
     static = dest / "static"
     for name, content in pages.items():
         target = dest / name

@@ -130,7 +130,7 @@ def test_report_writes_atomically_and_keeps_old_files_on_error(reported: Cli, mo
     def broken(*args: object) -> bytes:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(build, "matrix_piece", broken)  # type: ignore[attr-defined]
+    monkeypatch.setattr(build, "matrix_xml", broken)  # type: ignore[attr-defined]
     result = reported("report")  # the matrix is built in a forked child: its error comes back
     assert result.exit_code == 2 and "生成 Excel 报表失败：RuntimeError: disk full" in result.output
     assert (reports / "index.html").read_bytes() == before
