@@ -130,6 +130,8 @@ def wait_until_settled(paths: list[Path], min_age: float, bound: float) -> None:
                 info = os.lstat(path)
             except OSError:
                 continue
+            if not stat.S_ISREG(info.st_mode):
+                continue  # a link or a FIFO is refused at once, never waited for
             snapshot = (info.st_size, info.st_mtime_ns)
             if time.time() - info.st_mtime < min_age or last.get(path, snapshot) != snapshot:
                 busy = True

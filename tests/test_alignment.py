@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -89,17 +90,26 @@ def test_an_emptied_ticked_box_is_not_a_revocation(cli: Cli) -> None:
 # -- row alignment ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cohort(tmp_path: Path) -> Cli:
-    """A 40-student folder with every workbook issued; a few electricity steps already passed."""
+@pytest.fixture(scope="module")
+def _cohort_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once: a 40-student folder with every workbook issued; the first three electricity steps passed."""
     from click.testing import CliRunner
 
-    folder = cohort_folder(tmp_path / "cohort", 40)
+    folder = cohort_folder(tmp_path_factory.mktemp("cohort") / "cohort", 40)
     tool = Cli(folder, CliRunner())
-    for no in [s.student_no for s in open_folder(folder).store.students()][:3]:
+    for no in [s.student_no for s in open_folder(folder, write=False).store.students()][:3]:
         assert tool("set", no, "electricity", "passed").exit_code == 0
     assert tool("issue").exit_code == 0
-    return tool
+    return folder
+
+
+@pytest.fixture
+def cohort(tmp_path: Path, _cohort_template: Path) -> Cli:
+    """A copy of the 40-student template folder for one test."""
+    from click.testing import CliRunner
+
+    shutil.copytree(_cohort_template, tmp_path / "cohort", symlinks=True)
+    return Cli(tmp_path / "cohort", CliRunner())
 
 
 def utilities(cli: Cli) -> tuple[Any, Any]:
