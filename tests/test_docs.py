@@ -24,3 +24,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     match = re.search(r"<!-- test-command -->\n```sh\n(.+?)\n```", README)
     assert match, "README must show the test command in a marked block"
     assert match.group(1) in (ROOT / ".ci" / "run").read_text("utf-8")
+
+
+def test_every_test_says_what_it_checks() -> None:
+    """Every test function has a docstring stating the behaviour it checks (the house style)."""
+    import ast
+
+    missing = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and not ast.get_docstring(node):
+                missing.append(f"{path.relative_to(ROOT)}::{node.name}")
+    assert missing == []

@@ -46,6 +46,8 @@ def random_store(tmp_path: Path, flow: Flow, seed: int) -> tuple[Store, list[Stu
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_figures_equal_a_count_from_the_rules(tmp_path: Path, seed: int) -> None:
+    """Every figure of the board (school, checkpoints, steps, groups, bottlenecks) and every Excel matrix cell
+    equals a brute-force count from core/rules.py on random data."""
     flow = load_preset("undergrad")
     store, students = random_store(tmp_path, flow, seed)
     stored = store.all_statuses()
