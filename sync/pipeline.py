@@ -21,7 +21,7 @@ from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, plan_merge
 from lixiao.core.signing import digest, row_secret
 from lixiao.core.signing import row_key as signing_row_key
-from lixiao.workbooks.reader import Returned, returned_from_dict
+from lixiao.workbooks.returned import Returned, returned_from_dict
 from lixiao.workbooks.sandbox import parse_untrusted
 from lixiao.workbooks.sniff import sniff
 

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import python_calamine
 from defusedxml import ElementTree
 from xlsxwriter.utility import xl_col_to_name
 
-from lixiao.core.identity import clean_text, strip_invisible
-from lixiao.core.marks import read_mark
+from lixiao.core.identity import clean_text
 from lixiao.core.signing import digest, verify
 
+from .cells import Sheet, cell_text, error_cells, formula_cells, remark_text
 from .layout import (
     COUNT_SUFFIX,
     GROUP_HEADERS,
@@ -30,6 +27,15 @@ from .layout import (
     WAIVER_HEADERS,
     WAIVER_SHEET,
 )
+from .returned import (
+    Anomaly,
+    BatchTick,
+    ReadError,
+    Returned,
+    ReturnedRow,
+    TokenInfo,
+    WaiverTick,
+)
 
 _NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
        "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
@@ -37,113 +43,12 @@ _NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
        "cp": "http://schemas.openxmlformats.org/officeDocument/2006/custom-properties",
        "vt": "http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes"}
 # A cell whose first child is a formula: <c r="E5" …><f …>TRUE()</f><v>1</v></c> (Excel and LibreOffice order).
-_FORMULA_CELL = re.compile(
-    rb'<(?:\w+:)?c\s([^>]*?)>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*(?:<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>)?')
-_REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]{1,7})"')
-# An error value kept without its formula (a pasted VLOOKUP result): <c r="E5" t="e"><v>#N/A</v></c>.
-# python-calamine reads it as '' — the same as a blank cell — so the XML is asked.
-_ERROR_CELL = re.compile(rb'<(?:\w+:)?c\s([^>]*\bt="e"[^>]*)>(.*?)</(?:\w+:)?c>', re.DOTALL)
-_VALUE = re.compile(rb'<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>')
-CROSSES = frozenset({"X", "×", "✗", "✘", "╳", "叉"})
-_BOOLEAN_FORMULA = re.compile(r"^=?\s*(TRUE|FALSE)\s*\(\s*\)$", re.IGNORECASE)
+
+
 HEADER_SEARCH_ROWS = 15
+
+
 MAX_TEXT = 500  # characters kept of a remark, reason or identity cell; longer text is cut and reported
-
-
-class ReadError(ValueError):
-    """The file is not a readable lixiao workbook at all; the message says why, in Chinese."""
-
-
-@dataclass(frozen=True, slots=True)
-class Anomaly:
-    """A cell or structure the reader would not guess about; kept and reported, never treated as unticked."""
-
-    code: str
-    reason: str
-    sheet: str = ""
-    cell: str = ""
-    student_no: str = ""
-    step: str = ""
-    value: str = ""
-
-
-@dataclass
-class ReturnedRow:
-    """One student row of the 办理 sheet as returned."""
-
-    row: int
-    student_no: str
-    identity: dict[str, str]
-    ticks: dict[str, bool]
-    remark: str
-    key: str = ""  # the 行校验 cell as returned
-    blank: list[str] = field(default_factory=list)  # steps whose cell came back empty (not a clear untick)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchTick:
-    """One batch-sheet checkbox: a group (class, dorm, college), a step, ticked or not."""
-
-    mode: str
-    group: str
-    step: str
-    ticked: bool
-    cell: str
-    key: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WaiverTick:
-    """One row of the special desk: lift (ticked) or keep (unticked) a restriction, with its reason."""
-
-    student_no: str
-    step: str
-    lifted: bool
-    reason: str
-    cell: str
-    key: str = ""
-    blank: bool = False  # the 解除限制 cell came back empty (not a clear untick)
-
-
-@dataclass
-class TokenInfo:
-    """The workbook's identity as found in the file, and whether its signature holds."""
-
-    payload: dict[str, Any] | None
-    payload_text: str
-    signature: str
-    status: str  # valid | bad_signature | missing | malformed | unverified
-    properties: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Returned:
-    """Everything read from a returned workbook."""
-
-    token: TokenInfo
-    operator: str = ""
-    rows: dict[str, ReturnedRow] = field(default_factory=dict)
-    duplicates: list[ReturnedRow] = field(default_factory=list)
-    batch: list[BatchTick] = field(default_factory=list)
-    waivers: list[WaiverTick] = field(default_factory=list)
-    anomalies: list[Anomaly] = field(default_factory=list)
-    students_match: bool | None = None  # returned 学号 set equals the issued one (by hash)
-    batch_rows: list[tuple[str, str, str, str]] = field(default_factory=list)  # (mode, group, 行校验, cell) of each row
-    waiver_students: list[str] = field(default_factory=list)  # every 学号 on the 解除限制 sheet, readable or not
-
-
-def _cell_text(value: Any, clean: Callable[[str], str] = clean_text) -> str:
-    """A cell as text: whole floats without ".0", then ``clean`` (identity cells and marks: NFKC-folded)."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return clean(str(value))
-
-
-def _remark_text(value: Any) -> str:
-    """Free text (备注, 理由) as typed: trimmed and without invisible characters, full-width punctuation kept."""
-    return _cell_text(value, strip_invisible)
 
 
 def _sheet_paths(archive: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
@@ -177,80 +82,11 @@ def _custom_properties(archive: zipfile.ZipFile) -> dict[str, str]:
     return props
 
 
-def formula_cells(xml: bytes) -> dict[str, tuple[str, str | None]]:
-    """Cells holding a formula: ref → (formula text, cached value or None)."""
-    if b"<f" not in xml and b":f" not in xml:
-        return {}
-    found = {}
-    for match in _FORMULA_CELL.finditer(xml):
-        ref = _REF.search(match.group(1))
-        if ref:
-            formula = (match.group(2) or b"").decode("utf-8", "replace")
-            cached = match.group(3)
-            found[ref.group(1).decode()] = (formula, None if cached is None else cached.decode("utf-8", "replace"))
-    return found
-
-
-def error_cells(xml: bytes) -> dict[str, str]:
-    """Cells holding an error value (t="e"): ref → the error text (#N/A, #REF!, …)."""
-    if b't="e"' not in xml:
-        return {}
-    found = {}
-    for match in _ERROR_CELL.finditer(xml):
-        ref = _REF.search(match.group(1))
-        if ref:
-            value = _VALUE.search(match.group(2))
-            found[ref.group(1).decode()] = value.group(1).decode("utf-8", "replace") if value else "#错误"
-    return found
-
-
 def _find_header(grid: list[list[Any]], first: str) -> int | None:
     for index, row in enumerate(grid[:HEADER_SEARCH_ROWS]):
-        if row and any(_cell_text(v) == first for v in row[:3]):
+        if row and any(cell_text(v) == first for v in row[:3]):
             return index
     return None
-
-
-class _Sheet:
-    """A sheet's values (absolute positions from A1) and its formula cells."""
-
-    def __init__(self, name: str, grid: list[list[Any]], formulas: dict[str, tuple[str, str | None]],
-                 errors: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.grid = grid
-        self.formulas = formulas
-        self.errors = errors or {}
-
-    def text(self, row: int, col: int, value: Any) -> str:
-        """A cell's text, or "" where it holds an error value (calamine reads those as '')."""
-        return "" if f"{xl_col_to_name(col)}{row + 1}" in self.errors else _cell_text(value)
-
-    def is_blank(self, row: int, col: int, value: Any) -> bool:
-        """True for a truly empty cell (no value, no formula, no error value)."""
-        ref = f"{xl_col_to_name(col)}{row + 1}"
-        return (value is None or value == "") and ref not in self.formulas and ref not in self.errors
-
-    def mark(self, row: int, col: int, value: Any) -> tuple[bool | None, str]:
-        """The tick a cell holds, or None with the reason it cannot be read."""
-        ref = f"{xl_col_to_name(col)}{row + 1}"
-        if ref in self.errors:
-            return None, (f"单元格是错误值 {self.errors[ref]}（常见于粘贴的公式结果），不能当作未勾选；"
-                          "请改为勾选或留空")
-        if ref in self.formulas:
-            formula, cached = self.formulas[ref]
-            if not _BOOLEAN_FORMULA.match(formula):
-                return None, f"单元格是公式（={formula}），勾选格只能是勾或 TRUE/FALSE"
-            if cached is None:
-                return None, "单元格是 TRUE()/FALSE() 公式但没有保存计算结果，请在 Excel 中重新计算并保存"
-            return formula.upper().lstrip("=").strip().startswith("TRUE"), ""
-        mark = read_mark(value)
-        if mark is None:
-            text = _cell_text(value)
-            if text.upper() in CROSSES:
-                return None, (f"“{text}”含义不明（打叉常表示“不通过”）：已通过请勾选或用 √，"
-                              "未办理请留空或选 FALSE")
-            return None, f"无法识别的勾选内容“{text}”（应为勾、TRUE/FALSE、✓、√ 或留空）"
-        return mark, ""
 
 
 def read_returned(data: bytes, key: bytes | None = None) -> Returned:
@@ -267,7 +103,7 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
         except Exception as exc:  # noqa: BLE001 - calamine raises its own error types for bad files
             raise ReadError(f"工作簿无法读取（{type(exc).__name__}）") from None
 
-        def sheet(name: str) -> _Sheet | None:
+        def sheet(name: str) -> Sheet | None:
             if name not in paths:
                 return None
             grid = calamine.get_sheet_by_name(name).to_python(skip_empty_area=False)
@@ -275,7 +111,7 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
                 xml = archive.read(paths[name][0])
             except KeyError:
                 xml = b""
-            return _Sheet(name, grid, formula_cells(xml), error_cells(xml))
+            return Sheet(name, grid, formula_cells(xml), error_cells(xml))
 
         token = _read_token(sheet(META_SHEET), properties, key)
         result = Returned(token=token)
@@ -312,7 +148,7 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
         return result
 
 
-def _read_token(meta: _Sheet | None, properties: dict[str, str], key: bytes | None) -> TokenInfo:
+def _read_token(meta: Sheet | None, properties: dict[str, str], key: bytes | None) -> TokenInfo:
     if meta is None or len(meta.grid) < 3 or not meta.grid[1] or not meta.grid[2]:
         return TokenInfo(None, "", properties.get("signature", ""), "missing", properties)
     payload_text = str(meta.grid[1][0] or "")
@@ -331,24 +167,24 @@ def _read_token(meta: _Sheet | None, properties: dict[str, str], key: bytes | No
     return TokenInfo(payload, payload_text, signature, status, properties)
 
 
-def _operator(sheet: _Sheet) -> str:
+def _operator(sheet: Sheet) -> str:
     for row in sheet.grid[:3]:
         for index, value in enumerate(row):
-            if _cell_text(value).rstrip("：:") == "经办人":
+            if cell_text(value).rstrip("：:") == "经办人":
                 for cell in row[index + 1:index + 3]:
-                    text = _cell_text(cell)
+                    text = cell_text(cell)
                     if text and not text.startswith("（"):
                         return text[:50]  # a name, not an essay
                 return ""
     return ""
 
 
-def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
+def _read_main(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
     header_row = _find_header(sheet.grid, "学号")
     if header_row is None:
         result.anomalies.append(Anomaly("header_missing", "找不到表头行（含“学号”的行）", sheet.name))
         return
-    headers = [_cell_text(v) for v in sheet.grid[header_row]]
+    headers = [cell_text(v) for v in sheet.grid[header_row]]
     columns: dict[str, int] = {}
     for index, title in enumerate(headers):
         if title and title not in columns:
@@ -361,9 +197,9 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
     key_col = columns.get(ROW_KEY_HEADER)
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         cells = {title: values[i] if i < len(values) else None for title, i in columns.items()}
-        student_no = _cell_text(cells.get("学号"))
+        student_no = cell_text(cells.get("学号"))
         if not student_no:
-            if any(_cell_text(v) for v in values):
+            if any(cell_text(v) for v in values):
                 result.anomalies.append(Anomaly("row_without_student_no", "有内容的行没有学号，已忽略", sheet.name,
                                                 f"A{offset + 1}"))
             for name, code in steps.items():  # a tick below the students: its column was shifted down
@@ -384,17 +220,17 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
             mark, reason = sheet.mark(offset, col, value)
             if mark is None:
                 result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{xl_col_to_name(col)}{offset + 1}",
-                                                student_no, code, _cell_text(value)))
+                                                student_no, code, cell_text(value)))
             else:
                 ticks[code] = mark
-        remark = _remark_text(cells.get(REMARK_HEADER))
+        remark = remark_text(cells.get(REMARK_HEADER))
         if len(remark) > MAX_TEXT:
             result.anomalies.append(Anomaly("text_too_long", f"备注超过 {MAX_TEXT} 字，只保留前 {MAX_TEXT} 字",
                                             sheet.name, f"{xl_col_to_name(columns[REMARK_HEADER])}{offset + 1}",
                                             student_no))
         key = sheet.text(offset, key_col, cells.get(ROW_KEY_HEADER))[:64] if key_col is not None else ""
         row = ReturnedRow(offset + 1, student_no[:64],
-                          {h: _cell_text(cells.get(h))[:MAX_TEXT] for h in identity}, ticks, remark[:MAX_TEXT],
+                          {h: cell_text(cells.get(h))[:MAX_TEXT] for h in identity}, ticks, remark[:MAX_TEXT],
                           key, blank)
         if student_no in result.rows:
             result.duplicates.append(row)
@@ -405,13 +241,13 @@ def _read_main(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
             result.rows[student_no] = row
 
 
-def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returned) -> None:
+def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned) -> None:
     first = GROUP_HEADERS.get(mode, "")
     header_row = _find_header(sheet.grid, first)
     if header_row is None:
         result.anomalies.append(Anomaly("header_missing", f"批量表找不到表头“{first}”", sheet.name))
         return
-    headers = [_cell_text(v) for v in sheet.grid[header_row]]
+    headers = [cell_text(v) for v in sheet.grid[header_row]]
     step_cols = {steps[h]: i for i, h in enumerate(headers) if h in steps}
     group_col = headers.index(first)
     key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
@@ -422,7 +258,7 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
     blanks: dict[str, list[int]] = {code: [] for code in step_cols}
     outside: set[str] = set()
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
-        group = _cell_text(values[group_col]) if group_col < len(values) else ""
+        group = cell_text(values[group_col]) if group_col < len(values) else ""
         if not group:
             outside.update(code for code, col in step_cols.items()
                            if col < len(values) and not sheet.is_blank(offset, col, values[col]))
@@ -435,7 +271,7 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
             value = values[col] if col < len(values) else None
             if value is None or value == "":
                 count = count_cols.get(code)
-                total = _cell_text(values[count]).partition("/")[2] if count is not None and count < len(values) else ""
+                total = cell_text(values[count]).partition("/")[2] if count is not None and count < len(values) else ""
                 if sheet.is_blank(offset, col, value) and total not in ("", "0"):
                     blanks[code].append(offset)  # a box issued here came back empty
                 continue
@@ -443,7 +279,7 @@ def _read_batch(sheet: _Sheet, mode: str, steps: dict[str, str], result: Returne
             ref = f"{xl_col_to_name(col)}{offset + 1}"
             if mark is None:
                 result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, step=code,
-                                                value=_cell_text(value)))
+                                                value=cell_text(value)))
             else:
                 result.batch.append(BatchTick(mode, group, code, mark, ref, key))
     for code, col in step_cols.items():
@@ -462,12 +298,12 @@ SHIFTED = ("这一列的勾选格可能与所在行错开了（插入或删除�
            "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE，不要清空格子")
 
 
-def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> None:
+def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
     header_row = _find_header(sheet.grid, "学号")
     if header_row is None:
         result.anomalies.append(Anomaly("header_missing", "找不到表头行（含“学号”的行）", sheet.name))
         return
-    headers = [_cell_text(v) for v in sheet.grid[header_row]]
+    headers = [cell_text(v) for v in sheet.grid[header_row]]
     if any(h not in headers for h in ("学号", "离校步骤", "解除限制", "理由")):
         result.anomalies.append(Anomaly("column_missing", f"解除限制表缺少列（应有 {'、'.join(WAIVER_HEADERS)}）",
                                         sheet.name))
@@ -481,15 +317,15 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         def get(name: str, row: list[Any] = values) -> Any:
             return row[col[name]] if col[name] < len(row) else None
-        student_no = _cell_text(get("学号"))
+        student_no = cell_text(get("学号"))
         if not student_no:
             outside = outside or (box < len(values) and not sheet.is_blank(offset, box, values[box]))
             continue
         result.waiver_students.append(student_no[:64])
-        step = steps.get(_cell_text(get("离校步骤")), "")
+        step = steps.get(cell_text(get("离校步骤")), "")
         ref = f"{xl_col_to_name(box)}{offset + 1}"
         if not step:
-            result.anomalies.append(Anomaly("unknown_step", f"未知的离校步骤“{_cell_text(get('离校步骤'))}”",
+            result.anomalies.append(Anomaly("unknown_step", f"未知的离校步骤“{cell_text(get('离校步骤'))}”",
                                             sheet.name, ref, student_no))
             continue
         blank = sheet.is_blank(offset, box, get("解除限制"))
@@ -498,40 +334,16 @@ def _read_waivers(sheet: _Sheet, steps: dict[str, str], result: Returned) -> Non
         mark, reason = sheet.mark(offset, box, get("解除限制"))
         if mark is None:
             result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, student_no, step,
-                                            _cell_text(get("解除限制"))))
+                                            cell_text(get("解除限制"))))
             continue
         key = sheet.text(offset, key_col, values[key_col])[:64] if key_col is not None and key_col < len(values) else ""
-        result.waivers.append(WaiverTick(student_no, step, mark, _remark_text(get("理由"))[:MAX_TEXT], ref, key,
+        result.waivers.append(WaiverTick(student_no, step, mark, remark_text(get("理由"))[:MAX_TEXT], ref, key,
                                          blank))
     if shifted(blanks, outside):
         result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(box)))
 
 
-def _check_key_column(sheet: _Sheet, columns: dict[str, int], result: Returned) -> None:
+def _check_key_column(sheet: Sheet, columns: dict[str, int], result: Returned) -> None:
     """A workbook issued with 行校验 keys must still have the column (the merge then checks every row)."""
     if (result.token.payload or {}).get("row_keys") and ROW_KEY_HEADER not in columns:
         result.anomalies.append(Anomaly("row_key_missing", f"找不到“{ROW_KEY_HEADER}”列（被删除或改名）", sheet.name))
-
-
-def returned_to_dict(returned: Returned) -> dict[str, Any]:
-    """A JSON-safe form of a Returned (for the sandbox child's answer)."""
-    from dataclasses import asdict
-
-    return asdict(returned)
-
-
-def returned_from_dict(data: dict[str, Any]) -> Returned:
-    """Rebuild a Returned from ``returned_to_dict`` output."""
-    token = TokenInfo(**data["token"])
-    return Returned(
-        token=token,
-        operator=data["operator"],
-        rows={k: ReturnedRow(**v) for k, v in data["rows"].items()},
-        duplicates=[ReturnedRow(**v) for v in data["duplicates"]],
-        batch=[BatchTick(**v) for v in data["batch"]],
-        waivers=[WaiverTick(**v) for v in data["waivers"]],
-        anomalies=[Anomaly(**v) for v in data["anomalies"]],
-        students_match=data["students_match"],
-        batch_rows=[(r[0], r[1], r[2], r[3]) for r in data["batch_rows"]],
-        waiver_students=list(data["waiver_students"]),
-    )

@@ -92,7 +92,8 @@ def main() -> None:
 
     _fault(fault_action("parse"))
     key_hex, _, data = raw.partition(b"\n")
-    from .reader import ReadError, read_returned, returned_to_dict
+    from .reader import read_returned
+    from .returned import ReadError, returned_to_dict
     from .sniff import check_parts, sniff
 
     verdict = sniff(data)

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from lixiao.core.flow import load_preset
 from lixiao.sync.cli import main
-from lixiao.workbooks.reader import Returned, read_returned
+from lixiao.workbooks.reader import read_returned
+from lixiao.workbooks.returned import Returned
 
 from ..conftest import cohort_folder
 from .conftest import SYSTEM_PYTHON
