@@ -11,6 +11,8 @@ from typing import Any
 
 from .chain import AuditChain
 from .files import write_small
+from .model import Status
+from .schema import LINE_MARKS
 
 CHECK_CACHE = ".check"
 DAMAGED = "store.damaged"
@@ -79,3 +81,27 @@ class WriteGuard(AuditChain):
         cache = read_json(self.path.with_name(CHECK_CACHE))
         if cache is not None and cache.get("files") == before:
             self._record_check(head)
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite integrity and foreign-key problems, and status lines that disagree with the statuses
+        (empty when the file is sound)."""
+        return self.sqlite_problems() or self.line_problems()
+
+    def sqlite_problems(self) -> list[str]:
+        """SQLite integrity and foreign-key problems (empty when the file is sound)."""
+        problems = [r[0] for r in self.db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        problems += [f"外键错误：{r[0]} 第 {r[1]} 行引用 {r[2]}" for r in self.db.execute("PRAGMA foreign_key_check")]
+        return problems
+
+    def line_problems(self) -> list[str]:
+        """Status lines that disagree with the statuses (empty when they agree)."""
+        problems = []
+        stored: dict[str, dict[str, str]] = {}
+        for no, step, status in self.db.execute("SELECT student_no, step, status FROM statuses"):
+            stored.setdefault(no, {})[step] = LINE_MARKS[Status(status)]
+        lines = {no: dict(zip(steps.split(":"), marks, strict=True))
+                 for no, steps, marks in self.db.execute("SELECT student_no, steps, marks FROM status_lines")}
+        wrong = sorted(no for no in stored.keys() | lines.keys() if stored.get(no) != lines.get(no))
+        if wrong:
+            problems.append(f"状态汇总与状态表不一致：{len(wrong)} 名学生（如 {wrong[0]}）")
+        return problems
