@@ -130,99 +130,124 @@ def plan_merge(
     if checkpoint.kind == "waiver":
         _plan_waivers(flow, year, baseline, returned, students, stored, waived, plan, row_key)
         return plan
-    cells: Mapping[str, Mapping[str, list[Any]]] = baseline["cells"]
-    identity: Mapping[str, list[str]] = baseline["identity"]
-    remarks: Mapping[str, str] = baseline["remarks"]
-    own_steps = {s.code for s in checkpoint.steps}
-    duplicated = {d.student_no for d in returned.duplicates}
-    touched: set[tuple[str, str]] = set()
-
-    for no in sorted(set(cells) - set(returned.rows)):
+    merger = _OfficeMerge(flow, year, baseline, returned, students, stored, waived, row_key, plan,
+                          {s.code for s in checkpoint.steps})
+    for no in sorted(set(merger.cells) - set(returned.rows)):
         plan.warnings.append(f"学号 {no} 的行在交回的文件中不见了（该生本次不作任何变更）")
-    shifted = _shifted_columns(returned, cells, own_steps)
     for no, row in sorted(returned.rows.items()):
-        if no not in cells:
+        if merger.row_usable(no, row):
+            merger.plan_row(no, row)
+    merger.plan_batch()
+    return plan
+
+
+@dataclass
+class _OfficeMerge:
+    """The decisions of one office workbook's return: its 办理 rows, then its batch rows."""
+
+    flow: Flow
+    year: int
+    baseline: Mapping[str, Any]
+    returned: MergeInput
+    students: Mapping[str, Student]
+    stored: Mapping[str, Mapping[str, StatusRow]]
+    waived: Mapping[str, set[str]]
+    row_key: Callable[[str], str] | None
+    plan: MergePlan
+    own_steps: set[str]
+    touched: set[tuple[str, str]] = field(default_factory=set)  # (学号, step) decided on the 办理 sheet
+
+    def __post_init__(self) -> None:
+        self.cells: Mapping[str, Mapping[str, list[Any]]] = self.baseline["cells"]
+        self.duplicated = {d.student_no for d in self.returned.duplicates}
+        self.shifted = _shifted_columns(self.returned, self.cells, self.own_steps)
+
+    def row_usable(self, no: str, row: Any) -> bool:
+        """False (with a warning or a refusal) for a row not issued, duplicated, or out of line."""
+        plan = self.plan
+        if no not in self.cells:
             plan.warnings.append(f"第 {row.row} 行：学号 {no} 不在签发的名单中，已忽略")
-            continue
-        if no in duplicated:
+            return False
+        if no in self.duplicated:
             plan.warnings.append(f"学号 {no} 在文件中出现多次，该生本次不作任何变更，请核对")
-            continue
-        if row_key is not None and row.key != row_key(no):
-            plan.misaligned.append(Refusal(no, "", _row_cells(row, flow), _MISALIGNED.format(row=row.row, no=no)))
-            continue
-        issued_identity = dict(zip(baseline.get("identity_columns", []), identity.get(no, []), strict=False))
-        edited = [c for c, v in issued_identity.items() if c in row.identity and row.identity[c] != v]
+            return False
+        if self.row_key is not None and row.key != self.row_key(no):
+            plan.misaligned.append(Refusal(no, "", _row_cells(row, self.flow), _MISALIGNED.format(row=row.row, no=no)))
+            return False
+        issued = dict(zip(self.baseline.get("identity_columns", []), self.baseline["identity"].get(no, []),
+                          strict=False))
+        edited = [c for c, v in issued.items() if c in row.identity and row.identity[c] != v]
         if edited:
             # A cell of the row no longer holds what was issued for this 学号: edited, or moved apart from the
             # 学号 by a sort or paste over some columns. Either way the row's ticks cannot be trusted.
-            shown = "、".join(f"{c}“{row.identity[c]}”（签发时为“{issued_identity[c]}”）" for c in edited[:3])
-            plan.misaligned.append(Refusal(no, "", _row_cells(row, flow),
+            shown = "、".join(f"{c}“{row.identity[c]}”（签发时为“{issued[c]}”）" for c in edited[:3])
+            plan.misaligned.append(Refusal(no, "", _row_cells(row, self.flow),
                                            f"第 {row.row} 行：学号 {no} 的{shown}与名单不符——可能只对部分列排序、粘贴，"
                                            "或修改了信息列，整行未作任何变更；信息有误请告知协调人更正名单"))
-            continue
-        student = students[no]
-        remark = row.remark if row.remark != remarks.get(no, "") else ""
+            return False
+        return True
+
+    def plan_row(self, no: str, row: Any) -> None:
+        """Every own step cell of one 办理 row, and its remark."""
+        remark = row.remark if row.remark != self.baseline["remarks"].get(no, "") else ""
         changed_any = False
         for step, ticked in row.ticks.items():
-            if step not in own_steps:
+            if step not in self.own_steps:
                 continue
-            issued = cells[no].get(step)
+            issued = self.cells[no].get(step)
             if issued is None:
                 if ticked:
-                    reason = f"该生不需要办理“{flow.steps[step].name}”（不适用）"
-                    plan.refusals.append(Refusal(no, step, "已勾选", reason))
-                continue
-            if (MAIN, step) in shifted:
-                if ticked != bool(issued[0]):
-                    touched.add((no, step))
-                    plan.refusals.append(Refusal(no, step, "已勾选" if ticked else "未勾选", SHIFTED_COLUMN))
-                continue
-            if issued[0] and not ticked and step in row.blank:
-                touched.add((no, step))
-                plan.refusals.append(Refusal(no, step, "（空）", "勾选格被清空，不是明确的取消勾选，未撤销；"
-                                             "如需撤销请取消勾选或选 FALSE"))
+                    self.plan.refusals.append(Refusal(no, step, "已勾选",
+                                                      f"该生不需要办理“{self.flow.steps[step].name}”（不适用）"))
                 continue
             if ticked != bool(issued[0]):
-                touched.add((no, step))  # decided on the 办理 sheet; a batch row does not override it
-            if _decide(flow, year, student, step, bool(issued[0]), int(issued[1]), ticked, stored, waived, remark,
-                       "applied", plan):
-                changed_any = True
+                self.touched.add((no, step))  # a batch row does not override what the 办理 sheet decided
+            if (MAIN, step) in self.shifted:
+                if ticked != bool(issued[0]):
+                    self.plan.refusals.append(Refusal(no, step, "已勾选" if ticked else "未勾选", SHIFTED_COLUMN))
+                continue
+            changed_any |= _decide(self.flow, self.year, self.students[no], step, bool(issued[0]), int(issued[1]),
+                                   ticked, self.stored, self.waived, remark, "applied", self.plan)
         if remark and not changed_any:
-            plan.notes.append((no, remark))
+            self.plan.notes.append((no, remark))
 
-    groups: Mapping[str, Mapping[str, list[str]]] = baseline.get("groups", {})
-    batch_issued: Mapping[str, Mapping[str, Mapping[str, bool]]] = baseline.get("batch", {})
-    misaligned_groups: set[tuple[str, str]] = set()
-    skipped = {r.student_no for r in plan.misaligned}  # a row in doubt gets nothing from a batch row either
-    for mode, group, key, cell in returned.batch_rows:
-        if row_key is not None and group in groups.get(mode, {}) and key != row_key(batch_ident(mode, group)):
-            misaligned_groups.add((mode, group))
-            plan.misaligned.append(Refusal("", "", f"{cell} {group}", _MISALIGNED_GROUP.format(cell=cell, group=group)))
-    for tick in returned.batch:
-        issued_ticked = bool(batch_issued.get(tick.mode, {}).get(tick.group, {}).get(tick.step, False))
-        if tick.step not in own_steps or tick.ticked == issued_ticked or (tick.mode, tick.group) in misaligned_groups:
-            continue
-        if (tick.mode, tick.step) in returned.shifted:
-            if tick.ticked:
-                plan.refusals.append(Refusal("", tick.step, f"{tick.cell} {tick.group}", SHIFTED_COLUMN))
-            continue
-        if not tick.ticked:
-            plan.warnings.append(f"批量表 {tick.cell}（{tick.group}）取消勾选不会撤销任何学生；"
-                                 "如需撤销请在“办理”表逐个取消")
-            continue
-        members = groups.get(tick.mode, {}).get(tick.group)
-        if members is None:
-            plan.warnings.append(f"批量表 {tick.cell}：“{tick.group}”不是签发时的分组，已忽略")
-            continue
-        for no in members:
-            issued = cells.get(no, {}).get(tick.step)
-            if (issued is None or (no, tick.step) in touched or no in duplicated or no not in returned.rows
-                    or no in skipped):
-                continue  # not applicable, decided on the 办理 sheet, or the row is in doubt
-            touched.add((no, tick.step))
-            _decide(flow, year, students[no], tick.step, bool(issued[0]), int(issued[1]), True, stored, waived,
-                    f"按{_mode_name(tick.mode)}批量：{tick.group}", "batch", plan)
-    return plan
+    def plan_batch(self) -> None:
+        """Batch rows: each newly ticked group expands to its issued members not decided on the 办理 sheet."""
+        plan, returned = self.plan, self.returned
+        groups: Mapping[str, Mapping[str, list[str]]] = self.baseline.get("groups", {})
+        issued_ticks: Mapping[str, Mapping[str, Mapping[str, bool]]] = self.baseline.get("batch", {})
+        misaligned: set[tuple[str, str]] = set()
+        for mode, group, key, cell in returned.batch_rows:
+            if self.row_key is not None and group in groups.get(mode, {}) \
+                    and key != self.row_key(batch_ident(mode, group)):
+                misaligned.add((mode, group))
+                plan.misaligned.append(Refusal("", "", f"{cell} {group}",
+                                               _MISALIGNED_GROUP.format(cell=cell, group=group)))
+        skipped = {r.student_no for r in plan.misaligned}  # a row in doubt gets nothing from a batch row either
+        for tick in returned.batch:
+            issued_ticked = bool(issued_ticks.get(tick.mode, {}).get(tick.group, {}).get(tick.step, False))
+            if tick.step not in self.own_steps or tick.ticked == issued_ticked or (tick.mode, tick.group) in misaligned:
+                continue
+            if (tick.mode, tick.step) in returned.shifted:
+                if tick.ticked:
+                    plan.refusals.append(Refusal("", tick.step, f"{tick.cell} {tick.group}", SHIFTED_COLUMN))
+                continue
+            if not tick.ticked:
+                plan.warnings.append(f"批量表 {tick.cell}（{tick.group}）取消勾选不会撤销任何学生；"
+                                     "如需撤销请在“办理”表逐个取消")
+                continue
+            members = groups.get(tick.mode, {}).get(tick.group)
+            if members is None:
+                plan.warnings.append(f"批量表 {tick.cell}：“{tick.group}”不是签发时的分组，已忽略")
+                continue
+            for no in members:
+                issued = self.cells.get(no, {}).get(tick.step)
+                if (issued is None or (no, tick.step) in self.touched or no in self.duplicated
+                        or no not in returned.rows or no in skipped):
+                    continue  # not applicable, decided on the 办理 sheet, or the row is in doubt
+                self.touched.add((no, tick.step))
+                _decide(self.flow, self.year, self.students[no], tick.step, bool(issued[0]), int(issued[1]), True,
+                        self.stored, self.waived, f"按{_mode_name(tick.mode)}批量：{tick.group}", "batch", plan)
 
 
 _MISALIGNED = ("第 {row} 行：“行校验”与学号 {no} 不符——这一行的学号与其他单元格已错开（可能只选中了部分列排序，"
