@@ -128,27 +128,10 @@ def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = Fal
     settings = settings or sync_settings(folder.root)
     with contextlib.suppress(OSError):
         path = path.parent.resolve() / path.name  # held/x.xlsx given relative to the data folder is held/ too
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return FileOutcome(name, "deferred", reasons=["文件已不存在（可能被移走）"])
-    except OSError as exc:
-        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
-    if not stat.S_ISREG(info.st_mode):
-        return refuse_entry(folder, path, name, info, dry_run)
-    young = time.time() - info.st_mtime < max(min_age, 0.0)
-    if young and min_age > 0:
-        return FileOutcome(name, "deferred", reasons=["文件还在写入（大小或时间未稳定），稍后再处理"])
-    if info.st_size > settings.max_bytes:
-        return refuse_large(folder, path, name, info.st_size, settings, dry_run)
-    try:
-        data = read_regular(path)
-    except FileNotFoundError:
-        return FileOutcome(name, "deferred", reasons=["文件已不存在（可能被移走）"])
-    except OSError as exc:
-        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
-    if len(data) != info.st_size:
-        return FileOutcome(name, "deferred", reasons=["文件还在写入（大小或时间未稳定），稍后再处理"])
+    taken = _take_bytes(folder, path, name, min_age, settings, dry_run)
+    if isinstance(taken, FileOutcome):
+        return taken
+    data, info = taken
     digest_hex = hashlib.sha256(data).hexdigest()
     store = folder.store
     previous = store.ledger(digest_hex)
@@ -181,6 +164,33 @@ def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = Fal
                        "工作簿的签发记录与数据库不一致（数据库可能从旧备份恢复）；请重新签发", dry_run)
     return _merge(folder, _Return(path, name, data, digest_hex, returned, workbook, baseline), key, settings,
                   dry_run, confirm)
+
+
+def _take_bytes(folder: DataFolder, path: Path, name: str, min_age: float, settings: SyncSettings,
+                dry_run: bool) -> tuple[bytes, os.stat_result] | FileOutcome:
+    """The bytes of a settled regular file, or what happened instead: gone or unreadable (deferred), still being
+    written (deferred), not a regular file or over the size cap (refused)."""
+    gone = FileOutcome(name, "deferred", reasons=["文件已不存在（可能被移走）"])
+    writing = FileOutcome(name, "deferred", reasons=["文件还在写入（大小或时间未稳定），稍后再处理"])
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return gone
+    except OSError as exc:
+        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
+    if not stat.S_ISREG(info.st_mode):
+        return refuse_entry(folder, path, name, info, dry_run)
+    if min_age > 0 and time.time() - info.st_mtime < min_age:
+        return writing
+    if info.st_size > settings.max_bytes:
+        return refuse_large(folder, path, name, info.st_size, settings, dry_run)
+    try:
+        data = read_regular(path)
+    except FileNotFoundError:
+        return gone
+    except OSError as exc:
+        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
+    return writing if len(data) != info.st_size else (data, info)
 
 
 def _token_problem(folder: DataFolder, returned: Returned) -> tuple[str, str] | None:

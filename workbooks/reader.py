@@ -208,21 +208,7 @@ def _read_main(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
                     result.anomalies.append(Anomaly("tick_outside_rows", "勾选列在学生行之外有内容", sheet.name,
                                                     f"{xl_col_to_name(col)}{offset + 1}", step=code))
             continue
-        ticks: dict[str, bool] = {}
-        blank: list[str] = []
-        for name, code in steps.items():
-            col = columns.get(name)
-            if col is None:
-                continue
-            value = values[col] if col < len(values) else None
-            if sheet.is_blank(offset, col, value):
-                blank.append(code)
-            mark, reason = sheet.mark(offset, col, value)
-            if mark is None:
-                result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{xl_col_to_name(col)}{offset + 1}",
-                                                student_no, code, cell_text(value)))
-            else:
-                ticks[code] = mark
+        ticks, blank = _read_ticks(sheet, offset, values, steps, columns, student_no, result)
         remark = remark_text(cells.get(REMARK_HEADER))
         if len(remark) > MAX_TEXT:
             result.anomalies.append(Anomaly("text_too_long", f"备注超过 {MAX_TEXT} 字，只保留前 {MAX_TEXT} 字",
@@ -239,6 +225,28 @@ def _read_main(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
                                             f"A{offset + 1}", student_no))
         else:
             result.rows[student_no] = row
+
+
+def _read_ticks(sheet: Sheet, offset: int, values: list[Any], steps: dict[str, str], columns: dict[str, int],
+                student_no: str, result: Returned) -> tuple[dict[str, bool], list[str]]:
+    """One 办理 row's step cells: the readable ticks, and the steps whose box came back empty; an unreadable
+    mark is an anomaly with its cell."""
+    ticks: dict[str, bool] = {}
+    blank: list[str] = []
+    for name, code in steps.items():
+        col = columns.get(name)
+        if col is None:
+            continue
+        value = values[col] if col < len(values) else None
+        if sheet.is_blank(offset, col, value):
+            blank.append(code)
+        mark, reason = sheet.mark(offset, col, value)
+        if mark is None:
+            result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{xl_col_to_name(col)}{offset + 1}",
+                                            student_no, code, cell_text(value)))
+        else:
+            ticks[code] = mark
+    return ticks, blank
 
 
 def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned) -> None:
