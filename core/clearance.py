@@ -10,7 +10,7 @@ from typing import Any
 from . import rules
 from .feeds import FeedEntry
 from .identity import mask_id_card
-from .model import Flow, Status, Step, Student
+from .model import FLAGS, Flow, Status, Step, Student
 from .schema import LINE_MARKS
 from .stats import CODES, STATUS_OF_CODE, Board
 from .store import Store, StoreError
@@ -22,6 +22,9 @@ _MARK_TO_CODE = str.maketrans({**{LINE_MARKS[s]: CODES[s] for s in Status if s i
                                LINE_MARKS[Status.NA]: CODES[Status.PENDING]})
 _FILL = CODES[Status.PENDING] + CODES[Status.NA]
 _DONE = CODES[Status.PASSED] + CODES[Status.OPTIONAL]  # what counts towards 全部完成
+
+
+flags_of = operator.attrgetter(*FLAGS)  # every roster flag, in model order: what applicability depends on
 
 
 class _Plan:
@@ -148,8 +151,8 @@ class Clearance:
 
     def waive(self, student: Student, step: Step, reason: str, operator: str, evidence: str = "") -> None:
         """Lift the restriction of one student's step (毕业生特殊离校点), refused on a passed step."""
-        if not reason.strip():
-            raise ClearanceError("解除限制必须填写理由（--reason）")
+        if not rules.waiver_reason(reason).allowed:
+            raise ClearanceError(rules.WAIVER_NEEDS_REASON + "；请用 --reason 写明")
         with self.store.transaction():
             stored = self.statuses(student.student_no).get(step.code, Status.PENDING)
             decision = rules.may_waive(
@@ -269,7 +272,7 @@ class Clearance:
         students = self.store.students()
         codes, complete = [], []
         for student in students:
-            flags = (student.previous, student.national_loan, student.local_loan, student.switch, student.withheld)
+            flags = flags_of(student)
             plan = plans.get(flags)
             if plan is None:
                 plan = plans[flags] = _Plan(steps, [s.enabled(self.year) and rules.applies(s, student) for s in steps])

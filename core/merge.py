@@ -354,8 +354,8 @@ def _plan_waivers(
             row = stored.get(tick.student_no, {}).get(tick.step)
             status = row.status if row else Status.PENDING
             decision = rules.may_waive(flow, student, tick.step, status, now_lifted, year)
-            if not tick.reason.strip():
-                decision = rules.Decision(False, "解除限制必须在“理由”列写明理由（如：欠费缓交，缓交证明编号）")
+            if decision.allowed:
+                decision = rules.waiver_reason(tick.reason)
             if not decision.allowed:
                 plan.refusals.append(Refusal(tick.student_no, tick.step, "解除限制", decision.reason))
                 continue

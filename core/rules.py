@@ -116,6 +116,14 @@ def liftable_steps(flow: Flow) -> list[Step]:
     return [s for s in flow.all_steps() if s.code in lifted]
 
 
+WAIVER_NEEDS_REASON = "解除限制必须写明理由（如：欠费缓交，缓交证明编号）"
+
+
+def waiver_reason(reason: str) -> Decision:
+    """A restriction is lifted only with a reason (manual §3.9): the one rule the CLI and the workbook share."""
+    return Decision(True) if reason.strip() else Decision(False, WAIVER_NEEDS_REASON)
+
+
 def may_waive(
     flow: Flow, student: Student, step_code: str, status: Status, already: bool, year: int
 ) -> Decision:
