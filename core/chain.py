@@ -143,6 +143,10 @@ class AuditChain:
         """A write transaction (provided by Store)."""
         raise NotImplementedError
 
+    def audit_count(self) -> int:
+        """How many audit events the chain holds."""
+        return int(self.db.execute("SELECT count(*) FROM audit").fetchone()[0])
+
     def head(self) -> tuple[int, str]:
         """The newest audit event's (seq, hash); (0, GENESIS) for an empty chain."""
         row = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()

@@ -69,6 +69,39 @@ class Ledger(AuditChain):
             "SELECT student_no, step, baseline, returned, current FROM conflicts WHERE return_hash = ? ORDER BY id",
             [digest_hex])]
 
+    # -- what the reports show of the returns ------------------------------------------------
+    def open_conflicts(self, limit: int) -> list[dict[str, Any]]:
+        """Unresolved conflicts, newest first, with the returned file's name."""
+        return list(self.db.query(
+            "SELECT c.*, r.file_name FROM conflicts c LEFT JOIN returns r ON r.hash = c.return_hash "
+            "WHERE c.resolved_at IS NULL ORDER BY c.id DESC LIMIT ?", [limit]))
+
+    def recent_refusals(self, limit: int) -> list[dict[str, Any]]:
+        """Refused ticks, newest first, with the returned file's name."""
+        return list(self.db.query(
+            "SELECT t.*, r.file_name FROM refused_ticks t LEFT JOIN returns r ON r.hash = t.return_hash "
+            "ORDER BY t.id DESC LIMIT ?", [limit]))
+
+    def recent_rejections(self, limit: int) -> list[dict[str, Any]]:
+        """Files refused as a whole (rejected or quarantined), newest first."""
+        return list(self.db.query(
+            "SELECT file_name, outcome, detail, updated_at FROM returns WHERE outcome IN ('rejected', 'quarantined') "
+            "ORDER BY updated_at DESC LIMIT ?", [limit]))
+
+    def office_returns(self) -> list[dict[str, Any]]:
+        """Per issued checkpoint and scope: the latest generation and issue time, and the last merged return."""
+        return list(self.db.query(
+            "SELECT w.checkpoint, w.scope, max(w.generation) AS generation, max(w.issued_at) AS issued_at, "
+            "(SELECT max(r.updated_at) FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
+            " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged') AS returned_at "
+            "FROM workbooks w GROUP BY w.checkpoint, w.scope ORDER BY w.checkpoint, w.scope"))
+
+    def merged_summary(self) -> tuple[int, str | None]:
+        """How many returns were merged, and when the last one was."""
+        count, last = self.db.execute(
+            "SELECT count(*), max(updated_at) FROM returns WHERE outcome = 'merged'").fetchone()
+        return int(count), last
+
 
 class WaiverRecords(AuditChain):
     """Lifted restrictions (解除限制), each its own record, audited (a Store mixin)."""

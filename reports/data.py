@@ -102,28 +102,18 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
     names = {s.code: s.name for s in steps}
     people = {s.student_no: s.name for s in board.students}
     conflicts = [dict(r, name=people.get(r["student_no"], ""), step_name=names.get(r["step"], r["step"]))
-                 for r in store.db.query(
-                     "SELECT c.*, r.file_name FROM conflicts c LEFT JOIN returns r ON r.hash = c.return_hash "
-                     "WHERE c.resolved_at IS NULL ORDER BY c.id DESC LIMIT ?", [REVIEW_LIMIT])]
+                 for r in store.open_conflicts(REVIEW_LIMIT)]
     refused = [dict(r, name=people.get(r["student_no"], ""), step_name=names.get(r["step"], r["step"]))
-               for r in store.db.query(
-                   "SELECT t.*, r.file_name FROM refused_ticks t LEFT JOIN returns r ON r.hash = t.return_hash "
-                   "ORDER BY t.id DESC LIMIT ?", [REVIEW_LIMIT])]
-    rejected = list(store.db.query(
-        "SELECT file_name, outcome, detail, updated_at FROM returns WHERE outcome IN ('rejected', 'quarantined') "
-        "ORDER BY updated_at DESC LIMIT ?", [REVIEW_LIMIT]))
+               for r in store.recent_refusals(REVIEW_LIMIT)]
+    rejected = store.recent_rejections(REVIEW_LIMIT)
     offices = []
-    for row in store.db.query(
-            "SELECT w.checkpoint, w.scope, max(w.generation) AS generation, max(w.issued_at) AS issued_at, "
-            "(SELECT max(r.updated_at) FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
-            " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged') AS returned_at "
-            "FROM workbooks w GROUP BY w.checkpoint, w.scope ORDER BY w.checkpoint, w.scope"):
+    for row in store.office_returns():
         checkpoint = flow.checkpoint(row["checkpoint"]) if row["checkpoint"] in {c.code for c in flow.checkpoints} \
             else None
         since = _days_since(row["returned_at"] or row["issued_at"], now)
         offices.append(dict(row, title=checkpoint.name if checkpoint else row["checkpoint"],
                             days=since, stale=since is not None and since >= stale_days))
-    ledger = store.db.execute("SELECT count(*), max(updated_at) FROM returns WHERE outcome = 'merged'").fetchone()
+    ledger = store.merged_summary()
     return ReportData(
         session=session.name, year=session.year, generated_at=now.isoformat(timespec="seconds"), flow=flow,
         school=school, checkpoints=checkpoint_progress(flow, board), colleges=group_progress(board, "college"),

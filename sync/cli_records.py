@@ -211,7 +211,7 @@ def verify(ctx: click.Context, repair: bool) -> None:
         with _progress("校验审计链") as advance:
             found = check_folder(folder, advance)
         record_findings(folder, found)
-        events = folder.store.db.execute("SELECT count(*) FROM audit").fetchone()[0]
+        events = folder.store.audit_count()
         archived = sum(1 for r in folder.store.ledger_rows() if r["outcome"] == "merged")
     if found.problems:
         for problem in found.problems:
