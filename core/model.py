@@ -29,6 +29,11 @@ STATUS_LABELS: dict[Status, str] = {
     Status.NA: "不适用",
 }
 
+# The one status alphabet: the board, the per-student status lines in the store and the student page's
+# data all use these characters.
+STATUS_CODES: dict[Status, str] = {Status.PASSED: "p", Status.FAILED: "f", Status.OPTIONAL: "o",
+                                   Status.PENDING: "n", Status.NA: "-"}
+
 LEVELS = ("本科", "硕士", "博士")
 
 # Roster flag columns: the Chinese header and the attribute of Student it fills.

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
-from .model import Status
+from .model import STATUS_CODES
 
 # The mark of each stored status in status_lines (migration 3), one character per step.
-LINE_MARKS = {Status.PASSED: "p", Status.FAILED: "f", Status.OPTIONAL: "o", Status.PENDING: "n", Status.NA: "x"}
+LINE_MARKS = STATUS_CODES  # the board's alphabet (p 已通过, f 未通过, o 可办可不办, n 未办理, - 不适用)
+_MARK = "CASE status " + " ".join(f"WHEN '{s.value}' THEN '{m}'" for s, m in LINE_MARKS.items()) + " END"
+_TRIGGERS = """    CREATE TRIGGER status_lines_insert AFTER INSERT ON statuses BEGIN
+        INSERT OR REPLACE INTO status_lines
+            SELECT NEW.student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
+            WHERE student_no = NEW.student_no;
+    END;
+    CREATE TRIGGER status_lines_update AFTER UPDATE OF student_no, step, status ON statuses
+        WHEN OLD.status IS NOT NEW.status OR OLD.step IS NOT NEW.step OR OLD.student_no IS NOT NEW.student_no
+    BEGIN
+        DELETE FROM status_lines WHERE student_no IN (OLD.student_no, NEW.student_no);
+        INSERT INTO status_lines
+            SELECT student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
+            WHERE student_no IN (OLD.student_no, NEW.student_no) GROUP BY student_no;
+    END;
+    CREATE TRIGGER status_lines_delete AFTER DELETE ON statuses BEGIN
+        DELETE FROM status_lines WHERE student_no = OLD.student_no;
+        INSERT INTO status_lines
+            SELECT student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
+            WHERE student_no = OLD.student_no GROUP BY student_no;
+    END;
+"""
 MIGRATIONS: list[str] = [
     # 1: the whole first schema.
     """
@@ -132,7 +153,7 @@ MIGRATIONS: list[str] = [
     # 3: every student's statuses as one line — the steps, and one mark per step in the same order —
     # kept by triggers in the same transaction as the statuses: a report reads 30,000 lines instead
     # of 500,000 rows.
-    """
+    ("""
     CREATE TABLE status_lines (
         student_no TEXT PRIMARY KEY,
         steps TEXT NOT NULL,
@@ -140,30 +161,17 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     INSERT INTO status_lines
         SELECT student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses GROUP BY student_no;
-    CREATE TRIGGER status_lines_insert AFTER INSERT ON statuses BEGIN
-        INSERT OR REPLACE INTO status_lines
-            SELECT NEW.student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
-            WHERE student_no = NEW.student_no;
-    END;
-    CREATE TRIGGER status_lines_update AFTER UPDATE OF student_no, step, status ON statuses
-        WHEN OLD.status IS NOT NEW.status OR OLD.step IS NOT NEW.step OR OLD.student_no IS NOT NEW.student_no
-    BEGIN
-        DELETE FROM status_lines WHERE student_no IN (OLD.student_no, NEW.student_no);
-        INSERT INTO status_lines
-            SELECT student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
-            WHERE student_no IN (OLD.student_no, NEW.student_no) GROUP BY student_no;
-    END;
-    CREATE TRIGGER status_lines_delete AFTER DELETE ON statuses BEGIN
-        DELETE FROM status_lines WHERE student_no = OLD.student_no;
-        INSERT INTO status_lines
-            SELECT student_no, group_concat(step, ':'), group_concat(MARK, '') FROM statuses
-            WHERE student_no = OLD.student_no GROUP BY student_no;
-    END;
-    """.replace("MARK", "CASE status " + " ".join(f"WHEN '{s.value}' THEN '{m}'" for s, m in LINE_MARKS.items())
-                + " END"),
+    """ + _TRIGGERS).replace("MARK", _MARK),
     # 4: every ledger change is an audit event too; a return's events (for its receipt) by its hash.
     """
     CREATE INDEX IF NOT EXISTS audit_source_hash ON audit(source_hash);
     """,
+    # 5: one status alphabet: a stored 不适用 is marked "-" in the lines, as on the board (was "x").
+    ("""
+    DROP TRIGGER IF EXISTS status_lines_insert;
+    DROP TRIGGER IF EXISTS status_lines_update;
+    DROP TRIGGER IF EXISTS status_lines_delete;
+    UPDATE status_lines SET marks = replace(marks, 'x', '-') WHERE instr(marks, 'x') > 0;
+    """ + _TRIGGERS).replace("MARK", _MARK),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

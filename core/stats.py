@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
-from .model import Flow, Status, Step, Student
+from .model import STATUS_CODES, Flow, Status, Step, Student
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class Progress:
         return 100.0 * self.unfinished / self.expected if self.expected else 0.0
 
 
-CODES = {Status.PASSED: "p", Status.FAILED: "f", Status.OPTIONAL: "o", Status.PENDING: "n", Status.NA: "-"}
+CODES = STATUS_CODES
 STATUS_OF_CODE = {code: status for status, code in CODES.items()}
 _OPEN_CODES = frozenset("fn")  # applicable and not done
 

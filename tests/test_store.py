@@ -186,3 +186,27 @@ def test_migration_builds_status_lines_and_verify_compares_them(store: Store, tm
     reopened.db.execute("UPDATE status_lines SET marks = 'f'")
     reopened.db.conn.commit()
     assert reopened.integrity_problems() == ["状态汇总与状态表不一致：1 名学生（如 0803010103）"]
+
+
+def test_migration_5_moves_stored_not_applicable_to_the_one_alphabet(store: Store, tmp_path: Path) -> None:
+    """A version-4 store marks a stored 不适用 "x" in its lines, with triggers that do too: opening it rewrites
+    the lines and the triggers to the board's "-", and later writes agree with the statuses."""
+    from lixiao.core import schema
+
+    with store.transaction():
+        store.write_status("0803010103", "electricity", Status.NA, remark="", source="t", operator="",
+                           decision="applied")
+    old_mark = schema._MARK.replace("THEN '-'", "THEN 'x'")
+    store.db.conn.executescript(
+        "DROP TRIGGER status_lines_insert; DROP TRIGGER status_lines_update; DROP TRIGGER status_lines_delete;"
+        + schema._TRIGGERS.replace("MARK", old_mark)
+        + "UPDATE status_lines SET marks = replace(marks, '-', 'x'); PRAGMA user_version=4;")
+    assert store.status_lines()["0803010103"][1] == "x"
+    store.close()
+    reopened = Store.open(tmp_path / "store.db")
+    assert reopened.status_lines()["0803010103"][1] == "-"
+    with reopened.transaction():
+        reopened.write_status("0803010104", "dorm_items", Status.NA, remark="", source="t", operator="",
+                              decision="applied")
+    assert reopened.status_lines()["0803010104"][1] == "-" and reopened.integrity_problems() == []
+    assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
