@@ -3,9 +3,41 @@ conflicts kept for each return, and the lifted restrictions (waivers): mixins of
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from .chain import AuditChain, now
+
+
+class LedgerState(StrEnum):
+    """Where a returned file (keyed by its content hash) stands; the last four are its outcome."""
+
+    RECEIVED = "received"  # seen; nothing else done yet
+    STAGED = "staged"  # an exact copy kept in archive/.staging, so a crash cannot lose it
+    MERGED = "merged"
+    REJECTED = "rejected"
+    QUARANTINED = "quarantined"
+    HELD = "held"  # waiting for `lixiao sync --confirm`
+
+
+_DECIDED = frozenset({LedgerState.MERGED, LedgerState.REJECTED, LedgerState.QUARANTINED, LedgerState.HELD})
+# The exactly-once state machine of a returned file, at a glance: from (None = no row yet) → allowed next states.
+# A file too large to stage, or refused before staging, is decided straight away; a crash between received
+# and staged leaves "received", from which the next attempt decides without staging; only a held return is
+# decided again (merged, when the coordinator confirms it). A decided file is never taken again (duplicate).
+TRANSITIONS: dict[LedgerState | None, frozenset[LedgerState]] = {
+    None: frozenset({LedgerState.RECEIVED, LedgerState.REJECTED, LedgerState.QUARANTINED}),
+    LedgerState.RECEIVED: frozenset({LedgerState.STAGED}) | _DECIDED,
+    LedgerState.STAGED: _DECIDED,
+    LedgerState.HELD: frozenset({LedgerState.MERGED}),
+    LedgerState.MERGED: frozenset(),
+    LedgerState.REJECTED: frozenset(),
+    LedgerState.QUARANTINED: frozenset(),
+}
+
+
+class LedgerError(RuntimeError):
+    """A ledger change the exactly-once state machine does not allow (a bug, never a user's doing)."""
 
 
 class Ledger(AuditChain):
@@ -22,6 +54,9 @@ class Ledger(AuditChain):
         (old and new "state/outcome"); inside a transaction."""
         stamp = now()
         previous = self.db.execute("SELECT state, outcome FROM returns WHERE hash = ?", [digest_hex]).fetchone()
+        was = LedgerState(previous[0]) if previous else None
+        if LedgerState(state) not in TRANSITIONS[was]:
+            raise LedgerError(f"台账状态不能从 {was or '（无）'} 变为 {state}（{digest_hex[:12]}）")
         new_outcome = outcome if outcome is not None else (previous[1] if previous else None)
         self.db.execute(
             "INSERT INTO returns (hash, file_name, state, outcome, workbook_id, received_at, updated_at, detail) "

@@ -210,3 +210,19 @@ def test_migration_5_moves_stored_not_applicable_to_the_one_alphabet(store: Stor
                               decision="applied")
     assert reopened.status_lines()["0803010104"][1] == "-" and reopened.integrity_problems() == []
     assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+
+
+def test_the_ledger_refuses_a_transition_outside_its_state_machine(store: Store) -> None:
+    """received → staged → held → merged is allowed; a merged file can never be received, staged or refused
+    again, and nothing is written by a refused transition."""
+    from lixiao.core.ledger import LedgerError
+
+    with store.transaction():
+        store.set_ledger("a" * 64, "f.xlsx", "received")
+        store.set_ledger("a" * 64, "f.xlsx", "staged")
+        store.set_ledger("a" * 64, "f.xlsx", "held", "held")
+        store.set_ledger("a" * 64, "f.xlsx", "merged", "merged")
+    for state in ("received", "staged", "rejected", "held"):
+        with pytest.raises(LedgerError, match="台账状态不能从 merged"), store.transaction():
+            store.set_ledger("a" * 64, "f.xlsx", state, None if state in ("received", "staged") else state)
+    assert store.ledger("a" * 64)["outcome"] == "merged"  # type: ignore[index]
