@@ -89,3 +89,47 @@ def test_student_search_by_number_name_and_masked_id(site: Path) -> None:
         assert page.locator("#results tbody tr td:nth-child(1)").all_inner_texts() == [target[0]]
         browser.close()
     assert errors == []
+
+
+def test_student_page_blocked_lines_equal_the_rules(site: Path) -> None:
+    """students.html works out 前置条件未满足 in JavaScript from the board codes: for blocked, waived and complete
+    students alike, each checkpoint's line names exactly the steps core/rules.py says are missing."""
+    from playwright.sync_api import sync_playwright
+
+    from lixiao.sync.datafolder import open_folder
+
+    folder = open_folder(site, write=False)
+    try:
+        clearance = folder.clearance
+        records = [clearance.record(s) for s in folder.store.students()]
+        flow = folder.flow
+    finally:
+        folder.close()
+    blocked = [r for r in records if r["blocked"]][:25]
+    waived = [r for r in records if any(step["waived"] for step in r["steps"])]
+    sample = blocked + waived + [r for r in records if not r["blocked"]][:5]
+    assert len(blocked) >= 10 and waived  # the demo leaves students blocked, and lifts five restrictions
+    expected: dict[str, dict[str, set[str]]] = {}
+    for record in sample:
+        lines: dict[str, set[str]] = {}
+        for item in record["blocked"]:
+            title = flow.checkpoint(flow.steps[item["step"]].checkpoint).title_for(record["college"])
+            lines.setdefault(title, set()).update(m.split("：")[-1] for m in item["missing"])
+        expected[record["student_no"]] = lines
+    seen: dict[str, dict[str, set[str]]] = {}
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((site / "reports" / "students.html").as_uri())
+        for record in sample:
+            page.fill("#q", record["student_no"])
+            lines = page.evaluate("""() => Array.from(document.querySelectorAll('#detail ol > li')).flatMap(li => {
+                const div = li.querySelector(':scope > div');
+                return div ? [[li.firstChild.textContent, div.textContent]] : [];
+            })""")
+            seen[record["student_no"]] = {title: set(text.split("：", 1)[1].split("、")) for title, text in lines}
+        browser.close()
+    assert errors == []
+    assert seen == expected
