@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from . import rules
 from .issuance import batch_ident, waiver_ident
@@ -97,14 +97,70 @@ def _label(ticked: bool) -> str:
     return "已勾选" if ticked else "未勾选"
 
 
+class ReturnedRowLike(Protocol):
+    """One returned 办理 row as the merge reads it (workbooks.returned.ReturnedRow)."""
+
+    @property
+    def row(self) -> int: ...
+    @property
+    def student_no(self) -> str: ...
+    @property
+    def identity(self) -> dict[str, str]: ...
+    @property
+    def ticks(self) -> dict[str, bool]: ...
+    @property
+    def remark(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def blank(self) -> list[str]: ...
+
+
+class BatchTickLike(Protocol):
+    """One batch-sheet box as the merge reads it (workbooks.returned.BatchTick)."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def group(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def ticked(self) -> bool: ...
+    @property
+    def cell(self) -> str: ...
+
+
+class WaiverTickLike(Protocol):
+    """One special-desk row as the merge reads it (workbooks.returned.WaiverTick)."""
+
+    @property
+    def student_no(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def lifted(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def cell(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def blank(self) -> bool: ...
+
+
+IssuedCell = list[Any]  # [ticked at issue, version at issue], as the signed baseline stores it (JSON)
+
+
 @dataclass
 class MergeInput:
     """A returned office workbook reduced to what the merge needs (from workbooks.reader.Returned)."""
 
-    rows: Mapping[str, Any]  # 学号 → object with .ticks, .identity, .remark, .row, .key, .blank
-    batch: list[Any]  # objects with .mode, .group, .step, .ticked, .cell, .key
-    duplicates: list[Any]
-    waivers: list[Any]  # objects with .student_no, .step, .lifted, .reason, .key, .blank
+    rows: Mapping[str, ReturnedRowLike]  # by 学号
+    batch: Sequence[BatchTickLike]
+    duplicates: Sequence[ReturnedRowLike]
+    waivers: Sequence[WaiverTickLike]
     batch_rows: list[tuple[str, str, str, str]] = field(default_factory=list)  # (mode, group, 行校验, cell)
     shifted: set[tuple[str, str]] = field(default_factory=set)  # (办理 | mode | 解除限制, step): column out of line
 
@@ -158,11 +214,11 @@ class _OfficeMerge:
     touched: set[tuple[str, str]] = field(default_factory=set)  # (学号, step) decided on the 办理 sheet
 
     def __post_init__(self) -> None:
-        self.cells: Mapping[str, Mapping[str, list[Any]]] = self.baseline["cells"]
+        self.cells: Mapping[str, Mapping[str, IssuedCell]] = self.baseline["cells"]
         self.duplicated = {d.student_no for d in self.returned.duplicates}
         self.shifted = _shifted_columns(self.returned, self.cells, self.own_steps)
 
-    def row_usable(self, no: str, row: Any) -> bool:
+    def row_usable(self, no: str, row: ReturnedRowLike) -> bool:
         """False (with a warning or a refusal) for a row not issued, duplicated, or out of line."""
         plan = self.plan
         if no not in self.cells:
@@ -187,7 +243,7 @@ class _OfficeMerge:
             return False
         return True
 
-    def plan_row(self, no: str, row: Any) -> None:
+    def plan_row(self, no: str, row: ReturnedRowLike) -> None:
         """Every own step cell of one 办理 row, and its remark."""
         remark = row.remark if row.remark != self.baseline["remarks"].get(no, "") else ""
         changed_any = False
@@ -256,7 +312,7 @@ _MISALIGNED_GROUP = ("批量表 {cell}：“行校验”与分组“{group}”�
                      "整行未作任何变更")
 
 
-def _row_cells(row: Any, flow: Flow) -> str:
+def _row_cells(row: ReturnedRowLike, flow: Flow) -> str:
     """A returned row's cells as the receipt lists them: 姓名 and what each step cell held."""
     marks = "，".join(f"{flow.steps[s].name if s in flow.steps else s}：{'勾' if t else '空'}"
                      for s, t in row.ticks.items())
@@ -268,7 +324,7 @@ SHIFTED_COLUMN = ("这一列的勾选格可能与所在行错开了（插入或�
                   "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE，不要清空格子")
 
 
-def _shifted_columns(returned: MergeInput, cells: Mapping[str, Mapping[str, list[Any]]],
+def _shifted_columns(returned: MergeInput, cells: Mapping[str, Mapping[str, IssuedCell]],
                      own_steps: set[str]) -> set[tuple[str, str]]:
     """The 办理 columns that may have moved apart from their rows: a tick below the students (cells inserted with
     shift down), or an issued box that came back empty — a cell inserted or deleted with shift, a column sorted
@@ -321,7 +377,7 @@ def _plan_waivers(
     stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], plan: MergePlan,
     row_key: Callable[[str], str] | None,
 ) -> None:
-    issued: Mapping[str, list[Any]] = baseline.get("waivers", {})
+    issued: Mapping[str, IssuedCell] = baseline.get("waivers", {})
     for tick in returned.waivers:
         key = f"{tick.student_no}|{tick.step}"
         if key not in issued:
