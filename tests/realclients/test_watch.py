@@ -249,6 +249,7 @@ def test_odd_names_and_id_numbers_never_break_the_log(folder: Path, daemon: Daem
     masked = f"{id_card[:6]}********{id_card[-4:]}"
     wait_for(lambda: (f"{masked}.xlsx", "merged", "merged") in ledger(folder), what="the merge")
     wait_for(lambda: "��.xlsx：已拒绝" in daemon.log(), what="the odd name in the log")
+    wait_for(lambda: f"{masked}.xlsx：已合并" in daemon.log(), what="the merge in the log")  # logged after commit
     log = daemon.log() + (daemon.data / "watch.log").read_text("utf-8")
     assert id_card not in log and f"{id_card[:6]}********{id_card[-4:]}" in log
     assert "Logging error" not in log and daemon.process.poll() is None
