@@ -26,7 +26,7 @@ from .inbox import inbox_files, is_debris
 from .locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from .messages import OUTCOME_LABELS, strip_code
 from .outcomes import FileOutcome
-from .pipeline import process_file, recover_staging, refresh_reports
+from .pipeline import process_file, recover_receipts, recover_staging, refresh_reports
 
 ROUTED_EVENTS = frozenset({"created", "modified", "closed", "moved"})
 LOCK_ATTEMPT = 1.0  # seconds one try for the writer lock lasts; the loop tries again (and stays stoppable)
@@ -263,6 +263,10 @@ class Watcher:
         observer.start()
         self.log.info("开始监视 %s（%s）", self.inbox, f"轮询 {self.poll} 秒" if self.poll else "inotify")
         try:
+            try:
+                recover_receipts(self.folder)  # receipts a crash left unwritten (the batches recover staging)
+            except Exception as exc:  # noqa: BLE001 - a receipt that cannot be rebuilt must not stop the daemon
+                self.log.error("补写回执失败（不影响收件）：%s: %s", type(exc).__name__, exc)
             self.scan()
             next_scan = time.monotonic() + self.rescan
             dirty = False

@@ -63,6 +63,7 @@ def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = Fa
     so that `cp f inbox/ && lixiao sync` processes f.
     """
     recover_staging(folder)
+    recover_receipts(folder)
     key = secret_key(folder.root)
     settings = sync_settings(folder.root)
     if confirm:
@@ -98,7 +99,7 @@ def refresh_reports(folder: DataFolder) -> Path:
 
 def recover_staging(folder: DataFolder) -> None:
     """After a crash: staged copies of merged files go to the archive, others are dropped (inbox still has
-    them), and a merged or held return whose receipt was not written yet gets it now."""
+    them). Cheap when nothing is staged: the daemon calls it before each batch."""
     staging = folder.root / "archive" / ".staging"
     if staging.is_dir():
         for staged in staging.iterdir():
@@ -111,6 +112,11 @@ def recover_staging(folder: DataFolder) -> None:
                     staged.replace(target)
             elif not row or row["outcome"] is None:
                 staged.unlink()
+
+
+def recover_receipts(folder: DataFolder) -> None:
+    """After a crash between a commit and its receipt: every merged or held return whose receipt is missing
+    gets it, built from the ledger (once per sync, and when the daemon starts — it reads the whole ledger)."""
     for row in folder.store.ledger_rows():
         if row["outcome"] in ("merged", HELD):
             detail = ledger_detail(row)

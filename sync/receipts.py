@@ -35,9 +35,8 @@ def write_receipt(folder: DataFolder, row: dict[str, Any]) -> str:
     store = folder.store
     names = {s.code: s.name for s in folder.flow.all_steps()}
     events = store.audit_events(digest_hex)
-    who = store.student_names({e["student_no"] for e in events}
-                              | {r[0] for r in store.refused_of(digest_hex)}
-                              | {c[0] for c in store.conflicts_of(digest_hex)})
+    refused, conflicts = store.refused_of(digest_hex), store.conflicts_of(digest_hex)
+    who = store.student_names({e["student_no"] for e in events} | {r[0] for r in refused} | {c[0] for c in conflicts})
 
     def label(value: str) -> str:
         return Status(value).label if value else "未办理"
@@ -53,8 +52,8 @@ def write_receipt(folder: DataFolder, row: dict[str, Any]) -> str:
     ]
     if held:
         summary.insert(7, ("原因", str(detail.get("message", ""))))
-    head = store.head()
-    summary.append(("审计链位置", f"第 {head[0]} 条，{head[1][:16]}"))
+    if events:  # where this return's commit left the chain: the same however late the receipt is written
+        summary.append(("审计链位置", f"第 {events[-1]['seq']} 条，{events[-1]['hash'][:16]}"))
     applied = [[e["student_no"], who.get(e["student_no"], ""), names.get(e["step"], e["step"]), label(e["old"]),
                 label(e["new"]), {"revoked": "撤销"}.get(e["decision"], e["detail"])]
                for e in events if e["kind"] == "status"]
@@ -63,9 +62,9 @@ def write_receipt(folder: DataFolder, row: dict[str, Any]) -> str:
     sections = {
         "applied": applied,
         "refused": [[no, who.get(no, ""), names.get(step, step), value, reason]
-                    for no, step, value, reason in store.refused_of(digest_hex)],
+                    for no, step, value, reason in refused],
         "conflicts": [[no, who.get(no, ""), names.get(step, step), issued, returned, current]
-                      for no, step, issued, returned, current in store.conflicts_of(digest_hex)],
+                      for no, step, issued, returned, current in conflicts],
         "warnings": [[w] for w in [*detail.get("pending", []), *detail.get("warnings", [])]],
     }
     masked = {key: [[mask_ids_in_text(str(cell)) for cell in line] for line in lines]

@@ -188,3 +188,21 @@ def test_an_id_number_typed_into_the_id_column_is_masked_in_the_receipt(issued: 
     assert full not in text and masked in text
     ledger = rows(issued, "SELECT detail FROM returns")
     assert full not in str(ledger)
+
+
+def test_a_rebuilt_receipt_says_what_the_first_one_said(issued: Cli) -> None:
+    """A receipt deleted and rebuilt later (the chain has moved on) is the same: applied rows and the chain
+    position of its own commit."""
+    drop(issued, "u.xlsx", ticked(issued))
+    [item] = sync(issued)["files"]
+    path = issued.data / item["receipt"]
+
+    def content() -> list[list[tuple[object, ...]]]:
+        book = openpyxl.load_workbook(path)
+        return [[r for r in ws.iter_rows(values_only=True) if r[0] != "处理时间"] for ws in book.worksheets]
+
+    first = content()
+    path.unlink()
+    assert issued("set", "0803010104", "electricity", "passed").exit_code == 0
+    sync(issued)
+    assert content() == first and any(r[0] == "审计链位置" for r in first[0])
