@@ -105,12 +105,10 @@ def seen_before(folder: DataFolder, path: Path, name: str, digest_hex: str, prev
             else:
                 write_atomically(archived, read_regular(path))
         if in_inbox(folder, path):
-            if outcome == "duplicate":
-                path.unlink(missing_ok=True)
+            if outcome in ("duplicate", HELD):
+                path.unlink(missing_ok=True)  # merged, or already waiting in held/: a second copy adds nothing
             else:
-                home = HELD if outcome == HELD else "rejected"
-                target = unique_path(folder.root / home / name)
-                target.parent.mkdir(exist_ok=True)
+                target = unique_path(folder.root / "rejected" / name)
                 path.replace(target)
                 explain(target, name, outcome, str(refusal.get("code", outcome)), str(refusal.get("message", "")),
                          digest_hex)

@@ -206,3 +206,21 @@ def test_a_rebuilt_receipt_says_what_the_first_one_said(issued: Cli) -> None:
     assert issued("set", "0803010104", "electricity", "passed").exit_code == 0
     sync(issued)
     assert content() == first and any(r[0] == "审计链位置" for r in first[0])
+
+
+def test_a_held_return_dropped_again_leaves_one_copy_in_held(issued: Cli) -> None:
+    """The same held return returned twice stays one file in held/; after --confirm, held/ is empty and verify
+    passes (no second copy left without its hold)."""
+    for no in ("0803010103", "0803010104"):
+        issued("set", no, "electricity", "passed")
+    issued("issue", "--checkpoint", "utilities")
+    (issued.data / "lixiao.toml").write_text((issued.data / "lixiao.toml").read_text("utf-8")
+                                             + "\n[sync]\nmax_revocations = 1\n", "utf-8")
+    data = edit(outbox(issued, "utilities")[-1], {("0803010103", "清理电费"): False, ("0803010104", "清理电费"): False})
+    drop(issued, "a.xlsx", data)
+    assert sync(issued)["files"][0]["outcome"] == "held"
+    drop(issued, "b.xlsx", data)
+    assert sync(issued)["files"][0]["outcome"] == "held"
+    assert sorted(p.name for p in (issued.data / "held").glob("*.xlsx")) == ["a.xlsx"]
+    assert issued("sync", "--confirm", str(issued.data / "held" / "a.xlsx")).exit_code == 0
+    assert list((issued.data / "held").iterdir()) == [] and issued("verify").exit_code == 0
