@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import sqlite_utils
 
@@ -33,12 +32,60 @@ def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def audit_hash(prev_hash: str, event: dict[str, Any]) -> str:
-    """The hash that chains one audit event to the previous one."""
-    body = json.dumps([prev_hash, *(event[f] for f in _AUDIT_FIELDS)], ensure_ascii=False)
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One audit event to append: every field is text; ``at`` empty means now."""
+
+    kind: str
+    student_no: str = ""
+    step: str = ""
+    old: str = ""
+    new: str = ""
+    decision: str = ""
+    source: str = ""
+    source_hash: str = ""
+    operator: str = ""
+    detail: str = ""
+    at: str = ""
+
+    def fields(self) -> tuple[str, ...]:
+        """The hashed fields, in chain order."""
+        return (self.at, self.kind, self.student_no, self.step, self.old, self.new, self.decision, self.source,
+                self.source_hash, self.operator, self.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One stored audit event, as the chain holds it."""
+
+    seq: int
+    at: str
+    kind: str
+    student_no: str
+    step: str
+    old: str
+    new: str
+    decision: str
+    source: str
+    source_hash: str
+    operator: str
+    detail: str
+    prev_hash: str
+    hash: str
+
+
+AUDIT_COLUMNS = ", ".join(("seq", *_AUDIT_FIELDS, "prev_hash", "hash"))  # AuditEvent's fields, in order
+
+
+def audit_hash(prev_hash: str, fields: tuple[str, ...]) -> str:
+    """The hash that chains one audit event (its fields in chain order, Event.fields) to the previous one."""
+    body = json.dumps([prev_hash, *fields], ensure_ascii=False)
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+
+# A statuses row as the chain replays it: (status, remark, version, updated_at, source, operator).
+StatusFields = tuple[str, str, int, str, str, str]
 
 
 @dataclass
@@ -48,7 +95,7 @@ class Replay:
     events: int = 0
     chain: list[str] = field(default_factory=list)
     # (学号, step) → (status, remark, version, updated_at, source, operator), as the statuses table holds it
-    statuses: dict[tuple[str, str], tuple[str, str, int, str, str, str]] = field(default_factory=dict)
+    statuses: dict[tuple[str, str], StatusFields] = field(default_factory=dict)
     # (学号, step) → (reason, evidence, operator, created_at) of the waivers in force
     waivers: dict[tuple[str, str], tuple[str, str, str, str]] = field(default_factory=dict)
     # content hash → (state, outcome, first file name)
@@ -61,7 +108,7 @@ class Replay:
 class Differences:
     """Rows of the statuses, waivers and returns tables that disagree with the replayed chain."""
 
-    status_changed: list[tuple[tuple[str, str], tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)
+    status_changed: list[tuple[tuple[str, str], StatusFields, StatusFields]] = field(default_factory=list)
     status_missing: list[tuple[str, str]] = field(default_factory=list)
     status_extra: list[tuple[str, str]] = field(default_factory=list)
     waiver_missing: list[tuple[str, str]] = field(default_factory=list)
@@ -119,7 +166,7 @@ _STATUS_FIELDS = ("状态", "备注", "版本", "时间", "来源", "操作人")
 _EVIDENCE = re.compile(r"^(.*)（证明：(.*)）$", re.S)
 
 
-def _status_difference(row: tuple[Any, ...], want: tuple[Any, ...]) -> str:
+def _status_difference(row: StatusFields, want: StatusFields) -> str:
     """Which fields of a status row differ from the replayed chain: 表中 … 审计记录为 …."""
     parts = [f"{name}表中为“{a}”，审计记录为“{b}”" for name, a, b in zip(_STATUS_FIELDS, row, want, strict=False)
              if a != b]
@@ -139,9 +186,16 @@ class AuditChain:
     db: sqlite_utils.Database
     path: Path
 
-    def transaction(self) -> AbstractContextManager[Any]:
+    def transaction(self) -> AbstractContextManager[object]:
         """A write transaction (provided by Store)."""
         raise NotImplementedError
+
+    def events_where(self, column: str, value: str) -> list[AuditEvent]:
+        """Every audit event whose ``column`` (student_no or source_hash, both indexed) is ``value``, oldest first."""
+        if column not in ("student_no", "source_hash"):
+            raise ValueError(column)
+        return [AuditEvent(*row) for row in self.db.execute(
+            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {column} = ? ORDER BY seq", [value])]
 
     def audit_count(self) -> int:
         """How many audit events the chain holds."""
@@ -192,17 +246,18 @@ class AuditChain:
         seq, digest = head or self.head()
         write_small(self.path.with_name(ANCHOR), f"{seq} {digest}\n", durable=True)
 
-    def append_audit(self, events: Iterable[dict[str, Any]]) -> int:
+    def append_audit(self, events: Iterable[Event]) -> int:
         """Append events to the hash-chained audit log; call inside a transaction."""
         row = self.db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS
         stamp = now()
         rows = []
-        for raw in events:
-            event = {f: str(raw.get(f, "") or "") for f in _AUDIT_FIELDS}
-            event["at"] = event["at"] or stamp
-            digest = audit_hash(prev, event)
-            rows.append([*(event[f] for f in _AUDIT_FIELDS), prev, digest])
+        for event in events:
+            fields = event.fields()
+            if not fields[0]:
+                fields = (stamp, *fields[1:])
+            digest = audit_hash(prev, fields)
+            rows.append([*fields, prev, digest])
             prev = digest
         self.db.conn.executemany(
             f"INSERT INTO audit ({', '.join(_AUDIT_FIELDS)}, prev_hash, hash) "
@@ -271,8 +326,9 @@ class AuditChain:
                 found.status_extra.append((no, step))
                 continue
             seen += 1
-            if want != tuple(row):
-                found.status_changed.append(((no, step), tuple(row), want))
+            stored: StatusFields = (row[0], row[1], row[2], row[3], row[4], row[5])
+            if want != stored:
+                found.status_changed.append(((no, step), stored, want))
         if seen != len(replayed):
             table = {(r[0], r[1]) for r in self.db.execute("SELECT student_no, step FROM statuses")}
             found.status_missing = [key for key in replayed if key not in table]
@@ -335,6 +391,6 @@ class AuditChain:
                     [digest, first, state, outcome, stamp, stamp])
                 restored.append(f"台账“{name}”（{digest[:12]}）→ {state}/{outcome or ''}")
             shown = restored[:REPAIR_LISTED] + ([f"等共 {len(restored)} 处"] if len(restored) > REPAIR_LISTED else [])
-            self.append_audit([{"at": stamp, "kind": "repair", "decision": "restored", "source": "verify --repair",
-                                "operator": operator, "detail": "按审计记录恢复：" + "；".join(shown)}])
+            self.append_audit([Event("repair", decision="restored", source="verify --repair", operator=operator,
+                                     detail="按审计记录恢复：" + "；".join(shown), at=stamp)])
         return restored

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from . import rules
 from .feeds import FeedEntry
@@ -36,7 +36,7 @@ class _Plan:
         self.blank = "".join(_FILL[0] if a else _FILL[1] for a in applicable)  # nothing stored yet
         required = [i for i, (s, a) in enumerate(zip(steps, applicable, strict=True)) if a and s.required]
         self._required = operator.itemgetter(*required) if required else None
-        self._gathers: dict[str, Callable[[str], Any]] = {}
+        self._gathers: dict[str, Callable[[str], tuple[str, ...]]] = {}
 
     def codes(self, present: str, marks: str) -> str:
         """The codes in flow order of a student whose stored steps are ``present`` (joined by ":") with
@@ -46,16 +46,68 @@ class _Plan:
             gather = self._gathers[present] = self._gather(present.split(":"))
         return "".join(gather(marks.translate(_MARK_TO_CODE) + _FILL))
 
-    def _gather(self, present: list[str]) -> Callable[[str], Any]:
+    def _gather(self, present: list[str]) -> Callable[[str], tuple[str, ...]]:
         where = {step: i for i, step in enumerate(present)}
         pending, not_applicable = len(present), len(present) + 1  # where the fill characters are
         indexes = [where.get(s.code, pending) if a else not_applicable
                    for s, a in zip(self._steps, self._applicable, strict=True)]
-        return operator.itemgetter(*indexes) if indexes else (lambda _: "")
+        if not indexes:
+            return lambda _: ()
+        if len(indexes) == 1:  # itemgetter of one index returns the item, not a tuple
+            only = indexes[0]
+            return lambda text: (text[only],)
+        gather: Callable[[str], tuple[str, ...]] = operator.itemgetter(*indexes)
+        return gather
 
     def complete(self, code: str) -> bool:
         """全部完成: every applicable required step passed or optional."""
         return self._required is None or not "".join(self._required(code)).strip(_DONE)
+
+
+class StepRecord(TypedDict):
+    """One step of a student's 离校记录 (``status --json``)."""
+
+    checkpoint: str
+    checkpoint_name: str
+    step: str
+    step_name: str
+    status: str
+    status_label: str
+    waived: bool
+    remark: str
+    updated_at: str
+    source: str
+
+
+class BlockedRecord(TypedDict):
+    """A step the student may not pass yet, and what is missing."""
+
+    step: str
+    step_name: str
+    missing: list[str]
+    message: str
+
+
+StudentRecord = TypedDict("StudentRecord", {
+    "student_no": str, "name": str, "gender": str, "id_card": str, "college": str, "major": str, "class": str,
+    "dorm": str, "level": str, "previous": bool, "complete": bool, "steps": list[StepRecord],
+    "blocked": list[BlockedRecord]})
+StudentRecord.__doc__ = "The ``status --json`` document: a student's 基本信息 and 离校记录."
+
+
+class MatrixEntry(TypedDict):
+    """One cell of the full status matrix (``export FILE.json``)."""
+
+    student_no: str
+    step: str
+    status: str
+    waived: bool
+
+
+WaiverListing = TypedDict("WaiverListing", {
+    "student_no": str, "name": str, "college": str, "class": str, "step": str, "step_name": str,
+    "checkpoint_name": str, "status": str, "reason": str, "evidence": str, "operator": str, "created_at": str})
+WaiverListing.__doc__ = "One entry of the 已解除限制名单."
 
 
 class ClearanceError(ValueError):
@@ -115,7 +167,7 @@ class Clearance:
 
     def waived(self, student_no: str) -> set[str]:
         """Steps of one student whose restriction is lifted."""
-        return {w["step"] for w in self.store.active_waivers(student_no)}
+        return {w.step for w in self.store.active_waivers(student_no)}
 
     # -- changes -------------------------------------------------------------------------
     def set_step(
@@ -211,12 +263,12 @@ class Clearance:
         return report
 
     # -- records -------------------------------------------------------------------------
-    def record(self, student: Student) -> dict[str, Any]:
+    def record(self, student: Student) -> StudentRecord:
         """The ``status --json`` document: the student's 离校记录, blocked steps, 全部完成."""
         rows = self.store.status_rows(student.student_no)
         statuses = {k: v.status for k, v in rows.items()}
         waived = self.waived(student.student_no)
-        steps = []
+        steps: list[StepRecord] = []
         for cp in self.flow.checkpoints:
             for step in cp.steps:
                 row = rows.get(step.code)
@@ -264,7 +316,7 @@ class Clearance:
         lines = self.store.status_lines()
         waivers: dict[str, set[str]] = {}
         for w in self.store.active_waivers():
-            waivers.setdefault(w["student_no"], set()).add(w["step"])
+            waivers.setdefault(w.student_no, set()).add(w.step)
         # Applicability depends on the roster flags only (applies_to names a flag), so it is worked out
         # once per combination of flags: same answers as rules.effective_status / rules.is_complete
         # (tests/test_rules.py pins this), a fraction of the cost at 30,000 students.
@@ -288,7 +340,7 @@ class Clearance:
         return [(student, board.statuses(i), board.waived.get(student.student_no, set()), board.complete[i])
                 for i, student in enumerate(board.students)]
 
-    def matrix(self) -> list[dict[str, Any]]:
+    def matrix(self) -> list[MatrixEntry]:
         """The full status matrix: one entry per student and step (``export FILE.json``)."""
         board = self.board()
         values = {code: STATUS_OF_CODE[code].value for code in STATUS_OF_CODE}
@@ -299,26 +351,19 @@ class Clearance:
             for step, code in zip(board.steps, codes, strict=True)
         ]
 
-    def waiver_list(self) -> list[dict[str, Any]]:
+    def waiver_list(self) -> list[WaiverListing]:
         """已解除限制名单: every restriction in force, with the student and the step's current status."""
-        result = []
+        result: list[WaiverListing] = []
         for w in self.store.active_waivers():
-            if w["name"] is None:
-                raise StoreError(f"解除限制记录引用了不存在的学生 {w['student_no']}")
-            step = self.flow.steps.get(w["step"])
-            status = Status(w["stored"]) if w["stored"] else Status.PENDING
+            if w.name is None:
+                raise StoreError(f"解除限制记录引用了不存在的学生 {w.student_no}")
+            step = self.flow.steps.get(w.step)
+            status = Status(w.stored) if w.stored else Status.PENDING
             result.append({
-                "student_no": w["student_no"],
-                "name": w["name"],
-                "college": w["college"],
-                "class": w["class_name"],
-                "step": w["step"],
-                "step_name": step.name if step else w["step"],
-                "checkpoint_name": self.flow.checkpoint(step.checkpoint).title_for(w["college"]) if step else "",
-                "status": status.label,
-                "reason": w["reason"],
-                "evidence": w["evidence"],
-                "operator": w["operator"],
-                "created_at": w["created_at"],
+                "student_no": w.student_no, "name": w.name, "college": w.college, "class": w.class_name,
+                "step": w.step, "step_name": step.name if step else w.step,
+                "checkpoint_name": self.flow.checkpoint(step.checkpoint).title_for(w.college) if step else "",
+                "status": status.label, "reason": w.reason, "evidence": w.evidence, "operator": w.operator,
+                "created_at": w.created_at,
             })
         return result

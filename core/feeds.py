@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from .identity import clean_text, normalize_id_card
 from .model import Status
@@ -45,7 +44,7 @@ class FeedParse:
     problems: list[str] = field(default_factory=list)
 
 
-def _number(value: Any) -> Decimal | None:
+def _number(value: object) -> Decimal | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return Decimal(0)
     if isinstance(value, bool):
@@ -73,7 +72,7 @@ def finance_outcome(amount: Decimal) -> tuple[Status, str]:
 
 
 def parse_feed(
-    kind: str, headers: list[str], rows: Iterable[tuple[int, Mapping[str, Any]]], loan: str = ""
+    kind: str, headers: list[str], rows: Iterable[tuple[int, Mapping[str, object]]], loan: str = ""
 ) -> FeedParse:
     """Read a feed export into entries; ``loan`` (national/local) is needed when no 贷款类型 column."""
     if kind not in FEED_KINDS:

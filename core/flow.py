@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from .model import FLAGS, Checkpoint, Flow, Step
 
@@ -66,34 +66,34 @@ def _fail(origin: str, message: str) -> FlowError:
     return FlowError(f"{origin}：{message}")
 
 
-def _unknown_keys(table: dict[str, Any], allowed: set[str], where: str, origin: str) -> None:
+def _unknown_keys(table: Mapping[str, object], allowed: set[str], where: str, origin: str) -> None:
     extra = sorted(set(table) - allowed)
     if extra:
         raise _fail(origin, f"{where}有未知的键 {', '.join(extra)}（可用：{', '.join(sorted(allowed))}）")
 
 
-def _str(table: dict[str, Any], key: str, where: str, origin: str, default: str | None = None) -> str:
+def _str(table: Mapping[str, object], key: str, where: str, origin: str, default: str | None = None) -> str:
     value = table.get(key, default)
     if not isinstance(value, str) or (default is None and not value):
         raise _fail(origin, f"{where}缺少文本键 {key}")
     return value
 
 
-def _str_list(table: dict[str, Any], key: str, where: str, origin: str) -> tuple[str, ...]:
+def _str_list(table: Mapping[str, object], key: str, where: str, origin: str) -> tuple[str, ...]:
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _fail(origin, f"{where}的 {key} 应为文本列表")
     return tuple(value)
 
 
-def _bool(table: dict[str, Any], key: str, default: bool, where: str, origin: str) -> bool:
+def _bool(table: Mapping[str, object], key: str, default: bool, where: str, origin: str) -> bool:
     value = table.get(key, default)
     if not isinstance(value, bool):
         raise _fail(origin, f"{where}的 {key} 应为 true 或 false")
     return value
 
 
-def _build_step(raw: Any, checkpoint: str, where_cp: str, origin: str) -> Step:
+def _build_step(raw: object, checkpoint: str, where_cp: str, origin: str) -> Step:
     if not isinstance(raw, dict):
         raise _fail(origin, f"{where_cp}的 step 应为表（[[checkpoint.step]]）")
     code = _str(raw, "code", f"{where_cp}的步骤", origin)
@@ -128,7 +128,7 @@ def _build_step(raw: Any, checkpoint: str, where_cp: str, origin: str) -> Step:
     )
 
 
-def _build_checkpoint(raw: Any, origin: str) -> Checkpoint:
+def _build_checkpoint(raw: object, origin: str) -> Checkpoint:
     if not isinstance(raw, dict):
         raise _fail(origin, "checkpoint 应为表（[[checkpoint]]）")
     code = _str(raw, "code", "离校点", origin)
@@ -169,7 +169,7 @@ def _build_checkpoint(raw: Any, origin: str) -> Checkpoint:
     )
 
 
-def build_flow(data: dict[str, Any], origin: str = "流程文件") -> Flow:
+def build_flow(data: Mapping[str, object], origin: str = "流程文件") -> Flow:
     """Validate parsed TOML data: codes unique, prerequisites known and acyclic."""
     _unknown_keys(data, _FLOW_KEYS, "流程", origin)
     name = _str(data, "name", "流程", origin)
@@ -231,7 +231,7 @@ def _find_cycle(flow: Flow) -> list[str]:
     return []
 
 
-def flow_to_dict(flow: Flow, year: int) -> dict[str, Any]:
+def flow_to_dict(flow: Flow, year: int) -> dict[str, object]:
     """The ``flow show --json`` document of the contract."""
     return {
         "name": flow.name,

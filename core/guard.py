@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 from .chain import AuditChain
 from .files import write_small
@@ -37,7 +36,7 @@ def file_stats(path: Path) -> list[list[int] | None]:
     return stats
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
@@ -71,15 +70,15 @@ class WriteGuard(AuditChain):
         except sqlite3.DatabaseError as exc:
             return str(exc)
 
-    def _record_check(self, head: list[Any] | None = None) -> None:
+    def _record_check(self, head: list[object] | None = None) -> None:
         """Remember the files as they are now as checked (a cache: written without fsync)."""
         cache = {"files": file_stats(self.path), "head": head if head is not None else list(self.head())}
         write_small(self.path.with_name(CHECK_CACHE), json.dumps(cache), durable=False)
 
-    def _advance_check(self, before: list[list[int] | None], head: list[Any] | None = None) -> None:
+    def _advance_check(self, before: list[list[int] | None], head: list[object] | None = None) -> None:
         """Move the check cache over our own change, only when it described the files just before it."""
         cache = read_json(self.path.with_name(CHECK_CACHE))
-        if cache is not None and cache.get("files") == before:
+        if isinstance(cache, dict) and cache.get("files") == before:
             self._record_check(head)
 
     def integrity_problems(self) -> list[str]:

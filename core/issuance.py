@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import rules
 from .identity import mask_id_card
@@ -74,6 +74,69 @@ class WaiverRowPlan:
 PREREQ_MET = "已满足"
 
 
+class BaselineError(ValueError):
+    """A stored baseline is not what lixiao writes (the store was edited, or is from an incompatible version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCell:
+    """One step cell as issued: ticked or not, and the cell's version in the store at that moment."""
+
+    ticked: bool
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """The issued values a return is merged against (signed: the token carries the hash of ``as_json()``)."""
+
+    cells: dict[str, dict[str, IssuedCell]]  # 学号 → step → issued cell (applicable steps only)
+    remarks: dict[str, str]  # 学号 → 备注 as issued
+    identity_columns: tuple[str, ...]
+    identity: dict[str, tuple[str, ...]]  # 学号 → identity cells as issued
+    batch: dict[str, dict[str, dict[str, bool]]]  # mode → group → step → every member already passed
+    groups: dict[str, dict[str, tuple[str, ...]]]  # mode → group → its members' 学号
+    waivers: dict[str, tuple[bool, str]]  # "学号|step" → (lifted at issue, reason)
+
+    def as_json(self) -> dict[str, object]:
+        """The JSON form whose canonical text is stored and whose digest the token signs."""
+        return {
+            "cells": {no: {step: [c.ticked, c.version] for step, c in cells.items()}
+                      for no, cells in self.cells.items()},
+            "remarks": self.remarks,
+            "identity_columns": list(self.identity_columns),
+            "identity": {no: list(values) for no, values in self.identity.items()},
+            "batch": self.batch,
+            "groups": {mode: {g: list(members) for g, members in groups.items()}
+                       for mode, groups in self.groups.items()},
+            "waivers": {k: [lifted, reason] for k, (lifted, reason) in self.waivers.items()},
+        }
+
+    def digest(self) -> str:
+        """The hash the token carries (baseline_hash)."""
+        return digest(self.as_json())
+
+    @classmethod
+    def from_text(cls, text: str) -> Baseline:
+        """The baseline of a registered workbook from its stored canonical JSON; BaselineError if malformed."""
+        try:
+            raw = json.loads(text)
+            return cls(
+                cells={str(no): {str(step): IssuedCell(bool(c[0]), int(c[1])) for step, c in cells.items()}
+                       for no, cells in raw["cells"].items()},
+                remarks={str(k): str(v) for k, v in raw["remarks"].items()},
+                identity_columns=tuple(str(c) for c in raw.get("identity_columns", [])),
+                identity={str(no): tuple(str(v) for v in values) for no, values in raw["identity"].items()},
+                batch={str(mode): {str(g): {str(s): bool(t) for s, t in ticks.items()} for g, ticks in groups.items()}
+                       for mode, groups in raw.get("batch", {}).items()},
+                groups={str(mode): {str(g): tuple(str(n) for n in members) for g, members in groups.items()}
+                        for mode, groups in raw.get("groups", {}).items()},
+                waivers={str(k): (bool(v[0]), str(v[1])) for k, v in raw.get("waivers", {}).items()},
+            )
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise BaselineError(f"工作簿的签发记录无法读取（{type(exc).__name__}）") from None
+
+
 @dataclass
 class WorkbookPlan:
     """Everything a workbook shows, independent of the file format."""
@@ -99,25 +162,19 @@ class WorkbookPlan:
             return sorted({r.student.student_no for r in self.waiver_rows})
         return sorted(r.student.student_no for r in self.rows)
 
-    def baseline(self) -> dict[str, Any]:
+    def baseline(self) -> Baseline:
         """The issued values the three-way merge compares a return against."""
-        return {
-            "cells": {
-                r.student.student_no: {c.step: [c.ticked, c.version] for c in r.cells if c.applicable}
-                for r in self.rows
-            },
-            "remarks": {r.student.student_no: r.remark for r in self.rows},
-            "identity_columns": list(self.identity_columns),
-            "identity": {r.student.student_no: list(r.identity) for r in self.rows},
-            "batch": {
-                mode: {g.key: dict(zip((s.code for s in self.steps), g.ticked, strict=True)) for g in groups}
-                for mode, groups in self.groups.items()
-            },
-            "groups": {mode: {g.key: list(g.student_nos) for g in groups} for mode, groups in self.groups.items()},
-            "waivers": {
-                f"{w.student.student_no}|{w.step.code}": [w.waived, w.reason] for w in self.waiver_rows
-            },
-        }
+        return Baseline(
+            cells={r.student.student_no: {c.step: IssuedCell(c.ticked, c.version) for c in r.cells if c.applicable}
+                   for r in self.rows},
+            remarks={r.student.student_no: r.remark for r in self.rows},
+            identity_columns=self.identity_columns,
+            identity={r.student.student_no: r.identity for r in self.rows},
+            batch={mode: {g.key: dict(zip((s.code for s in self.steps), g.ticked, strict=True)) for g in groups}
+                   for mode, groups in self.groups.items()},
+            groups={mode: {g.key: g.student_nos for g in groups} for mode, groups in self.groups.items()},
+            waivers={f"{w.student.student_no}|{w.step.code}": (w.waived, w.reason) for w in self.waiver_rows},
+        )
 
     def students_hash(self) -> str:
         """Hash of the issued student list."""

@@ -3,10 +3,11 @@ conflicts kept for each return, and the lifted restrictions (waivers): mixins of
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any
 
-from .chain import AuditChain, now
+from .chain import AuditChain, AuditEvent, Event, now
 
 
 class LedgerState(StrEnum):
@@ -36,6 +37,197 @@ TRANSITIONS: dict[LedgerState | None, frozenset[LedgerState]] = {
 }
 
 
+class Channel(StrEnum):
+    """How a return reached lixiao."""
+
+    INBOX = "inbox"  # dropped into inbox/ (by hand, USB, …)
+    FILE = "file"  # named on the command line (lixiao sync FILE)
+    SHARE = "share"  # an office's 交回/ folder on the shared drive
+    MAIL = "mail"  # an attachment of a mail fetched over IMAP
+
+    @property
+    def label(self) -> str:
+        """The channel in Chinese (receipts, reports)."""
+        return {"inbox": "收件箱", "file": "命令行文件", "share": "共享文件夹", "mail": "邮件"}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a return came from: its channel, the office (directory key) and, for mail, who sent it and when."""
+
+    channel: Channel = Channel.INBOX
+    office: str = ""  # the office directory's key (checkpoint code, or code + "|" + college)
+    sender: str = ""  # the From address of a mail
+    message_id: str = ""
+    sent_at: str = ""  # the mail's Date
+    sender_known: bool = True  # the sender is in the office directory
+
+    def describe(self) -> str:
+        """One Chinese line: channel and sender (audit detail, receipts)."""
+        parts = [self.channel.label]
+        if self.sender:
+            parts.append(self.sender + ("" if self.sender_known else "（不在通讯录中）"))
+        if self.sent_at:
+            parts.append(f"发送于 {self.sent_at}")
+        return "，".join(parts)
+
+
+@dataclass
+class ReturnDetail:
+    """What the ledger keeps of a decided return (its ``detail`` column, JSON): a refusal's code and message, or a
+    merged (held) return's counts, 经办人, workbook, warnings and receipt — everything its receipt is rebuilt from."""
+
+    code: str = ""  # why the whole file was refused (or "held")
+    message: str = ""
+    applied: int = 0
+    refused: int = 0
+    conflicts: int = 0
+    operator: str = ""
+    title: str = ""
+    scope: str = ""
+    generation: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # what a held return would do once confirmed
+    receipt: str = ""  # relative to the data folder
+    at: str = ""
+    origin: str = ""  # Origin.describe() of how the return came (交回方式、交回人)
+
+    def to_json(self) -> str:
+        """The detail column's text (only what is set)."""
+        defaults = ReturnDetail()
+        return json.dumps({k: v for k, v in asdict(self).items() if v != getattr(defaults, k)}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReturnDetail:
+        """The detail of a ledger row; unknown keys and values of the wrong type are ignored (never raises)."""
+        try:
+            raw = json.loads(text or "{}")
+        except ValueError:
+            return cls()
+        if not isinstance(raw, dict):
+            return cls()
+        detail = cls()
+        for f in fields(cls):
+            value = raw.get(f.name)
+            default = getattr(detail, f.name)
+            if isinstance(default, list):
+                if isinstance(value, list):
+                    setattr(detail, f.name, [str(v) for v in value])
+            elif f.name == "generation":
+                if isinstance(value, int) and not isinstance(value, bool):
+                    detail.generation = value
+            elif isinstance(value, type(default)) and not isinstance(value, bool):
+                setattr(detail, f.name, value)
+        return detail
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One returned file's row: keyed by content hash, where it stands, and what was decided."""
+
+    hash: str
+    file_name: str
+    state: LedgerState
+    outcome: LedgerState | None
+    workbook_id: str | None
+    received_at: str
+    updated_at: str
+    detail: str
+    channel: Channel
+    sender: str
+    message_id: str
+
+    @property
+    def details(self) -> ReturnDetail:
+        """The decoded ``detail``."""
+        return ReturnDetail.from_json(self.detail)
+
+
+_LEDGER_COLUMNS = ("hash, file_name, state, outcome, workbook_id, received_at, updated_at, detail, channel, sender, "
+                   "message_id")
+
+
+def _ledger_row(row: tuple[str, str, str, str | None, str | None, str, str, str, str, str, str]) -> LedgerRow:
+    return LedgerRow(row[0], row[1], LedgerState(row[2]), LedgerState(row[3]) if row[3] else None, row[4], row[5],
+                     row[6], row[7], Channel(row[8] or "inbox"), row[9], row[10])
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictRow:
+    """A conflict kept for review, with the returned file's name."""
+
+    id: int
+    return_hash: str
+    student_no: str
+    step: str
+    baseline: str
+    returned: str
+    current: str
+    created_at: str
+    resolved_at: str | None
+    file_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalRow:
+    """A refused tick, with the returned file's name."""
+
+    id: int
+    return_hash: str
+    student_no: str
+    step: str
+    value: str
+    reason: str
+    created_at: str
+    file_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionRow:
+    """A file refused as a whole."""
+
+    file_name: str
+    outcome: str
+    detail: str
+    updated_at: str
+
+    @property
+    def details(self) -> ReturnDetail:
+        """The decoded ``detail`` (its code and message)."""
+        return ReturnDetail.from_json(self.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class OfficeReturn:
+    """Per issued checkpoint and scope: the latest generation and issue time, and the last merged return."""
+
+    checkpoint: str
+    scope: str
+    generation: int
+    issued_at: str
+    returned_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WaiverRow:
+    """A lifted restriction in force, with the student's name, college and class (None when the student is
+    missing) and the step's stored status ("" when nothing was stored)."""
+
+    id: int
+    student_no: str
+    step: str
+    reason: str
+    evidence: str
+    operator: str
+    created_at: str
+    restored_at: str | None
+    restored_by: str | None
+    name: str | None
+    college: str
+    class_name: str
+    stored: str
+
+
 class LedgerError(RuntimeError):
     """A ledger change the exactly-once state machine does not allow (a bug, never a user's doing)."""
 
@@ -43,40 +235,45 @@ class LedgerError(RuntimeError):
 class Ledger(AuditChain):
     """Returned files and what was kept of each (a Store mixin)."""
 
-    def ledger(self, digest_hex: str) -> dict[str, Any] | None:
+    def ledger(self, digest_hex: str) -> LedgerRow | None:
         """The ledger row of a returned file's content hash, or None."""
-        rows = list(self.db.query("SELECT * FROM returns WHERE hash = ?", [digest_hex]))
-        return rows[0] if rows else None
+        row = self.db.execute(f"SELECT {_LEDGER_COLUMNS} FROM returns WHERE hash = ?", [digest_hex]).fetchone()
+        return _ledger_row(row) if row else None
 
-    def set_ledger(self, digest_hex: str, file_name: str, state: str, outcome: str | None = None,
-                   workbook_id: str | None = None, detail: str = "") -> None:
+    def set_ledger(self, digest_hex: str, file_name: str, state: LedgerState, outcome: LedgerState | None = None,
+                   workbook_id: str | None = None, detail: ReturnDetail | None = None,
+                   origin: Origin | None = None) -> None:
         """Create or advance a ledger row (received → staged → outcome) with its audit event
-        (old and new "state/outcome"); inside a transaction."""
+        (old and new "state/outcome"); inside a transaction. ``origin`` is kept when the row is created."""
         stamp = now()
         previous = self.db.execute("SELECT state, outcome FROM returns WHERE hash = ?", [digest_hex]).fetchone()
         was = LedgerState(previous[0]) if previous else None
-        if LedgerState(state) not in TRANSITIONS[was]:
+        if state not in TRANSITIONS[was]:
             raise LedgerError(f"台账状态不能从 {was or '（无）'} 变为 {state}（{digest_hex[:12]}）")
         new_outcome = outcome if outcome is not None else (previous[1] if previous else None)
+        origin = origin or Origin()
         self.db.execute(
-            "INSERT INTO returns (hash, file_name, state, outcome, workbook_id, received_at, updated_at, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET state = excluded.state, "
+            "INSERT INTO returns (hash, file_name, state, outcome, workbook_id, received_at, updated_at, detail, "
+            "channel, sender, message_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET state = excluded.state, "
             "outcome = coalesce(excluded.outcome, returns.outcome), "
             "workbook_id = coalesce(excluded.workbook_id, returns.workbook_id), "
             "updated_at = excluded.updated_at, detail = excluded.detail",
-            [digest_hex, file_name, state, outcome, workbook_id, stamp, stamp, detail],
+            [digest_hex, file_name, state.value, outcome.value if outcome else None, workbook_id, stamp, stamp,
+             detail.to_json() if detail else "", origin.channel.value, origin.sender, origin.message_id],
         )
-        self.append_audit([{"at": stamp, "kind": "ledger", "source_hash": digest_hex,
-                            "old": f"{previous[0]}/{previous[1] or ''}" if previous else "",
-                            "new": f"{state}/{new_outcome or ''}", "detail": file_name}])
+        self.append_audit([Event("ledger", source_hash=digest_hex,
+                                 old=f"{previous[0]}/{previous[1] or ''}" if previous else "",
+                                 new=f"{state}/{new_outcome or ''}", detail=file_name, at=stamp)])
 
-    def audit_events(self, source_hash: str) -> list[dict[str, Any]]:
+    def audit_events(self, source_hash: str) -> list[AuditEvent]:
         """Every audit event of one returned file (its content hash), oldest first: what its receipt says."""
-        return list(self.db.query("SELECT * FROM audit WHERE source_hash = ? ORDER BY seq", [source_hash]))
+        return self.events_where("source_hash", source_hash)
 
-    def ledger_rows(self) -> list[dict[str, Any]]:
+    def ledger_rows(self) -> list[LedgerRow]:
         """Every ledger row, oldest first."""
-        return list(self.db.query("SELECT * FROM returns ORDER BY received_at, hash"))
+        return [_ledger_row(r) for r in self.db.execute(
+            f"SELECT {_LEDGER_COLUMNS} FROM returns ORDER BY received_at, hash")]
 
     def add_refused(self, digest_hex: str, rows: list[tuple[str, str, str, str]]) -> None:
         """Keep refused ticks (学号, step, value, reason) of one return; inside a transaction."""
@@ -105,31 +302,33 @@ class Ledger(AuditChain):
             [digest_hex])]
 
     # -- what the reports show of the returns ------------------------------------------------
-    def open_conflicts(self, limit: int) -> list[dict[str, Any]]:
+    def open_conflicts(self, limit: int) -> list[ConflictRow]:
         """Unresolved conflicts, newest first, with the returned file's name."""
-        return list(self.db.query(
-            "SELECT c.*, r.file_name FROM conflicts c LEFT JOIN returns r ON r.hash = c.return_hash "
-            "WHERE c.resolved_at IS NULL ORDER BY c.id DESC LIMIT ?", [limit]))
+        return [ConflictRow(*r) for r in self.db.execute(
+            "SELECT c.id, c.return_hash, c.student_no, c.step, c.baseline, c.returned, c.current, c.created_at, "
+            "c.resolved_at, coalesce(r.file_name, '') FROM conflicts c LEFT JOIN returns r ON r.hash = c.return_hash "
+            "WHERE c.resolved_at IS NULL ORDER BY c.id DESC LIMIT ?", [limit])]
 
-    def recent_refusals(self, limit: int) -> list[dict[str, Any]]:
+    def recent_refusals(self, limit: int) -> list[RefusalRow]:
         """Refused ticks, newest first, with the returned file's name."""
-        return list(self.db.query(
-            "SELECT t.*, r.file_name FROM refused_ticks t LEFT JOIN returns r ON r.hash = t.return_hash "
-            "ORDER BY t.id DESC LIMIT ?", [limit]))
+        return [RefusalRow(*r) for r in self.db.execute(
+            "SELECT t.id, t.return_hash, t.student_no, t.step, t.value, t.reason, t.created_at, "
+            "coalesce(r.file_name, '') FROM refused_ticks t LEFT JOIN returns r ON r.hash = t.return_hash "
+            "ORDER BY t.id DESC LIMIT ?", [limit])]
 
-    def recent_rejections(self, limit: int) -> list[dict[str, Any]]:
+    def recent_rejections(self, limit: int) -> list[RejectionRow]:
         """Files refused as a whole (rejected or quarantined), newest first."""
-        return list(self.db.query(
+        return [RejectionRow(*r) for r in self.db.execute(
             "SELECT file_name, outcome, detail, updated_at FROM returns WHERE outcome IN ('rejected', 'quarantined') "
-            "ORDER BY updated_at DESC LIMIT ?", [limit]))
+            "ORDER BY updated_at DESC LIMIT ?", [limit])]
 
-    def office_returns(self) -> list[dict[str, Any]]:
+    def office_returns(self) -> list[OfficeReturn]:
         """Per issued checkpoint and scope: the latest generation and issue time, and the last merged return."""
-        return list(self.db.query(
+        return [OfficeReturn(*r) for r in self.db.execute(
             "SELECT w.checkpoint, w.scope, max(w.generation) AS generation, max(w.issued_at) AS issued_at, "
             "(SELECT max(r.updated_at) FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
             " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged') AS returned_at "
-            "FROM workbooks w GROUP BY w.checkpoint, w.scope ORDER BY w.checkpoint, w.scope"))
+            "FROM workbooks w GROUP BY w.checkpoint, w.scope ORDER BY w.checkpoint, w.scope")]
 
     def merged_summary(self) -> tuple[int, str | None]:
         """How many returns were merged, and when the last one was."""
@@ -141,11 +340,12 @@ class Ledger(AuditChain):
 class WaiverRecords(AuditChain):
     """Lifted restrictions (解除限制), each its own record, audited (a Store mixin)."""
 
-    def active_waivers(self, student_no: str | None = None) -> list[dict[str, Any]]:
-        """Lifted restrictions still in force, optionally of one student, each with the student's name,
-        college and class_name (None if the student is missing) and the step's ``stored`` status value
-        ("" when nothing was stored) — one query, however many there are."""
-        sql = ("SELECT w.*, s.name, s.college, s.class_name, coalesce(st.status, '') AS stored FROM waivers w "
+    def active_waivers(self, student_no: str | None = None) -> list[WaiverRow]:
+        """Lifted restrictions still in force, optionally of one student, each with the student and the step's
+        stored status — one query, however many there are."""
+        sql = ("SELECT w.id, w.student_no, w.step, w.reason, w.evidence, w.operator, w.created_at, w.restored_at, "
+               "w.restored_by, s.name, coalesce(s.college, ''), coalesce(s.class_name, ''), "
+               "coalesce(st.status, '') AS stored FROM waivers w "
                "LEFT JOIN students s ON s.student_no = w.student_no "
                "LEFT JOIN statuses st ON st.student_no = w.student_no AND st.step = w.step "
                "WHERE w.restored_at IS NULL")
@@ -153,7 +353,7 @@ class WaiverRecords(AuditChain):
         if student_no is not None:
             sql += " AND w.student_no = ?"
             args.append(student_no)
-        return list(self.db.query(sql + " ORDER BY w.created_at, w.id", args))
+        return [WaiverRow(*r) for r in self.db.execute(sql + " ORDER BY w.created_at, w.id", args)]
 
     def add_waiver(self, student_no: str, step: str, reason: str, operator: str, evidence: str = "",
                    source: str = "cli", source_hash: str = "") -> None:
@@ -163,12 +363,10 @@ class WaiverRecords(AuditChain):
             "INSERT INTO waivers (student_no, step, reason, evidence, operator, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             [student_no, step, reason, evidence, operator, stamp],
         )
-        self.append_audit([{
-            "at": stamp, "kind": "waiver", "student_no": student_no, "step": step, "old": "限制已开启",
-            "new": "限制已关闭", "decision": "lifted", "source": source, "source_hash": source_hash,
-            "operator": operator,
-            "detail": reason if not evidence else f"{reason}（证明：{evidence}）",
-        }])
+        self.append_audit([Event(
+            "waiver", student_no=student_no, step=step, old="限制已开启", new="限制已关闭", decision="lifted",
+            source=source, source_hash=source_hash, operator=operator,
+            detail=reason if not evidence else f"{reason}（证明：{evidence}）", at=stamp)])
 
     def restore_waiver(self, student_no: str, step: str, operator: str, source: str = "cli",
                        source_hash: str = "") -> bool:
@@ -181,9 +379,7 @@ class WaiverRecords(AuditChain):
         )
         if cursor.rowcount == 0:
             return False
-        self.append_audit([{
-            "at": stamp, "kind": "waiver", "student_no": student_no, "step": step, "old": "限制已关闭",
-            "new": "限制已开启", "decision": "restored", "source": source, "source_hash": source_hash,
-            "operator": operator,
-        }])
+        self.append_audit([Event(
+            "waiver", student_no=student_no, step=step, old="限制已关闭", new="限制已开启", decision="restored",
+            source=source, source_hash=source_hash, operator=operator, at=stamp)])
         return True

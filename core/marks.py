@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .identity import clean_text
 
 TICKED = frozenset({"✓", "√", "✔", "☑", "是", "Y", "YES", "1", "TRUE", "通过", "已通过", "=TRUE()", "T"})
 UNTICKED = frozenset({"", "FALSE", "0", "否", "N", "NO", "=FALSE()", "F", "☐", "□"})
 
 
-def read_mark(value: Any) -> bool | None:
+def read_mark(value: object) -> bool | None:
     """True for a tick, False for an empty or unticked cell, None for a mark that must not be guessed.
 
     Accepts booleans (Excel 365 checkboxes, WPS, LibreOffice), 1/0 numbers (LibreOffice may save a
@@ -29,3 +27,11 @@ def read_mark(value: Any) -> bool | None:
     if text in UNTICKED:
         return False
     return None
+
+
+def column_shifted(issued_box_empty: bool, value_below_rows: bool) -> bool:
+    """Whether a tick column may have moved apart from its rows — the one rule for every ticking sheet: a value
+    below the last row (cells inserted with shift down), or an issued box that came back empty (a cell inserted
+    or deleted with shift, a column sorted alone with its blank cells, or a box emptied with Delete, which cannot
+    be told apart from those)."""
+    return issued_box_empty or value_below_rows

@@ -4,17 +4,48 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Protocol
 
 from . import rules
-from .issuance import batch_ident, waiver_ident
+from .chain import Event
+from .issuance import Baseline, IssuedCell, batch_ident, waiver_ident
+from .marks import column_shifted
 from .model import Flow, Status, Student
 from .store import StatusRow, Store
 
-IGNORE, NOOP, CONFLICT, APPLY = "ignore", "noop", "conflict", "apply"
+
+class CellDecision(StrEnum):
+    """What the three-way merge does with one returned cell."""
+
+    IGNORE = "ignore"  # untouched since issue
+    NOOP = "noop"  # changed to what the store already holds
+    CONFLICT = "conflict"  # the store moved on since issue: kept for review, store unchanged
+    APPLY = "apply"
 
 
-def cell_decision(issued_ticked: bool, issued_version: int, returned_ticked: bool, store: StatusRow | None) -> str:
+IGNORE, NOOP, CONFLICT, APPLY = CellDecision
+
+
+class ChangeKind(StrEnum):
+    """Why a status is written (the audit event's decision)."""
+
+    APPLIED = "applied"  # ticked on the 办理 sheet
+    REVOKED = "revoked"  # a box ticked at issue returned unticked
+    BATCH = "batch"  # ticked through a batch row
+
+
+class RefusalKind(StrEnum):
+    """What a refused cell was: a new tick, a new lift of a restriction, or anything else (a row out of line, an
+    unreadable mark, an untick in a shifted column) — what the hold rule counts."""
+
+    NEW_TICK = "new_tick"
+    NEW_LIFT = "new_lift"
+    OTHER = "other"
+
+
+def cell_decision(issued_ticked: bool, issued_version: int, returned_ticked: bool,
+                  store: StatusRow | None) -> CellDecision:
     """One cell: untouched → ignore; equal to store → noop; store moved on since issue → conflict; else apply.
 
     Versions, not only values: a copy issued at version 1 that re-ticks a cell revoked at version 3 is a
@@ -40,7 +71,7 @@ class Change:
     old: str
     new: Status
     remark: str
-    kind: str  # applied | revoked | batch
+    kind: ChangeKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +80,9 @@ class Refusal:
 
     student_no: str
     step: str
-    value: str
+    value: str  # what the returned cell held, as the receipt shows it
     reason: str
+    kind: RefusalKind = RefusalKind.OTHER
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +122,7 @@ class MergePlan:
     @property
     def revocations(self) -> int:
         """How many passed cells this return would take back (unticked on the 办理 sheet)."""
-        return sum(c.kind == "revoked" for c in self.changes)
+        return sum(c.kind is ChangeKind.REVOKED for c in self.changes)
 
 
 def _label(ticked: bool) -> str:
@@ -150,9 +182,6 @@ class WaiverTickLike(Protocol):
     def blank(self) -> bool: ...
 
 
-IssuedCell = list[Any]  # [ticked at issue, version at issue], as the signed baseline stores it (JSON)
-
-
 @dataclass
 class MergeInput:
     """A returned office workbook reduced to what the merge needs (from workbooks.reader.Returned)."""
@@ -169,7 +198,7 @@ def plan_merge(
     flow: Flow,
     year: int,
     checkpoint_code: str,
-    baseline: Mapping[str, Any],
+    baseline: Baseline,
     returned: MergeInput,
     students: Mapping[str, Student],
     stored: Mapping[str, Mapping[str, StatusRow]],
@@ -203,7 +232,7 @@ class _OfficeMerge:
 
     flow: Flow
     year: int
-    baseline: Mapping[str, Any]
+    baseline: Baseline
     returned: MergeInput
     students: Mapping[str, Student]
     stored: Mapping[str, Mapping[str, StatusRow]]
@@ -214,7 +243,7 @@ class _OfficeMerge:
     touched: set[tuple[str, str]] = field(default_factory=set)  # (学号, step) decided on the 办理 sheet
 
     def __post_init__(self) -> None:
-        self.cells: Mapping[str, Mapping[str, IssuedCell]] = self.baseline["cells"]
+        self.cells: Mapping[str, Mapping[str, IssuedCell]] = self.baseline.cells
         self.duplicated = {d.student_no for d in self.returned.duplicates}
         self.shifted = _shifted_columns(self.returned, self.cells, self.own_steps)
 
@@ -230,8 +259,7 @@ class _OfficeMerge:
         if self.row_key is not None and row.key != self.row_key(no):
             plan.misaligned.append(Refusal(no, "", _row_cells(row, self.flow), _MISALIGNED.format(row=row.row, no=no)))
             return False
-        issued = dict(zip(self.baseline.get("identity_columns", []), self.baseline["identity"].get(no, []),
-                          strict=False))
+        issued = dict(zip(self.baseline.identity_columns, self.baseline.identity.get(no, ()), strict=False))
         edited = [c for c, v in issued.items() if c in row.identity and row.identity[c] != v]
         if edited:
             # A cell of the row no longer holds what was issued for this 学号: edited, or moved apart from the
@@ -245,7 +273,7 @@ class _OfficeMerge:
 
     def plan_row(self, no: str, row: ReturnedRowLike) -> None:
         """Every own step cell of one 办理 row, and its remark."""
-        remark = row.remark if row.remark != self.baseline["remarks"].get(no, "") else ""
+        remark = row.remark if row.remark != self.baseline.remarks.get(no, "") else ""
         changed_any = False
         for step, ticked in row.ticks.items():
             if step not in self.own_steps:
@@ -254,24 +282,26 @@ class _OfficeMerge:
             if issued is None:
                 if ticked:
                     self.plan.refusals.append(Refusal(no, step, "已勾选",
-                                                      f"该生不需要办理“{self.flow.steps[step].name}”（不适用）"))
+                                                      f"该生不需要办理“{self.flow.steps[step].name}”（不适用）",
+                                                      RefusalKind.NEW_TICK))
                 continue
-            if ticked != bool(issued[0]):
+            if ticked != issued.ticked:
                 self.touched.add((no, step))  # a batch row does not override what the 办理 sheet decided
             if (MAIN, step) in self.shifted:
-                if ticked != bool(issued[0]):
-                    self.plan.refusals.append(Refusal(no, step, "已勾选" if ticked else "未勾选", SHIFTED_COLUMN))
+                if ticked != issued.ticked:
+                    self.plan.refusals.append(Refusal(no, step, "已勾选" if ticked else "未勾选", SHIFTED_COLUMN,
+                                                      RefusalKind.NEW_TICK if ticked else RefusalKind.OTHER))
                 continue
-            changed_any |= _decide(self.flow, self.year, self.students[no], step, bool(issued[0]), int(issued[1]),
-                                   ticked, self.stored, self.waived, remark, "applied", self.plan)
+            changed_any |= _decide(self.flow, self.year, self.students[no], step, issued, ticked, self.stored,
+                                   self.waived, remark, ChangeKind.APPLIED, self.plan)
         if remark and not changed_any:
             self.plan.notes.append((no, remark))
 
     def plan_batch(self) -> None:
         """Batch rows: each newly ticked group expands to its issued members not decided on the 办理 sheet."""
         plan, returned = self.plan, self.returned
-        groups: Mapping[str, Mapping[str, list[str]]] = self.baseline.get("groups", {})
-        issued_ticks: Mapping[str, Mapping[str, Mapping[str, bool]]] = self.baseline.get("batch", {})
+        groups = self.baseline.groups
+        issued_ticks = self.baseline.batch
         misaligned: set[tuple[str, str]] = set()
         for mode, group, key, cell in returned.batch_rows:
             if self.row_key is not None and group in groups.get(mode, {}) \
@@ -302,8 +332,8 @@ class _OfficeMerge:
                         or no not in returned.rows or no in skipped):
                     continue  # not applicable, decided on the 办理 sheet, or the row is in doubt
                 self.touched.add((no, tick.step))
-                _decide(self.flow, self.year, self.students[no], tick.step, bool(issued[0]), int(issued[1]), True,
-                        self.stored, self.waived, f"按{_mode_name(tick.mode)}批量：{tick.group}", "batch", plan)
+                _decide(self.flow, self.year, self.students[no], tick.step, issued, True, self.stored, self.waived,
+                        f"按{_mode_name(tick.mode)}批量：{tick.group}", ChangeKind.BATCH, plan)
 
 
 _MISALIGNED = ("第 {row} 行：“行校验”与学号 {no} 不符——这一行的学号与其他单元格已错开（可能只选中了部分列排序，"
@@ -331,8 +361,9 @@ def _shifted_columns(returned: MergeInput, cells: Mapping[str, Mapping[str, Issu
     alone with its blank cells, or a box emptied with Delete, which cannot be told apart from those."""
     shifted = {(where, step) for where, step in returned.shifted}
     for step in own_steps:
-        if any(step in r.blank and cells[no].get(step) is not None
-               for no, r in returned.rows.items() if no in cells):
+        empty = any(step in r.blank and cells[no].get(step) is not None
+                    for no, r in returned.rows.items() if no in cells)
+        if column_shifted(empty, (MAIN, step) in shifted):
             shifted.add((MAIN, step))
     return shifted
 
@@ -342,15 +373,15 @@ def _mode_name(mode: str) -> str:
 
 
 def _decide(
-    flow: Flow, year: int, student: Student, step: str, issued_ticked: bool, issued_version: int, ticked: bool,
-    stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], remark: str, kind: str,
+    flow: Flow, year: int, student: Student, step: str, issued: IssuedCell, ticked: bool,
+    stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], remark: str, kind: ChangeKind,
     plan: MergePlan,
 ) -> bool:
     """Add the decision for one cell to the plan; True when a change will be written."""
     no = student.student_no
     rows = stored.get(no, {})
     current = rows.get(step)
-    decision = cell_decision(issued_ticked, issued_version, ticked, current)
+    decision = cell_decision(issued.ticked, issued.version, ticked, current)
     if decision == IGNORE:
         return False
     if decision == NOOP:
@@ -358,26 +389,26 @@ def _decide(
         return False
     current_label = (current.status if current else Status.PENDING).label
     if decision == CONFLICT:
-        plan.conflicts.append(Conflict(no, step, _label(issued_ticked), _label(ticked), current_label))
+        plan.conflicts.append(Conflict(no, step, _label(issued.ticked), _label(ticked), current_label))
         return False
     new = Status.PASSED if ticked else Status.PENDING
     if ticked:
         statuses = {code: row.status for code, row in rows.items()}
         allowed = rules.may_set(flow, student, step, new, statuses, waived.get(no, set()), year)
         if not allowed.allowed:
-            plan.refusals.append(Refusal(no, step, "已勾选", allowed.reason))
+            plan.refusals.append(Refusal(no, step, "已勾选", allowed.reason, RefusalKind.NEW_TICK))
             return False
     plan.changes.append(Change(no, step, current.status.value if current else "", new, remark,
-                               kind if ticked else "revoked"))
+                               kind if ticked else ChangeKind.REVOKED))
     return True
 
 
 def _plan_waivers(
-    flow: Flow, year: int, baseline: Mapping[str, Any], returned: MergeInput, students: Mapping[str, Student],
+    flow: Flow, year: int, baseline: Baseline, returned: MergeInput, students: Mapping[str, Student],
     stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], plan: MergePlan,
     row_key: Callable[[str], str] | None,
 ) -> None:
-    issued: Mapping[str, IssuedCell] = baseline.get("waivers", {})
+    issued = baseline.waivers
     for tick in returned.waivers:
         key = f"{tick.student_no}|{tick.step}"
         if key not in issued:
@@ -386,13 +417,15 @@ def _plan_waivers(
         if row_key is not None and tick.key != row_key(waiver_ident(tick.student_no, tick.step)):
             plan.misaligned.append(Refusal(tick.student_no, tick.step, "解除限制" if tick.lifted else "",
                                            f"{tick.cell}：“行校验”与学号 {tick.student_no} 不符——这一行的单元格已错开"
-                                           "（可能只对部分列排序或粘贴），整行未作任何变更"))
+                                           "（可能只对部分列排序或粘贴），整行未作任何变更",
+                                           RefusalKind.NEW_LIFT if tick.lifted else RefusalKind.OTHER))
             continue
         was_lifted, _ = issued[key]
         if (WAIVERS, "") in returned.shifted:
             if tick.lifted != bool(was_lifted):
+                kind = RefusalKind.NEW_LIFT if tick.lifted else RefusalKind.OTHER
                 plan.refusals.append(Refusal(tick.student_no, tick.step, "解除限制" if tick.lifted else "未勾选",
-                                             SHIFTED_COLUMN))
+                                             SHIFTED_COLUMN, kind))
             continue
         if was_lifted and tick.blank:
             plan.refusals.append(Refusal(tick.student_no, tick.step, "（空）",
@@ -413,14 +446,15 @@ def _plan_waivers(
             if decision.allowed:
                 decision = rules.waiver_reason(tick.reason)
             if not decision.allowed:
-                plan.refusals.append(Refusal(tick.student_no, tick.step, "解除限制", decision.reason))
+                plan.refusals.append(Refusal(tick.student_no, tick.step, "解除限制", decision.reason,
+                                             RefusalKind.NEW_LIFT))
                 continue
         plan.waiver_changes.append(WaiverChange(tick.student_no, tick.step, tick.lifted, tick.reason.strip()))
 
 
 def apply_plan(store: Store, plan: MergePlan, *, source: str, operator: str, source_hash: str) -> None:
     """Write a merge plan: statuses, waivers, refused ticks, conflicts and notes; call inside a transaction."""
-    store.write_statuses([(c.student_no, c.step, c.new, c.remark, c.kind) for c in plan.changes], source=source,
+    store.write_statuses([(c.student_no, c.step, c.new, c.remark, c.kind.value) for c in plan.changes], source=source,
                          operator=operator, source_hash=source_hash)
     for w in plan.waiver_changes:
         if w.lift:
@@ -430,6 +464,34 @@ def apply_plan(store: Store, plan: MergePlan, *, source: str, operator: str, sou
     store.add_refused(source_hash, [(r.student_no, r.step, r.value, r.reason) for r in plan.refusals])
     store.add_conflicts(source_hash, [(c.student_no, c.step, c.issued, c.returned, c.current)
                                       for c in plan.conflicts])
-    store.append_audit([{"kind": "remark", "student_no": no, "detail": text, "source": source,
-                         "source_hash": source_hash, "operator": operator, "decision": "noted"}
-                        for no, text in plan.notes])
+    store.append_audit([Event("remark", student_no=no, detail=text, source=source, source_hash=source_hash,
+                              operator=operator, decision="noted") for no, text in plan.notes])
+
+
+def hold_reason(plan: MergePlan, max_revocations: int) -> str:
+    """Why a return waits for the coordinator ("" when it does not): it would revoke more than ``max_revocations``
+    passed cells (or lifted restrictions), or one column both revokes and newly ticks cells — what a tick column
+    sorted or shifted on its own does (the passed ticks move to other students); a clerk correcting one slip is
+    held too, and confirmed."""
+    revoked = plan.revocations + sum(not w.lift for w in plan.waiver_changes)
+    if revoked > max_revocations:
+        return (f"本文件会撤销 {revoked} 个已通过的格子或已解除的限制，超过 {max_revocations} 个（lixiao.toml "
+                "[sync] max_revocations）。撤销很少见，常见原因是只对勾选列排序或粘贴，使勾选错位到别的学生。"
+                "整个文件尚未生效，等待协调人确认")
+    moved: dict[str, list[int]] = {}  # per column: [new ticks (applied or refused), revocations]
+    for change in plan.changes:
+        if change.kind in (ChangeKind.APPLIED, ChangeKind.REVOKED):
+            moved.setdefault(change.step, [0, 0])[change.kind is ChangeKind.REVOKED] += 1
+    for refusal in plan.refusals:
+        if refusal.kind is RefusalKind.NEW_TICK and refusal.step:
+            moved.setdefault(refusal.step, [0, 0])[0] += 1
+        elif refusal.kind is RefusalKind.NEW_LIFT:
+            moved.setdefault(f"waiver:{refusal.step}", [0, 0])[0] += 1
+    for w in plan.waiver_changes:
+        moved.setdefault(f"waiver:{w.step}", [0, 0])[not w.lift] += 1
+    for added, taken in moved.values():
+        if added and taken:
+            return (f"本文件在同一列中撤销了 {taken} 个已通过的格子（或已解除的限制），又新勾选了 {added} 个："
+                    "这正是只对勾选列排序、或在勾选列中插入/删除单元格时勾选整体错位的样子。整个文件尚未生效，"
+                    "等待协调人核对后确认（若确是改正笔误，确认即可）")
+    return ""

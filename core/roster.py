@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from .identity import clean_text, id_card_problem, normalize_id_card, student_no_problem
 from .marks import read_mark
@@ -45,7 +44,7 @@ class RosterResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_flag(value: Any) -> bool | None:
+def parse_flag(value: object) -> bool | None:
     """A roster flag cell as a bool (是/否, 1/0, Y/N, TRUE/FALSE, ✓/empty), or None if unrecognised.
 
     The same vocabulary as a returned step cell: one list of marks for "yes" and "no" everywhere.
@@ -61,7 +60,7 @@ def parse_dorm(value: str) -> str | None:
     return text if _DORM.match(text) else None
 
 
-def _text_cell(value: Any, column: str, reasons: list[str]) -> str:
+def _text_cell(value: object, column: str, reasons: list[str]) -> str:
     """A cell that must be text: numbers are refused because Excel already damaged them."""
     if value is None:
         return ""
@@ -74,7 +73,7 @@ def _text_cell(value: Any, column: str, reasons: list[str]) -> str:
     return clean_text(str(value))
 
 
-def validate_row(row_number: int, cells: Mapping[str, Any]) -> Student | RowProblem:
+def validate_row(row_number: int, cells: Mapping[str, object]) -> Student | RowProblem:
     """One roster row as a Student, or every reason it is refused."""
     reasons: list[str] = []
     student_no = _text_cell(cells.get("学号"), "学号", reasons)
@@ -136,7 +135,7 @@ def check_headers(headers: Iterable[str]) -> list[str]:
     return [f"忽略未知的列：{'、'.join(unknown)}"] if unknown else []
 
 
-def validate_roster(headers: list[str], rows: Iterable[tuple[int, Mapping[str, Any]]]) -> RosterResult:
+def validate_roster(headers: list[str], rows: Iterable[tuple[int, Mapping[str, object]]]) -> RosterResult:
     """Validate every row; duplicates of 学号 or 身份证号 are reported on each row involved."""
     result = RosterResult(warnings=check_headers(headers))
     parsed: list[tuple[int, Student]] = []

@@ -174,4 +174,11 @@ MIGRATIONS: list[str] = [
     UPDATE status_lines SET marks = replace(marks, 'x', '-') WHERE instr(marks, 'x') > 0;
     """ + _TRIGGERS).replace("MARK", _MARK),
 ]
+MIGRATIONS.append(
+    # 6: where each return came from (the live loop: inbox, share, mail) and who sent it.
+    """
+    ALTER TABLE returns ADD COLUMN channel TEXT NOT NULL DEFAULT 'inbox';
+    ALTER TABLE returns ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+    ALTER TABLE returns ADD COLUMN message_id TEXT NOT NULL DEFAULT '';
+    """)
 SCHEMA_VERSION = len(MIGRATIONS)

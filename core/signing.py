@@ -5,20 +5,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
 
 TOKEN_VERSION = 1
 ROW_KEY_LENGTH = 8
 
 
-def canonical(data: Any) -> str:
+def canonical(data: object) -> str:
     """Canonical JSON (sorted keys, no spaces, UTF-8 kept) so that equal data hashes equally."""
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def digest(data: Any) -> str:
+def digest(data: object) -> str:
     """SHA-256 of the canonical JSON of ``data``."""
     return hashlib.sha256(canonical(data).encode("utf-8")).hexdigest()
+
+
+def digest_text(text: str) -> str:
+    """SHA-256 of the canonical form of a JSON text (what ``digest`` gave the data it was written from)."""
+    return digest(json.loads(text))
 
 
 def sign(payload_text: str, key: bytes) -> str:

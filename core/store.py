@@ -6,13 +6,12 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import Any
 
 import sqlite_utils
 
-from .chain import now
+from .chain import AuditEvent, Event, now
 from .guard import CHECK_CACHE as CHECK_CACHE
 from .guard import DAMAGED as DAMAGED
 from .guard import StoreError as StoreError
@@ -38,6 +37,24 @@ class StatusRow:
     updated_at: str
     source: str
     operator: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkbookRow:
+    """An issued workbook as registered: its id, checkpoint, scope, generation, issue time, the hash of its
+    student list, its baseline (canonical JSON, see issuance.Baseline) and its path in the data folder."""
+
+    id: str
+    checkpoint: str
+    scope: str
+    generation: int
+    issued_at: str
+    students_hash: str
+    baseline: str
+    path: str
+
+
+_WORKBOOK_COLUMNS = "id, checkpoint, scope, generation, issued_at, students_hash, baseline, path"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +98,7 @@ class Store(Ledger, WaiverRecords, WriteGuard):
                 "INSERT INTO sessions (name, year, flow_name, created_at) VALUES (?, ?, ?, ?)",
                 [session_name, year, flow_name, now()],
             )
-            store.append_audit([{"kind": "session", "new": session_name, "detail": flow_name}])
+            store.append_audit([Event("session", new=session_name, detail=flow_name)])
         return store
 
     @classmethod
@@ -192,9 +209,9 @@ class Store(Ledger, WaiverRecords, WriteGuard):
         return Session(*row)
 
     # -- audit ---------------------------------------------------------------------------
-    def history(self, student_no: str) -> list[dict[str, Any]]:
+    def history(self, student_no: str) -> list[AuditEvent]:
         """Every audit event of one student, oldest first."""
-        return list(self.db.query("SELECT * FROM audit WHERE student_no = ? ORDER BY seq", [student_no]))
+        return self.events_where("student_no", student_no)
 
     # -- students ------------------------------------------------------------------------
     def upsert_students(self, students: list[Student], source: str, operator: str = "") -> dict[str, int]:
@@ -213,15 +230,11 @@ class Store(Ledger, WaiverRecords, WriteGuard):
             row.update({f: int(row[f]) for f in FLAGS}, updated_at=stamp)
             rows.append(row)
             changes = _student_changes(old, student)
-            events.append({
-                "kind": "student",
-                "student_no": student.student_no,
-                "old": json.dumps(changes[0], ensure_ascii=False) if old else "",
-                "new": json.dumps(changes[1], ensure_ascii=False),
-                "decision": "updated" if old else "added",
-                "source": source,
-                "operator": operator,
-            })
+            events.append(Event(
+                "student", student_no=student.student_no,
+                old=json.dumps(changes[0], ensure_ascii=False) if old else "",
+                new=json.dumps(changes[1], ensure_ascii=False),
+                decision="updated" if old else "added", source=source, operator=operator))
         with self.transaction():
             if rows:
                 self.db.table("students").upsert_all(rows, pk="student_no")
@@ -231,19 +244,19 @@ class Store(Ledger, WaiverRecords, WriteGuard):
     def students(self) -> list[Student]:
         """All students ordered by 学号."""
         cursor = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students ORDER BY student_no")
-        return [Student(*row[:9], *(bool(v) for v in row[9:])) for row in cursor]
+        return [_student(row) for row in cursor]
 
     def student(self, student_no: str) -> Student | None:
         """One student by 学号, or None."""
-        rows = list(self.db.query("SELECT * FROM students WHERE student_no = ?", [student_no]))
-        return _student(rows[0]) if rows else None
+        row = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students WHERE student_no = ?",
+                              [student_no]).fetchone()
+        return _student(row) if row else None
 
     def find_students(self, query: str) -> list[Student]:
         """Students matching a 学号, a 姓名 or a 身份证号 exactly."""
-        rows = self.db.query(
-            "SELECT * FROM students WHERE student_no = ? OR name = ? OR id_card = ? ORDER BY student_no",
-            [query, query, query.upper()],
-        )
+        rows = self.db.execute(
+            f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students WHERE student_no = ? OR name = ? OR id_card = ? "
+            "ORDER BY student_no", [query, query, query.upper()])
         return [_student(r) for r in rows]
 
     def student_names(self, student_nos: Iterable[str]) -> dict[str, str]:
@@ -325,9 +338,9 @@ class Store(Ledger, WaiverRecords, WriteGuard):
             version = old_version + 1
             current[(no, step)] = (status.value, version)
             rows.append((no, step, status.value, remark, version, stamp, source, operator))
-            events.append({"at": stamp, "kind": "status", "student_no": no, "step": step, "old": old_status,
-                           "new": status.value, "decision": decision, "source": source,
-                           "source_hash": source_hash, "operator": operator, "detail": remark})
+            events.append(Event("status", student_no=no, step=step, old=old_status, new=status.value,
+                                decision=decision, source=source, source_hash=source_hash, operator=operator,
+                                detail=remark, at=stamp))
             written.append(StatusRow(status, remark, version, stamp, source, operator))
         self.db.conn.executemany(
             "INSERT INTO statuses (student_no, step, status, remark, version, updated_at, source, operator) "
@@ -347,16 +360,17 @@ class Store(Ledger, WaiverRecords, WriteGuard):
         ).fetchone()
         return int(row[0] or 0) + 1
 
-    def record_workbook(self, row: dict[str, Any]) -> None:
-        """Register an issued workbook (id, checkpoint, scope, generation, baseline…); inside a transaction."""
-        self.db.table("workbooks").insert(row)
-        self.append_audit([{"kind": "workbook", "new": row["id"], "decision": "issued", "source": "issue",
-                            "detail": f"{row['checkpoint']} {row['scope']} 第 {row['generation']} 版"}])
+    def record_workbook(self, row: WorkbookRow) -> None:
+        """Register an issued workbook; inside a transaction."""
+        self.db.execute(f"INSERT INTO workbooks ({_WORKBOOK_COLUMNS}) VALUES ({', '.join('?' * 8)})",
+                        list(astuple(row)))
+        self.append_audit([Event("workbook", new=row.id, decision="issued", source="issue",
+                                 detail=f"{row.checkpoint} {row.scope} 第 {row.generation} 版")])
 
-    def workbook(self, workbook_id: str) -> dict[str, Any] | None:
+    def workbook(self, workbook_id: str) -> WorkbookRow | None:
         """An issued workbook's row, or None."""
-        rows = list(self.db.query("SELECT * FROM workbooks WHERE id = ?", [workbook_id]))
-        return rows[0] if rows else None
+        row = self.db.execute(f"SELECT {_WORKBOOK_COLUMNS} FROM workbooks WHERE id = ?", [workbook_id]).fetchone()
+        return WorkbookRow(*row) if row else None
 
     # -- progress over time ----------------------------------------------------------------
     def record_progress(self, expected: int, complete: int) -> None:
@@ -376,21 +390,25 @@ _STUDENT_COLUMNS = ("student_no", "name", "gender", "id_card", "college", "major
                     *FLAGS)
 
 
-def _student(row: dict[str, Any]) -> Student:
-    fields = {k: v for k, v in row.items() if k != "updated_at"}
-    for flag in FLAGS:
-        fields[flag] = bool(fields[flag])
-    return Student(**fields)
+def _student(row: tuple[str | int, ...]) -> Student:
+    """A Student from a row of _STUDENT_COLUMNS (text fields, then the flags as 0/1)."""
+    text = [str(v) for v in row[:9]]
+    flags = [bool(v) for v in row[9:]]
+    if len(flags) != 5:  # one per model.FLAGS: a flag added there must be added here too
+        raise StoreError(f"学生记录的标记列数不对（{len(flags)}）")
+    return Student(text[0], text[1], text[2], text[3], text[4], text[5], text[6], text[7], text[8],
+                   flags[0], flags[1], flags[2], flags[3], flags[4])
 
 
-def _student_changes(old: Student | None, new: Student) -> tuple[dict[str, Any], dict[str, Any]]:
+def _student_changes(old: Student | None, new: Student) -> tuple[dict[str, str | bool], dict[str, str | bool]]:
     """The fields that differ, masked where they hold a 身份证号."""
-    before = asdict(old) if old else {}
-    after = asdict(new)
+    before: dict[str, str | bool] = asdict(old) if old else {}
+    after: dict[str, str | bool] = asdict(new)
     keys = [k for k in after if before.get(k) != after[k]]
 
-    def shown(d: dict[str, Any], k: str) -> Any:
-        return mask_id_card(d[k]) if k == "id_card" and d.get(k) else d.get(k)
-    return ({k: shown(before, k) for k in keys}, {k: shown(after, k) for k in keys})
+    def shown(d: dict[str, str | bool], k: str) -> str | bool:
+        value = d.get(k, "")
+        return mask_id_card(value) if k == "id_card" and isinstance(value, str) and value else value
+    return ({k: shown(before, k) for k in keys if k in before}, {k: shown(after, k) for k in keys})
 
 

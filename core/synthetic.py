@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from .identity import id_check_digit
 from .model import Student
@@ -52,6 +51,15 @@ def _id_card(rng: random.Random, male: bool, birth_year: int) -> str:
     return first17 + id_check_digit(first17)
 
 
+@dataclass
+class _Room:
+    """A dorm room being filled while the cohort is made."""
+
+    name: str
+    beds: int
+    taken: int = 0
+
+
 def make_cohort(count: int = 3000, year: int = 2026, seed: int = 2026) -> Cohort:
     """A cohort of ``count`` undergraduates of ``year`` with loans, 往届, withheld certificates and dorms."""
     rng = random.Random(seed)
@@ -59,19 +67,19 @@ def make_cohort(count: int = 3000, year: int = 2026, seed: int = 2026) -> Cohort
     students: list[Student] = []
     per_major = max(1, count // (len(COLLEGES) * 2))
     used_ids: set[str] = set()
-    rooms: dict[tuple[str, str], list[Any]] = {}  # (college, gender) → [room, beds, taken]
+    rooms: dict[tuple[str, str], _Room] = {}
     counter = [0]
 
     def assign_room(key: tuple[str, str]) -> str:
         state = rooms.get(key)
-        if state is None or state[2] >= state[1]:
+        if state is None or state.taken >= state.beds:
             n = counter[0]
             counter[0] += 1
             room, floor, building, zone = n % 10 + 1, (n // 10) % 6 + 1, (n // 60) % 12 + 1, n // 720 + 1
-            state = [f"{zone}区-{building}栋-{floor}层-{floor:02d}{room + 20:02d}", rng.choice((4, 4, 4, 6)), 0]
+            state = _Room(f"{zone}区-{building}栋-{floor}层-{floor:02d}{room + 20:02d}", rng.choice((4, 4, 4, 6)))
             rooms[key] = state
-        state[2] += 1
-        return str(state[0])
+        state.taken += 1
+        return state.name
 
     index = 0
     while len(students) < count:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lixiao.core.clearance import Clearance
+from lixiao.core.clearance import Clearance, WaiverListing
 from lixiao.core.identity import mask_id_card
 from lixiao.core.model import Flow
 from lixiao.core.rules import prerequisite_steps
@@ -24,6 +24,55 @@ from lixiao.core.store import Store
 REVIEW_LIMIT = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class ConflictLine:
+    """A conflict in the review queue."""
+
+    student_no: str
+    name: str
+    step_name: str
+    baseline: str
+    returned: str
+    current: str
+    file_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalLine:
+    """A refused tick in the review queue."""
+
+    student_no: str
+    name: str
+    step_name: str
+    value: str
+    reason: str
+    file_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionLine:
+    """A file refused as a whole, with its reason in words (never the ledger's JSON)."""
+
+    file_name: str
+    outcome: str
+    reason: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfficeLine:
+    """An office's latest workbook and last return."""
+
+    checkpoint: str
+    title: str
+    scope: str
+    generation: int
+    issued_at: str
+    returned_at: str | None
+    days: int | None
+    stale: bool
+
+
 @dataclass
 class ReportData:
     """The figures and lists of one report, ready for any renderer."""
@@ -39,11 +88,11 @@ class ReportData:
     buildings: list[GroupProgress]
     bottleneck_colleges: list[str]
     bottlenecks: list[tuple[str, str, dict[str, int], int]]
-    waivers: list[dict[str, Any]]
-    conflicts: list[dict[str, Any]]
-    refused: list[dict[str, Any]]
-    rejected: list[dict[str, Any]]
-    offices: list[dict[str, Any]]
+    waivers: list[WaiverListing]
+    conflicts: list[ConflictLine]
+    refused: list[RefusalLine]
+    rejected: list[RejectionLine]
+    offices: list[OfficeLine]
     history: list[tuple[str, int, int]]
     js_flow: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
@@ -101,18 +150,19 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
     bottleneck_colleges, bottleneck_rows = bottlenecks(flow, board)
     names = {s.code: s.name for s in steps}
     people = {s.student_no: s.name for s in board.students}
-    conflicts = [dict(r, name=people.get(r["student_no"], ""), step_name=names.get(r["step"], r["step"]))
-                 for r in store.open_conflicts(REVIEW_LIMIT)]
-    refused = [dict(r, name=people.get(r["student_no"], ""), step_name=names.get(r["step"], r["step"]))
-               for r in store.recent_refusals(REVIEW_LIMIT)]
-    rejected = store.recent_rejections(REVIEW_LIMIT)
+    conflicts = [ConflictLine(c.student_no, people.get(c.student_no, ""), names.get(c.step, c.step), c.baseline,
+                              c.returned, c.current, c.file_name) for c in store.open_conflicts(REVIEW_LIMIT)]
+    refused = [RefusalLine(r.student_no, people.get(r.student_no, ""), names.get(r.step, r.step), r.value, r.reason,
+                           r.file_name) for r in store.recent_refusals(REVIEW_LIMIT)]
+    rejected = [RejectionLine(r.file_name, r.outcome, r.details.message or r.detail, r.updated_at)
+                for r in store.recent_rejections(REVIEW_LIMIT)]
     offices = []
+    codes = {c.code for c in flow.checkpoints}
     for row in store.office_returns():
-        checkpoint = flow.checkpoint(row["checkpoint"]) if row["checkpoint"] in {c.code for c in flow.checkpoints} \
-            else None
-        since = _days_since(row["returned_at"] or row["issued_at"], now)
-        offices.append(dict(row, title=checkpoint.name if checkpoint else row["checkpoint"],
-                            days=since, stale=since is not None and since >= stale_days))
+        title = flow.checkpoint(row.checkpoint).name if row.checkpoint in codes else row.checkpoint
+        since = _days_since(row.returned_at or row.issued_at, now)
+        offices.append(OfficeLine(row.checkpoint, title, row.scope, row.generation, row.issued_at, row.returned_at,
+                                  since, since is not None and since >= stale_days))
     ledger = store.merged_summary()
     return ReportData(
         session=session.name, year=session.year, generated_at=now.isoformat(timespec="seconds"), flow=flow,

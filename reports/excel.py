@@ -107,11 +107,11 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
           [[w["student_no"], w["name"], w["college"], w["class"], w["step_name"], w["status"], w["reason"],
             w["operator"], w["created_at"]] for w in data.waivers], (12, 10, 22, 14, 14, 10, 30, 16, 20))
     table("冲突", ["学号", "姓名", "离校步骤", "签发时", "交回", "当前", "文件"],
-          [[c["student_no"], c["name"], c["step_name"], c["baseline"], c["returned"], c["current"],
-            c["file_name"] or ""] for c in data.conflicts])
+          [[c.student_no, c.name, c.step_name, c.baseline, c.returned, c.current, c.file_name]
+           for c in data.conflicts])
     table("被拒绝的勾选", ["学号", "姓名", "离校步骤", "交回内容", "原因", "文件"],
-          [[r["student_no"], r["name"], r["step_name"], r["value"], r["reason"], r["file_name"] or ""]
-           for r in data.refused], (12, 10, 16, 10, 60, 30))
+          [[r.student_no, r.name, r.step_name, r.value, r.reason, r.file_name] for r in data.refused],
+          (12, 10, 16, 10, 60, 30))
     step_names = [s.name for s in data.flow.all_steps()]
     headers = [*MATRIX_IDENTITY, *step_names, "全部完成"]
     matrix = table("状态矩阵", headers, [], (12, 8, 20, 12, 18, 5))

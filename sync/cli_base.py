@@ -128,7 +128,7 @@ def read_input(path: Path) -> bytes:
         raise DataFolderError(f"无法读取 {path}：{os_error_text(exc)}") from None
 
 
-def print_json(data: Any) -> None:
+def print_json(data: object) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
 
+from lixiao.core.ledger import LedgerState
 from lixiao.core.model import STATUS_LABELS, Status
 from lixiao.workbooks.matrix import IDENTITY, matrix_csv
 
@@ -130,14 +132,14 @@ def history(ctx: click.Context, student: str, as_json: bool) -> None:
         events = folder.store.history(who.student_no)
         names = {s.code: s.name for s in folder.flow.all_steps()}
     if as_json:
-        print_json(events)
+        print_json([asdict(e) for e in events])
         return
     table = RichTable(title=f"{who.name}（{who.student_no}）的审计记录")
     for column in ("#", "时间", "类别", "步骤", "原值", "新值", "结果", "来源", "操作人", "说明"):
         table.add_column(column)
     for e in events:
-        table.add_row(str(e["seq"]), e["at"], KINDS.get(e["kind"], e["kind"]), names.get(e["step"], e["step"]),
-                      _short(e["old"]), _short(e["new"]), e["decision"], e["source"], e["operator"], e["detail"])
+        table.add_row(str(e.seq), e.at, KINDS.get(e.kind, e.kind), names.get(e.step, e.step),
+                      _short(e.old), _short(e.new), e.decision, e.source, e.operator, e.detail)
     console.print(table)
 
 
@@ -212,7 +214,7 @@ def verify(ctx: click.Context, repair: bool) -> None:
             found = check_folder(folder, advance)
         record_findings(folder, found)
         events = folder.store.audit_count()
-        archived = sum(1 for r in folder.store.ledger_rows() if r["outcome"] == "merged")
+        archived = sum(1 for r in folder.store.ledger_rows() if r.outcome is LedgerState.MERGED)
     if found.problems:
         for problem in found.problems:
             console.print(f"[red]{problem}[/]")

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from lixiao.core.faults import fault_point
@@ -258,7 +258,7 @@ class Watcher:
     def run(self) -> None:
         """Watch until stop_event is set (SIGINT/SIGTERM in the CLI)."""
         key = secret_key(self.folder.root)
-        observer: Any = PollingObserver(timeout=self.poll) if self.poll else Observer()
+        observer: BaseObserver = PollingObserver(timeout=self.poll) if self.poll else Observer()
         observer.schedule(_Router(self.inbox, self.notify), str(self.inbox), recursive=True)
         observer.start()
         self.log.info("开始监视 %s（%s）", self.inbox, f"轮询 {self.poll} 秒" if self.poll else "inotify")

@@ -13,7 +13,6 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from lixiao.core.identity import mask_ids_in_text
 
@@ -30,6 +29,7 @@ class SyncSettings:
     max_revocations: int = 5  # a return revoking more passed cells waits for the coordinator (--confirm)
     max_misaligned_rows: int = 3  # more rows whose 行校验 is off: the whole file is refused
     settle_wait: float = 10.0  # how long one-shot sync waits for a just-copied file to settle
+    hold_unknown_senders: bool = False  # [mail] unknown_sender = "hold": a mail return from outside the directory
 
     @property
     def max_bytes(self) -> int:
@@ -38,20 +38,30 @@ class SyncSettings:
 
 
 def sync_settings(root: Path) -> SyncSettings:
-    """The folder's [sync] settings, defaults where absent; a wrong value is a clear error."""
+    """The folder's [sync] settings (and [mail] unknown_sender), defaults where absent; a wrong value is a clear
+    error."""
     try:
-        section = tomllib.loads((root / SETTINGS).read_text("utf-8")).get("sync", {})
+        settings = tomllib.loads((root / SETTINGS).read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return SyncSettings()
-    values: dict[str, Any] = {}
-    for name, kind in (("max_file_mb", float), ("max_revocations", int), ("max_misaligned_rows", int),
-                       ("settle_wait", float)):
+    section = settings.get("sync", {})
+    numbers: dict[str, float] = {}
+    for name in ("max_file_mb", "max_revocations", "max_misaligned_rows", "settle_wait"):
         if name in section:
             value = section[name]
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise DataFolderError(f"{SETTINGS} 中 [sync] {name} 应为非负数，现为 {value!r}")
-            values[name] = kind(value)
-    return SyncSettings(**values)
+            numbers[name] = value
+    unknown = settings.get("mail", {}).get("unknown_sender", "flag")
+    if unknown not in ("flag", "hold"):
+        raise DataFolderError(f"{SETTINGS} 中 [mail] unknown_sender 只能是 \"flag\"（处理并标注）或 \"hold\""
+                              f"（暂缓，待协调人确认），现为 {unknown!r}")
+    defaults = SyncSettings()
+    return SyncSettings(max_file_mb=float(numbers.get("max_file_mb", defaults.max_file_mb)),
+                        max_revocations=int(numbers.get("max_revocations", defaults.max_revocations)),
+                        max_misaligned_rows=int(numbers.get("max_misaligned_rows", defaults.max_misaligned_rows)),
+                        settle_wait=float(numbers.get("settle_wait", defaults.settle_wait)),
+                        hold_unknown_senders=unknown == "hold")
 
 
 def safe_name(name: str, limit: int = MAX_NAME) -> str:

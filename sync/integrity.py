@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import sqlite3
@@ -13,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lixiao.core.chain import Replay
+from lixiao.core.chain import Event, Replay
+from lixiao.core.ledger import LedgerRow, LedgerState
 from lixiao.core.store import DAMAGED, Store
 
 from .datafolder import DataFolder, secret_key
@@ -128,23 +128,23 @@ def _listing(folder: Path, pattern: str) -> list[Path]:
         return []
 
 
-def _check_archive(folder: DataFolder, ledger: list[dict[str, object]], files: list[Path], found: Findings) -> None:
+def _check_archive(folder: DataFolder, ledger: list[LedgerRow], files: list[Path], found: Findings) -> None:
     archive = folder.root / "archive"
-    known = {str(row["hash"]) for row in ledger}
-    decided = {str(row["hash"]) for row in ledger if row["outcome"] is not None}
+    known = {row.hash for row in ledger}
+    decided = {row.hash for row in ledger if row.outcome is not None}
     for row in ledger:
-        if row["outcome"] != "merged":
+        if row.outcome is not LedgerState.MERGED:
             continue
-        path = archive / f"{row['hash']}.xlsx"
+        path = archive / f"{row.hash}.xlsx"
         staged = archive / ".staging" / path.name
-        if not path.exists() and staged.exists() and _sha256(staged) == row["hash"]:
+        if not path.exists() and staged.exists() and _sha256(staged) == row.hash:
             # a crash between the commit and the move: the next sync or watch start finishes it
-            found.waiting.append(f"“{row['file_name']}”已合并，存档在中断前未完成（archive/.staging/ 中有原件）；"
+            found.waiting.append(f"“{row.file_name}”已合并，存档在中断前未完成（archive/.staging/ 中有原件）；"
                                  "运行 lixiao sync 或启动 lixiao watch 即可完成")
         elif not path.exists():
-            found.damage.append(f"已合并的文件“{row['file_name']}”在 archive/ 中找不到（{str(row['hash'])[:12]}…）；"
+            found.damage.append(f"已合并的文件“{row.file_name}”在 archive/ 中找不到（{str(row.hash)[:12]}…）；"
                                 "请把该文件的原件放回 archive/，或用备份恢复")
-        elif _sha256(path) != row["hash"]:
+        elif _sha256(path) != row.hash:
             found.damage.append(f"archive/{path.name} 的内容与其哈希不符（文件被改动）；请用备份中的原件替换")
     for path in files:
         if path.stem in known:
@@ -157,8 +157,8 @@ def _check_archive(folder: DataFolder, ledger: list[dict[str, object]], files: l
         found.unledgered.append(path)
 
 
-def _check_receipts(ledger: list[dict[str, object]], receipts: list[Path], found: Findings) -> None:
-    prefixes = {str(row["hash"])[:12] for row in ledger}
+def _check_receipts(ledger: list[LedgerRow], receipts: list[Path], found: Findings) -> None:
+    prefixes = {row.hash[:12] for row in ledger}
     for path in receipts:
         match = RECEIPT_HASH.search(shown_name(path))
         if match and match.group(1) not in prefixes:
@@ -166,9 +166,9 @@ def _check_receipts(ledger: list[dict[str, object]], receipts: list[Path], found
                                 "运行 lixiao verify --repair（archive/ 中也没有该文件时，请用备份恢复）")
 
 
-def _check_held(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
+def _check_held(folder: DataFolder, ledger: list[LedgerRow], found: Findings) -> None:
     """A file in held/ must be a return the ledger holds for confirmation (else the chain lost its "held")."""
-    held = {str(row["hash"]) for row in ledger if row["outcome"] == "held"}
+    held = {row.hash for row in ledger if row.outcome is LedgerState.HELD}
     folder_ = folder.root / "held"
     for path in sorted(folder_.glob("*.xlsx")) if folder_.is_dir() else []:
         try:
@@ -180,26 +180,23 @@ def _check_held(folder: DataFolder, ledger: list[dict[str, object]], found: Find
                                 "运行 lixiao verify --repair 把它放回 inbox/ 重新处理")
 
 
-def _check_missing_receipts(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
+def _check_missing_receipts(folder: DataFolder, ledger: list[LedgerRow], found: Findings) -> None:
     """A merged or held return whose receipt is not written yet (a crash after the commit): the next sync or
     watch start writes it from the ledger."""
     for row in ledger:
-        if row["outcome"] not in ("merged", "held"):
+        if row.outcome not in (LedgerState.MERGED, LedgerState.HELD):
             continue
-        try:
-            receipt = json.loads(str(row["detail"] or "{}")).get("receipt")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(receipt, str) and receipt and not (folder.root / receipt).exists():
-            found.waiting.append(f"“{row['file_name']}”的回执尚未写出（处理在写回执前中断）；"
+        receipt = row.details.receipt
+        if receipt and not (folder.root / receipt).exists():
+            found.waiting.append(f"“{row.file_name}”的回执尚未写出（处理在写回执前中断）；"
                                  "运行 lixiao sync 或启动 lixiao watch 即可补写")
 
 
 STALE_DEBRIS_SECONDS = 3600  # an editor's temp or lock file older than this was not cleaned up by its editor
 
 
-def _check_inbox(folder: DataFolder, ledger: list[dict[str, object]], found: Findings) -> None:
-    known = {str(row["hash"]) for row in ledger}
+def _check_inbox(folder: DataFolder, ledger: list[LedgerRow], found: Findings) -> None:
+    known = {row.hash for row in ledger}
     now = time.time()
     inbox = folder.root / "inbox"
     if not inbox.is_dir():
@@ -253,8 +250,8 @@ def repair_folder(folder: DataFolder, operator: str, progress: Progress | None =
         head = store.head()
         note = f"审计链尾部丢失：锚点第 {anchor[0]} 条，数据库第 {head[0]} 条；已接受"
         with store.transaction():
-            store.append_audit([{"kind": "repair", "decision": "tail_accepted", "source": "verify --repair",
-                                 "operator": operator, "detail": note}])
+            store.append_audit([Event("repair", decision="tail_accepted", source="verify --repair",
+                                      operator=operator, detail=note)])
         store.write_anchor(force=True)
         done.append(note)
     assert found.replay is not None
@@ -262,7 +259,7 @@ def repair_folder(folder: DataFolder, operator: str, progress: Progress | None =
     if restored:
         done.append(f"按审计记录恢复 {len(restored)} 处：" + "；".join(restored[:10])
                     + ("…" if len(restored) > 10 else ""))
-    ledger = {str(row["hash"]): row["outcome"] for row in store.ledger_rows()}
+    ledger = {row.hash: row.outcome for row in store.ledger_rows()}
     key = secret_key(folder.root)
     # every archived return the ledger (as the chain now says) has not decided — lost with the WAL, or
     # half-applied when the tail cut through its events — is processed again; done cells are no-ops
@@ -275,7 +272,7 @@ def repair_folder(folder: DataFolder, operator: str, progress: Progress | None =
     # a held return whose "held" the chain lost goes back to the inbox, to be taken (and held) again
     held = folder.root / "held"
     for path in sorted(held.glob("*.xlsx")) if held.is_dir() else []:
-        if ledger.get(_sha256(path)) != "held":
+        if ledger.get(_sha256(path)) is not LedgerState.HELD:
             target = folder.root / "inbox" / path.name
             if not target.exists():
                 path.replace(target)

@@ -10,13 +10,12 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lixiao.core.chain import now
 from lixiao.core.files import write_atomically
-from lixiao.core.issuance import BATCH_SHEETS, IssueError, WorkbookPlan, issuable, plan_workbooks
-from lixiao.core.signing import TOKEN_VERSION, canonical, digest, row_secret, sign
-from lixiao.core.store import StatusRow
+from lixiao.core.issuance import BATCH_SHEETS, Baseline, IssueError, WorkbookPlan, issuable, plan_workbooks
+from lixiao.core.signing import TOKEN_VERSION, canonical, row_secret, sign
+from lixiao.core.store import StatusRow, WorkbookRow
 from lixiao.workbooks.writer import Token, build_workbook
 
 from .datafolder import DataFolder, secret_key
@@ -60,7 +59,7 @@ def plan_all(folder: DataFolder, checkpoints: list[str], split: str | None) -> l
     stored: dict[str, dict[str, StatusRow]] = folder.store.all_status_rows()
     waived: dict[str, dict[str, str]] = {}
     for w in folder.store.active_waivers():
-        waived.setdefault(w["student_no"], {})[w["step"]] = w["reason"]
+        waived.setdefault(w.student_no, {})[w.step] = w.reason
     plans: list[WorkbookPlan] = []
     for code in codes:
         plans += plan_workbooks(flow, folder.year, folder.session_name, flow.checkpoint(code), students, stored,
@@ -107,7 +106,7 @@ class _Prepared:
     plan: WorkbookPlan
     token: Token
     issued_at: str
-    baseline: dict[str, Any]
+    baseline: Baseline
 
 
 def _prepare(folder: DataFolder, plan: WorkbookPlan, key: bytes) -> _Prepared:
@@ -121,7 +120,7 @@ def _prepare(folder: DataFolder, plan: WorkbookPlan, key: bytes) -> _Prepared:
     payload = {
         "v": TOKEN_VERSION, "kind": plan.kind, "workbook_id": workbook_id, "session": plan.session,
         "checkpoint": plan.checkpoint.code, "title": plan.title, "scope": plan.scope, "generation": generation,
-        "issued_at": issued_at, "students_hash": plan.students_hash(), "baseline_hash": digest(baseline),
+        "issued_at": issued_at, "students_hash": plan.students_hash(), "baseline_hash": baseline.digest(),
         "steps": steps, "batch_sheets": {BATCH_SHEETS[mode]: mode for mode in plan.groups},
         "row_keys": 1,  # every ticking sheet ends with a 行校验 column (signing.row_key)
     }
@@ -140,11 +139,9 @@ def _register(folder: DataFolder, item: _Prepared, data: bytes) -> Issued:
         target_dir = folder.root / "outbox" / plan.checkpoint.code
         target_dir.mkdir(parents=True, exist_ok=True)
         path = target_dir / file_name(plan.session, plan.title, plan.scope, token.generation)
-        store.record_workbook({
-            "id": token.workbook_id, "checkpoint": plan.checkpoint.code, "scope": plan.scope,
-            "generation": token.generation, "issued_at": item.issued_at, "students_hash": plan.students_hash(),
-            "baseline": canonical(item.baseline), "path": str(path.relative_to(folder.root)),
-        })
+        store.record_workbook(WorkbookRow(
+            token.workbook_id, plan.checkpoint.code, plan.scope, token.generation, item.issued_at,
+            plan.students_hash(), canonical(item.baseline.as_json()), str(path.relative_to(folder.root))))
         write_atomically(path, data)
     count = len(plan.student_nos())
     return Issued(path, plan.checkpoint.code, plan.title, plan.scope, token.generation, count, token.workbook_id)

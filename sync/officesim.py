@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import openpyxl
 from openpyxl.worksheet.worksheet import Worksheet
@@ -39,7 +39,7 @@ def _header(ws: Worksheet, first: str) -> tuple[int, dict[str, int]]:
     return row, headers
 
 
-def _save(book: Any) -> bytes:
+def _save(book: openpyxl.Workbook) -> bytes:
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()
@@ -54,6 +54,16 @@ def sort_columns(ws: Worksheet, first: int, last: int, by: int, reverse: bool = 
     for offset, values in enumerate(block):
         for index, value in enumerate(values):
             ws.cell(top + offset, first + index).value = value
+
+
+class _TickOptions(TypedDict, total=False):
+    """The ways a simulated clerk departs from plain ticking (tick_workbook's keyword options)."""
+
+    mistakes: bool
+    typed: bool
+    sort_by: str
+    use_batch: bool
+    partial_sort: bool
 
 
 def tick_workbook(source: Path, rng: random.Random, rate: float, operator: str, *, mistakes: bool = False,
@@ -124,7 +134,7 @@ def simulate_round(root: Path, inbox: Path, checkpoints: list[str], rng: random.
         for index, path in enumerate(sorted(latest.values())):
             operator = OPERATORS.get(code, "经办人").format(SURNAMES[index % len(SURNAMES)])
             notes = []
-            options: dict[str, Any] = {"use_batch": code in ("utilities", "dorm", "student_affairs")}
+            options: _TickOptions = {"use_batch": code in ("utilities", "dorm", "student_affairs")}
             if code == "dorm" and index == 0:
                 options["sort_by"] = "宿舍"
                 notes.append("按宿舍排序")

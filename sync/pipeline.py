@@ -1,10 +1,22 @@
-"""The sync pipeline: one returned file → ledger, checks, sandboxed parse, three-way merge, archive, receipt."""
+"""The sync pipeline: one returned file → ledger, checks, sandboxed parse, three-way merge, archive, receipt.
+
+The steps of one return, in order (each a function below; the ledger's transitions are core/ledger.TRANSITIONS):
+
+1. ``process_file`` / ``process_bytes``: the bytes of a settled regular file (or a mail attachment) — an
+   ``Incoming`` that knows where it came from (``Origin``) and whether lixiao may move it.
+2. ``take``: the content hash keys the ledger; a decided hash is ``seen_before`` (duplicate); otherwise the file
+   is sniffed, recorded ``received``, copied to archive/.staging and recorded ``staged``.
+3. ``_checked``: sandboxed parse, token, structure and baseline — any failure refuses the whole file.
+4. ``_merge``: inside one write transaction the plan is decided on what the store holds now, and either held
+   or applied, with its audit events and the ledger's outcome.
+5. ``_dispose``: only after the commit the exact bytes go to archive/ (or held/), the inbox copy goes, and the
+   receipt is written from the ledger.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import stat
 import time
@@ -13,14 +25,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
+from lixiao.core.chain import Event
 from lixiao.core.faults import fault_point
 from lixiao.core.files import write_atomically
 from lixiao.core.identity import mask_ids_in_text
-from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, plan_merge
-from lixiao.core.signing import digest, row_secret
+from lixiao.core.issuance import Baseline, BaselineError
+from lixiao.core.ledger import Channel, LedgerState, Origin, ReturnDetail
+from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, hold_reason, plan_merge
+from lixiao.core.signing import digest_text, row_secret
 from lixiao.core.signing import row_key as signing_row_key
+from lixiao.core.store import WorkbookRow
 from lixiao.workbooks.returned import Returned, returned_from_dict
 from lixiao.workbooks.sandbox import parse_untrusted
 from lixiao.workbooks.sniff import sniff
@@ -39,12 +54,11 @@ from .inbox import (
 )
 from .messages import os_error_text
 from .outcomes import (
-    HELD,
+    HELD_FOLDER,
     MAX_REASONS,
-    OUTCOMES,
     FileOutcome,
+    Outcome,
     explain,
-    ledger_detail,
     refuse,
     refuse_entry,
     refuse_large,
@@ -53,6 +67,8 @@ from .outcomes import (
 from .receipts import pending_lines, write_receipt
 
 NO_OPERATOR = "（未填写经办人）"
+UNKNOWN_SENDER_HOLD = ("交回人 {sender} 不在离校点通讯录中（lixiao.toml [mail] unknown_sender = \"hold\"）："
+                       "整个文件尚未生效，等待协调人核对发件人后确认")
 
 
 def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = False,
@@ -85,7 +101,7 @@ def _must_be_held(folder: DataFolder, path: Path) -> None:
     except OSError as exc:
         raise DataFolderError(f"无法读取 {safe_name(path.name)}：{os_error_text(exc)}") from None
     row = folder.store.ledger(digest_hex)
-    if row is None or row["outcome"] != HELD:
+    if row is None or row.outcome is not LedgerState.HELD:
         raise DataFolderError(f"{safe_name(path.name)} 不是待确认（held/）的文件，--confirm 不适用；"
                               "新交回的文件请直接 lixiao sync 处理")
 
@@ -104,13 +120,13 @@ def recover_staging(folder: DataFolder) -> None:
     if staging.is_dir():
         for staged in staging.iterdir():
             row = folder.store.ledger(staged.stem)
-            if row and row["outcome"] == "merged":
+            if row and row.outcome is LedgerState.MERGED:
                 target = folder.root / "archive" / staged.name
                 if target.exists():
                     staged.unlink()
                 else:
                     staged.replace(target)
-            elif not row or row["outcome"] is None:
+            elif not row or row.outcome is None:
                 staged.unlink()
 
 
@@ -118,72 +134,114 @@ def recover_receipts(folder: DataFolder) -> None:
     """After a crash between a commit and its receipt: every merged or held return whose receipt is missing
     gets it, built from the ledger (once per sync, and when the daemon starts — it reads the whole ledger)."""
     for row in folder.store.ledger_rows():
-        if row["outcome"] in ("merged", HELD):
-            detail = ledger_detail(row)
-            if detail.get("receipt") and not (folder.root / detail["receipt"]).exists():
+        if row.outcome in (LedgerState.MERGED, LedgerState.HELD):
+            receipt = row.details.receipt
+            if receipt and not (folder.root / receipt).exists():
                 write_receipt(folder, row)
 
 
-def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = False,
-                 min_age: float = 1.0, *, confirm: bool = False, settings: SyncSettings | None = None) -> FileOutcome:
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """The bytes of one return and where they lie: ``path`` (None for a mail attachment), and whether lixiao may
+    move or remove that file once the return is decided (inbox/ and held/ files; never a file named on the
+    command line or lying in an office's share)."""
+
+    name: str  # safe_name of the file (or attachment)
+    data: bytes
+    mtime: float
+    path: Path | None
+    movable: bool
+    origin: Origin
+
+    @property
+    def hash(self) -> str:
+        """The content hash that keys the ledger."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = False, min_age: float = 1.0, *,
+                 confirm: bool = False, settings: SyncSettings | None = None,
+                 origin: Origin | None = None) -> FileOutcome:
     """Take one returned file exactly once: the store and the ledger change in one transaction.
 
     ``confirm``: the coordinator confirms a return held for review (too many revocations); it is merged.
+    ``origin``: where the file came from (default: inbox/ for an inbox file, the command line otherwise).
     """
     name = safe_name(path.name)
     settings = settings or sync_settings(folder.root)
     with contextlib.suppress(OSError):
         path = path.parent.resolve() / path.name  # held/x.xlsx given relative to the data folder is held/ too
+    movable = in_inbox(folder, path) or path.parent == folder.root / HELD_FOLDER
+    origin = origin or Origin(Channel.INBOX if in_inbox(folder, path) else Channel.FILE)
     taken = _take_bytes(folder, path, name, min_age, settings, dry_run)
     if isinstance(taken, FileOutcome):
         return taken
     data, info = taken
-    digest_hex = hashlib.sha256(data).hexdigest()
+    return take(folder, Incoming(name, data, info.st_mtime, path, movable, origin), key, settings, dry_run, confirm)
+
+
+def process_bytes(folder: DataFolder, name: str, data: bytes, origin: Origin, key: bytes, *,
+                  dry_run: bool = False, settings: SyncSettings | None = None) -> FileOutcome:
+    """Take one return that is not a file of ours (a mail attachment) exactly once; copies of its bytes go to
+    archive/, rejected/ or held/ as for any other return."""
+    settings = settings or sync_settings(folder.root)
+    if len(data) > settings.max_bytes:
+        message = (f"附件大小 {len(data) / 1024 / 1024:.0f} MB 超过上限 {settings.max_file_mb:g} MB（lixiao.toml "
+                   "[sync] max_file_mb），不是正常的离校工作簿；请交回系统发给您的原文件")
+        digest_hex = hashlib.sha256(data).hexdigest()
+        previous = folder.store.ledger(digest_hex)
+        if previous and previous.outcome is not None:
+            return seen_before(folder, None, safe_name(name), digest_hex, previous, dry_run)
+        return refuse(folder, None, safe_name(name), digest_hex, Outcome.REJECTED, "too_large", message, dry_run,
+                      staged=False, origin=origin)
+    incoming = Incoming(safe_name(name), data, 0.0, None, False, origin)
+    return take(folder, incoming, key, settings, dry_run, False)
+
+
+def take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings, dry_run: bool,
+         confirm: bool) -> FileOutcome:
+    """Steps 2–5 for bytes already read: ledger, sniff, staging, checks, merge, disposal."""
+    digest_hex = item.hash
     store = folder.store
     previous = store.ledger(digest_hex)
-    if previous and previous["outcome"] in OUTCOMES and not (confirm and previous["outcome"] == HELD):
-        return seen_before(folder, path, name, digest_hex, previous, dry_run)
-    verdict = sniff(data)
-    if not verdict.ok and verdict.retry and time.time() - info.st_mtime < 120:
-        return FileOutcome(name, "deferred", reasons=[verdict.message], hash=digest_hex)
+    if previous and previous.outcome is not None and not (confirm and previous.outcome is LedgerState.HELD):
+        return seen_before(folder, item.path if item.movable else None, item.name, digest_hex, previous, dry_run)
+    verdict = sniff(item.data)
+    if not verdict.ok and verdict.retry and item.path is not None and time.time() - item.mtime < 120:
+        return FileOutcome(item.name, Outcome.DEFERRED, reasons=[verdict.message], hash=digest_hex)
     if not dry_run and not previous:
         with store.transaction():
-            store.set_ledger(digest_hex, name, "received")
-        write_atomically(folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx", data)
+            store.set_ledger(digest_hex, item.name, LedgerState.RECEIVED, origin=item.origin)
+        write_atomically(folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx", item.data)
         with store.transaction():
-            store.set_ledger(digest_hex, name, "staged")
+            store.set_ledger(digest_hex, item.name, LedgerState.STAGED)
     if not verdict.ok:
-        return refuse(folder, path, name, digest_hex, "rejected", verdict.code, verdict.message, dry_run)
-    parsed = parse_untrusted(data, key)
-    if not parsed.ok or parsed.returned is None:
-        outcome = "quarantined" if parsed.code in ("timeout", "parser_crashed") else "rejected"
-        return refuse(folder, path, name, digest_hex, outcome, parsed.code, parsed.message, dry_run)
-    returned = returned_from_dict(parsed.returned)
-    problem = _token_problem(folder, returned) or _structure_problem(returned)
-    if problem:
-        return refuse(folder, path, name, digest_hex, "rejected", problem[0], problem[1], dry_run)
-    payload = returned.token.payload or {}
-    workbook = store.workbook(payload["workbook_id"]) or {}
-    baseline = json.loads(workbook["baseline"])
-    if digest(baseline) != payload.get("baseline_hash"):
-        return refuse(folder, path, name, digest_hex, "rejected", "baseline_mismatch",
-                       "工作簿的签发记录与数据库不一致（数据库可能从旧备份恢复）；请重新签发", dry_run)
-    return _merge(folder, _Return(path, name, data, digest_hex, returned, workbook, baseline), key, settings,
-                  dry_run, confirm)
+        return _refuse(folder, item, Outcome.REJECTED, verdict.code, verdict.message, dry_run)
+    checked = _checked(folder, item, key)
+    if isinstance(checked, tuple):
+        outcome, code, message = checked
+        return _refuse(folder, item, outcome, code, message, dry_run)
+    return _merge(folder, checked, key, settings, dry_run, confirm)
+
+
+def _refuse(folder: DataFolder, item: Incoming, outcome: Outcome, code: str, message: str,
+            dry_run: bool) -> FileOutcome:
+    return refuse(folder, item.path if item.movable else None, item.name, item.hash, outcome, code, message,
+                  dry_run, origin=item.origin)
 
 
 def _take_bytes(folder: DataFolder, path: Path, name: str, min_age: float, settings: SyncSettings,
                 dry_run: bool) -> tuple[bytes, os.stat_result] | FileOutcome:
     """The bytes of a settled regular file, or what happened instead: gone or unreadable (deferred), still being
     written (deferred), not a regular file or over the size cap (refused)."""
-    gone = FileOutcome(name, "deferred", reasons=["文件已不存在（可能被移走）"])
-    writing = FileOutcome(name, "deferred", reasons=["文件还在写入（大小或时间未稳定），稍后再处理"])
+    gone = FileOutcome(name, Outcome.DEFERRED, reasons=["文件已不存在（可能被移走）"])
+    writing = FileOutcome(name, Outcome.DEFERRED, reasons=["文件还在写入（大小或时间未稳定），稍后再处理"])
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return gone
     except OSError as exc:
-        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
+        return FileOutcome(name, Outcome.DEFERRED, reasons=[f"暂时无法读取：{os_error_text(exc)}"])
     if not stat.S_ISREG(info.st_mode):
         return refuse_entry(folder, path, name, info, dry_run)
     if min_age > 0 and time.time() - info.st_mtime < min_age:
@@ -195,8 +253,52 @@ def _take_bytes(folder: DataFolder, path: Path, name: str, min_age: float, setti
     except FileNotFoundError:
         return gone
     except OSError as exc:
-        return FileOutcome(name, "deferred", reasons=[f"暂时无法读取：{os_error_text(exc)}"])
+        return FileOutcome(name, Outcome.DEFERRED, reasons=[f"暂时无法读取：{os_error_text(exc)}"])
     return writing if len(data) != info.st_size else (data, info)
+
+
+@dataclass(frozen=True, slots=True)
+class _Return:
+    """A returned file that passed every file-level check, ready to merge."""
+
+    item: Incoming
+    returned: Returned
+    workbook: WorkbookRow
+    baseline: Baseline
+
+    @property
+    def name(self) -> str:
+        """The return's safe name."""
+        return self.item.name
+
+    @property
+    def hash(self) -> str:
+        """The return's content hash."""
+        return self.item.hash
+
+
+def _checked(folder: DataFolder, item: Incoming, key: bytes) -> _Return | tuple[Outcome, str, str]:
+    """Step 3: the parse in the sandbox, then the token, the structure and the baseline; the refusal otherwise."""
+    parsed = parse_untrusted(item.data, key)
+    if not parsed.ok or parsed.returned is None:
+        outcome = Outcome.QUARANTINED if parsed.code in ("timeout", "parser_crashed") else Outcome.REJECTED
+        return (outcome, parsed.code, parsed.message)
+    returned = returned_from_dict(parsed.returned)
+    problem = _token_problem(folder, returned) or _structure_problem(returned)
+    if problem:
+        return (Outcome.REJECTED, *problem)
+    payload = returned.token.payload or {}
+    workbook = folder.store.workbook(str(payload["workbook_id"]))
+    assert workbook is not None  # _token_problem: the token names a registered workbook
+    mismatch = (Outcome.REJECTED, "baseline_mismatch",
+                "工作簿的签发记录与数据库不一致（数据库可能从旧备份恢复）；请重新签发")
+    try:
+        if digest_text(workbook.baseline) != payload.get("baseline_hash"):
+            return mismatch
+        baseline = Baseline.from_text(workbook.baseline)
+    except (ValueError, BaselineError):
+        return mismatch
+    return _Return(item, returned, workbook, baseline)
 
 
 def _token_problem(folder: DataFolder, returned: Returned) -> tuple[str, str] | None:
@@ -225,25 +327,13 @@ def _structure_problem(returned: Returned) -> tuple[str, str] | None:
            for a in returned.anomalies):
         return ("structure_mismatch", "工作簿的“办理”表或表头被删除或改名；请交回系统发给您的原文件")
     steps = payload.get("steps", {})
-    if payload.get("kind") == "office" and steps and missing_columns >= set(steps.values()):
+    if payload.get("kind") == "office" and isinstance(steps, dict) and steps \
+            and missing_columns >= set(steps.values()):
         return ("token_mismatch", "工作簿标识与内容不符（标识可能是从另一份工作簿复制来的）；请交回系统发给您的原文件")
     if any(a.code == "row_key_missing" for a in returned.anomalies):
         return ("row_key_missing", "工作簿的“行校验”列被删除或改名，无法确认每一行的勾选属于哪名学生；"
                 "请交回系统发给您的原文件（可以排序、筛选，但不要删除列）")
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Return:
-    """A returned file that passed every file-level check, ready to merge."""
-
-    path: Path
-    name: str
-    data: bytes
-    hash: str
-    returned: Returned
-    workbook: dict[str, Any]
-    baseline: dict[str, Any]
 
 
 class _Refused(Exception):  # noqa: N818 - a control-flow signal inside the merge transaction, not an error
@@ -255,23 +345,23 @@ class _Refused(Exception):  # noqa: N818 - a control-flow signal inside the merg
         self.message = message
 
 
-def _plan(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings) -> MergePlan:
+def _plan(folder: DataFolder, ret: _Return, key: bytes, settings: SyncSettings) -> MergePlan:
     """The merge plan of one return, decided on what the store holds now (call inside the write transaction)."""
     store = folder.store
-    payload = item.returned.token.payload or {}
+    payload = ret.returned.token.payload or {}
     row_key: Callable[[str], str] | None = None
     if payload.get("row_keys"):
-        secret = row_secret(key, item.workbook["id"])
-        row_key = partial(signing_row_key, secret)
+        row_key = partial(signing_row_key, row_secret(key, ret.workbook.id))
     students = {s.student_no: s for s in store.students()}
     waived: dict[str, set[str]] = {}
     for w in store.active_waivers():
-        waived.setdefault(w["student_no"], set()).add(w["step"])
-    returned = item.returned
-    modes: dict[str, str] = payload.get("batch_sheets", {})
+        waived.setdefault(w.student_no, set()).add(w.step)
+    returned = ret.returned
+    modes = payload.get("batch_sheets", {})
+    modes = modes if isinstance(modes, dict) else {}
     shifted = {(MAIN, a.step) for a in returned.anomalies if a.code == "tick_outside_rows"}
-    shifted |= {(modes.get(a.sheet, WAIVERS), a.step) for a in returned.anomalies if a.code == "column_shifted"}
-    plan = plan_merge(folder.flow, folder.year, item.workbook["checkpoint"], item.baseline,
+    shifted |= {(str(modes.get(a.sheet, WAIVERS)), a.step) for a in returned.anomalies if a.code == "column_shifted"}
+    plan = plan_merge(folder.flow, folder.year, ret.workbook.checkpoint, ret.baseline,
                       MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
                                  returned.batch_rows, shifted),
                       students, store.all_status_rows(), waived, row_key)
@@ -298,113 +388,101 @@ def _plan(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings)
             plan.warnings.append(f"{where}：{anomaly.reason}" if where else anomaly.reason)
     if not returned.operator:
         plan.warnings.append("“经办人”未填写；本次记录的操作人为“（未填写经办人）”")
+    origin = ret.item.origin
+    if origin.channel is Channel.MAIL and not origin.sender_known:
+        plan.warnings.append(f"交回人 {origin.sender} 不在离校点通讯录中，请协调人核对")
     return plan
 
 
-def _merge(folder: DataFolder, item: _Return, key: bytes, settings: SyncSettings, dry_run: bool,
+def _hold(plan: MergePlan, ret: _Return, settings: SyncSettings, confirm: bool) -> str:
+    """Why this return waits for the coordinator ("" when it does not, or when the coordinator confirms it)."""
+    if confirm:
+        return ""
+    origin = ret.item.origin
+    if origin.channel is Channel.MAIL and not origin.sender_known and settings.hold_unknown_senders:
+        return UNKNOWN_SENDER_HOLD.format(sender=origin.sender)
+    return hold_reason(plan, settings.max_revocations)
+
+
+def _merge(folder: DataFolder, ret: _Return, key: bytes, settings: SyncSettings, dry_run: bool,
            confirm: bool) -> FileOutcome:
+    """Step 4: decide and write one return in one transaction (held: nothing applied, the ledger says why)."""
     store = folder.store
-    payload = item.returned.token.payload or {}
-    operator = item.returned.operator or NO_OPERATOR
+    payload = ret.returned.token.payload or {}
+    operator = ret.returned.operator or NO_OPERATOR
     try:
         if dry_run:
-            plan = _plan(folder, item, key, settings)
-            return _result(item, plan, _hold_reason(plan, settings, confirm))
+            plan = _plan(folder, ret, key, settings)
+            return _result(ret, plan, _hold(plan, ret, settings, confirm))
         with store.transaction():
-            plan = _plan(folder, item, key, settings)
-            held = _hold_reason(plan, settings, confirm)
-            result = _result(item, plan, held)
+            plan = _plan(folder, ret, key, settings)
+            held = _hold(plan, ret, settings, confirm)
+            result = _result(ret, plan, held)
             stamp = datetime.now()
-            tag = f"-待确认-{item.hash[:12]}" if held else f"-{item.hash[:12]}"
-            receipt = f"receipts/{stamp:%Y%m%d-%H%M%S}-{safe_name(Path(item.name).stem, 40)}{tag}-回执.xlsx"
-            detail = {"applied": result.applied, "refused": result.refused, "conflicts": result.conflicts,
-                      "operator": operator, "title": str(payload.get("title", "")),
-                      "scope": str(payload.get("scope", "")), "generation": payload.get("generation"),
-                      "warnings": [mask_ids_in_text(w) for w in plan.warnings[:MAX_REASONS * 4]],
-                      "receipt": receipt, "at": stamp.isoformat(timespec="seconds")}
+            tag = f"-待确认-{ret.hash[:12]}" if held else f"-{ret.hash[:12]}"
+            generation = payload.get("generation")
+            detail = ReturnDetail(
+                applied=result.applied, refused=result.refused, conflicts=result.conflicts, operator=operator,
+                title=str(payload.get("title", "")), scope=str(payload.get("scope", "")),
+                generation=generation if isinstance(generation, int) else None,
+                warnings=[mask_ids_in_text(w) for w in plan.warnings[:MAX_REASONS * 4]],
+                receipt=f"receipts/{stamp:%Y%m%d-%H%M%S}-{safe_name(Path(ret.name).stem, 40)}{tag}-回执.xlsx",
+                at=stamp.isoformat(timespec="seconds"), origin=ret.item.origin.describe())
+            source = f"file:{ret.name}"
             if held:
-                detail.update(code=HELD, message=held, pending=pending_lines(folder, plan))
-                store.append_audit([{"kind": "return", "decision": HELD, "source": f"file:{item.name}",
-                                     "source_hash": item.hash, "operator": operator, "detail": held}])
-                store.set_ledger(item.hash, item.name, HELD, HELD, item.workbook["id"],
-                                 json.dumps(detail, ensure_ascii=False))
+                detail.code, detail.message, detail.pending = Outcome.HELD, held, pending_lines(folder, plan)
+                store.append_audit([Event("return", decision=Outcome.HELD, source=source, source_hash=ret.hash,
+                                          operator=operator, detail=held)])
+                store.set_ledger(ret.hash, ret.name, LedgerState.HELD, LedgerState.HELD, ret.workbook.id, detail)
             else:
-                apply_plan(store, plan, source=f"workbook:{item.workbook['id']}", operator=operator,
-                           source_hash=item.hash)
+                apply_plan(store, plan, source=f"workbook:{ret.workbook.id}", operator=operator, source_hash=ret.hash)
                 fault_point("merge")
-                store.append_audit([{
-                    "kind": "return", "decision": "merged", "source": f"file:{item.name}", "source_hash": item.hash,
-                    "operator": operator, "detail": f"{item.workbook['id']} 记录 {result.applied} 拒绝 "
-                                                    f"{result.refused} 冲突 {result.conflicts}"}])
-                store.set_ledger(item.hash, item.name, "merged", "merged", item.workbook["id"],
-                                 json.dumps(detail, ensure_ascii=False))
+                store.append_audit([Event(
+                    "return", decision=Outcome.MERGED, source=source, source_hash=ret.hash, operator=operator,
+                    detail=f"{ret.workbook.id} 记录 {result.applied} 拒绝 {result.refused} 冲突 {result.conflicts}"
+                           f"（{ret.item.origin.describe()}）")])
+                store.set_ledger(ret.hash, ret.name, LedgerState.MERGED, LedgerState.MERGED, ret.workbook.id, detail)
     except _Refused as refused:
-        return refuse(folder, item.path, item.name, item.hash, "rejected", refused.code, refused.message, dry_run)
+        return _refuse(folder, ret.item, Outcome.REJECTED, refused.code, refused.message, dry_run)
     fault_point("receipt")
-    # Only after the commit: keep the exact bytes, let go of the returned copy, write the receipt.
-    staged = folder.root / "archive" / ".staging" / f"{item.hash}.xlsx"
-    if held:
-        target = unique_path(folder.root / HELD / item.name)
-        target.parent.mkdir(exist_ok=True)
-        if in_inbox(folder, item.path):
-            item.path.replace(target)
-        else:
-            write_atomically(target, item.data)
-        staged.unlink(missing_ok=True)
-        explain(target, item.name, HELD, HELD, held, item.hash)
-    else:
-        archived = folder.root / "archive" / f"{item.hash}.xlsx"
-        if staged.exists():
-            staged.replace(archived)
-        elif not archived.exists():
-            write_atomically(archived, item.data)
-        if in_inbox(folder, item.path) or item.path.parent == folder.root / HELD:
-            try:
-                if hashlib.sha256(read_regular(item.path)).hexdigest() == item.hash:
-                    item.path.unlink()
-                    item.path.with_name(item.path.name + ".说明.txt").unlink(missing_ok=True)
-            except OSError:
-                pass
-    row = store.ledger(item.hash)
+    _dispose(folder, ret.item, held)
+    row = store.ledger(ret.hash)
     if row is not None:
         result.receipt = write_receipt(folder, row)
     return result
 
 
-def _hold_reason(plan: MergePlan, settings: SyncSettings, confirm: bool) -> str:
-    """Why a return waits for the coordinator, or "": it would revoke many passed cells (or lifted restrictions),
-    or one column both revokes and newly ticks cells — what a tick column sorted or shifted on its own does
-    (the passed ticks move to other students); a clerk correcting one slip is held too, and confirmed."""
-    if confirm:
-        return ""
-    revoked = plan.revocations + sum(not w.lift for w in plan.waiver_changes)
-    if revoked > settings.max_revocations:
-        return (f"本文件会撤销 {revoked} 个已通过的格子或已解除的限制，超过 {settings.max_revocations} 个（lixiao.toml "
-                "[sync] max_revocations）。撤销很少见，常见原因是只对勾选列排序或粘贴，使勾选错位到别的学生。"
-                "整个文件尚未生效，等待协调人确认")
-    moved: dict[str, list[int]] = {}  # per column: [new ticks (applied or refused), revocations]
-    for change in plan.changes:
-        if change.kind in ("applied", "revoked"):
-            moved.setdefault(change.step, [0, 0])[change.kind == "revoked"] += 1
-    for refusal in plan.refusals:
-        if refusal.value == "已勾选" and refusal.step:
-            moved.setdefault(refusal.step, [0, 0])[0] += 1
-        elif refusal.value == "解除限制":
-            moved.setdefault(f"waiver:{refusal.step}", [0, 0])[0] += 1
-    for w in plan.waiver_changes:
-        moved.setdefault(f"waiver:{w.step}", [0, 0])[not w.lift] += 1
-    for added, taken in moved.values():
-        if added and taken:
-            return (f"本文件在同一列中撤销了 {taken} 个已通过的格子（或已解除的限制），又新勾选了 {added} 个："
-                    "这正是只对勾选列排序、或在勾选列中插入/删除单元格时勾选整体错位的样子。整个文件尚未生效，"
-                    "等待协调人核对后确认（若确是改正笔误，确认即可）")
-    return ""
-
-
-def _result(item: _Return, plan: MergePlan, held: str) -> FileOutcome:
+def _dispose(folder: DataFolder, item: Incoming, held: str) -> None:
+    """Step 5, only after the commit: keep the exact bytes (archive/ or held/), let go of the returned copy."""
+    staged = folder.root / "archive" / ".staging" / f"{item.hash}.xlsx"
     if held:
-        return FileOutcome(item.name, HELD, 0, len(plan.refusals), len(plan.conflicts), [f"held：{held}"],
-                           hash=item.hash)
-    return FileOutcome(item.name, "merged", len(plan.changes) + len(plan.waiver_changes), len(plan.refusals),
+        target = unique_path(folder.root / HELD_FOLDER / item.name)
+        target.parent.mkdir(exist_ok=True)
+        if item.path is not None and item.movable and in_inbox(folder, item.path):
+            item.path.replace(target)
+        else:
+            write_atomically(target, item.data)
+        staged.unlink(missing_ok=True)
+        explain(target, item.name, Outcome.HELD, Outcome.HELD, held, item.hash)
+        return
+    archived = folder.root / "archive" / f"{item.hash}.xlsx"
+    if staged.exists():
+        staged.replace(archived)
+    elif not archived.exists():
+        write_atomically(archived, item.data)
+    if item.path is not None and item.movable:
+        try:
+            if hashlib.sha256(read_regular(item.path)).hexdigest() == item.hash:
+                item.path.unlink()
+                item.path.with_name(item.path.name + ".说明.txt").unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _result(ret: _Return, plan: MergePlan, held: str) -> FileOutcome:
+    if held:
+        return FileOutcome(ret.name, Outcome.HELD, 0, len(plan.refusals), len(plan.conflicts), [f"held：{held}"],
+                           hash=ret.hash)
+    return FileOutcome(ret.name, Outcome.MERGED, len(plan.changes) + len(plan.waiver_changes), len(plan.refusals),
                        len(plan.conflicts), [mask_ids_in_text(w) for w in plan.warnings[:MAX_REASONS]],
-                       hash=item.hash)
+                       hash=ret.hash)

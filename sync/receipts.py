@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lixiao.core.files import write_atomically
 from lixiao.core.identity import mask_ids_in_text
-from lixiao.core.merge import Change, MergePlan
+from lixiao.core.ledger import LedgerRow, LedgerState
+from lixiao.core.merge import Change, ChangeKind, MergePlan
 from lixiao.core.model import Status
 from lixiao.workbooks.receipt import build_receipt
 
 from .datafolder import DataFolder
-from .outcomes import HELD, ledger_detail
 
 
 def pending_lines(folder: DataFolder, plan: MergePlan) -> list[str]:
@@ -21,54 +19,57 @@ def pending_lines(folder: DataFolder, plan: MergePlan) -> list[str]:
         return Status(change.old).label if change.old else "未办理"
 
     lines = [f"确认后：{c.student_no} {names.get(c.step, c.step)}："
-             + ("已通过 → 撤销（未办理）" if c.kind == "revoked" else f"{was(c)} → 已通过") for c in plan.changes]
+             + ("已通过 → 撤销（未办理）" if c.kind is ChangeKind.REVOKED else f"{was(c)} → 已通过")
+             for c in plan.changes]
     lines += [f"确认后：{w.student_no} {names.get(w.step, w.step)}：{'解除限制' if w.lift else '重新开启限制'}"
               for w in plan.waiver_changes]
     return [mask_ids_in_text(line) for line in lines[:500]]
 
 
-def write_receipt(folder: DataFolder, row: dict[str, Any]) -> str:
+def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
     """Write the receipt (回执) of a merged or held return from what the store holds about it — its ledger row,
     its audit events, refused ticks and conflicts — so that a receipt lost in a crash is rebuilt the same way."""
-    detail = ledger_detail(row)
-    digest_hex = row["hash"]
+    detail = row.details
+    digest_hex = row.hash
     store = folder.store
     names = {s.code: s.name for s in folder.flow.all_steps()}
     events = store.audit_events(digest_hex)
     refused, conflicts = store.refused_of(digest_hex), store.conflicts_of(digest_hex)
-    who = store.student_names({e["student_no"] for e in events} | {r[0] for r in refused} | {c[0] for c in conflicts})
+    who = store.student_names({e.student_no for e in events} | {r[0] for r in refused} | {c[0] for c in conflicts})
 
     def label(value: str) -> str:
         return Status(value).label if value else "未办理"
 
-    held = row["outcome"] == HELD
+    held = row.outcome is LedgerState.HELD
     summary = [
-        ("文件", row["file_name"]), ("离校点", str(detail.get("title", ""))), ("范围", str(detail.get("scope", ""))),
-        ("版本", f"第 {detail.get('generation')} 版"), ("经办人", str(detail.get("operator", ""))),
-        ("处理时间", str(detail.get("at", row["updated_at"]))),
+        ("文件", row.file_name), ("离校点", detail.title), ("范围", detail.scope),
+        ("版本", f"第 {detail.generation} 版"), ("经办人", detail.operator),
+        ("处理时间", detail.at or row.updated_at),
         ("结果", "待协调人确认（尚未生效）" if held else "已合并"),
-        ("已记录", str(detail.get("applied", 0))), ("被拒绝", str(detail.get("refused", 0))),
-        ("冲突待核对", str(detail.get("conflicts", 0))), ("内容哈希", digest_hex),
+        ("已记录", str(detail.applied)), ("被拒绝", str(detail.refused)),
+        ("冲突待核对", str(detail.conflicts)), ("内容哈希", digest_hex),
     ]
+    if detail.origin:
+        summary.insert(5, ("交回方式", detail.origin))
     if held:
-        summary.insert(7, ("原因", str(detail.get("message", ""))))
+        summary.insert(summary.index(("已记录", str(detail.applied))), ("原因", detail.message))
     if events:  # where this return's commit left the chain: the same however late the receipt is written
-        summary.append(("审计链位置", f"第 {events[-1]['seq']} 条，{events[-1]['hash'][:16]}"))
-    applied = [[e["student_no"], who.get(e["student_no"], ""), names.get(e["step"], e["step"]), label(e["old"]),
-                label(e["new"]), {"revoked": "撤销"}.get(e["decision"], e["detail"])]
-               for e in events if e["kind"] == "status"]
-    applied += [[e["student_no"], who.get(e["student_no"], ""), names.get(e["step"], e["step"]), "",
-                 e["new"], e["detail"]] for e in events if e["kind"] == "waiver"]
+        summary.append(("审计链位置", f"第 {events[-1].seq} 条，{events[-1].hash[:16]}"))
+    applied = [[e.student_no, who.get(e.student_no, ""), names.get(e.step, e.step), label(e.old),
+                label(e.new), {"revoked": "撤销"}.get(e.decision, e.detail)]
+               for e in events if e.kind == "status"]
+    applied += [[e.student_no, who.get(e.student_no, ""), names.get(e.step, e.step), "",
+                 e.new, e.detail] for e in events if e.kind == "waiver"]
     sections = {
         "applied": applied,
         "refused": [[no, who.get(no, ""), names.get(step, step), value, reason]
                     for no, step, value, reason in refused],
         "conflicts": [[no, who.get(no, ""), names.get(step, step), issued, returned, current]
                       for no, step, issued, returned, current in conflicts],
-        "warnings": [[w] for w in [*detail.get("pending", []), *detail.get("warnings", [])]],
+        "warnings": [[w] for w in [*detail.pending, *detail.warnings]],
     }
     masked = {key: [[mask_ids_in_text(str(cell)) for cell in line] for line in lines]
               for key, lines in sections.items()}
-    relative = str(detail.get("receipt") or f"receipts/{digest_hex[:12]}-回执.xlsx")
+    relative = detail.receipt or f"receipts/{digest_hex[:12]}-回执.xlsx"
     write_atomically(folder.root / relative, build_receipt(summary, masked))
     return relative

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lixiao.core.issuance import Baseline
 from lixiao.core.merge import MergeInput, plan_merge
 from lixiao.core.model import Status
 from lixiao.core.signing import row_key, row_secret
@@ -308,9 +309,10 @@ def test_partial_permutations_never_change_an_unticked_student(issued_cohort: tu
     opened = open_folder(folder)
     try:
         payload = returned.token.payload or {}
-        workbook = opened.store.workbook(payload["workbook_id"]) or {}
-        secret = row_secret(key_of_folder(folder), workbook["id"])
-        plan = plan_merge(opened.flow, opened.year, "utilities", json.loads(workbook["baseline"]),
+        workbook = opened.store.workbook(payload["workbook_id"])
+        assert workbook is not None
+        secret = row_secret(key_of_folder(folder), workbook.id)
+        plan = plan_merge(opened.flow, opened.year, "utilities", Baseline.from_text(workbook.baseline),
                           MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers),
                           {s.student_no: s for s in opened.store.students()}, opened.store.all_status_rows(), {},
                           lambda ident: row_key(secret, ident))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from lixiao.core.chain import Event
 from lixiao.core.model import Status
 from lixiao.core.store import Store
 from lixiao.sync import integrity
@@ -274,10 +275,10 @@ def test_ledger_changes_are_audit_events_of_the_return(merged: Cli) -> None:
         events = store.audit_events(archive_of(merged).stem)
     finally:
         store.close()
-    ledger = [(e["old"], e["new"], e["detail"]) for e in events if e["kind"] == "ledger"]
+    ledger = [(e.old, e.new, e.detail) for e in events if e.kind == "ledger"]
     assert ledger == [("", "received/", "水电.xlsx"), ("received/", "staged/", "水电.xlsx"),
                       ("staged/", "merged/merged", "水电.xlsx")]
-    assert [e["decision"] for e in events if e["kind"] == "return"] == ["merged"]
+    assert [e.decision for e in events if e.kind == "return"] == ["merged"]
 
 
 def test_ledger_rows_from_before_schema_4_are_explained_by_their_return_event(tmp_path: Path) -> None:
@@ -287,7 +288,7 @@ def test_ledger_rows_from_before_schema_4_are_explained_by_their_return_event(tm
         for digest, decision in (("a" * 64, "merged"), ("b" * 64, "rejected")):
             store.db.execute("INSERT INTO returns (hash, file_name, state, outcome, received_at, updated_at) "
                              "VALUES (?, ?, 'merged', 'merged', '', '')", [digest, f"{digest[0]}.xlsx"])
-            store.append_audit([{"kind": "return", "decision": decision, "source_hash": digest}])
+            store.append_audit([Event("return", decision=decision, source_hash=digest)])
     assert store.replay_problems(store.replay()) == [
         "台账中 1 个文件没有审计记录（台账行被伪造），如 “b.xlsx”（bbbbbbbbbbbb）；"
         "运行 lixiao verify --repair 可按审计记录恢复"]

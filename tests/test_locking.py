@@ -12,7 +12,7 @@ import pytest
 
 from lixiao.sync import locking
 from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
-from lixiao.sync.outcomes import FileOutcome
+from lixiao.sync.outcomes import FileOutcome, Outcome
 
 from .conftest import Cli
 
@@ -92,7 +92,7 @@ def test_sync_masks_id_numbers_in_the_reasons_it_prints(cli: Cli, monkeypatch: p
     """A 身份证号 quoted in a reason is printed masked, in the text and in the --json output."""
     reason = "第 3 行 备注：430103200401010017 不是学号"
     monkeypatch.setattr("lixiao.sync.pipeline.sync",
-                        lambda *a, **k: [FileOutcome("u.xlsx", "rejected", reasons=[reason])])
+                        lambda *a, **k: [FileOutcome("u.xlsx", Outcome.REJECTED, reasons=[reason])])
     text = cli("sync").output
     document = json.loads(cli("sync", "--json").output)
     assert "430103********0017" in text and "430103200401010017" not in text

@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lixiao.core.flow import load_preset
-from lixiao.core.issuance import plan_workbooks
+from lixiao.core.issuance import Baseline, plan_workbooks
 from lixiao.core.merge import CONFLICT, IGNORE, NOOP, MergeInput, apply_plan, cell_decision, plan_merge
 from lixiao.core.model import Status
 from lixiao.core.store import StatusRow, Store
@@ -44,7 +43,7 @@ def fresh_store(tmp: Path, passed: set[tuple[str, str]]) -> Store:
     return store
 
 
-def baselines(store: Store) -> dict[str, dict[str, Any]]:
+def baselines(store: Store) -> dict[str, Baseline]:
     """The issued baseline of the utilities and dorm workbooks for this store."""
     result = {}
     for code in ("utilities", "dorm"):
@@ -53,7 +52,7 @@ def baselines(store: Store) -> dict[str, dict[str, Any]]:
     return result
 
 
-def merge(store: Store, checkpoint: str, baseline: dict[str, Any], ticks: dict[str, dict[str, bool]]) -> None:
+def merge(store: Store, checkpoint: str, baseline: Baseline, ticks: dict[str, dict[str, bool]]) -> None:
     """Plan and apply one return in one transaction, as the pipeline does."""
     returned = MergeInput({no: Row(i, t) for i, (no, t) in enumerate(ticks.items())}, [], [], [])
     waived: dict[str, set[str]] = {}

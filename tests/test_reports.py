@@ -51,8 +51,8 @@ def test_figures_match_hand_computed_values(reported: Cli) -> None:
     assert college_steps["party_transfer"].unfinished == 4
     colleges = {c.name: (c.expected, c.complete) for c in data.colleges}
     assert colleges == {"机电工程学院": (3, 1), "能源与安全工程学院": (2, 0)}
-    office = next(o for o in data.offices if o["checkpoint"] == "utilities")
-    assert office["returned_at"] is None and office["generation"] == 1
+    office = next(o for o in data.offices if o.checkpoint == "utilities")
+    assert office.returned_at is None and office.generation == 1
     bottleneck = {code: total for code, _, _, total in data.bottlenecks}
     assert bottleneck["party_transfer"] == 4 and bottleneck["electricity"] == 3
 

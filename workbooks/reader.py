@@ -12,6 +12,7 @@ from defusedxml import ElementTree
 from xlsxwriter.utility import xl_col_to_name
 
 from lixiao.core.identity import clean_text
+from lixiao.core.marks import column_shifted
 from lixiao.core.signing import digest, verify
 
 from .cells import Sheet, cell_text, error_cells, formula_cells, remark_text
@@ -291,15 +292,10 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
             else:
                 result.batch.append(BatchTick(mode, group, code, mark, ref, key))
     for code, col in step_cols.items():
-        if shifted(blanks[code], code in outside):
+        if column_shifted(bool(blanks[code]), code in outside):
             result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(col), step=code))
 
 
-def shifted(blank_rows: list[int], outside: bool) -> bool:
-    """Whether a tick column may have moved apart from its rows: a tick below the last row (cells inserted with
-    shift down) or an issued box that came back empty (a cell inserted or deleted with shift, a column sorted
-    alone with its blank cells — or a box emptied with Delete, which cannot be told apart)."""
-    return outside or bool(blank_rows)
 
 
 SHIFTED = ("这一列的勾选格可能与所在行错开了（插入或删除了单元格、只对这一列排序，或清空了勾选格），"
@@ -347,7 +343,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
         key = sheet.text(offset, key_col, values[key_col])[:64] if key_col is not None and key_col < len(values) else ""
         result.waivers.append(WaiverTick(student_no, step, mark, remark_text(get("理由"))[:MAX_TEXT], ref, key,
                                          blank))
-    if shifted(blanks, outside):
+    if column_shifted(bool(blanks), outside):
         result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(box)))
 
 
