@@ -180,6 +180,21 @@ class WorkbookPlan:
         """Hash of the issued student list."""
         return digest(self.student_nos())
 
+    @property
+    def office(self) -> str:
+        """The directory key of the office this workbook is for (offices.office_key)."""
+        college = ""
+        if self.checkpoint.per_college and self.rows:
+            college = self.rows[0].student.college
+        return f"{self.checkpoint.code}|{college}"
+
+    def readiness_digest(self) -> str:
+        """What a fresh generation is due for: the students and, for each, the 前置条件 the workbook shows.
+        A certificate desk's workbook is stale when this differs from the one of its newest generation."""
+        if self.kind == "waiver":
+            return digest(sorted([w.student.student_no, w.step.code, w.waived] for w in self.waiver_rows))
+        return digest([[r.student.student_no, r.prerequisite] for r in self.rows])
+
 
 def batch_ident(mode: str, group: str) -> str:
     """What a batch-sheet row's 行校验 key signs: its mode and group."""

@@ -181,4 +181,43 @@ MIGRATIONS.append(
     ALTER TABLE returns ADD COLUMN sender TEXT NOT NULL DEFAULT '';
     ALTER TABLE returns ADD COLUMN message_id TEXT NOT NULL DEFAULT '';
     """)
+MIGRATIONS.append(
+    # 7: the live loop — the office directory (who receives which office's workbooks, and how), each issued
+    # workbook's office and readiness digest (a fresh generation is due when readiness changed), what was
+    # delivered where, and the mail messages taken from the IMAP mailbox (each exactly once).
+    """
+    CREATE TABLE offices (
+        office TEXT PRIMARY KEY,
+        checkpoint TEXT NOT NULL,
+        college TEXT NOT NULL,
+        title TEXT NOT NULL,
+        contact TEXT NOT NULL DEFAULT '',
+        emails TEXT NOT NULL DEFAULT '',
+        share TEXT NOT NULL DEFAULT '',
+        updated_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE workbooks ADD COLUMN office TEXT NOT NULL DEFAULT '';
+    ALTER TABLE workbooks ADD COLUMN readiness TEXT NOT NULL DEFAULT '';
+    CREATE INDEX workbooks_office ON workbooks(office, issued_at);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        office TEXT NOT NULL,
+        workbook_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        target TEXT NOT NULL,
+        at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX deliveries_office ON deliveries(office, at);
+    CREATE TABLE mail_messages (
+        message_key TEXT PRIMARY KEY,
+        sender TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        sent_at TEXT NOT NULL,
+        taken_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID;
+    """)
 SCHEMA_VERSION = len(MIGRATIONS)

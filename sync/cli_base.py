@@ -28,11 +28,12 @@ from lixiao.workbooks.tables import TableError
 
 from .datafolder import DataFolder, DataFolderError, find_folder, open_folder
 from .locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
+from .mail import MailError
 from .messages import os_error_text, usage_error_text
 
 MARKS = {"passed": "✓", "failed": "✗", "optional": "○", "pending": "↓", "na": "–"}
 INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError,
-                IssueError)
+                IssueError, MailError)
 # Rich falls back to 80 columns when piped; Chinese tables need more to stay readable in a log.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 

@@ -23,6 +23,7 @@ from lixiao.core.store import DAMAGED
 
 from .datafolder import DataFolder, secret_key
 from .inbox import inbox_files, is_debris
+from .live import LiveLoop
 from .locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from .messages import OUTCOME_LABELS, strip_code
 from .outcomes import FileOutcome
@@ -97,6 +98,7 @@ class Watcher:
         self._waiting = False
         self._refusing = False
         self.log = logging.getLogger("lixiao.watch")
+        self.live = LiveLoop(folder, self.log)  # shared folders, the mailbox, fresh workbooks
 
     def notify(self, path: Path) -> None:
         """An event touched ``path``: (re)start its settle timer."""
@@ -272,7 +274,10 @@ class Watcher:
             dirty = False
             while not self.stop_event.is_set():
                 try:
-                    dirty = self.step(key) > 0 or dirty
+                    merged = self.step(key)
+                    if self.live.active:
+                        merged += self.live.tick(key, merged > 0)
+                    dirty = merged > 0 or dirty
                     with self._lock:  # files waiting for a retry or a slow copy do not hold the reports back
                         busy = any(e.due <= time.monotonic() + self.settle for e in self._pending.values())
                     if dirty and not busy:  # coalesced: once after a burst, not per file

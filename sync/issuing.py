@@ -141,7 +141,8 @@ def _register(folder: DataFolder, item: _Prepared, data: bytes) -> Issued:
         path = target_dir / file_name(plan.session, plan.title, plan.scope, token.generation)
         store.record_workbook(WorkbookRow(
             token.workbook_id, plan.checkpoint.code, plan.scope, token.generation, item.issued_at,
-            plan.students_hash(), canonical(item.baseline.as_json()), str(path.relative_to(folder.root))))
+            plan.students_hash(), canonical(item.baseline.as_json()), str(path.relative_to(folder.root)),
+            plan.office, plan.readiness_digest()))
         write_atomically(path, data)
     count = len(plan.student_nos())
     return Issued(path, plan.checkpoint.code, plan.title, plan.scope, token.generation, count, token.workbook_id)

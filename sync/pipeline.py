@@ -90,8 +90,13 @@ def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = Fa
         wait_until_settled(targets, min_age, settings.settle_wait)
     else:
         targets = files
-    return [process_file(folder, path, key, dry_run, min_age, confirm=confirm, settings=settings)
-            for path in targets]
+    outcomes = [process_file(folder, path, key, dry_run, min_age, confirm=confirm, settings=settings)
+                for path in targets]
+    if files is None and not dry_run:  # the offices' shared folders are an inbox too
+        from .delivery import take_share_returns
+
+        outcomes += take_share_returns(folder, key, min_age=min_age)
+    return outcomes
 
 
 def _must_be_held(folder: DataFolder, path: Path) -> None:

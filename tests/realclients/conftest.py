@@ -31,3 +31,6 @@ def libreoffice() -> str:
             pytest.fail(f"real-client test needs LibreOffice on CI: {missing}")
         pytest.skip(missing)
     return shutil.which("soffice") or "soffice"
+
+
+from .mailservers import mail_servers, mail_user  # noqa: E402, F401

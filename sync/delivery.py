@@ -1,0 +1,318 @@
+"""Delivering each office its workbooks (shared folder, e-mail) and taking returns from the shared folders;
+fresh generations when an office's readiness changed.
+
+A shared folder of an office holds ``待办/`` (its current workbooks; older generations lixiao wrote move to
+``待办/旧版/`` unless staff changed them there), ``交回/`` (polled for returns), ``交回/已处理/`` (returns once
+decided) and ``交回/回执/`` (their receipts, or a .说明.txt for a refused file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+from lixiao.core.files import write_atomically
+from lixiao.core.issuance import WorkbookPlan, issuable
+from lixiao.core.ledger import Channel, Origin
+from lixiao.core.offices import Office, OfficeInstance, office_instances
+from lixiao.core.store import WorkbookRow
+
+from .datafolder import DataFolder
+from .inbox import is_debris, safe_name, unique_path
+from .issuing import Issued, issue_workbooks, plan_all
+from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
+from .mail import MailError, send_messages, workbook_message
+from .messages import OUTCOME_LABELS, strip_code
+from .outcomes import FileOutcome, Outcome
+
+TODO, RETURN, DONE, RECEIPTS, OLD = "待办", "交回", "已处理", "回执", "旧版"
+_GENERATION = re.compile(r"^(?P<stem>.+)-第(?P<n>\d+)版\.xlsx$")
+log = logging.getLogger("lixiao.watch")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one office's workbooks go: its directory entry (or a default one), its shared folder, its addresses."""
+
+    instance: OfficeInstance
+    entry: Office
+    share: Path | None
+    emails: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """The office's directory key."""
+        return self.instance.key
+
+    @property
+    def channels(self) -> str:
+        """The channels as a Chinese label."""
+        parts = (["共享文件夹"] if self.share else []) + (["邮件"] if self.emails else [])
+        return "、".join(parts) or "无"
+
+
+def share_dir_name(title: str) -> str:
+    """An office's folder name under the share root (its title, filesystem-safe)."""
+    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", title).strip(". ") or "离校点"
+
+
+def routes(folder: DataFolder, settings: DeliverySettings | None = None, mail: MailSettings | None = None,
+           *, mail_known: bool = False) -> list[Route]:
+    """Every office and its channels: a directory entry's shared folder (relative to [delivery] share_root) and
+    addresses; an office without an entry (or with neither) gets ``<share_root>/<office>/`` when share_root is
+    set. Addresses count only when [mail] is configured."""
+    settings = settings or delivery_settings(folder.root)
+    if not mail_known:
+        mail = mail_settings(folder.root)
+    entries = {o.key: o for o in folder.store.offices()}
+    found = []
+    for instance in office_instances(issuable(folder.flow, folder.year), folder.store.students()):
+        entry = entries.get(instance.key) or Office(instance.checkpoint.code, instance.college, instance.title)
+        share: Path | None = None
+        if entry.share:
+            share = Path(entry.share).expanduser()
+            if not share.is_absolute():
+                share = (settings.share_root / share) if settings.share_root else (folder.root / share)
+        elif settings.share_root and not (entry.emails and mail):
+            share = settings.share_root / share_dir_name(instance.title)
+        found.append(Route(instance, entry, share, entry.emails if mail else ()))
+    return found
+
+
+# -- out ----------------------------------------------------------------------------------------------------
+@dataclass
+class DeliveryReport:
+    """What one send did, per office."""
+
+    lines: list[tuple[str, str, str, bool, str]] = field(default_factory=list)  # office, channel, target, ok, note
+    issued: list[Issued] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        """How many deliveries failed."""
+        return sum(1 for line in self.lines if not line[3])
+
+
+def current_workbooks(folder: DataFolder, route: Route) -> list[WorkbookRow]:
+    """The newest generation of each scope of an office."""
+    return folder.store.latest_workbooks(route.key)
+
+
+def deliver(folder: DataFolder, route: Route, mail: MailSettings | None, settings: DeliverySettings,
+            report: DeliveryReport, *, resend: bool = False, reply_to: EmailMessage | None = None,
+            to: list[str] | None = None) -> None:
+    """Deliver an office's current workbooks through each of its channels (skipping what already reached a
+    target, unless ``resend``)."""
+    books = current_workbooks(folder, route)
+    if not books:
+        report.lines.append((route.instance.title, "-", "-", False, "还没有签发工作簿（lixiao issue）"))
+        return
+    if route.share is not None and reply_to is None:
+        _deliver_share(folder, route, books, report, resend)
+    addresses = to if to is not None else list(route.emails)
+    if addresses and mail is not None:
+        target = ", ".join(addresses)
+        todo = [b for b in books if resend or reply_to is not None or not folder.store.delivered(b.id, "mail", target)]
+        if not todo:
+            report.lines.append((route.instance.title, "邮件", target, True, "已发送过，未重发（--resend 可重发）"))
+            return
+        attachments = [(Path(b.path).name, (folder.root / b.path).read_bytes()) for b in todo]
+        message = workbook_message(mail, route.entry, addresses, folder.session_name, attachments,
+                                   settings.deadline, bool(route.instance.checkpoint.requires), reply_to)
+        try:
+            send_messages(mail, [message])
+        except MailError as exc:
+            for book in todo:
+                folder.store.record_delivery(route.key, book.id, "mail", target, False, str(exc))
+            report.lines.append((route.instance.title, "邮件", target, False, str(exc)))
+            return
+        for book in todo:
+            folder.store.record_delivery(route.key, book.id, "mail", target, True)
+        report.lines.append((route.instance.title, "邮件", target, True, f"{len(todo)} 个工作簿"))
+
+
+def _deliver_share(folder: DataFolder, route: Route, books: list[WorkbookRow], report: DeliveryReport,
+                   resend: bool) -> None:
+    assert route.share is not None
+    todo_dir = route.share / TODO
+    target = str(route.share)
+    try:
+        for sub in (todo_dir, route.share / RETURN):
+            sub.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for book in books:
+            source = folder.root / book.path
+            destination = todo_dir / Path(book.path).name
+            if resend or not destination.exists() or not folder.store.delivered(book.id, "share", target):
+                write_atomically(destination, source.read_bytes())
+                written += 1
+            _retire_older(folder, todo_dir, destination.name)
+            folder.store.record_delivery(route.key, book.id, "share", target, True)
+    except OSError as exc:
+        report.lines.append((route.instance.title, "共享文件夹", target, False, f"无法写入：{exc.strerror or exc}"))
+        return
+    report.lines.append((route.instance.title, "共享文件夹", target, True,
+                         f"{written} 个工作簿" if written else "已是最新"))
+
+
+def _retire_older(folder: DataFolder, todo_dir: Path, current: str) -> None:
+    """Move older generations of the same workbook to 旧版/ — only copies still exactly as lixiao wrote them
+    (a file staff ticked in place stays where they left it)."""
+    match = _GENERATION.match(current)
+    if not match:
+        return
+    for path in todo_dir.glob("*.xlsx"):
+        other = _GENERATION.match(path.name)
+        if not other or other["stem"] != match["stem"] or int(other["n"]) >= int(match["n"]):
+            continue
+        if (todo_dir / f".~lock.{path.name}#").exists() or (todo_dir / f"~${path.name}").exists():
+            continue  # open in LibreOffice or Excel right now
+        issued = next(folder.root.glob(f"outbox/*/{path.name}"), None)
+        try:
+            if issued is None or hashlib.sha256(path.read_bytes()).digest() != \
+                    hashlib.sha256(issued.read_bytes()).digest():
+                continue
+            (todo_dir / OLD).mkdir(exist_ok=True)
+            path.replace(unique_path(todo_dir / OLD / path.name))
+        except OSError:
+            continue
+
+
+# -- fresh generations --------------------------------------------------------------------------------------
+@dataclass
+class Refresh:
+    """What a refresh did: workbooks issued, offices that wait for their interval."""
+
+    issued: list[Issued] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    report: DeliveryReport = field(default_factory=DeliveryReport)
+
+
+def stale_plans(folder: DataFolder, route: Route, plans: list[WorkbookPlan]) -> list[WorkbookPlan]:
+    """The plans of an office whose students or 前置条件 differ from its newest generation of the same scope."""
+    latest = {w.scope: w for w in folder.store.latest_workbooks(route.key)}
+    return [p for p in plans if p.scope in latest and latest[p.scope].readiness != p.readiness_digest()]
+
+
+def refresh(folder: DataFolder, *, force: bool = False, settings: DeliverySettings | None = None,
+            mail: MailSettings | None = None, mail_known: bool = False,
+            progress: Callable[[int, int, str], None] | None = None) -> Refresh:
+    """Issue a fresh generation to every office with a channel whose readiness changed, at most one per office
+    per [delivery] refresh_minutes, and deliver it; the caller holds the writer lock."""
+    settings = settings or delivery_settings(folder.root)
+    if not mail_known:
+        mail = mail_settings(folder.root)
+    result = Refresh()
+    offices = [r for r in routes(folder, settings, mail, mail_known=True) if r.share or r.emails]
+    if not offices:
+        return result
+    codes = sorted({r.instance.checkpoint.code for r in offices})
+    by_office: dict[str, list[WorkbookPlan]] = {}
+    for plan in plan_all(folder, codes, None):
+        by_office.setdefault(plan.office, []).append(plan)
+    interval = settings.refresh_minutes * 60
+    for route in offices:
+        stale = stale_plans(folder, route, by_office.get(route.key, []))
+        if not stale:
+            continue
+        last = folder.store.last_issued(route.key)
+        if not force and last and _age(last) < interval:
+            result.waiting.append(route.instance.title)
+            continue
+        issued = issue_workbooks(folder, stale, progress, workers=1)
+        result.issued += issued
+        log.info("%s：前置条件或名单有变化，已签发新版工作簿（%s）", route.instance.title,
+                 "、".join(i.path.name for i in issued))
+        deliver(folder, route, mail, settings, result.report)
+    return result
+
+
+def _age(stamp: str) -> float:
+    try:
+        then = datetime.fromisoformat(stamp)
+    except ValueError:
+        return float("inf")
+    current = datetime.now(then.tzinfo) if then.tzinfo else datetime.now()
+    return (current - then).total_seconds()
+
+
+# -- in -----------------------------------------------------------------------------------------------------
+def share_candidates(route: Route, min_age: float) -> list[Path]:
+    """Settled files in an office's 交回/ (not its subfolders), oldest first."""
+    if route.share is None:
+        return []
+    directory = route.share / RETURN
+    found: list[tuple[float, Path]] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        path = Path(entry.path)
+        if stat.S_ISDIR(info.st_mode) or is_debris(path):
+            continue
+        if time.time() - info.st_mtime < min_age:
+            continue  # still being copied onto the share (network shares lose events: this is polled)
+        found.append((info.st_mtime, path))
+    return [p for _, p in sorted(found)]
+
+
+def take_share_returns(folder: DataFolder, key: bytes, min_age: float = 2.0,
+                       on_outcome: Callable[[FileOutcome], None] | None = None) -> list[FileOutcome]:
+    """Every settled return in every office's 交回/, through the pipeline; decided files move to 交回/已处理/ and
+    their receipt (or explanation) is written to 交回/回执/. The caller holds the writer lock."""
+    from .pipeline import process_file
+
+    outcomes = []
+    for route in routes(folder):
+        for path in share_candidates(route, min_age):
+            origin = Origin(Channel.SHARE, office=route.key, sender=route.entry.contact or route.instance.title,
+                            sender_known=True)
+            outcome = process_file(folder, path, key, min_age=0, origin=origin)
+            if outcome.outcome is not Outcome.DEFERRED:
+                _file_away(folder, route, path, outcome)
+            outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+    return outcomes
+
+
+def _file_away(folder: DataFolder, route: Route, path: Path, outcome: FileOutcome) -> None:
+    """A decided share return: the file to 已处理/, its receipt or explanation to 回执/ (best effort: the return is
+    already safely recorded; the share may be read-only or full)."""
+    assert route.share is not None
+    base = route.share / RETURN
+    try:
+        (base / DONE).mkdir(exist_ok=True)
+        (base / RECEIPTS).mkdir(exist_ok=True)
+        if path.exists():
+            path.replace(unique_path(base / DONE / safe_name(path.name)))
+        stem = Path(safe_name(path.name)).stem
+        receipt = folder.root / outcome.receipt if outcome.receipt else None
+        if receipt is None and outcome.hash:
+            row = folder.store.ledger(outcome.hash)
+            if row is not None and row.details.receipt:
+                receipt = folder.root / row.details.receipt
+        if receipt is not None and receipt.is_file():
+            shutil.copyfile(receipt, unique_path(base / RECEIPTS / f"{stem}-回执.xlsx"))
+        else:
+            text = (f"文件：{outcome.file}\n结果：{OUTCOME_LABELS[outcome.outcome]}\n"
+                    + "".join(f"原因：{strip_code(r)}\n" for r in outcome.reasons[:10])
+                    + "处理办法：请按原因修改后重新放入“交回”文件夹；如有疑问请联系离校工作协调人。\n")
+            write_atomically(unique_path(base / RECEIPTS / f"{stem}.说明.txt"), text.encode("utf-8"))
+    except OSError as exc:
+        log.error("%s：结果已记录，但无法整理共享文件夹 %s（%s）", outcome.file, base, exc.strerror or exc)
