@@ -278,7 +278,7 @@ def test_imap_restarted_mid_fetch_loses_nothing_and_applies_nothing_twice(box: M
     settings = mail_settings(box.data)
     assert settings is not None
     try:
-        with pytest.raises(mail_module.MailError, match="连接中断|无法连接"):
+        with pytest.raises(mail_module.MailError, match=r"连接中断|无法连接"):
             mail_module.fetch_mail(folder, settings, secret_key(box.data), lambda *a: "")
     finally:
         folder.close()
