@@ -1,4 +1,4 @@
-"""可领证名单: who a certificate desk may hand certificates to now — the pure list and its sheet."""
+"""可领证名单: who a certificate desk may hand certificates to now — the pure list, its sheet and its report page."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ import openpyxl
 import pytest
 
 from lixiao.core import rules
-from lixiao.core.certificates import ReadyList, board_ready_lists, ready_list
+from lixiao.core.certificates import ReadyList, board_ready_lists, ready_list, school_ready_lists
+from lixiao.core.flow import load_preset
 from lixiao.core.issuance import plan_workbooks
 from lixiao.core.model import Flow, Status, Student
 from lixiao.core.stats import CODES, Board
-from lixiao.core.store import StatusRow
+from lixiao.core.store import StatusRow, Store
 from lixiao.core.synthetic import make_cohort
 from lixiao.workbooks.layout import MAIN_SHEET, READY_SHEET
 
-from .conftest import Cli, drop, edit, make_student, outbox, statuses, sync
+from .conftest import ROSTER, Cli, drop, edit, make_student, outbox, statuses, sync
 
 YEAR = 2026
 BEFORE_CERTIFICATES = ["party_transfer", "return_instruments", "return_books", "return_student_card",
@@ -205,3 +206,49 @@ def test_a_return_without_the_list_sheet_still_merges(certificate_desk: Cli) -> 
     [item] = sync(certificate_desk)["files"]
     assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 1, 0)
     assert statuses(certificate_desk)[("0803010104", "degree_certificate")] == ("passed", 1)
+
+
+# ---- the report page ---------------------------------------------------------------------------------------------
+
+
+def test_report_page_lists_the_ready_students(certificate_desk: Cli) -> None:
+    """reports/可领证名单.html: one section per office, the ready students with what they lack; linked from index."""
+    sync(certificate_desk)  # nothing to take; the report is built by `lixiao report`
+    assert certificate_desk("report").exit_code == 0
+    reports = certificate_desk.data / "reports"
+    assert 'href="可领证名单.html"' in (reports / "index.html").read_text("utf-8")
+    page = (reports / "可领证名单.html").read_text("utf-8")
+    sections = page.split('<section class="ready-office"')[1:]
+    assert [s.split("<h2>")[1].split("　")[0] for s in sections] == [
+        "机电工程学院领取证件", "能源与安全工程学院领取证件", "教务处离校点"]
+    assert "0803010103" in sections[0] and "0803010104" in sections[0] and "0803010105" not in sections[0]
+    assert "可领证 2 人，前置条件未满足 1 人（请勿发证），已领完 0 人" in sections[0]
+    assert "<td>领取学位证、领取毕业/结业证、领取报到证、领取户口迁移证明</td>" in sections[0]
+    assert "目前没有可领证的学生。" in sections[1] and "目前没有可领证的学生。" in sections[2]
+    assert 'id="generated-at">20' in page
+    for student in ROSTER:
+        assert student.id_card not in page
+
+
+def test_report_lists_equal_the_store_lists(certificate_desk: Cli) -> None:
+    """What the report shows is school_ready_lists of the store, and each office's list equals its workbook's."""
+    store = Store.open(certificate_desk.data / "store.db")
+    lists = school_ready_lists(store, load_preset("undergrad"))
+    mechanical_list = next(x for x in lists if x.title == "机电工程学院领取证件")
+    assert summary(mechanical_list)[2:5] == (2, 1, 0)
+    assert [e.student.student_no for e in mechanical_list.students()] == ["0803010103", "0803010104"]
+
+
+def test_report_page_escapes_names(cli: Cli, pass_all: Callable[[str, list[str]], None], tmp_path: Path) -> None:
+    """A ready student named <script>… is shown as text on the page."""
+    from lixiao.workbooks.roster import build_roster, roster_row
+
+    roster = tmp_path / "nasty.xlsx"
+    roster.write_bytes(build_roster([roster_row(make_student("090000001", name="<script>alert(1)</script>",
+                                                             class_name="<b>班</b>"))]))
+    assert cli("students", "import", str(roster)).exit_code == 0
+    pass_all("090000001", BEFORE_CERTIFICATES)
+    assert cli("report").exit_code == 0
+    page = (cli.data / "reports" / "可领证名单.html").read_text("utf-8")
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>班</b>" not in page and "&lt;b&gt;班&lt;/b&gt;" in page
