@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lixiao.core.certificates import ReadyList, board_ready_lists
 from lixiao.core.clearance import Clearance, WaiverListing
 from lixiao.core.identity import mask_id_card
 from lixiao.core.model import Flow
@@ -94,6 +95,7 @@ class ReportData:
     rejected: list[RejectionLine]
     offices: list[OfficeLine]
     history: list[tuple[str, int, int]]
+    ready_lists: list[ReadyList] = field(default_factory=list)  # 可领证名单 per certificate office
     js_flow: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     board: Board | None = None  # the status matrix itself (student search, Excel report)
@@ -169,7 +171,8 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
         school=school, checkpoints=checkpoint_progress(flow, board), colleges=group_progress(board, "college"),
         classes=classes, buildings=group_progress(board, "building"), bottleneck_colleges=bottleneck_colleges,
         bottlenecks=bottleneck_rows, waivers=clearance.waiver_list(), conflicts=conflicts, refused=refused,
-        rejected=rejected, offices=offices, history=store.progress_history(), js_flow=js_flow,
+        rejected=rejected, offices=offices, history=store.progress_history(),
+        ready_lists=board_ready_lists(flow, board, session.year), js_flow=js_flow,
         sources={"returns": ledger[0], "last_return": ledger[1] or "", "store": str(store.path.name)},
         board=board,
     )

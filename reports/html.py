@@ -11,6 +11,8 @@ import jinja2
 
 from .data import ReportData, student_rows
 
+READY_PAGE = "可领证名单.html"
+
 
 def environment(user_templates: Path | None = None) -> jinja2.Environment:
     """A jinja2 environment that escapes everything and prefers the coordinator's own templates."""
@@ -44,6 +46,7 @@ def render_pages(data: ReportData, user_templates: Path | None = None) -> dict[s
     pages: dict[str, bytes] = {}
     pages["index.html"] = env.get_template("index.html").render(data=data, charts=_charts(data)).encode("utf-8")
     pages["students.html"] = env.get_template("students.html").render(data=data).encode("utf-8")
+    pages[READY_PAGE] = env.get_template("certificates.html").render(data=data).encode("utf-8")
     college_page = env.get_template("college.html")
     for number, college in enumerate(data.colleges, start=1):
         pages[f"college-{number}.html"] = college_page.render(

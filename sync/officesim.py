@@ -14,6 +14,7 @@ from typing import TypedDict
 import openpyxl
 from openpyxl.worksheet.worksheet import Worksheet
 
+from lixiao.core.issuance import BATCH_SHEETS
 from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, PREREQ_HEADER
 
 OPERATORS = {"college": "学院离校点·{}老师", "student_affairs": "学工处·刘老师", "utilities": "水电中心·王师傅",
@@ -76,8 +77,9 @@ def tick_workbook(source: Path, rng: random.Random, rate: float, operator: str, 
     head, headers = _header(ws, "学号")
     prereq = headers[PREREQ_HEADER]
     steps = [c for title, c in headers.items() if prereq < c < headers["备注"]]
-    if use_batch and len(book.sheetnames) > 3:
-        batch = book[book.sheetnames[1]]
+    batches = [book[name] for name in book.sheetnames if name in BATCH_SHEETS.values()]
+    if use_batch and batches:
+        batch = batches[0]
         bhead, bheaders = _header(batch, batch.cell(HEADER_ROW + 1, 1).value)
         boxes = [c for t, c in bheaders.items() if "（" not in str(t) and c > 3]
         for r in range(bhead + 1, batch.max_row + 1):

@@ -4,6 +4,8 @@ the reader — which must not import the writer (nor, through it, the store) int
 from __future__ import annotations
 
 MAIN_SHEET = "办理"
+READY_SHEET = "可领证名单"  # certificate desks only: the first sheet, read by staff, never by lixiao
+READY_HEADERS = ("学号", "姓名", "班级", "尚未领取")
 WAIVER_SHEET = "解除限制"
 GUIDE_SHEET = "说明"
 META_SHEET = "_lixiao"

@@ -10,6 +10,7 @@ import xlsxwriter
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
+from lixiao.core.certificates import ReadyList, is_certificate_desk, ready_list
 from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
 from lixiao.core.signing import row_key
 
@@ -23,6 +24,8 @@ from .layout import (
     OPERATOR_CELL,
     PREREQ_HEADER,
     PROPERTY_PREFIX,
+    READY_HEADERS,
+    READY_SHEET,
     REMARK_HEADER,
     ROW_KEY_HEADER,
     WAIVER_HEADERS,
@@ -71,6 +74,10 @@ class _Formats:
         self.box = fmt(locked=False, border=1, align="center")
         self.box_blocked = fmt(locked=False, border=1, align="center", bg_color="#FCE4D6")
         self.ticked = book.add_format({"bg_color": "#C6EFCE", "font_color": "#006100"})
+        self.counts = fmt(bold=True, num_format="@")
+        self.warning = fmt(bold=True, font_color="#9C0006", text_wrap=True, num_format="@")
+        self.group = fmt(bold=True, bg_color="#F2F2F2", border=1, num_format="@")
+        self.listed = fmt(num_format="@", border=1, text_wrap=True)
 
 
 def build_workbook(plan: WorkbookPlan, token: Token, issued_at: str) -> bytes:
@@ -88,7 +95,10 @@ def build_workbook(plan: WorkbookPlan, token: Token, issued_at: str) -> bytes:
     if plan.kind == "waiver":
         _waiver_sheet(book, formats, plan, token, issued_at)
     else:
-        _main_sheet(book, formats, plan, token, issued_at)
+        certificates = is_certificate_desk(plan.checkpoint)
+        if certificates:  # first and active: what staff see on opening is who may be handed a certificate
+            _ready_sheet(book, formats, plan, ready_list(plan), issued_at)
+        _main_sheet(book, formats, plan, token, issued_at, active=not certificates)
         for mode, groups in plan.groups.items():
             _batch_sheet(book, formats, plan, token, mode, groups)
     _guide_sheet(book, formats, plan, token.generation)
@@ -140,7 +150,8 @@ def _finish_grid(sheet: Worksheet, f: _Formats, boxes: tuple[int, int] | None, l
     _print_setup(sheet, last_col)
 
 
-def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, issued_at: str) -> None:
+def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, issued_at: str,
+                active: bool = True) -> None:
     sheet = book.add_worksheet(MAIN_SHEET)
     _top(sheet, f, plan, issued_at, token.generation,
          "勾选表示已办理通过；灰色格子表示该生不需要办理；橙色表示前置条件未满足（勾选会被拒绝）；请勿修改学号、姓名等列；"
@@ -176,6 +187,58 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
     for col, width in enumerate(widths):
         sheet.set_column(col, col, min(width, 40))
     _finish_grid(sheet, f, (first_step, remark_col - 1) if plan.steps else None, last_row, len(headers) - 1, 2)
+    if active:  # never two active sheets: Excel would open them grouped, and typing would fill both
+        sheet.activate()
+
+
+READY_HINT = ("只给本表中的学生发证；不在表中的学生前置条件未满足（或证件已领完），请勿发证，见“办理”表的前置条件列。"
+              "发证后在“办理”表勾选。")
+
+
+def _ready_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, listing: ReadyList, issued_at: str) -> None:
+    """可领证名单: per class, the students whose prerequisites were all met at issue and who still have
+    something to collect; printable on A4 portrait. Nothing here is read back."""
+    sheet = book.add_worksheet(READY_SHEET)
+    last = len(READY_HEADERS) - 1
+    scope = "" if plan.scope in plan.title else f"　{plan.scope}"
+    sheet.merge_range(0, 0, 0, last, "", f.title)
+    as_of = issued_at[:16].replace("T", " ")
+    sheet.write_string(0, 0, f"{plan.session}　{plan.title}{scope}　可领证名单　截至 {as_of}", f.title)
+    sheet.merge_range(1, 0, 1, last, "", f.counts)
+    sheet.write_string(1, 0, f"可领证 {listing.ready} 人　　前置条件未满足 {listing.blocked} 人（请勿发证）"
+                       f"　　已领完 {listing.done} 人", f.counts)
+    sheet.merge_range(2, 0, 2, last, "", f.warning)
+    sheet.write_string(2, 0, READY_HINT, f.warning)
+    for col, title in enumerate(READY_HEADERS):
+        sheet.write_string(HEADER_ROW, col, title, f.header)
+    r = HEADER_ROW + 1
+    if not listing.classes:
+        sheet.merge_range(r, 0, r, last, "", f.group)
+        sheet.write_string(r, 0, "目前没有可领证的学生。", f.group)
+    for group in listing.classes:
+        sheet.merge_range(r, 0, r, last, "", f.group)
+        sheet.write_string(r, 0, f"{group.name}　可领证 {len(group.students)} 人", f.group)
+        r += 1
+        for entry in group.students:
+            student = entry.student
+            for col, value in enumerate((student.student_no, student.name, student.class_name, entry.pending_names)):
+                sheet.write_string(r, col, value, f.listed)
+            r += 1
+    sheet.set_row(0, 24)
+    sheet.set_row(2, 32)
+    sheet.set_row(HEADER_ROW, 20)
+    names = [s.student for s in listing.students()]
+    sheet.set_column(0, 0, max(12, max((text_width(s.student_no) for s in names), default=0) + 2))
+    sheet.set_column(1, 1, min(20, max(10, max((text_width(s.name) for s in names), default=0) + 2)))
+    sheet.set_column(2, 2, min(24, max(14, max((text_width(s.class_name) for s in names), default=0) + 2)))
+    sheet.set_column(3, 3, 44)
+    sheet.freeze_panes(HEADER_ROW + 1, 0)
+    sheet.set_portrait()
+    sheet.set_paper(9)  # A4
+    sheet.repeat_rows(0, HEADER_ROW)
+    sheet.fit_to_pages(1, 0)
+    sheet.set_margins(left=0.5, right=0.5, top=0.6, bottom=0.6)
+    sheet.set_footer("&C第 &P 页，共 &N 页")
     sheet.activate()
 
 
@@ -276,12 +339,19 @@ GUIDE = [
 ]
 
 
+READY_GUIDE = ("可领证名单", "第一张表“可领证名单”按班级列出签发时前置条件已全部满足、还有证件未领取的学生，"
+               "以及每人尚未领取的证件。只给名单中的学生发证；不在名单中的学生前置条件未满足，请勿发证。"
+               "名单只反映签发时的情况：其他离校点之后办完的学生，会出现在协调人下一版的名单中。"
+               "发证后请在“办理”表勾选；“可领证名单”表本身不会被系统读取。")
+
+
 def _guide_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, generation: int) -> None:
     sheet = book.add_worksheet(GUIDE_SHEET)
     sheet.set_column(0, 0, 14)
     sheet.set_column(1, 1, 100)
     sheet.write_string(0, 0, "使用说明", f.title)
-    for r, (head, text) in enumerate(GUIDE, start=2):
+    guide = [READY_GUIDE, *GUIDE] if plan.kind == "office" and is_certificate_desk(plan.checkpoint) else GUIDE
+    for r, (head, text) in enumerate(guide, start=2):
         sheet.write_string(r, 0, head, f.guide_head)
         body = text.format(title=plan.title, scope=plan.scope, generation=generation)
         sheet.write_string(r, 1, body, f.guide)

@@ -224,3 +224,40 @@ def test_libreoffice_reads_the_excel_report_matrix_cell_for_cell(libreoffice: st
     header = mine[1]
     passed_row = next(r for r in mine if r[0] == "2201010101")
     assert passed_row[header.index(load_preset("undergrad").steps["electricity"].name)] == "已通过"
+
+
+def test_libreoffice_keeps_the_ready_list_first_and_the_return_merges(libreoffice: str, tmp_path: Path) -> None:
+    """A certificate workbook ticked and saved in LibreOffice keeps 可领证名单 as its first sheet, unchanged, and
+    its tick for a listed student merges."""
+    import openpyxl
+
+    from lixiao.core import rules
+    from lixiao.core.store import Store
+    from lixiao.workbooks.layout import READY_SHEET
+
+    folder = cohort_folder(tmp_path / "demo", 40)
+    runner = CliRunner()
+    flow = load_preset("undergrad")
+    student = Store.open(folder / "store.db").students()[0]
+    for step in rules.prerequisite_steps(flow, flow.checkpoint("certificates")):
+        if step.enabled(2026) and rules.applies(step, student):
+            result = runner.invoke(main, ["--data", str(folder), "set", student.student_no, step.code, "passed"])
+            assert result.exit_code == 0, result.output
+    assert runner.invoke(main, ["--data", str(folder), "issue", "--checkpoint", "certificates"]).exit_code == 0
+    source = next(p for p in (folder / "outbox" / "certificates").glob("*.xlsx") if student.college in p.name)
+    listed = [list(r) for r in openpyxl.load_workbook(source)[READY_SHEET].iter_rows(values_only=True)]
+    assert [student.student_no, student.name, student.class_name,
+            "领取学位证、领取毕业/结业证、领取报到证、领取户口迁移证明"] in listed
+    out = tmp_path / "c.xlsx"
+    run_jobs([{"input": str(source), "output": str(out), "operator": "学院李老师",
+               "edits": [{"sheet": "办理", "key": student.student_no, "column": "领取报到证", "value": True}]}],
+             tmp_path)
+    saved = openpyxl.load_workbook(out)
+    assert saved.sheetnames[0] == READY_SHEET
+    assert [list(r) for r in saved[READY_SHEET].iter_rows(values_only=True)][:len(listed)] == listed
+    back = read_returned(out.read_bytes(), key(folder))
+    assert back.token.status == "valid" and back.students_match is True and back.anomalies == []
+    (folder / "inbox" / "证件.xlsx").write_bytes(out.read_bytes())
+    result = runner.invoke(main, ["--data", str(folder), "sync", str(folder / "inbox" / "证件.xlsx"), "--json"])
+    [item] = json.loads(result.output)["files"]
+    assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 1, 0)
