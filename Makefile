@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Debian packages the real-client tests drive (LibreOffice through UNO) and a CJK font for rendering.
-DEB_PACKAGES := libreoffice-calc python3-uno fonts-noto-cjk chromium dovecot-imapd
+# Debian packages the real-client tests drive (LibreOffice through UNO) and a CJK font for rendering;
+# systemd for systemd-analyze, which verifies the unit `lixiao watch --unit` prints (not in Debian's containers).
+DEB_PACKAGES := libreoffice-calc python3-uno fonts-noto-cjk chromium dovecot-imapd systemd
 
 .PHONY: install system-deps demo test test-fast lint clean
 
@@ -28,7 +29,7 @@ lint: $(STAMP)
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p lixiao
 
 system-deps:
-	@if command -v soffice >/dev/null && command -v chromium >/dev/null && test -x /usr/sbin/dovecot && /usr/bin/python3 -c 'import uno' 2>/dev/null \
+	@if command -v soffice >/dev/null && command -v chromium >/dev/null && test -x /usr/sbin/dovecot && command -v systemd-analyze >/dev/null && /usr/bin/python3 -c 'import uno' 2>/dev/null \
 		&& fc-list :lang=zh 2>/dev/null | grep -q .; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES); \

@@ -32,7 +32,7 @@ from .cli_base import (
     print_json,
     read_input,
 )
-from .datafolder import DataFolderError, init_folder
+from .datafolder import DataFolderError, find_folder, init_folder
 from .messages import OUTCOME_LABELS, strip_code
 
 
@@ -271,20 +271,59 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
         sys.exit(1)
 
 
-@main.command(epilog=examples("  lixiao watch\n  lixiao watch --poll 5   # 网络共享文件夹"))
+@main.command(epilog=examples("  lixiao watch\n  lixiao watch --poll 5   # 网络共享文件夹\n"
+                              "  lixiao watch --unit | sudo tee /etc/systemd/system/lixiao-watch.service\n"
+                              "  lixiao watch --check   # 监控/cron：正常退出码 0，否则 1"))
 @click.option("--poll", type=click.FloatRange(0.5, 3600), help="轮询间隔秒数（网络共享文件夹上 inotify 不可靠时使用）")
 @click.option("--settle", default=1.5, show_default=True, type=click.FloatRange(0.1, 600),
               help="文件大小和时间保持不变多少秒后才处理")
 @click.option("--rescan", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
               help="每隔多少秒重新扫描收件箱（防止遗漏事件）")
+@click.option("--unit", is_flag=True, help="不启动守护进程，而是打印本数据文件夹的 systemd 服务单元（见协调人指南）")
+@click.option("--check", is_flag=True, help="不启动守护进程，而是用一行报告它是否正常（退出码 0 正常，1 异常）")
+@click.option("--json", "as_json", is_flag=True, help="与 --check 一起使用：输出 JSON")
 @click.pass_context
-def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float) -> None:
-    """守护进程：监视收件箱，文件完整后自动处理；Ctrl-C 停止。Run the watch daemon."""
-    from .daemon import run_daemon
+def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float, unit: bool, check: bool,
+          as_json: bool) -> None:
+    """守护进程：监视收件箱，文件完整后自动处理；Ctrl-C 停止。Run the watch daemon.
 
+    --unit 打印 systemd 单元（其余选项写入 ExecStart），--check 检查正在运行的守护进程。
+    """
+    from .daemon import run_daemon
+    from .service import check_health, render_unit, watch_arguments, watch_settings
+
+    if (unit and check) or (as_json and not check):
+        raise click.UsageError("--unit 与 --check 只能选一个；--json 只能与 --check 一起使用")
+    if unit:
+        root = find_folder(ctx.obj.get("data"))
+        made = render_unit(root, watch_arguments(poll, settle, rescan), shares=_share_paths(root))
+        click.echo(made.text, nl=False)
+        for note in made.notes:
+            click.echo(f"注意：{note}", err=True)
+        return
+    if check:
+        health = check_health(find_folder(ctx.obj.get("data")))
+        print_json(health.as_json()) if as_json else click.echo(health.line)
+        sys.exit(0 if health.healthy else 1)
     with open_data(ctx, write=True, watch=True) as folder:
+        settings = watch_settings(folder.root)  # a wrong [watch] value is refused before the daemon starts
         console.print(f"正在监视 {folder.root / 'inbox'}（日志：{folder.root / 'watch.log'}；按 Ctrl-C 停止）")
-        run_daemon(folder, settle, rescan, poll)
+        run_daemon(folder, settle, rescan, poll, settings)
+
+
+def _share_paths(root: Path) -> list[Path]:
+    """The share root and every office's shared folder (the service unit makes them writable)."""
+    from .datafolder import open_folder
+    from .delivery import routes
+    from .livesettings import delivery_settings
+
+    folder = open_folder(root, write=False)
+    try:
+        settings = delivery_settings(root)
+        found = [r.share for r in routes(folder, settings) if r.share is not None]
+        return ([settings.share_root] if settings.share_root else []) + found
+    finally:
+        folder.close()
 
 
 @main.command(epilog=examples("  lixiao report\n  xdg-open 2026离校/reports/index.html"))

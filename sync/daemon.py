@@ -28,6 +28,7 @@ from .locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from .messages import OUTCOME_LABELS, strip_code
 from .outcomes import FileOutcome
 from .pipeline import process_file, recover_receipts, recover_staging, refresh_reports
+from .service import Heartbeat, JournalFormatter, WatchSettings, log_file_handler, under_journal, watch_settings
 
 ROUTED_EVENTS = frozenset({"created", "modified", "closed", "moved"})
 LOCK_ATTEMPT = 1.0  # seconds one try for the writer lock lasts; the loop tries again (and stays stoppable)
@@ -99,6 +100,7 @@ class Watcher:
         self._refusing = False
         self.log = logging.getLogger("lixiao.watch")
         self.live = LiveLoop(folder, self.log)  # shared folders, the mailbox, fresh workbooks
+        self.on_beat: Callable[[], None] = lambda: None  # the service's heartbeat (watch.state)
 
     def notify(self, path: Path) -> None:
         """An event touched ``path``: (re)start its settle timer."""
@@ -289,6 +291,7 @@ class Watcher:
                     self.log.error("守护进程出错：%s: %s；1 秒后继续", type(exc).__name__, exc,
                                    exc_info=bool(os.environ.get("LIXIAO_DEBUG")))
                     self.stop_event.wait(1.0)
+                self.on_beat()
                 self.stop_event.wait(0.2)
         finally:
             observer.stop()
@@ -296,18 +299,24 @@ class Watcher:
             self.log.info("已停止")
 
 
-def run_daemon(folder: DataFolder, settle: float, rescan: float, poll: float | None) -> None:
-    """The CLI door (holding the watch lock): log file, signal handling, then the watch loop."""
-    log_path = folder.root / "watch.log"
-    handler = logging.FileHandler(log_path, encoding="utf-8", errors="backslashreplace")
+def run_daemon(folder: DataFolder, settle: float, rescan: float, poll: float | None,
+               settings: WatchSettings | None = None) -> None:
+    """The CLI door (holding the watch lock): rotating log file, heartbeat, signal handling, then the watch loop."""
+    handler = log_file_handler(folder.root, settings or watch_settings(folder.root))
     handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
     console = logging.StreamHandler()  # sys.stderr, which writes what it cannot encode as \\x escapes
-    console.setFormatter(_SafeFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    console.setFormatter(JournalFormatter(_SafeFormatter("%(levelname)s %(message)s")) if under_journal()
+                         else _SafeFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    heartbeat = Heartbeat(folder.root, rescan)
+    heartbeat.setFormatter(_SafeFormatter("%(message)s"))
     log = logging.getLogger("lixiao.watch")
     log.setLevel(logging.INFO)
     log.addHandler(handler)
     log.addHandler(console)
-    watcher = Watcher(folder, settle, rescan, poll)
+    log.addHandler(heartbeat)
+    watcher = Watcher(folder, settle, rescan, poll, on_outcome=heartbeat.taken)
+    watcher.on_beat = heartbeat.beat
+    heartbeat.beat()
 
     def stop(signum: int, _frame: object) -> None:
         log.info("收到信号 %s，处理完当前文件后退出", signal.Signals(signum).name)
@@ -318,6 +327,7 @@ def run_daemon(folder: DataFolder, settle: float, rescan: float, poll: float | N
     try:
         watcher.run()
     finally:
-        log.removeHandler(handler)
-        log.removeHandler(console)
+        heartbeat.stopped()
+        for each in (handler, console, heartbeat):
+            log.removeHandler(each)
         handler.close()

@@ -101,8 +101,13 @@ INBOX_DEPTH = 8  # subfolders of inbox/ looked into (an unzipped archive makes o
 def inbox_files(folder: DataFolder) -> list[Path]:
     """Candidate entries in inbox/ and its subfolders (debris skipped; links and other odd entries kept, to be
     refused with a reason; links to folders are not followed), oldest first."""
+    return inbox_entries(folder.root)
+
+
+def inbox_entries(root: Path) -> list[Path]:
+    """``inbox_files`` of the data folder at ``root``, without opening its store (lixiao watch --check)."""
     found: list[tuple[float, bytes, Path]] = []
-    _scan(folder.root / "inbox", INBOX_DEPTH, found)
+    _scan(root / "inbox", INBOX_DEPTH, found)
     return [path for _, _, path in sorted(found)]
 
 

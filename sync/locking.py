@@ -17,6 +17,7 @@ BUSY_MESSAGE = ("另一个 lixiao 进程已占用此数据文件夹 {wait:g} 秒
                 "请等它结束后重试（lixiao watch 只在处理文件时短暂占用，不必停止它）")
 WATCHING_MESSAGE = "此数据文件夹已有一个 lixiao watch 在运行；同一文件夹只需一个守护进程，请勿重复启动"
 _POLL = 0.05
+WATCH_GRACE = 0.2  # seconds a starting daemon waits for the watch lock
 
 
 class LockBusyError(Exception):
@@ -66,6 +67,20 @@ def writer_lock(root: Path, wait: float | None = None, on_wait: Callable[[], Non
 
 @contextmanager
 def watch_lock(root: Path) -> Iterator[None]:
-    """Hold the folder's watch lock for a daemon's whole life; a second daemon is refused at once."""
-    with _held(root / WATCH_LOCK, 0.0, WATCHING_MESSAGE, None):
+    """Hold the folder's watch lock for a daemon's whole life; a second daemon is refused at once (after
+    WATCH_GRACE, so that a ``watch_running`` probe holding it for an instant does not refuse a daemon)."""
+    with _held(root / WATCH_LOCK, WATCH_GRACE, WATCHING_MESSAGE, None):
         yield
+
+
+def watch_running(root: Path) -> bool:
+    """True while a ``lixiao watch`` holds the folder's watch lock (probed by taking it for an instant)."""
+    try:
+        handle = (root / WATCH_LOCK).open("r")
+    except FileNotFoundError:  # no daemon ever ran here (the daemon creates the file)
+        return False
+    with handle:
+        if not _try_lock(handle):
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

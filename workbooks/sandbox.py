@@ -31,9 +31,14 @@ class SandboxResult:
     returned: dict[str, Any] | None = None
 
 
+def parse_timeout() -> float:
+    """Seconds one parse may take before the child is killed ($LIXIAO_PARSE_TIMEOUT, default WALL_SECONDS)."""
+    return float(os.environ.get("LIXIAO_PARSE_TIMEOUT", WALL_SECONDS))
+
+
 def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> SandboxResult:
     """Run the checks and the reader in a limited child process."""
-    timeout = timeout or float(os.environ.get("LIXIAO_PARSE_TIMEOUT", WALL_SECONDS))
+    timeout = timeout or parse_timeout()
     try:
         done = subprocess.run(
             [sys.executable, "-m", "lixiao.workbooks.sandbox"],
