@@ -206,6 +206,7 @@ class OfficeReturn:
     generation: int
     issued_at: str
     returned_at: str | None
+    returned_by: str = ""  # the last merged return's channel and sender (交回人), e.g. "mail dorm@x.edu.cn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,8 @@ class Ledger(AuditChain):
             [digest_hex, file_name, state.value, outcome.value if outcome else None, workbook_id, stamp, stamp,
              detail.to_json() if detail else "", origin.channel.value, origin.sender, origin.message_id],
         )
-        self.append_audit([Event("ledger", source_hash=digest_hex,
+        came = "" if previous else " ".join(filter(None, [origin.describe(), origin.message_id]))
+        self.append_audit([Event("ledger", source_hash=digest_hex, source=came,
                                  old=f"{previous[0]}/{previous[1] or ''}" if previous else "",
                                  new=f"{state}/{new_outcome or ''}", detail=file_name, at=stamp)])
 
@@ -327,7 +329,10 @@ class Ledger(AuditChain):
         return [OfficeReturn(*r) for r in self.db.execute(
             "SELECT w.checkpoint, w.scope, max(w.generation) AS generation, max(w.issued_at) AS issued_at, "
             "(SELECT max(r.updated_at) FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
-            " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged') AS returned_at "
+            " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged') AS returned_at, "
+            "coalesce((SELECT r.channel || ' ' || r.sender FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
+            " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged' "
+            " ORDER BY r.updated_at DESC LIMIT 1), '') AS returned_by "
             "FROM workbooks w GROUP BY w.checkpoint, w.scope ORDER BY w.checkpoint, w.scope")]
 
     def merged_summary(self) -> tuple[int, str | None]:

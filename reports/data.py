@@ -8,7 +8,8 @@ from typing import Any
 
 from lixiao.core.certificates import ReadyList, board_ready_lists
 from lixiao.core.clearance import Clearance, WaiverListing
-from lixiao.core.identity import mask_id_card
+from lixiao.core.identity import mask_id_card, mask_ids_in_text
+from lixiao.core.ledger import Channel
 from lixiao.core.model import Flow
 from lixiao.core.rules import prerequisite_steps
 from lixiao.core.stats import (
@@ -72,6 +73,7 @@ class OfficeLine:
     returned_at: str | None
     days: int | None
     stale: bool
+    returned_by: str = ""  # 交回人: channel and sender of the last merged return
 
 
 @dataclass
@@ -163,8 +165,11 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
     for row in store.office_returns():
         title = flow.checkpoint(row.checkpoint).name if row.checkpoint in codes else row.checkpoint
         since = _days_since(row.returned_at or row.issued_at, now)
+        channel, _, sender = row.returned_by.partition(" ")
+        by = " ".join(filter(None, [Channel(channel).label if channel in {c.value for c in Channel} else channel,
+                                    mask_ids_in_text(sender)]))
         offices.append(OfficeLine(row.checkpoint, title, row.scope, row.generation, row.issued_at, row.returned_at,
-                                  since, since is not None and since >= stale_days))
+                                  since, since is not None and since >= stale_days, by))
     ledger = store.merged_summary()
     return ReportData(
         session=session.name, year=session.year, generated_at=now.isoformat(timespec="seconds"), flow=flow,

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from lixiao.core.issuance import IssueError, issuable
+from lixiao.core.issuance import issuable
 from lixiao.core.offices import office_instances, parse_directory
 from lixiao.workbooks.directory import build_directory
 from lixiao.workbooks.tables import read_table
@@ -103,34 +103,10 @@ def send(ctx: click.Context, checkpoints: tuple[str, ...], resend: bool, as_json
 
     还没有工作簿的离校点先签发第 1 版；名单或前置条件变了的，签发新版后投递。
     """
-    from .delivery import DeliveryReport, deliver, routes, stale_plans
-    from .issuing import issue_workbooks, plan_all
-    from .livesettings import delivery_settings, mail_settings
+    from .delivery import send_offices
 
     with open_data(ctx, write=True) as folder:
-        settings, mail = delivery_settings(folder.root), mail_settings(folder.root)
-        every = routes(folder, settings, mail, mail_known=True)
-        chosen = [r for r in every if not checkpoints or r.instance.checkpoint.code in checkpoints]
-        unknown = set(checkpoints) - {r.instance.checkpoint.code for r in every}
-        if unknown:
-            raise DataFolderError(f"没有需要工作簿的离校点 {'、'.join(sorted(unknown))}（lixiao flow show 查看代码）")
-        reachable = [r for r in chosen if r.share or r.emails]
-        if not reachable:
-            raise DataFolderError("没有可投递的离校点：请用 lixiao offices import 导入通讯录（邮箱或共享文件夹），"
-                                  "或在 lixiao.toml 的 [delivery] 设置 share_root" +
-                                  ("" if mail else "；用邮件投递还需要 [mail] 设置"))
-        codes = sorted({r.instance.checkpoint.code for r in reachable})
-        try:
-            plans = plan_all(folder, codes, None)
-        except IssueError as exc:
-            raise DataFolderError(str(exc)) from None
-        report = DeliveryReport()
-        for route in reachable:
-            mine = [p for p in plans if p.office == route.key]
-            fresh = mine if not folder.store.latest_workbooks(route.key) else stale_plans(folder, route, mine)
-            if fresh:
-                report.issued += issue_workbooks(folder, fresh, workers=1)
-            deliver(folder, route, mail, settings, report, resend=resend)
+        report = send_offices(folder, list(checkpoints), resend=resend)
     if as_json:
         print_json({"issued": [str(i.path) for i in report.issued],
                     "deliveries": [{"office": o, "channel": c, "target": t, "ok": ok, "note": n}

@@ -22,12 +22,12 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from lixiao.core.files import write_atomically
-from lixiao.core.issuance import WorkbookPlan, issuable
+from lixiao.core.issuance import IssueError, WorkbookPlan, issuable
 from lixiao.core.ledger import Channel, Origin
 from lixiao.core.offices import Office, OfficeInstance, office_instances
 from lixiao.core.store import WorkbookRow
 
-from .datafolder import DataFolder
+from .datafolder import DataFolder, DataFolderError
 from .inbox import is_debris, safe_name, unique_path
 from .issuing import Issued, issue_workbooks, plan_all
 from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
@@ -186,6 +186,39 @@ def _retire_older(folder: DataFolder, todo_dir: Path, current: str) -> None:
             path.replace(unique_path(todo_dir / OLD / path.name))
         except OSError:
             continue
+
+
+def send_offices(folder: DataFolder, checkpoints: list[str] | None = None, *, resend: bool = False,
+                 progress: Callable[[int, int, str], None] | None = None) -> DeliveryReport:
+    """``lixiao send``: every reachable office of ``checkpoints`` (default all) gets its current workbooks —
+    generation 1 first where none was issued, a new generation where its students or 前置条件 changed."""
+    settings, mail = delivery_settings(folder.root), mail_settings(folder.root)
+    every = routes(folder, settings, mail, mail_known=True)
+    unknown = set(checkpoints or []) - {r.instance.checkpoint.code for r in every}
+    if unknown:
+        raise DataFolderError(f"没有需要工作簿的离校点 {'、'.join(sorted(unknown))}（lixiao flow show 查看代码）")
+    reachable = [r for r in every if (not checkpoints or r.instance.checkpoint.code in checkpoints)
+                 and (r.share or r.emails)]
+    if not reachable:
+        raise DataFolderError("没有可投递的离校点：请用 lixiao offices import 导入通讯录（邮箱或共享文件夹），"
+                              "或在 lixiao.toml 的 [delivery] 设置 share_root"
+                              + ("" if mail else "；用邮件投递还需要 [mail] 设置"))
+    try:
+        plans = plan_all(folder, sorted({r.instance.checkpoint.code for r in reachable}), None)
+    except IssueError as exc:
+        raise DataFolderError(str(exc)) from None
+    report = DeliveryReport()
+    fresh = []
+    for route in reachable:
+        mine = [p for p in plans if p.office == route.key]
+        fresh += mine if not folder.store.latest_workbooks(route.key) else stale_plans(folder, route, mine)
+    if fresh:
+        report.issued += issue_workbooks(folder, fresh, progress)
+    for index, route in enumerate(reachable):
+        if progress:
+            progress(index, len(reachable), f"投递 {route.instance.title}")
+        deliver(folder, route, mail, settings, report, resend=resend)
+    return report
 
 
 # -- fresh generations --------------------------------------------------------------------------------------

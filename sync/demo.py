@@ -6,6 +6,7 @@ import csv
 import io
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -20,13 +21,15 @@ from lixiao.core.synthetic import make_cohort
 from lixiao.workbooks.roster import build_roster, roster_row
 from lixiao.workbooks.tables import read_table
 
-from .datafolder import DataFolder, DataFolderError, init_folder, secret_key
-from .issuing import issue_workbooks, plan_all
+from .datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
+from .delivery import RETURN, TODO, refresh, routes, send_offices, take_share_returns
+from .inbox import safe_name
 from .officesim import Simulated, simulate_round
 from .outcomes import FileOutcome
-from .pipeline import process_file, refresh_reports
+from .pipeline import refresh_reports
 
 DEMO_MARK = ".lixiao-demo"
+SHARE = "共享"  # the demo's campus share, inside the demo folder
 YEAR = 2026
 
 
@@ -46,27 +49,39 @@ def _prepare(directory: Path) -> None:
         shutil.rmtree(directory)
 
 
+def _places(folder: DataFolder) -> dict[str, list[tuple[Path, Path]]]:
+    """Per checkpoint, each office's shared 待办/ and 交回/ (where the simulated staff take and put files)."""
+    places: dict[str, list[tuple[Path, Path]]] = {}
+    for route in routes(folder):
+        if route.share is not None:
+            places.setdefault(route.instance.checkpoint.code, []).append((route.share / TODO, route.share / RETURN))
+    return places
+
+
+Progressed = Callable[[int, int, str], None]
+
+
 def _office_round(folder: DataFolder, bar: Progress, seed: int, number: int, offices: list[str],
-                  issue_all: bool = False) -> list[tuple[Simulated, FileOutcome]]:
-    """Issue workbooks, let the simulated offices tick and return them, and sync the inbox."""
-    task = bar.add_task(f"第 {number} 轮：签发工作簿", total=None)
-    plans = plan_all(folder, [] if issue_all else offices, None)
+                  deliver: Callable[[Progressed], int]) -> tuple[list[tuple[Simulated, FileOutcome]], int]:
+    """Deliver workbooks into the offices' shared folders, let the simulated offices tick them and put them into
+    交回/, and take them back the way ``lixiao sync`` and ``lixiao watch`` do."""
+    task = bar.add_task(f"第 {number} 轮：签发并投递工作簿", total=None)
 
     def report(done: int, total: int, name: str) -> None:
-        bar.update(task, completed=done, total=total, description=f"第 {number} 轮：签发 {name}")
+        bar.update(task, completed=done, total=total, description=f"第 {number} 轮：{name}")
 
-    issue_workbooks(folder, plans, report)
-    bar.update(task, description=f"第 {number} 轮：各离校点勾选并交回", completed=0, total=None)
+    delivered = deliver(report)
+    bar.update(task, description=f"第 {number} 轮：各离校点在共享文件夹中勾选并交回", completed=0, total=None)
     simulated = simulate_round(folder.root, folder.root / "inbox", offices, random.Random(seed + number),
-                               first=number == 1)
-    key = secret_key(folder.root)
-    results = []
-    bar.update(task, total=len(simulated), completed=0)
-    for sim in simulated:
-        bar.update(task, description=f"第 {number} 轮：同步 {sim.path.name}")
-        results.append((sim, process_file(folder, sim.path, key, min_age=0)))
-        bar.advance(task)
-    return results
+                               first=number == 1, places=_places(folder))
+    bar.update(task, description=f"第 {number} 轮：收取各离校点“交回”文件夹", total=len(simulated), completed=0)
+    taken: dict[Path, FileOutcome] = {}
+    paths = {safe_name(sim.path.name): sim.path for sim in simulated}
+    for outcome in take_share_returns(folder, secret_key(folder.root), min_age=0,
+                                      on_outcome=lambda _o: bar.advance(task)):
+        if outcome.file in paths:
+            taken[paths[outcome.file]] = outcome
+    return [(sim, taken[sim.path]) for sim in simulated if sim.path in taken], delivered
 
 
 def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
@@ -77,6 +92,9 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
         task = bar.add_task("生成合成学生名单", total=6)
         folder = init_folder(directory, "undergrad", f"{YEAR}届本科毕业生离校", YEAR)
         (directory / DEMO_MARK).write_text("lixiao demo\n", "utf-8")
+        with (directory / SETTINGS).open("a", encoding="utf-8") as settings:
+            settings.write(f"\n[delivery]\n# 每个离校点一个共享文件夹：{SHARE}/<离校点>/待办/（工作簿）和 "
+                           f'交回/（交回的文件）\nshare_root = "{SHARE}"\n')
         try:
             cohort = make_cohort(count, YEAR, seed)
             inputs = directory / "演示输入"
@@ -115,8 +133,17 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
                 clearance.waive(student, step, "欠费缓交", "特殊离校点·演示", "缓交证明（演示）")
             bar.advance(task)
             first = ["college", "student_affairs", "utilities", "dorm", "network"]
-            rounds = [_office_round(folder, bar, seed, 1, first, issue_all=True),
-                      _office_round(folder, bar, seed, 2, ["certificates", "registrar"])]
+
+            def send_all(progress: Callable[[int, int, str], None]) -> int:
+                return len(send_offices(folder, progress=progress).issued)
+
+            def refreshed(progress: Callable[[int, int, str], None]) -> int:
+                # the certificate desks' readiness changed with round 1: a fresh generation with its 可领证名单
+                return len(refresh(folder, force=True, progress=progress).issued)
+
+            round_one, issued_first = _office_round(folder, bar, seed, 1, first, send_all)
+            round_two, issued_fresh = _office_round(folder, bar, seed, 2, ["certificates", "registrar"], refreshed)
+            rounds = [round_one, round_two]
             board = clearance.board()
             report_task = bar.add_task("生成报表", total=1)
             index = refresh_reports(folder)
@@ -152,6 +179,10 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
     failed = sum(1 for codes in board.codes if CODES[Status.FAILED] in codes)
     console.print(f"已解除限制：{waived} 人；有“未通过”步骤：{failed} 人")
     example = next((s for s in board.students if s.student_no in board.waived), None)
+    console.print(f"\n共享文件夹：{(directory / SHARE).resolve()}（每个离校点：待办/ 收工作簿，交回/ 放交回的文件，"
+                  "交回/已处理/ 与 交回/回执/ 由系统写入）")
+    console.print(f"第 1 轮签发并投递 {issued_first} 个工作簿；第 1 轮合并后前置条件有变化，"
+                  f"自动为领证离校点签发新版 {issued_fresh} 个（第一张表为可领证名单）")
     console.print(f"\n数据文件夹：{directory.resolve()}")
     console.print("试试：")
     console.print(f"  lixiao --data {directory} flow show")

@@ -122,46 +122,58 @@ def libreoffice_resave(data: bytes) -> bytes | None:
 
 
 def simulate_round(root: Path, inbox: Path, checkpoints: list[str], rng: random.Random,
-                   libreoffice: bool = True, first: bool = False) -> list[Simulated]:
-    """Every office of ``checkpoints`` returns its latest workbook; some with mistakes."""
+                   libreoffice: bool = True, first: bool = False,
+                   places: dict[str, list[tuple[Path, Path]]] | None = None) -> list[Simulated]:
+    """Every office of ``checkpoints`` returns its latest workbook; some with mistakes. ``places``: per
+    checkpoint, the (folder it takes workbooks from, folder it returns them to) of each of its offices — a
+    shared folder's 待办/ and 交回/; by default outbox/<checkpoint>/ and ``inbox``."""
     made: list[Simulated] = []
     lo_done = not libreoffice
     for code in checkpoints:
-        folder = root / "outbox" / code
-        if not folder.is_dir():
-            continue
-        latest: dict[str, Path] = {}
-        for path in sorted(folder.glob("*.xlsx")):
-            latest[path.name.rsplit("-第", 1)[0]] = path  # the highest generation of each scope
-        for index, path in enumerate(sorted(latest.values())):
-            operator = OPERATORS.get(code, "经办人").format(SURNAMES[index % len(SURNAMES)])
-            notes = []
-            options: _TickOptions = {"use_batch": code in ("utilities", "dorm", "student_affairs")}
-            if code == "dorm" and index == 0:
-                options["sort_by"] = "宿舍"
-                notes.append("按宿舍排序")
-            if code == "college" and index == 0:
-                options["typed"] = True
-                notes.append("部分格子手工输入 √ ✓ 是")
-            if code == "college" and index == 1 and first:
-                options["partial_sort"] = True
-                notes.append("只选中学号、姓名两列排序（错行：整份文件被拒绝，须重新办理）")
-            if code == "certificates" and index == 0:
-                options["mistakes"] = True
-                notes.append("误勾了前置条件未满足的学生")
-            data = tick_workbook(path, rng, 0.9, operator, **options)
-            if not lo_done and code == "college":
-                resaved = libreoffice_resave(data)
-                if resaved:
-                    data = resaved
-                    notes.append("用 LibreOffice 保存")
-                lo_done = True
-            name = f"{path.stem.split('-', 1)[1]}-已办.xlsx"
-            target = inbox / name
-            target.write_bytes(data)
-            made.append(Simulated(target, code, "、".join(notes)))
-            if code == "utilities" and index == 0:
-                copy = inbox / f"{path.stem.split('-', 1)[1]}-已办(1).xlsx"
-                copy.write_bytes(data)
-                made.append(Simulated(copy, code, "同一文件重复交回"))
+        index = -1
+        for source, target_dir in (places or {}).get(code, [(root / "outbox" / code, inbox)]):
+            if not source.is_dir():
+                continue
+            latest: dict[str, Path] = {}
+            for path in sorted(source.glob("*.xlsx")):
+                latest[path.name.rsplit("-第", 1)[0]] = path  # the highest generation of each scope
+            for path in sorted(latest.values()):
+                index += 1
+                data, notes, lo_done = _tick_one(code, index, path, rng, first, lo_done)
+                name = f"{path.stem.split('-', 1)[1]}-已办.xlsx"
+                target = target_dir / name
+                target.write_bytes(data)
+                made.append(Simulated(target, code, "、".join(notes)))
+                if code == "utilities" and index == 0:
+                    copy = target_dir / f"{path.stem.split('-', 1)[1]}-已办(1).xlsx"
+                    copy.write_bytes(data)
+                    made.append(Simulated(copy, code, "同一文件重复交回"))
     return made
+
+
+def _tick_one(code: str, index: int, path: Path, rng: random.Random, first: bool,
+              lo_done: bool) -> tuple[bytes, list[str], bool]:
+    """One office's ticking of one workbook, with the demo's planted mistakes."""
+    operator = OPERATORS.get(code, "经办人").format(SURNAMES[index % len(SURNAMES)])
+    notes = []
+    options: _TickOptions = {"use_batch": code in ("utilities", "dorm", "student_affairs")}
+    if code == "dorm" and index == 0:
+        options["sort_by"] = "宿舍"
+        notes.append("按宿舍排序")
+    if code == "college" and index == 0:
+        options["typed"] = True
+        notes.append("部分格子手工输入 √ ✓ 是")
+    if code == "college" and index == 1 and first:
+        options["partial_sort"] = True
+        notes.append("只选中学号、姓名两列排序（错行：整份文件被拒绝，须重新办理）")
+    if code == "certificates" and index == 0:
+        options["mistakes"] = True
+        notes.append("误勾了前置条件未满足的学生")
+    data = tick_workbook(path, rng, 0.9, operator, **options)
+    if not lo_done and code == "college":
+        resaved = libreoffice_resave(data)
+        if resaved:
+            data = resaved
+            notes.append("用 LibreOffice 保存")
+        lo_done = True
+    return data, notes, lo_done

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
+import openpyxl
 import pytest
 from click.testing import CliRunner
 
@@ -23,6 +25,19 @@ def test_demo_runs_and_verifies(tmp_path: Path) -> None:
     assert runner.invoke(main, ["--data", str(folder), "verify"]).exit_code == 0
     waivers = json.loads(runner.invoke(main, ["--data", str(folder), "waivers", "--json"]).output)
     assert waivers and all(w["reason"] == "欠费缓交" for w in waivers)
+    # the season ran through the shared-folder channel, end to end
+    share = folder / "共享"
+    dorm = share / "宿管中心离校点"
+    assert [p.name[-9:] for p in (dorm / "待办").glob("*.xlsx")] == ["-第1版.xlsx"]
+    assert list((dorm / "交回" / "已处理").glob("*.xlsx")) and list((dorm / "交回" / "回执").glob("*-回执.xlsx"))
+    assert not list((dorm / "交回").glob("*.xlsx"))  # every return was taken
+    desk = next(share.glob("*领取证件"))
+    fresh = sorted((desk / "待办").glob("*.xlsx"))
+    assert [p.name[-9:] for p in fresh] == ["-第2版.xlsx"] and list((desk / "待办" / "旧版").glob("*第1版.xlsx"))
+    assert openpyxl.load_workbook(fresh[0], read_only=True).sheetnames[0] == "可领证名单"
+    with sqlite3.connect(folder / "store.db") as conn:
+        channels = {c for (c,) in conn.execute("SELECT DISTINCT channel FROM returns")}
+    assert channels == {"share"}
     again = runner.invoke(main, ["demo", str(folder), "--students", "50"])
     assert again.exit_code == 0 and "应离校人数 50 人" in again.output
 
