@@ -370,14 +370,10 @@ def _server_tls(root: Path) -> ssl.SSLContext:
     return ctx
 
 
-@pytest.fixture(scope="session")
-def mail_servers() -> Iterator[MailServers]:
-    """Dovecot (imap/imaps) and aiosmtpd (smtp+STARTTLS/smtps) on loopback; fails on CI when tools are missing."""
-    missing = _missing_tools()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real-client test needs mail servers on CI: {missing}")
-        pytest.skip(missing)
+@contextlib.contextmanager
+def running_mail_servers() -> Iterator[MailServers]:
+    """Dovecot (imap/imaps) and aiosmtpd (smtp+STARTTLS/smtps) on loopback, stopped on exit (the fixture below,
+    and bench/mail.py)."""
     from aiosmtpd.controller import Controller
 
     root = Path(tempfile.mkdtemp(prefix="lixiao-mail-"))
@@ -405,6 +401,23 @@ def mail_servers() -> Iterator[MailServers]:
                 c.stop()
         servers.stop_imap()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def missing_mail_tools() -> str:
+    """What is missing to run the real mail servers ('' when nothing)."""
+    return _missing_tools()
+
+
+@pytest.fixture(scope="session")
+def mail_servers() -> Iterator[MailServers]:
+    """Dovecot (imap/imaps) and aiosmtpd (smtp+STARTTLS/smtps) on loopback; fails on CI when tools are missing."""
+    missing = _missing_tools()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"real-client test needs mail servers on CI: {missing}")
+        pytest.skip(missing)
+    with running_mail_servers() as servers:
+        yield servers
 
 
 _serial = itertools.count(1)
