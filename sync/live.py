@@ -23,7 +23,8 @@ from .outcomes import FileOutcome
 from .pipeline import recover_staging
 
 LOCK_ATTEMPT = 2.0
-REFRESH_CHECK = 30.0  # seconds between looks for offices whose readiness changed (after merges)
+REFRESH_CHECK = 30.0  # seconds between looks for offices whose readiness changed
+REFRESH_DELAY = 5.0  # after a merge: look this much later, so that a burst of returns is one look
 
 
 class LiveLoop:
@@ -60,7 +61,7 @@ class LiveLoop:
         now = time.monotonic()
         merged = 0
         if merged_elsewhere:
-            self.refresh_due = self.settings.auto_refresh
+            self._merged()
         if now >= self.next_share:
             self.next_share = now + self.settings.share_poll
             merged += self._locked("share", lambda: self._shares(key))
@@ -69,11 +70,18 @@ class LiveLoop:
             delay = self.mail.poll * (2 ** min(self.mail_failures, 4) if self.mail_failures else 1)
             self.next_mail = time.monotonic() + min(delay, 900)
         if merged:
-            self.refresh_due = self.settings.auto_refresh
+            self._merged()
         if self.refresh_due and time.monotonic() >= self.next_refresh:
             self.next_refresh = time.monotonic() + REFRESH_CHECK
             self._locked("refresh", self._refresh)
         return merged
+
+    def _merged(self) -> None:
+        """Something merged: readiness may have changed; look soon (coalesced), not at once."""
+        if self.settings.auto_refresh:
+            self.refresh_due = True
+            self.next_refresh = min(self.next_refresh, time.monotonic() + REFRESH_DELAY) if self.next_refresh \
+                else time.monotonic() + REFRESH_DELAY
 
     def _locked(self, part: str, work: Callable[[], int]) -> int:
         try:
