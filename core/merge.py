@@ -2,196 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Protocol
 
 from . import rules
 from .chain import Event
 from .issuance import Baseline, IssuedCell, batch_ident, waiver_ident
 from .marks import column_shifted
+from .mergeplan import (
+    CONFLICT,
+    IGNORE,
+    NOOP,
+    Change,
+    ChangeKind,
+    Conflict,
+    MergeInput,
+    MergePlan,
+    Refusal,
+    RefusalKind,
+    ReturnedRowLike,
+    WaiverChange,
+    _label,
+    cell_decision,
+)
 from .model import Flow, Status, Student
 from .store import StatusRow, Store
 
-
-class CellDecision(StrEnum):
-    """What the three-way merge does with one returned cell."""
-
-    IGNORE = "ignore"  # untouched since issue
-    NOOP = "noop"  # changed to what the store already holds
-    CONFLICT = "conflict"  # the store moved on since issue: kept for review, store unchanged
-    APPLY = "apply"
-
-
-IGNORE, NOOP, CONFLICT, APPLY = CellDecision
-
-
-class ChangeKind(StrEnum):
-    """Why a status is written (the audit event's decision)."""
-
-    APPLIED = "applied"  # ticked on the 办理 sheet
-    REVOKED = "revoked"  # a box ticked at issue returned unticked
-    BATCH = "batch"  # ticked through a batch row
-
-
-class RefusalKind(StrEnum):
-    """What a refused cell was: a new tick, a new lift of a restriction, or anything else (a row out of line, an
-    unreadable mark, an untick in a shifted column) — what the hold rule counts."""
-
-    NEW_TICK = "new_tick"
-    NEW_LIFT = "new_lift"
-    OTHER = "other"
-
-
-def cell_decision(issued_ticked: bool, issued_version: int, returned_ticked: bool,
-                  store: StatusRow | None) -> CellDecision:
-    """One cell: untouched → ignore; equal to store → noop; store moved on since issue → conflict; else apply.
-
-    Versions, not only values: a copy issued at version 1 that re-ticks a cell revoked at version 3 is a
-    conflict, whichever order the files arrive in.
-    """
-    if returned_ticked == issued_ticked:
-        return IGNORE
-    store_ticked = store is not None and store.status is Status.PASSED
-    if store_ticked == returned_ticked:
-        return NOOP
-    store_version = store.version if store else 0
-    if store_version > issued_version:
-        return CONFLICT
-    return APPLY
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A status to write."""
-
-    student_no: str
-    step: str
-    old: str
-    new: Status
-    remark: str
-    kind: ChangeKind
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A tick kept but not applied, with its reason (the manual's words for prerequisites)."""
-
-    student_no: str
-    step: str
-    value: str  # what the returned cell held, as the receipt shows it
-    reason: str
-    kind: RefusalKind = RefusalKind.OTHER
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """A cell changed both in the return and in the store since issue; kept for review, store unchanged."""
-
-    student_no: str
-    step: str
-    issued: str
-    returned: str
-    current: str
-
-
-@dataclass(frozen=True, slots=True)
-class WaiverChange:
-    """Lift or restore one restriction from the special desk's workbook."""
-
-    student_no: str
-    step: str
-    lift: bool
-    reason: str
-
-
-@dataclass
-class MergePlan:
-    """Everything one returned workbook would do, decided against one snapshot of the store."""
-
-    changes: list[Change] = field(default_factory=list)
-    waiver_changes: list[WaiverChange] = field(default_factory=list)
-    refusals: list[Refusal] = field(default_factory=list)
-    conflicts: list[Conflict] = field(default_factory=list)
-    notes: list[tuple[str, str]] = field(default_factory=list)  # (学号, remark) changed without a tick
-    warnings: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    misaligned: list[Refusal] = field(default_factory=list)  # rows whose 行校验 key is not their 学号's
-
-    @property
-    def revocations(self) -> int:
-        """How many passed cells this return would take back (unticked on the 办理 sheet)."""
-        return sum(c.kind is ChangeKind.REVOKED for c in self.changes)
-
-
-def _label(ticked: bool) -> str:
-    return "已勾选" if ticked else "未勾选"
-
-
-class ReturnedRowLike(Protocol):
-    """One returned 办理 row as the merge reads it (workbooks.returned.ReturnedRow)."""
-
-    @property
-    def row(self) -> int: ...
-    @property
-    def student_no(self) -> str: ...
-    @property
-    def identity(self) -> dict[str, str]: ...
-    @property
-    def ticks(self) -> dict[str, bool]: ...
-    @property
-    def remark(self) -> str: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def blank(self) -> list[str]: ...
-
-
-class BatchTickLike(Protocol):
-    """One batch-sheet box as the merge reads it (workbooks.returned.BatchTick)."""
-
-    @property
-    def mode(self) -> str: ...
-    @property
-    def group(self) -> str: ...
-    @property
-    def step(self) -> str: ...
-    @property
-    def ticked(self) -> bool: ...
-    @property
-    def cell(self) -> str: ...
-
-
-class WaiverTickLike(Protocol):
-    """One special-desk row as the merge reads it (workbooks.returned.WaiverTick)."""
-
-    @property
-    def student_no(self) -> str: ...
-    @property
-    def step(self) -> str: ...
-    @property
-    def lifted(self) -> bool: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def cell(self) -> str: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def blank(self) -> bool: ...
-
-
-@dataclass
-class MergeInput:
-    """A returned office workbook reduced to what the merge needs (from workbooks.reader.Returned)."""
-
-    rows: Mapping[str, ReturnedRowLike]  # by 学号
-    batch: Sequence[BatchTickLike]
-    duplicates: Sequence[ReturnedRowLike]
-    waivers: Sequence[WaiverTickLike]
-    batch_rows: list[tuple[str, str, str, str]] = field(default_factory=list)  # (mode, group, 行校验, cell)
-    shifted: set[tuple[str, str]] = field(default_factory=set)  # (办理 | mode | 解除限制, step): column out of line
+__all__ = ["CONFLICT", "IGNORE", "NOOP", "Change", "ChangeKind", "MergeInput", "MergePlan", "Refusal", "apply_plan",
+           "cell_decision", "hold_reason", "plan_merge"]
 
 
 def plan_merge(

@@ -130,10 +130,10 @@ def send(ctx: click.Context, checkpoints: tuple[str, ...], resend: bool, as_json
 @click.pass_context
 def fetch(ctx: click.Context, as_json: bool) -> None:
     """从 IMAP 邮箱收取交回的工作簿一次，处理并回复回执（lixiao watch 会定时自动收取）。Fetch returns by mail."""
+    from .batch import recover_staging, refresh_reports
     from .live import LiveLoop
     from .livesettings import mail_settings
     from .mail import fetch_mail
-    from .pipeline import recover_staging, refresh_reports
 
     with open_data(ctx, write=True) as folder:
         mail = mail_settings(folder.root)

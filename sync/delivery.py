@@ -31,7 +31,8 @@ from .datafolder import DataFolder, DataFolderError
 from .inbox import is_debris, safe_name, unique_path
 from .issuing import Issued, issue_workbooks, plan_all
 from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
-from .mail import MailError, send_messages, workbook_message
+from .mail import MailError, send_messages
+from .mailmsg import workbook_message
 from .messages import OUTCOME_LABELS, strip_code
 from .outcomes import FileOutcome, Outcome
 

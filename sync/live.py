@@ -13,6 +13,7 @@ from email.message import EmailMessage
 
 from lixiao.core.offices import Office
 
+from .batch import recover_staging
 from .datafolder import DataFolder, DataFolderError
 from .delivery import DeliveryReport, deliver, refresh, routes, take_share_returns
 from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
@@ -20,7 +21,6 @@ from .locking import LockBusyError, writer_lock
 from .mail import MailError, fetch_mail
 from .messages import OUTCOME_LABELS, strip_code
 from .outcomes import FileOutcome
-from .pipeline import recover_staging
 
 LOCK_ATTEMPT = 2.0
 REFRESH_CHECK = 30.0  # seconds between looks for offices whose readiness changed

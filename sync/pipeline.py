@@ -6,7 +6,7 @@ The steps of one return, in order (each a function below; the ledger's transitio
    ``Incoming`` that knows where it came from (``Origin``) and whether lixiao may move it.
 2. ``take``: the content hash keys the ledger; a decided hash is ``seen_before`` (duplicate); otherwise the file
    is sniffed, recorded ``received``, copied to archive/.staging and recorded ``staged``.
-3. ``_checked``: sandboxed parse, token, structure and baseline — any failure refuses the whole file.
+3. ``checks.checked``: sandboxed parse, token, structure and baseline — any failure refuses the whole file.
 4. ``_merge``: inside one write transaction the plan is decided on what the store holds now, and either held
    or applied, with its audit events and the ledger's outcome.
 5. ``_dispose``: only after the commit the exact bytes go to archive/ (or held/), the inbox copy goes, and the
@@ -21,7 +21,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -30,27 +29,21 @@ from lixiao.core.chain import Event
 from lixiao.core.faults import fault_point
 from lixiao.core.files import write_atomically
 from lixiao.core.identity import mask_ids_in_text
-from lixiao.core.issuance import Baseline, BaselineError
 from lixiao.core.ledger import Channel, LedgerState, Origin, ReturnDetail
 from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, hold_reason, plan_merge
-from lixiao.core.signing import digest_text, row_secret
 from lixiao.core.signing import row_key as signing_row_key
-from lixiao.core.store import WorkbookRow
-from lixiao.workbooks.returned import Returned, returned_from_dict
-from lixiao.workbooks.sandbox import parse_untrusted
+from lixiao.core.signing import row_secret
 from lixiao.workbooks.sniff import sniff
 
-from .datafolder import DataFolder, DataFolderError, secret_key
+from .checks import CheckedReturn, Incoming, checked
+from .datafolder import DataFolder
 from .inbox import (
     SyncSettings,
-    hash_regular,
     in_inbox,
-    inbox_files,
     read_regular,
     safe_name,
     sync_settings,
     unique_path,
-    wait_until_settled,
 )
 from .messages import os_error_text
 from .outcomes import (
@@ -69,99 +62,6 @@ from .receipts import pending_lines, write_receipt
 NO_OPERATOR = "（未填写经办人）"
 UNKNOWN_SENDER_HOLD = ("交回人 {sender} 不在离校点通讯录中（lixiao.toml [mail] unknown_sender = \"hold\"）："
                        "整个文件尚未生效，等待协调人核对发件人后确认")
-
-
-def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = False,
-         min_age: float = 1.0, confirm: bool = False) -> list[FileOutcome]:
-    """Process the given files, or the whole inbox, once (the caller refreshes the reports afterwards).
-
-    Inbox files copied a moment ago are waited for (up to [sync] settle_wait seconds) rather than deferred,
-    so that `cp f inbox/ && lixiao sync` processes f.
-    """
-    recover_staging(folder)
-    recover_receipts(folder)
-    key = secret_key(folder.root)
-    settings = sync_settings(folder.root)
-    if confirm:
-        for path in files or []:
-            _must_be_held(folder, path)
-    if files is None:
-        targets = inbox_files(folder)
-        wait_until_settled(targets, min_age, settings.settle_wait)
-    else:
-        targets = files
-    outcomes = [process_file(folder, path, key, dry_run, min_age, confirm=confirm, settings=settings)
-                for path in targets]
-    if files is None and not dry_run:  # the offices' shared folders are an inbox too
-        from .delivery import take_share_returns
-
-        outcomes += take_share_returns(folder, key, min_age=min_age)
-    return outcomes
-
-
-def _must_be_held(folder: DataFolder, path: Path) -> None:
-    """--confirm applies only to a return the pipeline held: anything else would skip the revocation check."""
-    try:
-        digest_hex = hash_regular(path)
-    except OSError as exc:
-        raise DataFolderError(f"无法读取 {safe_name(path.name)}：{os_error_text(exc)}") from None
-    row = folder.store.ledger(digest_hex)
-    if row is None or row.outcome is not LedgerState.HELD:
-        raise DataFolderError(f"{safe_name(path.name)} 不是待确认（held/）的文件，--confirm 不适用；"
-                              "新交回的文件请直接 lixiao sync 处理")
-
-
-def refresh_reports(folder: DataFolder) -> Path:
-    """Regenerate reports/ (called once after a batch of returns, never per file)."""
-    from lixiao.reports.build import render_report
-
-    return render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates").index
-
-
-def recover_staging(folder: DataFolder) -> None:
-    """After a crash: staged copies of merged files go to the archive, others are dropped (inbox still has
-    them). Cheap when nothing is staged: the daemon calls it before each batch."""
-    staging = folder.root / "archive" / ".staging"
-    if staging.is_dir():
-        for staged in staging.iterdir():
-            row = folder.store.ledger(staged.stem)
-            if row and row.outcome is LedgerState.MERGED:
-                target = folder.root / "archive" / staged.name
-                if target.exists():
-                    staged.unlink()
-                else:
-                    staged.replace(target)
-            elif not row or row.outcome is None:
-                staged.unlink()
-
-
-def recover_receipts(folder: DataFolder) -> None:
-    """After a crash between a commit and its receipt: every merged or held return whose receipt is missing
-    gets it, built from the ledger (once per sync, and when the daemon starts — it reads the whole ledger)."""
-    for row in folder.store.ledger_rows():
-        if row.outcome in (LedgerState.MERGED, LedgerState.HELD):
-            receipt = row.details.receipt
-            if receipt and not (folder.root / receipt).exists():
-                write_receipt(folder, row)
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """The bytes of one return and where they lie: ``path`` (None for a mail attachment), and whether lixiao may
-    move or remove that file once the return is decided (inbox/ and held/ files; never a file named on the
-    command line or lying in an office's share)."""
-
-    name: str  # safe_name of the file (or attachment)
-    data: bytes
-    mtime: float
-    path: Path | None
-    movable: bool
-    origin: Origin
-
-    @property
-    def hash(self) -> str:
-        """The content hash that keys the ledger."""
-        return hashlib.sha256(self.data).hexdigest()
 
 
 def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = False, min_age: float = 1.0, *,
@@ -222,11 +122,11 @@ def take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings,
             store.set_ledger(digest_hex, item.name, LedgerState.STAGED)
     if not verdict.ok:
         return _refuse(folder, item, Outcome.REJECTED, verdict.code, verdict.message, dry_run)
-    checked = _checked(folder, item, key)
-    if isinstance(checked, tuple):
-        outcome, code, message = checked
+    ready = checked(folder, item, key)
+    if isinstance(ready, tuple):
+        outcome, code, message = ready
         return _refuse(folder, item, outcome, code, message, dry_run)
-    return _merge(folder, checked, key, settings, dry_run, confirm)
+    return _merge(folder, ready, key, settings, dry_run, confirm)
 
 
 def _refuse(folder: DataFolder, item: Incoming, outcome: Outcome, code: str, message: str,
@@ -262,85 +162,6 @@ def _take_bytes(folder: DataFolder, path: Path, name: str, min_age: float, setti
     return writing if len(data) != info.st_size else (data, info)
 
 
-@dataclass(frozen=True, slots=True)
-class _Return:
-    """A returned file that passed every file-level check, ready to merge."""
-
-    item: Incoming
-    returned: Returned
-    workbook: WorkbookRow
-    baseline: Baseline
-
-    @property
-    def name(self) -> str:
-        """The return's safe name."""
-        return self.item.name
-
-    @property
-    def hash(self) -> str:
-        """The return's content hash."""
-        return self.item.hash
-
-
-def _checked(folder: DataFolder, item: Incoming, key: bytes) -> _Return | tuple[Outcome, str, str]:
-    """Step 3: the parse in the sandbox, then the token, the structure and the baseline; the refusal otherwise."""
-    parsed = parse_untrusted(item.data, key)
-    if not parsed.ok or parsed.returned is None:
-        outcome = Outcome.QUARANTINED if parsed.code in ("timeout", "parser_crashed") else Outcome.REJECTED
-        return (outcome, parsed.code, parsed.message)
-    returned = returned_from_dict(parsed.returned)
-    problem = _token_problem(folder, returned) or _structure_problem(returned)
-    if problem:
-        return (Outcome.REJECTED, *problem)
-    payload = returned.token.payload or {}
-    workbook = folder.store.workbook(str(payload["workbook_id"]))
-    assert workbook is not None  # _token_problem: the token names a registered workbook
-    mismatch = (Outcome.REJECTED, "baseline_mismatch",
-                "工作簿的签发记录与数据库不一致（数据库可能从旧备份恢复）；请重新签发")
-    try:
-        if digest_text(workbook.baseline) != payload.get("baseline_hash"):
-            return mismatch
-        baseline = Baseline.from_text(workbook.baseline)
-    except (ValueError, BaselineError):
-        return mismatch
-    return _Return(item, returned, workbook, baseline)
-
-
-def _token_problem(folder: DataFolder, returned: Returned) -> tuple[str, str] | None:
-    token = returned.token
-    if token.status in ("missing", "malformed"):
-        return ("no_token", "不是本系统签发的工作簿，或隐藏的“_lixiao”标识表被删除；请交回系统发给您的原文件")
-    if token.status != "valid":
-        return ("bad_signature",
-                "工作簿标识的签名无效：标识被修改，或文件来自另一个数据文件夹；请交回系统发给您的原文件")
-    payload = token.payload or {}
-    if payload.get("session") != folder.session_name:
-        return ("other_session", f"工作簿属于离校会话“{payload.get('session')}”，不是当前的“{folder.session_name}”")
-    if not folder.store.workbook(str(payload.get("workbook_id", ""))):
-        return ("unknown_workbook", "签名有效，但数据库中没有这个工作簿的签发记录（数据库可能从旧备份恢复）")
-    if payload.get("checkpoint") not in {cp.code for cp in folder.flow.checkpoints}:
-        return ("unknown_checkpoint", f"当前流程中没有离校点 {payload.get('checkpoint')}")
-    return None
-
-
-def _structure_problem(returned: Returned) -> tuple[str, str] | None:
-    """A valid token on content that is not that workbook (its sheet, every step column, or the 行校验 column
-    missing)."""
-    payload = returned.token.payload or {}
-    missing_columns = {a.step for a in returned.anomalies if a.code == "column_missing"}
-    if any(a.code in ("sheet_missing", "header_missing") and a.sheet in ("办理", "解除限制")
-           for a in returned.anomalies):
-        return ("structure_mismatch", "工作簿的“办理”表或表头被删除或改名；请交回系统发给您的原文件")
-    steps = payload.get("steps", {})
-    if payload.get("kind") == "office" and isinstance(steps, dict) and steps \
-            and missing_columns >= set(steps.values()):
-        return ("token_mismatch", "工作簿标识与内容不符（标识可能是从另一份工作簿复制来的）；请交回系统发给您的原文件")
-    if any(a.code == "row_key_missing" for a in returned.anomalies):
-        return ("row_key_missing", "工作簿的“行校验”列被删除或改名，无法确认每一行的勾选属于哪名学生；"
-                "请交回系统发给您的原文件（可以排序、筛选，但不要删除列）")
-    return None
-
-
 class _Refused(Exception):  # noqa: N818 - a control-flow signal inside the merge transaction, not an error
     """The whole file is refused after its rows were looked at (too many misaligned rows)."""
 
@@ -350,7 +171,7 @@ class _Refused(Exception):  # noqa: N818 - a control-flow signal inside the merg
         self.message = message
 
 
-def _plan(folder: DataFolder, ret: _Return, key: bytes, settings: SyncSettings) -> MergePlan:
+def _plan(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSettings) -> MergePlan:
     """The merge plan of one return, decided on what the store holds now (call inside the write transaction)."""
     store = folder.store
     payload = ret.returned.token.payload or {}
@@ -399,7 +220,7 @@ def _plan(folder: DataFolder, ret: _Return, key: bytes, settings: SyncSettings) 
     return plan
 
 
-def _hold(plan: MergePlan, ret: _Return, settings: SyncSettings, confirm: bool) -> str:
+def _hold(plan: MergePlan, ret: CheckedReturn, settings: SyncSettings, confirm: bool) -> str:
     """Why this return waits for the coordinator ("" when it does not, or when the coordinator confirms it)."""
     if confirm:
         return ""
@@ -409,7 +230,7 @@ def _hold(plan: MergePlan, ret: _Return, settings: SyncSettings, confirm: bool) 
     return hold_reason(plan, settings.max_revocations)
 
 
-def _merge(folder: DataFolder, ret: _Return, key: bytes, settings: SyncSettings, dry_run: bool,
+def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSettings, dry_run: bool,
            confirm: bool) -> FileOutcome:
     """Step 4: decide and write one return in one transaction (held: nothing applied, the ledger says why)."""
     store = folder.store
@@ -484,7 +305,7 @@ def _dispose(folder: DataFolder, item: Incoming, held: str) -> None:
             pass
 
 
-def _result(ret: _Return, plan: MergePlan, held: str) -> FileOutcome:
+def _result(ret: CheckedReturn, plan: MergePlan, held: str) -> FileOutcome:
     if held:
         return FileOutcome(ret.name, Outcome.HELD, 0, len(plan.refusals), len(plan.conflicts), [f"held：{held}"],
                            hash=ret.hash)

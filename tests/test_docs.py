@@ -36,3 +36,10 @@ def test_every_test_says_what_it_checks() -> None:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and not ast.get_docstring(node):
                 missing.append(f"{path.relative_to(ROOT)}::{node.name}")
     assert missing == []
+
+
+def test_every_module_stays_under_400_lines() -> None:
+    """Issue 15's size rule: no module of core/, workbooks/, sync/ or reports/ above 400 lines."""
+    long = {str(p.relative_to(ROOT)): n for folder in ("core", "workbooks", "sync", "reports")
+            for p in (ROOT / folder).glob("*.py") if (n := len(p.read_text("utf-8").splitlines())) > 400}
+    assert long == {}

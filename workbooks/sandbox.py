@@ -1,7 +1,11 @@
 """Parse an untrusted returned workbook in a child process with memory, CPU and time limits.
 
-The parent sends the signing key (hex, one line) and the file's bytes on stdin; the child answers one
-JSON document on stdout. A file that crashes or exhausts the parser takes only the child down.
+A persistent parser server (``python -m lixiao.workbooks.sandbox --serve``, started on first use and kept for
+the life of the process that uses it) has the reader imported once; for each file it forks a child that sets
+its limits, parses and answers one JSON document, so a parse costs a fork, not a Python start (≈ 140 ms).
+A file that crashes or exhausts the parser takes only that child down; the server reports how it ended, and
+a server that dies is started again. Without a server (it cannot start) each file gets a fresh child as
+before: the key (hex, one line) and the bytes on stdin, one JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -10,11 +14,16 @@ import io
 import json
 import os
 import resource
+import select
+import signal
+import struct
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 MEMORY_LIMIT = 1536 * 1024 * 1024
 CPU_SECONDS = 120
@@ -37,8 +46,44 @@ def parse_timeout() -> float:
 
 
 def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> SandboxResult:
-    """Run the checks and the reader in a limited child process."""
+    """Run the checks and the reader in a limited child process (forked by the parser server)."""
+    from lixiao.core.faults import fault_action
+
     timeout = timeout or parse_timeout()
+    ended = _SERVER.run(key, data, fault_action("parse"), timeout)
+    if ended is None:  # no server: a fresh child for this file
+        ended = _one_shot(key, data, timeout)
+    return _verdict(ended, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How one parse child ended: its exit code (negative: the signal), stdout, stderr, or a timeout."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+
+def _verdict(ended: _Ended, timeout: float) -> SandboxResult:
+    if ended.timed_out:
+        return SandboxResult(False, "timeout", f"解析超过 {int(timeout)} 秒仍未完成（文件可能是恶意构造的），已隔离")
+    if ended.returncode != 0:
+        tail = ended.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        if ended.returncode < 0 or "MemoryError" in tail[0]:
+            why = f"信号 {-ended.returncode} / {tail[0][:80]}"
+            return SandboxResult(False, "parser_crashed", f"解析进程被终止（{why}），文件可能是恶意构造的，已隔离")
+        return SandboxResult(False, "parser_failed", f"解析失败：{tail[0][:200]}")
+    try:
+        answer = json.loads(ended.stdout)
+    except ValueError:
+        return SandboxResult(False, "parser_failed", "解析进程没有给出有效结果")
+    return SandboxResult(bool(answer["ok"]), answer.get("code", ""), answer.get("message", ""),
+                         answer.get("returned"))
+
+
+def _one_shot(key: bytes, data: bytes, timeout: float) -> _Ended:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "lixiao.workbooks.sandbox"],
@@ -49,19 +94,162 @@ def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> Sa
             env={**os.environ, "PYTHONHASHSEED": "0"},
         )
     except subprocess.TimeoutExpired:
-        return SandboxResult(False, "timeout", f"解析超过 {int(timeout)} 秒仍未完成（文件可能是恶意构造的），已隔离")
-    if done.returncode != 0:
-        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        if done.returncode < 0 or "MemoryError" in tail[0]:
-            why = f"信号 {-done.returncode} / {tail[0][:80]}"
-            return SandboxResult(False, "parser_crashed", f"解析进程被终止（{why}），文件可能是恶意构造的，已隔离")
-        return SandboxResult(False, "parser_failed", f"解析失败：{tail[0][:200]}")
-    try:
-        answer = json.loads(done.stdout)
-    except ValueError:
-        return SandboxResult(False, "parser_failed", "解析进程没有给出有效结果")
-    return SandboxResult(bool(answer["ok"]), answer.get("code", ""), answer.get("message", ""),
-                         answer.get("returned"))
+        return _Ended(-9, b"", b"", timed_out=True)
+    return _Ended(done.returncode, done.stdout, done.stderr)
+
+
+# -- the parser server ----------------------------------------------------------------------------------------
+# A frame is a 4-byte big-endian length and that many bytes. Request: a JSON header {"key", "fault", "timeout"}
+# frame, then the file's frame. Answer: a JSON header {"returncode", "timed_out"} frame, stdout and stderr frames.
+_LENGTH = struct.Struct(">I")
+
+
+def _write_frame(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(_LENGTH.pack(len(payload)) + payload)
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            raise EOFError("parser server closed its pipe")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(stream: IO[bytes]) -> bytes:
+    (size,) = _LENGTH.unpack(_read_exact(stream, _LENGTH.size))
+    return _read_exact(stream, size)
+
+
+class _Server:
+    """The parent's handle on its parser server (one per process, started on first use, restarted if it dies)."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._owner = 0
+        self._lock = threading.Lock()
+        self.disabled = os.environ.get("LIXIAO_PARSER_SERVER") == "0"
+
+    def _start(self) -> subprocess.Popen[bytes] | None:
+        if self._process is not None and self._process.poll() is None and self._owner == os.getpid():
+            return self._process
+        try:
+            self._process = subprocess.Popen([sys.executable, "-m", "lixiao.workbooks.sandbox", "--serve"],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"})
+        except OSError:
+            self._process = None
+            return None
+        self._owner = os.getpid()  # a forked child (the report) must not share its parent's server
+        return self._process
+
+    def _stop(self) -> None:
+        if self._process is not None and self._owner == os.getpid():
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def run(self, key: bytes, data: bytes, fault: str, timeout: float) -> _Ended | None:
+        """One parse through the server; None when there is no server (the caller runs a one-shot child)."""
+        if self.disabled:
+            return None
+        with self._lock:
+            for _attempt in (1, 2):  # a server that died since the last file is started again once
+                process = self._start()
+                if process is None or process.stdin is None or process.stdout is None:
+                    return None
+                try:
+                    header = json.dumps({"key": key.hex(), "fault": fault, "timeout": timeout}).encode()
+                    _write_frame(process.stdin, header)
+                    _write_frame(process.stdin, data)
+                    process.stdin.flush()
+                    ready, _, _ = select.select([process.stdout], [], [], timeout + 30)
+                    if not ready:  # the server itself hangs: it cannot be trusted with the next file either
+                        self._stop()
+                        return _Ended(-9, b"", b"", timed_out=True)
+                    answer = json.loads(_read_frame(process.stdout))
+                    out, err = _read_frame(process.stdout), _read_frame(process.stdout)
+                except (OSError, EOFError, ValueError):
+                    self._stop()
+                    continue
+                return _Ended(int(answer["returncode"]), out, err, bool(answer["timed_out"]))
+            return None
+
+
+_SERVER = _Server()
+
+
+def serve() -> None:
+    """Server entry point: import the reader once, then for each request fork a limited child to parse."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    from . import reader, returned, sniff  # noqa: F401 - imported once here, shared by every forked child
+
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            header = json.loads(_read_frame(source))
+            data = _read_frame(source)
+        except EOFError:
+            return
+        ended = _fork_parse(str(header["key"]), data, str(header.get("fault", "")), float(header["timeout"]))
+        _write_frame(sink, json.dumps({"returncode": ended.returncode, "timed_out": ended.timed_out}).encode())
+        _write_frame(sink, ended.stdout)
+        _write_frame(sink, ended.stderr)
+        sink.flush()
+
+
+def _fork_parse(key_hex: str, data: bytes, fault: str, timeout: float) -> _Ended:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: limits, then the same work as a one-shot child
+        try:
+            os.close(out_r)
+            os.close(err_r)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.close(0)
+            sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - the child's own stdout
+            sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+            _limit()
+            _fault(fault)
+            _parse(key_hex, data)
+            sys.stdout.flush()
+            os._exit(0)
+        except BaseException as exc:  # noqa: BLE001 - the child reports its end by its exit code
+            try:
+                sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+                sys.stderr.flush()
+            finally:
+                os._exit(1)
+    os.close(out_w)
+    os.close(err_w)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    deadline = time.monotonic() + timeout
+    open_fds = [out_r, err_r]
+    timed_out = False
+    while open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select(open_fds, [], [], left)
+        for fd in ready:
+            chunk = os.read(fd, 1 << 20)
+            if chunk:
+                chunks[fd].append(chunk)
+            else:
+                open_fds.remove(fd)
+    if timed_out:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    os.close(out_r)
+    os.close(err_r)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    return _Ended(code, b"".join(chunks[out_r]), b"".join(chunks[err_r]), timed_out)
 
 
 def _limit() -> None:
@@ -89,14 +277,8 @@ def _answer(**fields: Any) -> None:
     sys.stdout.flush()
 
 
-def main() -> None:
-    """Child entry point: limits first, then sniff, stream-check the parts, and read."""
-    _limit()
-    raw = sys.stdin.buffer.read()
-    from lixiao.core.faults import fault_action
-
-    _fault(fault_action("parse"))
-    key_hex, _, data = raw.partition(b"\n")
+def _parse(key_hex: str, data: bytes) -> None:
+    """Sniff, stream-check the parts, and read; one JSON answer on stdout."""
     from .reader import read_returned
     from .returned import ReadError, returned_to_dict
     from .sniff import check_parts, sniff
@@ -111,11 +293,25 @@ def main() -> None:
         _answer(ok=False, code=verdict.code, message=verdict.message)
         return
     try:
-        returned = read_returned(data, bytes.fromhex(key_hex.decode()))
+        returned = read_returned(data, bytes.fromhex(key_hex))
     except ReadError as exc:
         _answer(ok=False, code="unreadable", message=str(exc))
         return
     _answer(ok=True, returned=returned_to_dict(returned))
+
+
+def main() -> None:
+    """One-shot child entry point: limits first, then the parse (``--serve``: the parser server)."""
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+        return
+    _limit()
+    raw = sys.stdin.buffer.read()
+    from lixiao.core.faults import fault_action
+
+    _fault(fault_action("parse"))
+    key_hex, _, data = raw.partition(b"\n")
+    _parse(key_hex.decode(), data)
 
 
 if __name__ == "__main__":

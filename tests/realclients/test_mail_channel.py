@@ -25,6 +25,8 @@ from ..conftest import ROSTER, edit
 from ..hostile_corpus import BILLION_LAUGHS, dtd
 from .mailservers import MailServers
 
+pytestmark = pytest.mark.slow  # real servers: run by make test, not by the fast suite
+
 XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 PASSWORD_ENV = "LIXIAO_TEST_MAIL_PASSWORD"
 
@@ -294,7 +296,6 @@ def test_imap_restarted_mid_fetch_loses_nothing_and_applies_nothing_twice(box: M
     assert box.cli("verify").returncode == 0
 
 
-@pytest.mark.slow
 def test_watch_killed_between_fetch_and_commit_takes_the_mail_once_after_restart(box: Mailbox) -> None:
     """`lixiao watch` is killed (SIGKILL) inside the merge of a mailed return; restarted, it merges it exactly once,
     replies once, and the folder channel (inbox/) kept working with a wrong mail password."""

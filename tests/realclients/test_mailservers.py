@@ -13,6 +13,8 @@ import pytest
 
 from .mailservers import MailServers
 
+pytestmark = pytest.mark.slow  # real servers: run by make test, not by the fast suite
+
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 FILENAME = "机电工程学院离校点-第1版.xlsx"
 

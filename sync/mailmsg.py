@@ -1,0 +1,173 @@
+"""Mail messages: the workbook mail an office gets, the threaded reply it gets back, and what lixiao reads of a
+message it receives (sender, Message-ID, every spreadsheet attachment — also inside a forwarded mail)."""
+
+from __future__ import annotations
+
+import email.policy
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import formatdate, getaddresses, make_msgid, parsedate_to_datetime
+
+from lixiao.core.offices import Office
+
+from .inbox import safe_name
+from .livesettings import MailSettings
+
+XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".et", ".ods", ".csv")
+LATEST_WORD = "最新"
+# Lines up to 998 characters (RFC 5322): a Chinese attachment name stays ONE RFC 2231 parameter
+# (filename*=utf-8''…) instead of continuations (filename*0*=…; filename*1*=…), which some clients mishandle.
+_POLICY = email.policy.SMTP.clone(max_line_length=998)
+
+
+def _sender(mail: MailSettings) -> Address:
+    user, _, domain = mail.address.partition("@")
+    return Address(mail.from_name, user, domain)
+
+
+def _add_xlsx(message: EmailMessage, name: str, data: bytes) -> None:
+    """Attach a workbook; the Chinese name as RFC 2231 (filename*=utf-8''…) in Content-Disposition and as the
+    Content-Type name parameter, which Outlook, Foxmail, Coremail, QQ and 163 mail read."""
+    message.add_attachment(data, maintype=XLSX_TYPE[0], subtype=XLSX_TYPE[1], filename=name)
+    part = list(message.iter_attachments())[-1]
+    part.set_param("name", name, header="Content-Type")
+
+
+def workbook_message(mail: MailSettings, office: Office, to: list[str], session: str,
+                     workbooks: list[tuple[str, bytes]], deadline: str, certificate_desk: bool,
+                     reply_to: EmailMessage | None = None) -> EmailMessage:
+    """The mail that brings an office its current workbook(s)."""
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = _sender(mail)
+    message["To"] = ", ".join(to)
+    first = workbooks[0][0] if workbooks else ""
+    generation = re.search(r"第(\d+)版", first)
+    version = f"第{generation.group(1)}版" if generation else ""
+    message["Subject"] = f"【离校工作簿】{office.title}{version}" + (f"（请于 {deadline} 前交回）" if deadline else "")
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid(domain=mail.address.partition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-generated"
+    if reply_to is not None:
+        _thread(message, reply_to)
+    lines = [
+        f"{office.contact or '老师'}，您好：",
+        "",
+        f"附件是{session}{office.title}的离校工作簿（共 {len(workbooks)} 个文件）：",
+        *[f"  · {name}" for name, _ in workbooks],
+        "",
+        "办理方法：",
+        "  1. 用 Excel、WPS 或 LibreOffice 打开附件，在“办理”表中为已办结的学生勾选方框（或填 √）；",
+        "     “前置条件”列写明“未满足”的学生，请先不要办理。",
+        "  2. 保存文件（保持 .xlsx 格式，不要改文件名，不要删除隐藏的工作表）。",
+        "  3. 直接回复本邮件，把保存后的工作簿作为附件发回。系统会自动处理，并回复一份回执。",
+    ]
+    if certificate_desk:
+        lines += ["", "领取证件：工作簿第一张表“可领证名单”列出现在可以领取证件的学生；不在名单中的学生请勿发证。"]
+    if deadline:
+        lines += ["", f"请于 {deadline} 前交回。"]
+    lines += ["", f"需要最新的工作簿时，发一封主题为“{LATEST_WORD}”的邮件到本邮箱即可。", "",
+              "（本邮件由 lixiao 离校系统发送）"]
+    message.set_content("\n".join(lines), cte="base64")
+    for name, data in workbooks:
+        _add_xlsx(message, name, data)
+    return message
+
+
+def _thread(message: EmailMessage, original: EmailMessage) -> None:
+    """Make ``message`` a reply in ``original``'s thread."""
+    original_id = str(original.get("Message-ID", "")).strip()
+    if original_id:
+        message["In-Reply-To"] = original_id
+        references = str(original.get("References", "")).split()
+        message["References"] = " ".join([*references[-10:], original_id])
+
+
+def reply_message(mail: MailSettings, original: EmailMessage, to: str, body: list[str]) -> EmailMessage:
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = _sender(mail)
+    message["To"] = to
+    subject = _clean_header(str(original.get("Subject", "")))
+    message["Subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject or '交回的离校工作簿'}"
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid(domain=mail.address.partition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-replied"
+    _thread(message, original)
+    message.set_content("\n".join([*body, "", "（本邮件由 lixiao 离校系统自动回复）"]), cte="base64")
+    return message
+
+
+def _clean_header(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
+# -- reading a message --------------------------------------------------------------------------------------
+@dataclass
+class IncomingMail:
+    """What lixiao reads of one message."""
+
+    key: str  # Message-ID, or the hash of the whole message when it has none
+    sender: str
+    subject: str
+    sent_at: str
+    attachments: list[tuple[str, bytes]] = field(default_factory=list)
+    automatic: bool = False  # an auto-reply, a bounce or a list: never answered (no mail loops)
+    wants_latest: bool = False
+    message: EmailMessage = field(default_factory=EmailMessage)
+
+
+def read_message(raw: bytes) -> IncomingMail:
+    """Parse a message: its key, sender, and every spreadsheet attachment — also inside a forwarded message."""
+    message = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(message, EmailMessage)
+    message_id = _clean_header(str(message.get("Message-ID", "") or ""))
+    key = message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    senders = getaddresses([str(message.get("Reply-To") or message.get("From") or "")])
+    sender = next((a for _, a in senders if "@" in a), "").strip().lower()
+    subject = _clean_header(str(message.get("Subject", "") or ""))
+    sent_at = ""
+    try:
+        date = message.get("Date")
+        if date:
+            sent_at = parsedate_to_datetime(str(date)).isoformat(timespec="seconds")
+    except (TypeError, ValueError, IndexError):
+        sent_at = ""
+    auto = str(message.get("Auto-Submitted", "no")).strip().lower()
+    precedence = str(message.get("Precedence", "")).strip().lower()
+    local = sender.partition("@")[0]
+    automatic = (auto not in ("", "no") or precedence in ("bulk", "junk", "list") or bool(message.get("List-Id"))
+                 or local in ("mailer-daemon", "postmaster", "noreply", "no-reply") or not sender)
+    found = IncomingMail(key, sender, subject, sent_at, automatic=automatic, message=message)
+    found.attachments = list(_spreadsheets(message))
+    body = _text_of(message)
+    found.wants_latest = LATEST_WORD in subject or (not found.attachments and LATEST_WORD in body[:200])
+    return found
+
+
+def _spreadsheets(message: EmailMessage) -> Iterator[tuple[str, bytes]]:
+    for part in message.walk():  # walk() descends into message/rfc822 parts: a forwarded mail's attachments too
+        if part.is_multipart():
+            continue
+        name = part.get_filename() or ""
+        ctype = part.get_content_type()
+        if not (name.lower().endswith(SPREADSHEET_SUFFIXES) or ctype == "/".join(XLSX_TYPE)):
+            continue
+        try:
+            data = part.get_payload(decode=True)
+        except (ValueError, TypeError):
+            data = None
+        if isinstance(data, bytes):
+            yield safe_name(name or "附件.xlsx"), data
+
+
+def _text_of(message: EmailMessage) -> str:
+    try:
+        body = message.get_body(preferencelist=("plain",))
+        return str(body.get_content()) if body is not None else ""
+    except (KeyError, LookupError, ValueError):
+        return ""
