@@ -1,0 +1,72 @@
+"""The persistent parser server: the same verdicts as a one-shot child, restarted when it dies, never shared
+with a forked child."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lixiao.workbooks import sandbox
+from lixiao.workbooks.sandbox import parse_untrusted
+
+from .conftest import Cli, key_of, outbox
+
+
+def test_server_and_one_shot_child_give_the_same_answer(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workbook and a non-workbook get identical results through the server and through a fresh child."""
+    key = key_of(issued)
+    good = outbox(issued, "dorm")[0].read_bytes()
+    through_server = [parse_untrusted(good, key), parse_untrusted(b"PK\x03\x04 not really", key)]
+    monkeypatch.setattr(sandbox._SERVER, "disabled", True)
+    one_shot = [parse_untrusted(good, key), parse_untrusted(b"PK\x03\x04 not really", key)]
+    assert through_server == one_shot
+    assert through_server[0].ok and not through_server[1].ok
+
+
+def test_a_server_that_died_is_started_again(issued: Cli) -> None:
+    """Killing the server between two files costs nothing but a restart: the next parse still answers."""
+    key = key_of(issued)
+    data = outbox(issued, "dorm")[0].read_bytes()
+    assert parse_untrusted(data, key).ok
+    process = sandbox._SERVER._process
+    assert process is not None and process.poll() is None
+    process.kill()
+    process.wait()
+    assert parse_untrusted(data, key).ok
+    assert sandbox._SERVER._process is not None and sandbox._SERVER._process.pid != process.pid
+
+
+def test_a_crashing_parse_does_not_take_the_server_down(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that aborts is reported as parser_crashed; the same server then parses the next file."""
+    key = key_of(issued)
+    data = outbox(issued, "dorm")[0].read_bytes()
+    assert parse_untrusted(data, key).ok
+    server = sandbox._SERVER._process
+    monkeypatch.setenv("LIXIAO_FAULT", "parse:abort")
+    crashed = parse_untrusted(data, key)
+    assert (crashed.ok, crashed.code) == (False, "parser_crashed")
+    monkeypatch.delenv("LIXIAO_FAULT")
+    assert parse_untrusted(data, key).ok
+    assert sandbox._SERVER._process is server
+
+
+def test_a_forked_child_starts_its_own_server(issued: Cli) -> None:
+    """A process forked after the server started (the report child, a pool worker) never writes into its
+    parent's pipes: it starts its own server."""
+    key = key_of(issued)
+    data = outbox(issued, "dorm")[0].read_bytes()
+    assert parse_untrusted(data, key).ok
+    parent_server = sandbox._SERVER._process
+    assert parent_server is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ok = parse_untrusted(data, key).ok and sandbox._SERVER._process is not parent_server
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert parse_untrusted(data, key).ok and sandbox._SERVER._process is parent_server
