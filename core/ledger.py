@@ -186,6 +186,7 @@ class RefusalRow:
 class RejectionRow:
     """A file refused as a whole."""
 
+    hash: str
     file_name: str
     outcome: str
     detail: str
@@ -304,26 +305,6 @@ class Ledger(AuditChain):
             [digest_hex])]
 
     # -- what the reports show of the returns ------------------------------------------------
-    def open_conflicts(self, limit: int) -> list[ConflictRow]:
-        """Unresolved conflicts, newest first, with the returned file's name."""
-        return [ConflictRow(*r) for r in self.db.execute(
-            "SELECT c.id, c.return_hash, c.student_no, c.step, c.baseline, c.returned, c.current, c.created_at, "
-            "c.resolved_at, coalesce(r.file_name, '') FROM conflicts c LEFT JOIN returns r ON r.hash = c.return_hash "
-            "WHERE c.resolved_at IS NULL ORDER BY c.id DESC LIMIT ?", [limit])]
-
-    def recent_refusals(self, limit: int) -> list[RefusalRow]:
-        """Refused ticks, newest first, with the returned file's name."""
-        return [RefusalRow(*r) for r in self.db.execute(
-            "SELECT t.id, t.return_hash, t.student_no, t.step, t.value, t.reason, t.created_at, "
-            "coalesce(r.file_name, '') FROM refused_ticks t LEFT JOIN returns r ON r.hash = t.return_hash "
-            "ORDER BY t.id DESC LIMIT ?", [limit])]
-
-    def recent_rejections(self, limit: int) -> list[RejectionRow]:
-        """Files refused as a whole (rejected or quarantined), newest first."""
-        return [RejectionRow(*r) for r in self.db.execute(
-            "SELECT file_name, outcome, detail, updated_at FROM returns WHERE outcome IN ('rejected', 'quarantined') "
-            "ORDER BY updated_at DESC LIMIT ?", [limit])]
-
     def office_returns(self) -> list[OfficeReturn]:
         """Per issued checkpoint and scope: the latest generation and issue time, and the last merged return."""
         return [OfficeReturn(*r) for r in self.db.execute(

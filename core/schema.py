@@ -220,4 +220,18 @@ MIGRATIONS.append(
         detail TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID;
     """)
+MIGRATIONS.append(
+    # 8: the 待核对 queue empties — a conflict or refused tick resolved (keep / take / dismiss) with its
+    # resolution, a refused file acknowledged.
+    """
+    ALTER TABLE conflicts ADD COLUMN resolution TEXT NOT NULL DEFAULT '';
+    ALTER TABLE refused_ticks ADD COLUMN resolved_at TEXT;
+    ALTER TABLE refused_ticks ADD COLUMN resolution TEXT NOT NULL DEFAULT '';
+    CREATE TABLE acknowledged (
+        hash TEXT PRIMARY KEY,
+        at TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        reason TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,6 +20,7 @@ from .identity import mask_id_card
 from .ledger import Ledger, WaiverRecords
 from .model import FLAGS, Status, Student
 from .offices import OfficeDirectory
+from .queue import ReviewRecords
 from .registry import WorkbookRegistry
 from .registry import WorkbookRow as WorkbookRow
 from .schema import MIGRATIONS, SCHEMA_VERSION
@@ -61,7 +62,7 @@ def _connect(path: Path) -> sqlite_utils.Database:
     return db
 
 
-class Store(Ledger, WaiverRecords, OfficeDirectory, WorkbookRegistry, WriteGuard):
+class Store(Ledger, ReviewRecords, WaiverRecords, OfficeDirectory, WorkbookRegistry, WriteGuard):
     """One data folder's SQLite store; every multi-row write goes through ``transaction()``."""
 
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:

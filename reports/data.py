@@ -11,6 +11,7 @@ from lixiao.core.clearance import Clearance, WaiverListing
 from lixiao.core.identity import mask_id_card, mask_ids_in_text
 from lixiao.core.ledger import Channel
 from lixiao.core.model import Flow
+from lixiao.core.review import open_items
 from lixiao.core.rules import prerequisite_steps
 from lixiao.core.stats import (
     Board,
@@ -37,6 +38,7 @@ class ConflictLine:
     returned: str
     current: str
     file_name: str
+    id: str = ""  # the review item (lixiao review resolve ID …)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class RefusalLine:
     value: str
     reason: str
     file_name: str
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class RejectionLine:
     outcome: str
     reason: str
     updated_at: str
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +158,16 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
     bottleneck_colleges, bottleneck_rows = bottlenecks(flow, board)
     names = {s.code: s.name for s in steps}
     people = {s.student_no: s.name for s in board.students}
+    # the 待核对 queue shows open items only (resolved ones, and those the store has settled since, drop out)
+    still_open = {item.id for item in open_items(clearance, REVIEW_LIMIT)}
     conflicts = [ConflictLine(c.student_no, people.get(c.student_no, ""), names.get(c.step, c.step), c.baseline,
-                              c.returned, c.current, c.file_name) for c in store.open_conflicts(REVIEW_LIMIT)]
+                              c.returned, c.current, c.file_name, f"C{c.id}")
+                 for c in store.open_conflicts(REVIEW_LIMIT) if f"C{c.id}" in still_open]
     refused = [RefusalLine(r.student_no, people.get(r.student_no, ""), names.get(r.step, r.step), r.value, r.reason,
-                           r.file_name) for r in store.recent_refusals(REVIEW_LIMIT)]
-    rejected = [RejectionLine(r.file_name, r.outcome, r.details.message or r.detail, r.updated_at)
-                for r in store.recent_rejections(REVIEW_LIMIT)]
+                           r.file_name, f"T{r.id}")
+               for r in store.open_refusals(REVIEW_LIMIT) if f"T{r.id}" in still_open]
+    rejected = [RejectionLine(r.file_name, r.outcome, r.details.message or r.detail, r.updated_at, f"F{r.hash[:12]}")
+                for r in store.open_rejections(REVIEW_LIMIT)]
     offices = []
     codes = {c.code for c in flow.checkpoints}
     for row in store.office_returns():

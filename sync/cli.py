@@ -21,7 +21,7 @@ from lixiao.core.roster import validate_roster
 from lixiao.workbooks.roster import build_roster_template
 from lixiao.workbooks.tables import read_table
 
-from . import cli_live, cli_records
+from . import cli_live, cli_records, cli_review
 from .cli_base import (
     LixiaoGroup,
     Refused,
@@ -358,7 +358,7 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
     console.print(f"{who.name}（{who.student_no}）{target.name}：{STATUS_LABELS[Status(status)]}，{done}")
 
 
-for _command in (*cli_records.COMMANDS, *cli_live.COMMANDS):
+for _command in (*cli_records.COMMANDS, *cli_live.COMMANDS, *cli_review.COMMANDS):
     main.add_command(_command)
 
 

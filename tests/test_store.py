@@ -172,8 +172,10 @@ def test_status_lines_follow_every_write(store: Store) -> None:
     assert _lines_agree(store) and "0803010104" not in _lines(store)
 
 
-# What migrations 6 and 7 added, taken away again, for tests that make a store of an older version.
-_UNDO_6 = ("DROP TABLE offices; DROP TABLE deliveries; DROP TABLE mail_messages; DROP INDEX workbooks_office; "
+# What migrations 6 to 8 added, taken away again, for tests that make a store of an older version.
+_UNDO_6 = ("DROP TABLE acknowledged; ALTER TABLE conflicts DROP COLUMN resolution; "
+           "ALTER TABLE refused_ticks DROP COLUMN resolved_at; ALTER TABLE refused_ticks DROP COLUMN resolution; "
+           "DROP TABLE offices; DROP TABLE deliveries; DROP TABLE mail_messages; DROP INDEX workbooks_office; "
            "ALTER TABLE workbooks DROP COLUMN office; ALTER TABLE workbooks DROP COLUMN readiness; "
            "ALTER TABLE returns DROP COLUMN channel; ALTER TABLE returns DROP COLUMN sender; "
            "ALTER TABLE returns DROP COLUMN message_id;")
@@ -217,7 +219,7 @@ def test_migration_5_moves_stored_not_applicable_to_the_one_alphabet(store: Stor
         reopened.write_status("0803010104", "dorm_items", Status.NA, remark="", source="t", operator="",
                               decision="applied")
     assert reopened.status_lines()["0803010104"][1] == "-" and reopened.integrity_problems() == []
-    assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
 
 
 def test_the_ledger_refuses_a_transition_outside_its_state_machine(store: Store) -> None:

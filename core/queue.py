@@ -1,0 +1,52 @@
+"""The 待核对 queue's part of the Store (a mixin): open conflicts, refused ticks and refused files, and marking
+them resolved (the rules of what is open live in core/review.py)."""
+
+from __future__ import annotations
+
+from .chain import AuditChain, now
+from .ledger import ConflictRow, RefusalRow, RejectionRow
+
+
+class ReviewRecords(AuditChain):
+    """Open review items and their resolution (a Store mixin)."""
+
+    def open_conflicts(self, limit: int) -> list[ConflictRow]:
+        """Unresolved conflicts, newest first, with the returned file's name."""
+        return [ConflictRow(*r) for r in self.db.execute(
+            "SELECT c.id, c.return_hash, c.student_no, c.step, c.baseline, c.returned, c.current, c.created_at, "
+            "c.resolved_at, coalesce(r.file_name, '') FROM conflicts c LEFT JOIN returns r ON r.hash = c.return_hash "
+            "WHERE c.resolved_at IS NULL ORDER BY c.id DESC LIMIT ?", [limit])]
+
+    def open_refusals(self, limit: int) -> list[RefusalRow]:
+        """Refused ticks not yet resolved, newest first."""
+        return [RefusalRow(*r) for r in self.db.execute(
+            "SELECT t.id, t.return_hash, t.student_no, t.step, t.value, t.reason, t.created_at, "
+            "coalesce(r.file_name, '') FROM refused_ticks t LEFT JOIN returns r ON r.hash = t.return_hash "
+            "WHERE t.resolved_at IS NULL ORDER BY t.id DESC LIMIT ?", [limit])]
+
+    def open_rejections(self, limit: int) -> list[RejectionRow]:
+        """Files refused as a whole and not yet acknowledged, newest first."""
+        return [RejectionRow(*r) for r in self.db.execute(
+            "SELECT hash, file_name, outcome, detail, updated_at FROM returns "
+            "WHERE outcome IN ('rejected', 'quarantined') AND hash NOT IN (SELECT hash FROM acknowledged) "
+            "ORDER BY updated_at DESC LIMIT ?", [limit])]
+
+    def conflict_returned(self, conflict_id: int) -> str:
+        """The returned value of a conflict ('' when there is none)."""
+        row = self.db.execute("SELECT returned FROM conflicts WHERE id = ?", [conflict_id]).fetchone()
+        return str(row[0]) if row else ""
+
+    def mark_resolved(self, kind: str, ident: str, resolution: str, operator: str, reason: str) -> None:
+        """Close a conflict, a refused tick (by id) or a refused file (by hash prefix); inside a transaction."""
+        stamp = now()
+        if kind == "conflict":
+            self.db.execute("UPDATE conflicts SET resolved_at = ?, resolution = ? WHERE id = ?",
+                            [stamp, resolution, int(ident)])
+        elif kind == "refused":
+            self.db.execute("UPDATE refused_ticks SET resolved_at = ?, resolution = ? WHERE id = ?",
+                            [stamp, resolution, int(ident)])
+        else:
+            row = self.db.execute("SELECT hash FROM returns WHERE hash LIKE ?", [ident + "%"]).fetchone()
+            if row:
+                self.db.execute("INSERT OR REPLACE INTO acknowledged (hash, at, operator, reason) VALUES (?, ?, ?, ?)",
+                                [row[0], stamp, operator, reason])

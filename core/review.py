@@ -1,0 +1,105 @@
+"""The 待核对 queue: conflicts, refused ticks and refused files that still need the coordinator, and their
+resolution (keep the store, take the returned value, dismiss, acknowledge), each an audit event.
+
+An item leaves the queue when it is resolved — or by itself when the store already says what it asked for: a
+conflict whose cell now holds the returned value, a refused tick whose step has since been passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .chain import Event, now
+from .clearance import Clearance, ClearanceError, RefusedError
+from .model import Status
+
+TICKED = "已勾选"
+
+
+class Action(StrEnum):
+    """What the coordinator decides for an item."""
+
+    KEEP = "keep"  # a conflict: the store stays as it is
+    TAKE = "take"  # a conflict or refused tick: apply the returned value now (checked like lixiao set)
+    DISMISS = "dismiss"  # a refused tick or a refused file: seen, nothing to do
+
+    @property
+    def label(self) -> str:
+        """The action in Chinese."""
+        return {"keep": "保留数据库的值", "take": "采用交回的值", "dismiss": "已核对，不处理"}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """One open item: its id (C12 conflict, T34 refused tick, F<hash> refused file), what it is about."""
+
+    id: str
+    kind: str  # conflict | refused | file
+    student_no: str
+    name: str
+    step: str
+    step_name: str
+    summary: str
+    file_name: str
+    created_at: str
+
+    @property
+    def kind_label(self) -> str:
+        """The kind in Chinese."""
+        return {"conflict": "冲突", "refused": "被拒绝的勾选", "file": "被拒绝的文件"}[self.kind]
+
+
+def open_items(clearance: Clearance, limit: int = 1000) -> list[ReviewItem]:
+    """Every open item, conflicts first, newest first within a kind."""
+    store = clearance.store
+    names = {s.code: s.name for s in clearance.flow.all_steps()}
+    statuses = store.all_statuses()
+    items: list[ReviewItem] = []
+    for c in store.open_conflicts(limit):
+        now_passed = statuses.get(c.student_no, {}).get(c.step) is Status.PASSED
+        if now_passed == (c.returned == TICKED):
+            continue  # settled meanwhile (lixiao set, a later return): nothing left to decide
+        items.append(ReviewItem(f"C{c.id}", "conflict", c.student_no, "", c.step, names.get(c.step, c.step),
+                                f"签发时 {c.baseline}，交回 {c.returned}，数据库当时 {c.current}", c.file_name,
+                                c.created_at))
+    for r in store.open_refusals(limit):
+        if statuses.get(r.student_no, {}).get(r.step) is Status.PASSED:
+            continue  # the step was passed since: the refusal is moot
+        items.append(ReviewItem(f"T{r.id}", "refused", r.student_no, "", r.step, names.get(r.step, r.step),
+                                f"{r.value}：{r.reason}", r.file_name, r.created_at))
+    for f in store.open_rejections(limit):
+        items.append(ReviewItem(f"F{f.hash[:12]}", "file", "", "", "", "", f.details.message or f.detail,
+                                f.file_name, f.updated_at))
+    people = store.student_names({i.student_no for i in items if i.student_no})
+    return [ReviewItem(i.id, i.kind, i.student_no, people.get(i.student_no, ""), i.step, i.step_name, i.summary,
+                       i.file_name, i.created_at) for i in items]
+
+
+def resolve(clearance: Clearance, item_id: str, action: Action, reason: str, operator: str) -> str:
+    """Resolve one open item; a Chinese line saying what was done. ClearanceError for an unknown item or an
+    action that does not fit it; RefusedError when taking the value is refused by the rules (nothing written)."""
+    reason = reason.strip()
+    if not reason:
+        raise ClearanceError("请用 --reason 写明处理理由（记入审计）")
+    item = next((i for i in open_items(clearance, limit=100_000) if i.id.lower() == item_id.strip().lower()), None)
+    if item is None:
+        raise ClearanceError(f"没有待核对项 {item_id}（lixiao review 列出待核对项；已处理或已自动解决的不再列出）")
+    allowed = {"conflict": (Action.KEEP, Action.TAKE), "refused": (Action.TAKE, Action.DISMISS),
+               "file": (Action.DISMISS,)}[item.kind]
+    if action not in allowed:
+        raise ClearanceError(f"{item.kind_label} {item.id} 只能 {' 或 '.join(a.value for a in allowed)}")
+    store = clearance.store
+    with store.transaction():
+        if action is Action.TAKE:
+            student = clearance.student(item.student_no)
+            ticked = item.kind == "refused" or store.conflict_returned(int(item.id[1:])) == TICKED
+            decision = clearance.set_step(student, item.step, Status.PASSED if ticked else Status.PENDING,
+                                          remark="", source=f"review:{item.id}", operator=operator)
+            if not decision.allowed:
+                raise RefusedError(decision.reason)
+        store.mark_resolved(item.kind, item.id[1:], action.value, operator, reason)
+        store.append_audit([Event("review", student_no=item.student_no, step=item.step, old=item.id,
+                                  new=action.value, decision="resolved", source="review", operator=operator,
+                                  detail=reason, at=now())])
+    return f"{item.kind_label} {item.id}（{item.name or item.file_name} {item.step_name}）：{action.label}"

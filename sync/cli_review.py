@@ -1,0 +1,64 @@
+"""lixiao review: the 待核对 queue — list open items, resolve one."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from lixiao.core.review import Action, open_items, resolve
+
+from .cli_base import console, examples, open_data, operator_name, print_json
+
+
+@click.group(invoke_without_command=True, epilog=examples(
+    "  lixiao review\n  lixiao review resolve C12 keep --reason 已与宿管核实，数据库正确\n"
+    "  lixiao review resolve T34 take --reason 前置条件现已满足"))
+@click.pass_context
+def review(ctx: click.Context) -> None:
+    """待核对：冲突、被拒绝的勾选、被拒绝的文件；逐项处理。The review queue (lists it without a subcommand)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(review_list)
+
+
+@review.command("list", epilog=examples("  lixiao review list\n  lixiao review list --json"))
+@click.option("--json", "as_json", is_flag=True, help="输出 JSON")
+@click.pass_context
+def review_list(ctx: click.Context, as_json: bool = False) -> None:
+    """列出尚未处理的待核对项（已处理、或数据库已自行解决的不再列出）。List open items."""
+    with open_data(ctx, write=False) as folder:
+        items = open_items(folder.clearance, limit=100_000)
+    if as_json:
+        print_json({"items": [{"id": i.id, "kind": i.kind, "student_no": i.student_no, "name": i.name,
+                               "step": i.step, "summary": i.summary, "file": i.file_name, "at": i.created_at}
+                              for i in items]})
+        return
+    if not items:
+        console.print("没有待核对项")
+        return
+    table = RichTable(title=f"待核对（{len(items)} 项）")
+    for column in ("编号", "类别", "学号", "姓名", "离校步骤", "内容", "文件"):
+        table.add_column(column)
+    for i in items:
+        table.add_row(i.id, i.kind_label, i.student_no, escape(i.name), escape(i.step_name), escape(i.summary),
+                      escape(i.file_name))
+    console.print(table)
+    console.print("处理：lixiao review resolve 编号 keep|take|dismiss --reason 理由"
+                  "（冲突：keep 保留数据库的值 / take 采用交回的值；被拒绝的勾选：take 重新检查后记录 / dismiss；"
+                  "被拒绝的文件：dismiss 表示已核对）")
+
+
+@review.command("resolve", epilog=examples("  lixiao review resolve C12 keep --reason 已与宿管核实"))
+@click.argument("item_id", metavar="ID")
+@click.argument("action", type=click.Choice([a.value for a in Action]))
+@click.option("--reason", required=True, help="处理理由（记入审计）")
+@click.option("--operator", help="操作人（记入审计）")
+@click.pass_context
+def review_resolve(ctx: click.Context, item_id: str, action: str, reason: str, operator: str | None) -> None:
+    """处理一个待核对项（记入审计）。Resolve one item: keep, take or dismiss."""
+    with open_data(ctx, write=True) as folder:
+        done = resolve(folder.clearance, item_id, Action(action), reason, operator_name(operator))
+    console.print(escape(done))
+
+
+COMMANDS = (review,)
