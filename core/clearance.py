@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from . import rules
-from .feeds import FeedEntry
+from .feeds import WHOLE_SCHOOL_FEEDS, FeedEntry, feed_label
 from .identity import mask_id_card
 from .model import FLAGS, Flow, Status, Step, Student
 from .schema import LINE_MARKS
@@ -128,6 +128,7 @@ class FeedReport:
     reverted: list[str] = field(default_factory=list)  # passed → failed, listed by name
     unknown: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    absent: list[Student] = field(default_factory=list)  # roster students a whole-school export left out
 
 
 class Clearance:
@@ -220,9 +221,13 @@ class Clearance:
             if not self.store.restore_waiver(student.student_no, step.code, operator):
                 raise RefusedError(f"{student.name} 的“{step.name}”没有已解除的限制")
 
-    def apply_feed(self, entries: list[FeedEntry], source: str, operator: str = "") -> FeedReport:
-        """Set feed steps from an external export in one transaction; passed → failed is reported."""
+    def apply_feed(self, entries: list[FeedEntry], source: str, operator: str = "",
+                   absent: Status | None = None) -> FeedReport:
+        """Set feed steps from an external export in one transaction; passed → failed is reported. Students of
+        the roster that a whole-school export (library, finance) leaves out are listed in ``absent``; with
+        ``absent`` set (the [feeds] absent setting) their step is set to it, with a remark saying why."""
         report = FeedReport()
+        seen: set[tuple[str, str]] = set()
         by_no = {s.student_no: s for s in self.store.students()}
         by_id = {s.id_card: s for s in by_no.values()}
         feed_steps = {s.feed: s for s in self.flow.all_steps() if s.feed}
@@ -238,6 +243,7 @@ class Clearance:
                     shown = entry.student_no or mask_id_card(entry.id_card)
                     report.unknown.append(f"第 {entry.row} 行：{shown}")
                     continue
+                seen.add((student.student_no, step.code))
                 old = self.statuses(student.student_no).get(step.code)
                 if not rules.applies(step, student) or not step.enabled(self.year):
                     if step.feed.startswith("loans"):
@@ -260,7 +266,24 @@ class Clearance:
                     report.passed += 1
                 else:
                     report.failed += 1
+            self._absent(entries, feed_steps, seen, by_no, report, source, operator, absent)
         return report
+
+    def _absent(self, entries: list[FeedEntry], feed_steps: dict[str, Step], seen: set[tuple[str, str]],
+                by_no: dict[str, Student], report: FeedReport, source: str, operator: str,
+                absent: Status | None) -> None:
+        """Roster students a whole-school export did not mention (a confirmation list, the loans, is partial by
+        nature and is never read this way)."""
+        for feed in sorted({e.feed for e in entries if e.feed in WHOLE_SCHOOL_FEEDS}):
+            step = feed_steps[feed]
+            for student in by_no.values():
+                if (student.student_no, step.code) in seen or not step.enabled(self.year) \
+                        or not rules.applies(step, student):
+                    continue
+                report.absent.append(student)
+                if absent is not None:
+                    self.set_step(student, step.code, absent, remark=f"不在{feed_label(feed)}导出中（按设置记为"
+                                  f"{absent.label}）", source=source, operator=operator)
 
     # -- records -------------------------------------------------------------------------
     def record(self, student: Student) -> StudentRecord:

@@ -36,6 +36,15 @@ class FeedEntry:
     remark: str
 
 
+WHOLE_SCHOOL_FEEDS = ("library", "finance")  # exports of every student: someone missing is a gap to report
+
+
+def feed_label(feed: str) -> str:
+    """A feed's name in Chinese."""
+    return {"library": "图书馆", "finance": "财务", "loans:national": "国家助学贷款", "loans:local": "生源地贷款"}.get(
+        feed, feed)
+
+
 @dataclass
 class FeedParse:
     """Entries read from a feed file and the rows that could not be read."""

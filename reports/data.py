@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lixiao.core import rules
 from lixiao.core.certificates import ReadyList, board_ready_lists
 from lixiao.core.clearance import Clearance, WaiverListing
+from lixiao.core.feeds import WHOLE_SCHOOL_FEEDS
 from lixiao.core.identity import mask_id_card, mask_ids_in_text
 from lixiao.core.ledger import Channel
 from lixiao.core.model import Flow
@@ -66,6 +68,17 @@ class RejectionLine:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedGapLine:
+    """A student a whole-school export (library, finance) never mentioned: the step stays 未办理."""
+
+    step_name: str
+    student_no: str
+    name: str
+    college: str
+    class_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class OfficeLine:
     """An office's latest workbook and last return."""
 
@@ -102,6 +115,8 @@ class ReportData:
     offices: list[OfficeLine]
     history: list[tuple[str, int, int]]
     ready_lists: list[ReadyList] = field(default_factory=list)  # 可领证名单 per certificate office
+    feed_gaps: list[FeedGapLine] = field(default_factory=list)  # the first REVIEW_LIMIT of them
+    feed_gap_count: int = 0
     js_flow: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     board: Board | None = None  # the status matrix itself (student search, Excel report)
@@ -127,6 +142,27 @@ def _days_since(stamp: str | None, now: datetime) -> int | None:
     if not stamp:
         return None
     return (now - datetime.fromisoformat(stamp)).days
+
+
+def feed_gaps(store: Store, flow: Flow, board: Board) -> list[FeedGapLine]:
+    """Students for whom a whole-school feed step applies and nothing was ever stored although that export was
+    imported (absent from every import so far): without a warning they would block their certificates
+    silently."""
+    year = store.session().year
+    steps = [s for s in flow.all_steps() if s.feed in WHOLE_SCHOOL_FEEDS and s.enabled(year)]
+    if not steps:
+        return []
+    lines = store.status_lines()
+    stored = {no: set(steps_text.split(":")) for no, (steps_text, _) in lines.items()}
+    found = []
+    for step in steps:
+        if not any(step.code in codes for codes in stored.values()):
+            continue  # that export was not imported yet: not a gap, just not started
+        for student in board.students:
+            if step.code not in stored.get(student.student_no, ()) and rules.applies(step, student):
+                found.append(FeedGapLine(step.name, student.student_no, student.name, student.college,
+                                         student.class_name))
+    return found
 
 
 def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None = None) -> ReportData:
@@ -168,6 +204,7 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
                for r in store.open_refusals(REVIEW_LIMIT) if f"T{r.id}" in still_open]
     rejected = [RejectionLine(r.file_name, r.outcome, r.details.message or r.detail, r.updated_at, f"F{r.hash[:12]}")
                 for r in store.open_rejections(REVIEW_LIMIT)]
+    gaps = feed_gaps(store, flow, board)
     offices = []
     codes = {c.code for c in flow.checkpoints}
     for row in store.office_returns():
@@ -186,6 +223,7 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
         bottlenecks=bottleneck_rows, waivers=clearance.waiver_list(), conflicts=conflicts, refused=refused,
         rejected=rejected, offices=offices, history=store.progress_history(),
         ready_lists=board_ready_lists(flow, board, session.year), js_flow=js_flow,
+        feed_gaps=gaps[:REVIEW_LIMIT], feed_gap_count=len(gaps),
         sources={"returns": ledger[0], "last_return": ledger[1] or "", "store": str(store.path.name)},
         board=board,
     )

@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table as RichTable
 
-from lixiao.core.feeds import parse_feed
 from lixiao.core.flow import PRESETS, flow_to_dict, load_preset
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.issuance import SPLITS
@@ -21,7 +20,7 @@ from lixiao.core.roster import validate_roster
 from lixiao.workbooks.roster import build_roster_template
 from lixiao.workbooks.tables import read_table
 
-from . import cli_live, cli_records, cli_review
+from . import cli_feed, cli_live, cli_records, cli_review
 from .cli_base import (
     LixiaoGroup,
     Refused,
@@ -160,32 +159,6 @@ def _print_flow(shown: Flow, year: int) -> None:
             if not step.enabled(year):
                 step_notes.append(f"[red]{step.disabled_from} 年起取消[/]")
             console.print(f"   - {step.name} [dim]{step.code}[/]  {'；'.join(step_notes)}")
-
-
-@main.command(epilog=examples("  lixiao feed library 图书馆导出.xlsx\n  lixiao feed finance 欠费.csv\n"
-           "  lixiao feed loans 国开行确认.xlsx --loan national"))
-@click.argument("kind", type=click.Choice(["library", "finance", "loans"]))
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--loan", type=click.Choice(["national", "local"]), help="贷款名单没有“贷款类型”列时指明种类")
-@click.option("--operator", help="操作人（记入审计）")
-@click.pass_context
-def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: str | None) -> None:
-    """导入图书馆（学号,借阅册数,欠费）、财务（学号,欠费金额）或贷款系统的数据。Apply a feed."""
-    table = read_table(read_input(file), file.name)
-    parsed = parse_feed(kind, table.headers, table.rows, loan or "")
-    with open_data(ctx, write=True) as folder:
-        report = folder.clearance.apply_feed(parsed.entries, source=f"feed:{kind}:{file.name}",
-                                             operator=operator_name(operator))
-    console.print(f"已通过 {report.passed}，未通过 {report.failed}，未变 {report.unchanged}")
-    if report.reverted:
-        console.print(f"[yellow]{len(report.reverted)} 名学生由“已通过”变为“未通过”（已记入审计）：[/]")
-        for line in report.reverted:
-            console.print(f"  {line}")
-    trouble = parsed.problems + [f"找不到学生：{u}" for u in report.unknown] + report.refused
-    for line in trouble:
-        console.print(f"  [red]{line}[/]")
-    if trouble:
-        raise Refused(f"{len(trouble)} 行未能应用（见上）")
 
 
 @main.command(epilog=examples(
@@ -358,7 +331,7 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
     console.print(f"{who.name}（{who.student_no}）{target.name}：{STATUS_LABELS[Status(status)]}，{done}")
 
 
-for _command in (*cli_records.COMMANDS, *cli_live.COMMANDS, *cli_review.COMMANDS):
+for _command in (*cli_feed.COMMANDS, *cli_records.COMMANDS, *cli_live.COMMANDS, *cli_review.COMMANDS):
     main.add_command(_command)
 
 

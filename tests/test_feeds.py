@@ -94,3 +94,37 @@ def test_loan_for_student_without_the_flag_and_unknown_ids_are_refused(cli: Cli,
     assert result.exit_code == 1
     assert "在学生名单中没有该贷款标记" in result.output
     assert "找不到学生：第 3 行：110105********002X" in result.output
+
+
+def test_students_missing_from_a_whole_school_export_are_listed(cli: Cli, tmp_path: Path) -> None:
+    """A library export naming 2 of the 5 students lists the other 3 on screen and in a receipt file, leaves
+    them 未办理 by default, and the report shows them under 数据源未覆盖的学生; a loan list never counts as a
+    gap."""
+    feed = write(tmp_path / "lib.csv", f"学号,借阅册数,欠费\n{ROSTER[0].student_no},0,0\n{ROSTER[1].student_no},0,0\n")
+    result = cli("feed", "library", str(feed))
+    assert result.exit_code == 0, result.output
+    assert "3 名学生不在导出中" in result.output and ROSTER[4].student_no in result.output
+    [receipt] = (cli.data / "receipts").glob("数据源-library-*.txt")
+    assert all(s.student_no in receipt.read_text("utf-8") for s in ROSTER[2:])
+    assert cli.json("status", ROSTER[2].student_no)["steps"][1]["status"] in ("pending",)
+    assert cli("report").exit_code == 0
+    page = (cli.data / "reports" / "index.html").read_text("utf-8")
+    assert "数据源未覆盖的学生（3）" in page
+    loans = write(tmp_path / "loans.csv", f"学号\n{ROSTER[1].student_no}\n")
+    assert "不在导出中" not in cli("feed", "loans", str(loans), "--loan", "national").output
+
+
+def test_absent_students_can_be_recorded_as_failed(cli: Cli, tmp_path: Path) -> None:
+    """With [feeds] absent = "failed" a student missing from the finance export is 未通过 with the reason; a
+    wrong value is one clear line."""
+    settings = cli.data / "lixiao.toml"
+    settings.write_text(settings.read_text("utf-8") + '\n[feeds]\nabsent = "failed"\n', "utf-8")
+    feed = write(tmp_path / "fin.csv", f"学号,欠费金额\n{ROSTER[0].student_no},0\n")
+    result = cli("feed", "finance", str(feed))
+    assert result.exit_code == 0 and "已按设置记为“未通过”" in result.output
+    record = cli.json("status", ROSTER[1].student_no)
+    [step] = [s for s in record["steps"] if s["step"] == "pay_arrears"]
+    assert (step["status"], step["remark"]) == ("failed", "不在财务导出中（按设置记为未通过）")
+    settings.write_text(settings.read_text("utf-8").replace('absent = "failed"', 'absent = "maybe"'), "utf-8")
+    wrong = cli("feed", "finance", str(feed))
+    assert wrong.exit_code == 2 and "[feeds] absent" in wrong.output

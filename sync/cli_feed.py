@@ -1,0 +1,84 @@
+"""lixiao feed: the library, finance and loan exports, and the students a whole-school export left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from lixiao.core.clearance import FeedReport
+from lixiao.core.feeds import parse_feed
+from lixiao.core.model import Status
+from lixiao.workbooks.tables import read_table
+
+from .cli_base import Refused, console, examples, open_data, operator_name, read_input
+from .datafolder import DataFolderError
+
+
+@click.command(epilog=examples("  lixiao feed library 图书馆导出.xlsx\n  lixiao feed finance 欠费.csv\n"
+           "  lixiao feed loans 国开行确认.xlsx --loan national"))
+@click.argument("kind", type=click.Choice(["library", "finance", "loans"]))
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--loan", type=click.Choice(["national", "local"]), help="贷款名单没有“贷款类型”列时指明种类")
+@click.option("--operator", help="操作人（记入审计）")
+@click.pass_context
+def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: str | None) -> None:
+    """导入图书馆（学号,借阅册数,欠费）、财务（学号,欠费金额）或贷款系统的数据。Apply a feed."""
+    table = read_table(read_input(file), file.name)
+    parsed = parse_feed(kind, table.headers, table.rows, loan or "")
+    with open_data(ctx, write=True) as folder:
+        absent = _absent_setting(folder.root)
+        report = folder.clearance.apply_feed(parsed.entries, source=f"feed:{kind}:{file.name}",
+                                             operator=operator_name(operator), absent=absent)
+        receipt = _feed_receipt(folder.root, kind, file.name, report, absent) if report.absent else None
+    console.print(f"已通过 {report.passed}，未通过 {report.failed}，未变 {report.unchanged}")
+    if report.absent:
+        what = f"已按设置记为“{absent.label}”" if absent else "保持未办理（[feeds] absent 可设为 passed 或 failed）"
+        console.print(f"[yellow]学生名单中有 {len(report.absent)} 名学生不在导出中，{what}；名单见 {receipt}：[/]")
+        for student in report.absent[:20]:
+            console.print(f"  {student.student_no} {escape(student.name)}（{escape(student.class_name)}）")
+        if len(report.absent) > 20:
+            console.print(f"  …… 另有 {len(report.absent) - 20} 名")
+    if report.reverted:
+        console.print(f"[yellow]{len(report.reverted)} 名学生由“已通过”变为“未通过”（已记入审计）：[/]")
+        for line in report.reverted:
+            console.print(f"  {line}")
+    trouble = parsed.problems + [f"找不到学生：{u}" for u in report.unknown] + report.refused
+    for line in trouble:
+        console.print(f"  [red]{line}[/]")
+    if trouble:
+        raise Refused(f"{len(trouble)} 行未能应用（见上）")
+
+
+def _absent_setting(root: Path) -> Status | None:
+    """[feeds] absent: what a student missing from a whole-school export is recorded as (None: untouched)."""
+    import tomllib
+
+    from .datafolder import SETTINGS
+
+    try:
+        value = tomllib.loads((root / SETTINGS).read_text("utf-8")).get("feeds", {}).get("absent", "untouched")
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    choices = {"untouched": None, "passed": Status.PASSED, "failed": Status.FAILED}
+    if value not in choices:
+        raise DataFolderError(f"{SETTINGS} 中 [feeds] absent 只能是 untouched、passed 或 failed，现为 {value!r}")
+    return choices[value]
+
+
+def _feed_receipt(root: Path, kind: str, name: str, report: FeedReport, absent: Status | None) -> Path:
+    """receipts/数据源-KIND-TIME.txt: the students of the roster the export left out."""
+    from datetime import datetime
+
+    from lixiao.core.files import write_atomically
+
+    path = root / "receipts" / f"数据源-{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.txt"
+    lines = [f"数据源：{kind}（{name}）", f"不在导出中的学生：{len(report.absent)} 名，"
+             + (f"已记为“{absent.label}”" if absent else "保持未办理"), ""]
+    lines += [f"{s.student_no}\t{s.name}\t{s.college}\t{s.class_name}" for s in report.absent]
+    write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return path
+
+
+COMMANDS = (feed,)
