@@ -105,11 +105,12 @@ def _progress(code: str, name: str, blocks: list[Block], indexes: list[int]) -> 
     return Progress(code, name, *counter)
 
 
-def checkpoint_progress(flow: Flow, board: Board) -> list[tuple[Progress, list[Progress]]]:
+def checkpoint_progress(flow: Flow, board: Board, college: str | None = None) -> list[tuple[Progress, list[Progress]]]:
     """Per checkpoint (a student counts when any required step applies; unfinished when any applicable
-    required step is not done) and per step, in flow order."""
+    required step is not done) and per step, in flow order; ``college``: that college's students only (the
+    manual's 实时统计 for a college secretary)."""
     position = {s.code: i for i, s in enumerate(board.steps)}
-    blocks = board.blocks
+    blocks = board.blocks if college is None else [b for b in board.blocks if b.college == college]
     return [
         (_progress(cp.code, cp.name, blocks, [position[s.code] for s in cp.steps if s.required]),
          [_progress(s.code, s.name, blocks, [position[s.code]]) for s in cp.steps])

@@ -115,6 +115,7 @@ class ReportData:
     offices: list[OfficeLine]
     history: list[tuple[str, int, int]]
     ready_lists: list[ReadyList] = field(default_factory=list)  # 可领证名单 per certificate office
+    college_checkpoints: dict[str, list[tuple[Progress, list[Progress]]]] = field(default_factory=dict)
     feed_gaps: list[FeedGapLine] = field(default_factory=list)  # the first REVIEW_LIMIT of them
     feed_gap_count: int = 0
     js_flow: dict[str, Any] = field(default_factory=dict)
@@ -205,6 +206,7 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
     rejected = [RejectionLine(r.file_name, r.outcome, r.details.message or r.detail, r.updated_at, f"F{r.hash[:12]}")
                 for r in store.open_rejections(REVIEW_LIMIT)]
     gaps = feed_gaps(store, flow, board)
+    colleges = group_progress(board, "college")
     offices = []
     codes = {c.code for c in flow.checkpoints}
     for row in store.office_returns():
@@ -218,12 +220,13 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
     ledger = store.merged_summary()
     return ReportData(
         session=session.name, year=session.year, generated_at=now.isoformat(timespec="seconds"), flow=flow,
-        school=school, checkpoints=checkpoint_progress(flow, board), colleges=group_progress(board, "college"),
+        school=school, checkpoints=checkpoint_progress(flow, board), colleges=colleges,
         classes=classes, buildings=group_progress(board, "building"), bottleneck_colleges=bottleneck_colleges,
         bottlenecks=bottleneck_rows, waivers=clearance.waiver_list(), conflicts=conflicts, refused=refused,
         rejected=rejected, offices=offices, history=store.progress_history(),
         ready_lists=board_ready_lists(flow, board, session.year), js_flow=js_flow,
         feed_gaps=gaps[:REVIEW_LIMIT], feed_gap_count=len(gaps),
+        college_checkpoints={c.name: checkpoint_progress(flow, board, c.name) for c in colleges},
         sources={"returns": ledger[0], "last_return": ledger[1] or "", "store": str(store.path.name)},
         board=board,
     )

@@ -87,6 +87,11 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
                           "values": [sheet.name, 2, 4, last, 4], "fill": {"color": "#c62828"}})
         chart.set_title({"name": "各学院完成情况"})
         sheet.insert_chart("H3", chart, {"x_scale": 1.6, "y_scale": 1.4})
+    table("各学院实时统计", ["学院", "离校点 / 步骤", "应离校人数", "其中往届", "未完成", "未完成往届", "未完成%"],
+          [[college, ("　" if p is not cp else "") + p.name, p.expected, p.expected_previous, p.unfinished,
+            p.unfinished_previous, p.percent_unfinished / 100]
+           for college, figures in data.college_checkpoints.items() for cp, steps in figures if cp.expected
+           for p in (cp, *steps) if p.expected], (24, 28))
     table("各班级", ["学院", "班级", "应离校人数", "全部完成", "未完成", "完成率"],
           [[college, c.name, c.expected, c.complete, c.unfinished, c.percent_complete / 100]
            for college, classes in sorted(data.classes.items()) for c in classes], (24, 16))

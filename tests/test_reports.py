@@ -57,6 +57,25 @@ def test_figures_match_hand_computed_values(reported: Cli) -> None:
     assert bottleneck["party_transfer"] == 4 and bottleneck["electricity"] == 3
 
 
+def test_each_college_gets_its_own_checkpoint_and_step_figures(reported: Cli) -> None:
+    """The per-college 实时统计 counts only that college's students (and their 往届) and adds up to the school's;
+    college-N.html and the Excel report show it."""
+    store = Store.open(reported.data / "store.db")
+    data = collect(store, load_preset("undergrad"))
+    per = {name: {cp.code: cp for cp, _ in figures} for name, figures in data.college_checkpoints.items()}
+    assert (per["机电工程学院"]["utilities"].expected, per["机电工程学院"]["utilities"].unfinished) == (3, 2)
+    energy = per["能源与安全工程学院"]["utilities"]
+    assert (energy.expected, energy.expected_previous, energy.unfinished) == (2, 1, 1)
+    for code, (school_cp, _) in {cp.code: (cp, s) for cp, s in data.checkpoints}.items():
+        assert sum(per[c][code].unfinished for c in per) == school_cp.unfinished
+    page = next(p for p in (reported.data / "reports").glob("college-*.html")
+                if "机电工程学院" in p.read_text("utf-8")).read_text("utf-8")
+    assert "实时统计（本学院" in page and "水电通信中心离校点" in page
+    book = openpyxl.load_workbook(reported.data / "reports" / "离校进度.xlsx", read_only=True)
+    rows = list(book["各学院实时统计"].iter_rows(values_only=True))
+    assert ("能源与安全工程学院", "水电通信中心离校点", 2, 1, 1) in [r[:5] for r in rows]
+
+
 def test_html_shows_the_store_figures(reported: Cli) -> None:
     """index.html carries the same header figures and links every college page and the Excel report."""
     html = (reported.data / "reports" / "index.html").read_text("utf-8")
