@@ -299,16 +299,33 @@ def _share_paths(root: Path) -> list[Path]:
         folder.close()
 
 
-@main.command(epilog=examples("  lixiao report\n  xdg-open 2026离校/reports/index.html"))
+@main.command(epilog=examples("  lixiao report\n  xdg-open 2026离校/reports/index.html\n  lixiao report --public"))
+@click.option("--public", is_flag=True,
+              help="另外生成可公开的 reports/public/离校查询.html：学生凭学号和身份证号后六位只能看到本人记录")
+@click.option("--iterations", type=click.IntRange(1000, 10_000_000), default=20_000, show_default=True,
+              help="--public 的密钥派生轮数（越大越难猜，首次生成越慢）")
 @click.pass_context
-def report(ctx: click.Context) -> None:
+def report(ctx: click.Context, public: bool, iterations: int) -> None:
     """重新生成报表（离线网页和 离校进度.xlsx）。Regenerate reports/."""
     from lixiao.reports.build import render_report
 
     with open_data(ctx, write=True) as folder:
         built = render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates")
-    console.print(f"已生成报表（{built.students} 名学生，{built.files} 个文件）：{built.index}")
-    console.print(f"Excel 报表：{built.excel}")
+        console.print(f"已生成报表（{built.students} 名学生，{built.files} 个文件）：{built.index}")
+        console.print(f"Excel 报表：{built.excel}")
+        if public:
+            from lixiao.reports.html import environment
+            from lixiao.reports.public import build_public_page
+
+            template = environment(folder.root / "templates").get_template("public.html")
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                          transient=True) as bar:
+                task = bar.add_task("加密每名学生的离校记录", total=None)
+                made = build_public_page(folder.store, folder.flow, folder.root, folder.root / "reports" / "public",
+                                         lambda settings: template.render(**settings), iterations,
+                                         lambda done, total: bar.update(task, completed=done, total=total))
+            console.print(f"可公开的查询页：{made.page}（{made.records} 名学生，本次派生密钥 {made.derived} 个）；"
+                          "只把 reports/public/ 发布到校内网（https），其余报表仅供管理人员")
 
 
 @main.command("set", epilog=examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师"))
