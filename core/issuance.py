@@ -189,10 +189,14 @@ class WorkbookPlan:
         return f"{self.checkpoint.code}|{college}"
 
     def readiness_digest(self) -> str:
-        """What a fresh generation is due for: the students and, for each, the 前置条件 the workbook shows.
-        A certificate desk's workbook is stale when this differs from the one of its newest generation."""
+        """What a fresh generation is due for: the students and, for each, the 前置条件 the workbook shows (and, at
+        a certificate desk, whether it has collected everything). A workbook is stale when this differs from the
+        one of its office's newest generation of the same scope."""
         if self.kind == "waiver":
             return digest(sorted([w.student.student_no, w.step.code, w.waived] for w in self.waiver_rows))
+        if self.checkpoint.requires:  # a certificate desk: its 可领证名单 also drops whoever has collected everything
+            return digest([[r.student.student_no, r.prerequisite, all(c.ticked for c in r.cells if c.applicable)]
+                           for r in self.rows])
         return digest([[r.student.student_no, r.prerequisite] for r in self.rows])
 
 

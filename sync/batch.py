@@ -16,10 +16,11 @@ from .receipts import write_receipt
 
 
 def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = False,
-         min_age: float = 1.0, confirm: bool = False) -> list[FileOutcome]:
-    """Process the given files, or the whole inbox, once (the caller refreshes the reports afterwards).
+         min_age: float = 1.0, confirm: bool = False, problems: list[str] | None = None) -> list[FileOutcome]:
+    """Process the given files, or the whole inbox and every office's 交回/, once (the caller refreshes the
+    reports afterwards); an office's 交回/ that cannot be used safely is said in ``problems``.
 
-    Inbox files copied a moment ago are waited for (up to [sync] settle_wait seconds) rather than deferred,
+    Files copied a moment ago are waited for (up to [sync] settle_wait seconds) rather than deferred,
     so that `cp f inbox/ && lixiao sync` processes f.
     """
     recover_staging(folder)
@@ -37,9 +38,10 @@ def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = Fa
     outcomes = [process_file(folder, path, key, dry_run, min_age, confirm=confirm, settings=settings)
                 for path in targets]
     if files is None and not dry_run:  # the offices' shared folders are an inbox too
-        from .delivery import take_share_returns
+        from .shares import take_share_returns
 
-        outcomes += take_share_returns(folder, key, min_age=min_age)
+        outcomes += take_share_returns(folder, key, min_age=min_age, settle_wait=settings.settle_wait,
+                                       problems=problems)
     return outcomes
 
 

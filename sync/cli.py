@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -31,8 +32,11 @@ from .cli_base import (
     print_json,
     read_input,
 )
-from .datafolder import DataFolderError, find_folder, init_folder
+from .datafolder import DataFolder, DataFolderError, find_folder, init_folder
 from .messages import OUTCOME_LABELS, strip_code
+
+if TYPE_CHECKING:
+    from .delivery import Route
 
 
 @click.group(cls=LixiaoGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -216,8 +220,10 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
         missing = [str(f) for f in files if not f.is_file() and not f.is_symlink()]
         if missing:
             raise DataFolderError(f"找不到文件：{'、'.join(missing)}")
+        problems: list[str] = []
         outcomes = sync(folder, list(files) if files else None, dry_run=dry_run, min_age=0 if files else 1.0,
-                        confirm=confirm)
+                        confirm=confirm, problems=problems)
+        shares = not files and any(r.share for r in _routes(folder))
         report_error = ""
         if not dry_run and any(o.outcome == "merged" for o in outcomes):
             try:
@@ -227,10 +233,13 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
     for o in outcomes:  # a 身份证号 typed into a 备注 must not reach a terminal or a log in clear
         o.reasons = [mask_ids_in_text(r) for r in o.reasons]
     if as_json:
-        print_json({"files": [o.as_json() for o in outcomes], "dry_run": dry_run})
+        print_json({"files": [o.as_json() for o in outcomes], "dry_run": dry_run, "problems": problems})
     else:
         if not outcomes:
-            console.print("收件箱（inbox/）中没有待处理的文件")
+            console.print("收件箱（inbox/）和各离校点的“交回”文件夹中都没有待处理的文件" if shares
+                          else "收件箱（inbox/）中没有待处理的文件")
+        for problem in problems:
+            console.print(f"[red]注意：{escape(problem)}[/]")
         for o in outcomes:
             console.print(f"[bold]{escape(o.file)}[/]：{OUTCOME_LABELS[o.outcome]}，记录 {o.applied}，"
                           f"拒绝 {o.refused}，冲突 {o.conflicts}" + (f"，回执 {o.receipt}" if o.receipt else ""))
@@ -282,6 +291,12 @@ def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float, 
         settings = watch_settings(folder.root)  # a wrong [watch] value is refused before the daemon starts
         console.print(f"正在监视 {folder.root / 'inbox'}（日志：{folder.root / 'watch.log'}；按 Ctrl-C 停止）")
         run_daemon(folder, settle, rescan, poll, settings)
+
+
+def _routes(folder: DataFolder) -> list[Route]:
+    from .delivery import routes
+
+    return routes(folder)
 
 
 def _share_paths(root: Path) -> list[Path]:

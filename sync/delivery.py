@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import shutil
-import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,18 +19,15 @@ from pathlib import Path
 
 from lixiao.core.files import write_atomically
 from lixiao.core.issuance import IssueError, WorkbookPlan, issuable
-from lixiao.core.ledger import Channel, Origin
 from lixiao.core.offices import Office, OfficeInstance, office_instances
 from lixiao.core.store import WorkbookRow
 
 from .datafolder import DataFolder, DataFolderError
-from .inbox import is_debris, safe_name, unique_path
+from .inbox import unique_path
 from .issuing import Issued, issue_workbooks, plan_all
 from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
 from .mail import MailError, send_messages
 from .mailmsg import workbook_message
-from .messages import OUTCOME_LABELS, strip_code
-from .outcomes import FileOutcome, Outcome
 
 TODO, RETURN, DONE, RECEIPTS, OLD = "待办", "交回", "已处理", "回执", "旧版"
 _GENERATION = re.compile(r"^(?P<stem>.+)-第(?P<n>\d+)版\.xlsx$")
@@ -280,73 +273,3 @@ def _age(stamp: str) -> float:
     return (current - then).total_seconds()
 
 
-# -- in -----------------------------------------------------------------------------------------------------
-def share_candidates(route: Route, min_age: float) -> list[Path]:
-    """Settled files in an office's 交回/ (not its subfolders), oldest first."""
-    if route.share is None:
-        return []
-    directory = route.share / RETURN
-    found: list[tuple[float, Path]] = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return []
-    for entry in entries:
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        path = Path(entry.path)
-        if stat.S_ISDIR(info.st_mode) or is_debris(path):
-            continue
-        if time.time() - info.st_mtime < min_age:
-            continue  # still being copied onto the share (network shares lose events: this is polled)
-        found.append((info.st_mtime, path))
-    return [p for _, p in sorted(found)]
-
-
-def take_share_returns(folder: DataFolder, key: bytes, min_age: float = 2.0,
-                       on_outcome: Callable[[FileOutcome], None] | None = None) -> list[FileOutcome]:
-    """Every settled return in every office's 交回/, through the pipeline; decided files move to 交回/已处理/ and
-    their receipt (or explanation) is written to 交回/回执/. The caller holds the writer lock."""
-    from .pipeline import process_file
-
-    outcomes = []
-    for route in routes(folder):
-        for path in share_candidates(route, min_age):
-            origin = Origin(Channel.SHARE, office=route.key, sender=route.entry.contact or route.instance.title,
-                            sender_known=True)
-            outcome = process_file(folder, path, key, min_age=0, origin=origin)
-            if outcome.outcome is not Outcome.DEFERRED:
-                _file_away(folder, route, path, outcome)
-            outcomes.append(outcome)
-            if on_outcome:
-                on_outcome(outcome)
-    return outcomes
-
-
-def _file_away(folder: DataFolder, route: Route, path: Path, outcome: FileOutcome) -> None:
-    """A decided share return: the file to 已处理/, its receipt or explanation to 回执/ (best effort: the return is
-    already safely recorded; the share may be read-only or full)."""
-    assert route.share is not None
-    base = route.share / RETURN
-    try:
-        (base / DONE).mkdir(exist_ok=True)
-        (base / RECEIPTS).mkdir(exist_ok=True)
-        if path.exists():
-            path.replace(unique_path(base / DONE / safe_name(path.name)))
-        stem = Path(safe_name(path.name)).stem
-        receipt = folder.root / outcome.receipt if outcome.receipt else None
-        if receipt is None and outcome.hash:
-            row = folder.store.ledger(outcome.hash)
-            if row is not None and row.details.receipt:
-                receipt = folder.root / row.details.receipt
-        if receipt is not None and receipt.is_file():
-            shutil.copyfile(receipt, unique_path(base / RECEIPTS / f"{stem}-回执.xlsx"))
-        else:
-            text = (f"文件：{outcome.file}\n结果：{OUTCOME_LABELS[outcome.outcome]}\n"
-                    + "".join(f"原因：{strip_code(r)}\n" for r in outcome.reasons[:10])
-                    + "处理办法：请按原因修改后重新放入“交回”文件夹；如有疑问请联系离校工作协调人。\n")
-            write_atomically(unique_path(base / RECEIPTS / f"{stem}.说明.txt"), text.encode("utf-8"))
-    except OSError as exc:
-        log.error("%s：结果已记录，但无法整理共享文件夹 %s（%s）", outcome.file, base, exc.strerror or exc)

@@ -23,10 +23,11 @@ from lixiao.workbooks.tables import read_table
 
 from .batch import refresh_reports
 from .datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
-from .delivery import RETURN, TODO, refresh, routes, send_offices, take_share_returns
+from .delivery import RETURN, TODO, refresh, routes, send_offices
 from .inbox import safe_name
 from .officesim import Simulated, simulate_round
 from .outcomes import FileOutcome
+from .shares import take_share_returns
 
 DEMO_MARK = ".lixiao-demo"
 SHARE = "共享"  # the demo's campus share, inside the demo folder

@@ -15,12 +15,13 @@ from lixiao.core.offices import Office
 
 from .batch import recover_staging
 from .datafolder import DataFolder, DataFolderError
-from .delivery import DeliveryReport, deliver, refresh, routes, take_share_returns
+from .delivery import DeliveryReport, deliver, refresh, routes
 from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
 from .locking import LockBusyError, writer_lock
 from .mail import MailError, fetch_mail
 from .messages import OUTCOME_LABELS, strip_code
 from .outcomes import FileOutcome
+from .shares import take_share_returns
 
 LOCK_ATTEMPT = 2.0
 REFRESH_CHECK = 30.0  # seconds between looks for offices whose readiness changed
@@ -41,6 +42,7 @@ class LiveLoop:
         self.refresh_due = self.settings.auto_refresh  # at start: workbooks may have gone stale while stopped
         self._last_error: dict[str, str] = {}
         self.mail_failures = 0
+        self._share_problems: set[str] = set()
 
     @property
     def active(self) -> bool:
@@ -107,7 +109,12 @@ class LiveLoop:
 
     def _shares(self, key: bytes) -> int:
         recover_staging(self.folder)
-        outcomes = take_share_returns(self.folder, key, on_outcome=self._log)
+        problems: list[str] = []
+        outcomes = take_share_returns(self.folder, key, on_outcome=self._log, problems=problems)
+        for problem in problems:
+            if problem not in self._share_problems:
+                self.log.error("%s", problem)  # once, not every poll
+        self._share_problems = set(problems)
         return sum(1 for o in outcomes if o.outcome == "merged")
 
     def _fetch(self, key: bytes) -> int:

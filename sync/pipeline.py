@@ -33,6 +33,7 @@ from lixiao.core.ledger import Channel, LedgerState, Origin, ReturnDetail
 from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, hold_reason, plan_merge
 from lixiao.core.signing import row_key as signing_row_key
 from lixiao.core.signing import row_secret
+from lixiao.core.store import WorkbookRow
 from lixiao.workbooks.sniff import sniff
 
 from .checks import CheckedReturn, Incoming, checked
@@ -126,7 +127,26 @@ def take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings,
     if isinstance(ready, tuple):
         outcome, code, message = ready
         return _refuse(folder, item, outcome, code, message, dry_run)
+    misplaced = _wrong_office(folder, item.origin, ready.workbook)
+    if misplaced:
+        return _refuse(folder, item, Outcome.REJECTED, "wrong_office", misplaced, dry_run)
     return _merge(folder, ready, key, settings, dry_run, confirm)
+
+
+def _office_title(folder: DataFolder, office: str) -> str:
+    code, _, college = office.partition("|")
+    codes = {cp.code: cp for cp in folder.flow.checkpoints}
+    return codes[code].title_for(college) if code in codes else office
+
+
+def _wrong_office(folder: DataFolder, origin: Origin, workbook: WorkbookRow) -> str:
+    """A workbook put into another office's shared 交回/ folder is refused: a folder is the office's own door,
+    so a file there speaks for that office only ('' when it is in its own office's folder, or came otherwise)."""
+    if origin.channel is not Channel.SHARE or not origin.office or not workbook.office \
+            or origin.office == workbook.office:
+        return ""
+    return (f"这是“{_office_title(folder, workbook.office)}”的工作簿，却放在了“{_office_title(folder, origin.office)}”"
+            f"的交回文件夹里：没有处理；请把它放进“{_office_title(folder, workbook.office)}”自己的交回文件夹")
 
 
 def _refuse(folder: DataFolder, item: Incoming, outcome: Outcome, code: str, message: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -14,9 +15,10 @@ from lixiao.core.ledger import Channel, Origin
 from lixiao.core.model import Status
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.delivery import refresh, routes
+from lixiao.sync.issuing import plan_all
 from lixiao.sync.pipeline import process_bytes
 
-from .conftest import ROSTER, Cli, edit
+from .conftest import ROSTER, Cli, edit, statuses
 
 
 def _settings(cli: Cli, text: str) -> None:
@@ -186,3 +188,80 @@ def test_an_unknown_mail_sender_is_flagged_or_held(cli: Cli, tmp_path: Path) -> 
         assert (cli.data / "held" / "b.xlsx").is_file()
     finally:
         folder.close()
+
+
+def _sent(cli: Cli, tmp_path: Path) -> Path:
+    share = _share(cli, tmp_path)
+    assert cli("send", "--checkpoint", "dorm", "--checkpoint", "utilities").exit_code == 0
+    return share
+
+
+def test_a_linked_processed_folder_is_never_followed(cli: Cli, tmp_path: Path) -> None:
+    """交回/已处理 replaced by a link elsewhere: that office's returns are not taken (nothing is written where the
+    link points), sync says why, and the file waits; a real folder again and it is taken."""
+    share = _sent(cli, tmp_path)
+    back = share / "宿管中心离校点" / "交回"
+    issued = next((share / "宿管中心离校点" / "待办").glob("*.xlsx"))
+    _old_write(back / "a.xlsx", edit(issued, {(ROSTER[0].student_no, "清理宿舍物品"): True}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (back / "已处理").symlink_to(elsewhere)
+    result = cli("sync", "--json")
+    document = json.loads(result.output)
+    assert document["files"] == [] and any("已处理" in p and "链接" in p for p in document["problems"])
+    assert list(elsewhere.iterdir()) == [] and (back / "a.xlsx").exists()
+    (back / "已处理").unlink()
+    assert json.loads(cli("sync", "--json").output)["files"][0]["outcome"] == "merged"
+    assert (back / "已处理" / "a.xlsx").is_file()
+
+
+def test_a_workbook_in_another_offices_folder_is_refused(cli: Cli, tmp_path: Path) -> None:
+    """水电's workbook put into 宿管中心's 交回/ is refused (not merged); the explanation names the right office."""
+    share = _sent(cli, tmp_path)
+    power = next((share / "水电通信中心离校点" / "待办").glob("*.xlsx"))
+    back = share / "宿管中心离校点" / "交回"
+    _old_write(back / "水电-错放.xlsx", edit(power, {(ROSTER[0].student_no, "清理电费"): True}))
+    [item] = json.loads(cli("sync", "--json").output)["files"]
+    assert item["outcome"] == "rejected" and "水电通信中心离校点" in item["reasons"][0]
+    assert (ROSTER[0].student_no, "electricity") not in {(n, s) for (n, s), (st, _) in statuses(cli).items()
+                                                           if st == "passed"}
+    assert "放进“水电通信中心离校点”自己的交回文件夹" in (back / "回执" / "水电-错放.说明.txt").read_text("utf-8")
+
+
+def test_subfolders_fresh_files_odd_entries_and_a_missing_folder(cli: Cli, tmp_path: Path) -> None:
+    """A return in a subfolder of 交回/ (an unzipped archive) is taken; one copied a moment ago is waited for,
+    not skipped; a link in 交回/ is refused and removed, never moved into 已处理/; a missing 交回/ is said."""
+    share = _sent(cli, tmp_path)
+    back = share / "宿管中心离校点" / "交回"
+    issued = next((share / "宿管中心离校点" / "待办").glob("*.xlsx"))
+    (back / "解压后").mkdir()
+    _old_write(back / "解压后" / "sub.xlsx", edit(issued, {(ROSTER[0].student_no, "清理宿舍物品"): True}))
+    (back / "刚存.xlsx").write_bytes(edit(issued, {(ROSTER[1].student_no, "清理宿舍物品"): True}))  # just now
+    (back / "密码.xlsx").symlink_to("/etc/passwd")
+    files = {f["file"]: f["outcome"] for f in json.loads(cli("sync", "--json").output)["files"]}
+    assert files == {"sub.xlsx": "merged", "刚存.xlsx": "merged", "密码.xlsx": "rejected"}
+    assert not os.path.lexists(back / "密码.xlsx") and not os.path.lexists(back / "已处理" / "密码.xlsx")
+    shutil.rmtree(share / "水电通信中心离校点" / "交回")
+    result = cli("sync")
+    assert "水电通信中心离校点的共享文件夹里没有“交回”文件夹" in result.output
+
+
+def test_a_certificate_desk_workbook_is_refreshed_after_its_own_returns(cli: Cli, tmp_path: Path) -> None:
+    """A student who collected everything at the desk leaves its 可领证名单: readiness counts that too."""
+    folder = open_folder(cli.data)
+    try:
+        before = {p.scope: p.readiness_digest() for p in plan_all(folder, ["certificates"], None)}
+        with folder.store.transaction():
+            for step in folder.flow.checkpoint("certificates").steps:
+                folder.store.write_status(ROSTER[0].student_no, step.code, Status.PASSED, remark="", source="t",
+                                          operator="", decision="applied")
+        after = {p.scope: p.readiness_digest() for p in plan_all(folder, ["certificates"], None)}
+    finally:
+        folder.close()
+    assert before["机电工程学院"] != after["机电工程学院"]
+    assert before["能源与安全工程学院"] == after["能源与安全工程学院"]
+
+
+def _old_write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    _old(path)
