@@ -53,6 +53,13 @@ def prerequisite_steps(flow: Flow, checkpoint: Checkpoint) -> list[Step]:
     return [s for s in flow.all_steps() if s.code in wanted]
 
 
+def passed_dependents(flow: Flow, step_code: str, statuses: Mapping[str, Status]) -> list[Step]:
+    """Steps already passed whose checkpoint requires ``step_code`` (taking that step back leaves them standing
+    on a prerequisite that is no longer met: worth a warning, never undone silently)."""
+    return [s for cp in flow.checkpoints if any(p.code == step_code for p in prerequisite_steps(flow, cp))
+            for s in cp.steps if statuses.get(s.code) is Status.PASSED]
+
+
 def missing_prerequisites(
     flow: Flow,
     student: Student,

@@ -18,6 +18,7 @@ from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.issuance import SPLITS
 from lixiao.core.model import STATUS_LABELS, Flow, Status
 from lixiao.core.roster import validate_roster
+from lixiao.core.rules import passed_dependents
 from lixiao.workbooks.roster import build_roster_template
 from lixiao.workbooks.tables import read_table
 
@@ -357,10 +358,15 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
         who, target = clearance.student(student), clearance.step(step)
         decision = clearance.set_step(who, target.code, Status(status), remark=remark, source="cli",
                                       operator=operator_name(operator))
+        standing = [] if Status(status) is Status.PASSED else \
+            passed_dependents(folder.flow, target.code, clearance.statuses(who.student_no))
     if not decision.allowed:
         raise Refused(decision.reason)
     done = "未变（已是该状态）" if decision.unchanged else "已记录"
     console.print(f"{who.name}（{who.student_no}）{target.name}：{STATUS_LABELS[Status(status)]}，{done}")
+    if standing and not decision.unchanged:
+        console.print(f"[yellow]注意：{'、'.join(s.name for s in standing)} 已通过，而它们的前置条件“{target.name}”"
+                      "现在未满足；已通过的记录不会自动撤销，如需撤销请逐项 lixiao set[/]")
 
 
 for _command in (*cli_feed.COMMANDS, *cli_records.COMMANDS, *cli_live.COMMANDS, *cli_review.COMMANDS):

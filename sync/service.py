@@ -108,6 +108,9 @@ class WatchState:
     stopped_at: str | None = None
 
 
+STUCK_SECONDS = 60.0  # a file waiting this long while the daemon has not beaten for as long: it is stuck
+
+
 def stale_after(rescan: float) -> float:
     """Three rescan intervals, but never less than one sandboxed parse may legitimately take, plus a margin."""
     return max(3 * rescan, parse_timeout() + 60)
@@ -249,6 +252,11 @@ def check_health(root: Path) -> Health:
         return Health(False, f"异常：lixiao watch（进程 {state.pid}）已 {_duration(beat_age or 0)} 没有心跳（超过 "
                              f"{_duration(state.stale_after)}），可能卡住了；{inbox}。请查看 watch.log，然后重启："
                              f"{RESTART}", facts)
+    stuck = STUCK_SECONDS
+    if oldest is not None and oldest > stuck and beat_age > stuck:
+        return Health(False, f"异常：收件箱中的文件已等 {_duration(oldest)}，lixiao watch（进程 {state.pid}）也已 "
+                             f"{_duration(beat_age)}没有心跳：可能卡住了（或正在解析一个异常的大文件，最长 "
+                             f"{_duration(parse_timeout())}）；请查看 watch.log，仍然如此请重启：{RESTART}", facts)
     uptime = _age(state.started_at, now) or 0
     last = f"，最近一次 {_shown(state.last_batch_at)}" if state.last_batch_at else ""
     error = f"；最近的错误：{state.last_error}" if state.last_error else ""

@@ -334,3 +334,16 @@ def test_a_session_name_too_long_for_file_names_is_refused(tmp_path: Path) -> No
     """A 90-character session name would make every workbook's file name too long: refused at init."""
     result = CliRunner().invoke(main, ["init", str(tmp_path / "d"), "--session", "长" * 90])
     assert result.exit_code == 2 and "最长 40 个字" in result.output and not (tmp_path / "d").exists()
+
+
+def test_taking_back_a_prerequisite_warns_about_passed_certificates(cli: Cli,
+                                                                    pass_all: Callable[[str, list[str]], None]) -> None:
+    """Setting 归还图书 back to 未办理 after 领取学位证 passed works (the record is not undone) but says so."""
+    from .test_reports import EVERYTHING_FOR_PLAIN
+
+    pass_all("0803010103", EVERYTHING_FOR_PLAIN)
+    result = cli("set", "0803010103", "return_books", "pending")
+    assert result.exit_code == 0
+    assert "注意" in result.output and "领取学位证" in result.output and "归还图书" in result.output
+    quiet = cli("set", "0803010103", "electricity", "passed")
+    assert "注意" not in quiet.output

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -149,6 +150,21 @@ def test_check_reports_a_stale_heartbeat(cli: Cli) -> None:
         result = cli("watch", "--check")
     assert result.exit_code == 1
     assert "已 1 小时 0 分 没有心跳" in result.stdout and "systemctl restart lixiao-watch" in result.stdout
+
+
+def test_check_reports_a_frozen_daemon_with_a_file_waiting(cli: Cli) -> None:
+    """A beat 75 s old (under stale_after) is healthy on its own, but with a file waiting 70 s in inbox/ the
+    daemon is called stuck (the adversarial pass froze one with SIGSTOP and --check said 正常)."""
+    path = cli.data / "inbox" / "水电.xlsx"
+    path.write_bytes(b"x")
+    with watch_lock(cli.data):
+        _beating(cli.data, age=75)
+        fresh = cli("watch", "--check")
+        past = time.time() - 70
+        os.utime(path, (past, past))
+        stuck = cli("watch", "--check")
+    assert fresh.exit_code == 0
+    assert stuck.exit_code == 1 and "可能卡住了" in stuck.stdout
 
 
 def test_check_reports_a_damaged_store(cli: Cli) -> None:
