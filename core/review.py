@@ -54,16 +54,18 @@ def open_items(clearance: Clearance, limit: int = 1000) -> list[ReviewItem]:
     """Every open item, conflicts first, newest first within a kind."""
     store = clearance.store
     names = {s.code: s.name for s in clearance.flow.all_steps()}
-    statuses = store.all_statuses()
+    conflicts, refusals = store.open_conflicts(limit), store.open_refusals(limit)
+    # only the students these items name (a report must not read every status row for a handful of items)
+    statuses = {no: clearance.statuses(no) for no in {i.student_no for i in [*conflicts, *refusals]}}
     items: list[ReviewItem] = []
-    for c in store.open_conflicts(limit):
+    for c in conflicts:
         now_passed = statuses.get(c.student_no, {}).get(c.step) is Status.PASSED
         if now_passed == (c.returned == TICKED):
             continue  # settled meanwhile (lixiao set, a later return): nothing left to decide
         items.append(ReviewItem(f"C{c.id}", "conflict", c.student_no, "", c.step, names.get(c.step, c.step),
                                 f"签发时 {c.baseline}，交回 {c.returned}，数据库当时 {c.current}", c.file_name,
                                 c.created_at))
-    for r in store.open_refusals(limit):
+    for r in refusals:
         if statuses.get(r.student_no, {}).get(r.step) is Status.PASSED:
             continue  # the step was passed since: the refusal is moot
         items.append(ReviewItem(f"T{r.id}", "refused", r.student_no, "", r.step, names.get(r.step, r.step),
