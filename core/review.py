@@ -56,7 +56,8 @@ def open_items(clearance: Clearance, limit: int = 1000) -> list[ReviewItem]:
     names = {s.code: s.name for s in clearance.flow.all_steps()}
     conflicts, refusals = store.open_conflicts(limit), store.open_refusals(limit)
     # only the students these items name (a report must not read every status row for a handful of items)
-    statuses = {no: clearance.statuses(no) for no in {i.student_no for i in [*conflicts, *refusals]}}
+    named = {c.student_no for c in conflicts} | {r.student_no for r in refusals}
+    statuses = {no: clearance.statuses(no) for no in named}
     items: list[ReviewItem] = []
     for c in conflicts:
         now_passed = statuses.get(c.student_no, {}).get(c.step) is Status.PASSED
