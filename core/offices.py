@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .chain import AuditChain, Event, now
 from .identity import clean_text
-from .model import Checkpoint, Student
+from .model import Checkpoint
 
 DIRECTORY_HEADERS = ("离校点", "联系人", "电子邮箱", "共享文件夹")
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")
@@ -63,10 +63,10 @@ class Office:
                 "share": self.share}
 
 
-def office_instances(checkpoints: Iterable[Checkpoint], students: Iterable[Student]) -> list[OfficeInstance]:
-    """Every office of these checkpoints (issuance.issuable: those that get workbooks), per college where a
-    checkpoint is per college."""
-    colleges = sorted({s.college for s in students if s.college})
+def office_instances(checkpoints: Iterable[Checkpoint], colleges: Iterable[str]) -> list[OfficeInstance]:
+    """Every office of these checkpoints (issuance.issuable: those that get workbooks), per college (of the
+    roster: Store.colleges) where a checkpoint is per college."""
+    colleges = sorted({c for c in colleges if c})
     found = []
     for checkpoint in checkpoints:
         if checkpoint.per_college:

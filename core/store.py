@@ -232,6 +232,10 @@ class Store(Ledger, ReviewRecords, WaiverRecords, OfficeDirectory, WorkbookRegis
         cursor = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students ORDER BY student_no")
         return [_student(row) for row in cursor]
 
+    def colleges(self) -> list[str]:
+        """The colleges of the roster, sorted."""
+        return [str(r[0]) for r in self.db.execute("SELECT DISTINCT college FROM students ORDER BY college")]
+
     def student(self, student_no: str) -> Student | None:
         """One student by 学号, or None."""
         row = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students WHERE student_no = ?",

@@ -32,7 +32,7 @@ def offices_template(ctx: click.Context, file: Path) -> None:
     if file.suffix.lower() != ".xlsx":
         raise DataFolderError("模板文件名应以 .xlsx 结尾")
     with open_data(ctx, write=False) as folder:
-        instances = office_instances(issuable(folder.flow, folder.year), folder.store.students())
+        instances = office_instances(issuable(folder.flow, folder.year), folder.store.colleges())
         known = {o.key: o for o in folder.store.offices()}
     if not instances:
         raise DataFolderError("还没有学生：按学院设置的离校点要先导入学生名单（lixiao students import）才能列出")
@@ -53,7 +53,7 @@ def offices_import(ctx: click.Context, file: Path, operator: str | None) -> None
     """导入通讯录（.xlsx 或 .csv）；有错的行逐行列出，整份不导入。Import the directory."""
     table = read_table(read_input(file), file.name)
     with open_data(ctx, write=True) as folder:
-        instances = office_instances(issuable(folder.flow, folder.year), folder.store.students())
+        instances = office_instances(issuable(folder.flow, folder.year), folder.store.colleges())
         result = parse_directory(table.headers, table.rows, instances)
         for warning in result.warnings:
             console.print(f"[yellow]注意：{escape(warning)}[/]")

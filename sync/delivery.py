@@ -70,7 +70,7 @@ def routes(folder: DataFolder, settings: DeliverySettings | None = None, mail: M
         mail = mail_settings(folder.root)
     entries = {o.key: o for o in folder.store.offices()}
     found = []
-    for instance in office_instances(issuable(folder.flow, folder.year), folder.store.students()):
+    for instance in office_instances(issuable(folder.flow, folder.year), folder.store.colleges()):
         entry = entries.get(instance.key) or Office(instance.checkpoint.code, instance.college, instance.title)
         share: Path | None = None
         if entry.share:

@@ -43,11 +43,20 @@ class LiveLoop:
         self._last_error: dict[str, str] = {}
         self.mail_failures = 0
         self._share_problems: set[str] = set()
+        self._directory_checked = float("-inf")
+        self._directory_shares = False
 
     @property
     def active(self) -> bool:
-        """True when there is anything to do (a share root, a share in the directory, or a mailbox)."""
-        return bool(self.mail or self.settings.share_root or any(o.share for o in self.folder.store.offices()))
+        """True when there is anything to do (a share root, a share in the directory, or a mailbox); the
+        directory is looked at once per share poll, not on every turn of the daemon's loop."""
+        if self.mail or self.settings.share_root:
+            return True
+        now = time.monotonic()
+        if now >= self._directory_checked + self.settings.share_poll:
+            self._directory_checked = now
+            self._directory_shares = any(o.share for o in self.folder.store.offices())
+        return self._directory_shares
 
     def _error(self, part: str, message: str) -> None:
         if self._last_error.get(part) != message:
