@@ -97,8 +97,7 @@ def parse_directory(headers: list[str], rows: Iterable[tuple[int, Mapping[str, o
     """Validate a 通讯录: each row names an office (its title, e.g. 机电工程学院领取证件, or a whole-school
     checkpoint's code), and gives e-mail addresses and/or a shared folder."""
     result = DirectoryParse()
-    missing = [h for h in ("离校点",) if h not in headers]
-    if missing or not ({"电子邮箱", "共享文件夹"} & set(headers)):
+    if "离校点" not in headers or not ({"电子邮箱", "共享文件夹"} & set(headers)):
         result.problems.append("通讯录缺少表头：需要 离校点，以及 电子邮箱 或 共享文件夹"
                                f"（可用：{'、'.join(DIRECTORY_HEADERS)}）")
         return result

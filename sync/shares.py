@@ -131,8 +131,9 @@ def _file_away(folder: DataFolder, route: Route, path: Path, outcome: FileOutcom
     try:
         (base / DONE).mkdir(exist_ok=True)
         (base / RECEIPTS).mkdir(exist_ok=True)
-        if share_problem(route):
-            raise OSError(share_problem(route))
+        problem = share_problem(route)  # 已处理/ or 回执/ swapped for a link since the poll began
+        if problem:
+            raise OSError(problem)
         info = os.lstat(path) if os.path.lexists(path) else None
         if info is not None and not stat.S_ISREG(info.st_mode):
             path.unlink()  # a link, FIFO or device: refused, never kept or followed
