@@ -35,21 +35,29 @@ def roster_row(student: Student) -> tuple[str, ...]:
 
 def build_roster(rows: Sequence[Sequence[str]]) -> bytes:
     """An .xlsx roster of text cells (IDs stay text) with the expected headers and a notes sheet."""
+    widths = [22 if title in ("身份证号", "专业", "宿舍") else 12 for title in COLUMNS]
+    return text_table("学生名单", COLUMNS, widths, rows, NOTES, 90)
+
+
+def text_table(name: str, headers: Sequence[str], widths: Sequence[int], rows: Sequence[Sequence[str]],
+               notes: Sequence[str], notes_width: int) -> bytes:
+    """A one-table .xlsx for people to fill in: text-formatted columns (numbers stay as typed), a frozen header
+    row, and a 填写说明 sheet (the roster and the 通讯录 templates)."""
     buffer = io.BytesIO()
     book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
     text = book.add_format({"num_format": "@"})
     head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "num_format": "@"})
-    sheet = book.add_worksheet("学生名单")
-    for col, title in enumerate(COLUMNS):
+    sheet = book.add_worksheet(name)
+    for col, title in enumerate(headers):
         sheet.write_string(0, col, title, head)
-        sheet.set_column(col, col, 22 if title in ("身份证号", "专业", "宿舍") else 12, text)
+        sheet.set_column(col, col, widths[col], text)
     for r, row in enumerate(rows, start=1):
         for col, value in enumerate(row):
             sheet.write_string(r, col, value, text)
     sheet.freeze_panes(1, 0)
-    notes = book.add_worksheet("填写说明")
-    notes.set_column(0, 0, 90)
-    for number, line in enumerate(NOTES):
-        notes.write_string(number, 0, line)
+    sheet_notes = book.add_worksheet("填写说明")
+    sheet_notes.set_column(0, 0, notes_width)
+    for number, line in enumerate(notes):
+        sheet_notes.write_string(number, 0, line)
     book.close()
     return buffer.getvalue()
