@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from pathlib import Path
 
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.ledger import Channel, Origin
@@ -32,6 +31,7 @@ from .livesettings import MailSettings
 from .mailmsg import LATEST_WORD, XLSX_TYPE, read_message, reply_message
 from .messages import OUTCOME_LABELS, strip_code
 from .outcomes import FileOutcome, Outcome
+from .receipts import receipt_path
 
 DONE_KEYWORD = "$LixiaoDone"
 MAX_MESSAGE_MB = 60.0  # a larger message is not fetched whole: it is answered and flagged
@@ -203,12 +203,14 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
     origin = Origin(Channel.MAIL, office=offices[0].key if offices else "", sender=incoming.sender,
                     message_id=incoming.key, sent_at=incoming.sent_at, sender_known=bool(offices))
     body: list[str] = []
+    taken: list[FileOutcome] = []
     if incoming.attachments:
         body += [f"您好！系统已收到您交回的 {len(incoming.attachments)} 个文件：", ""]
         for name, data in incoming.attachments:
             outcome = process_bytes(folder, name, data, origin, key)
-            result.outcomes.append(outcome)
+            taken.append(outcome)
             body += _outcome_lines(outcome)
+        result.outcomes += taken
         if not offices:
             body += ["", "注意：您的邮箱不在离校工作组的通讯录中，已提醒协调人核对。"]
     elif incoming.wants_latest and offices:
@@ -224,14 +226,13 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
     reply = None
     if not incoming.automatic and incoming.sender != mail.address.lower():
         reply = reply_message(mail, incoming.message, incoming.sender, body)
-        for outcome in result.outcomes[-len(incoming.attachments):] if incoming.attachments else []:
-            receipt = _receipt_of(folder, outcome)
+        for outcome in taken:
+            receipt = receipt_path(folder, outcome)
             if receipt is not None:
                 reply.add_attachment(receipt.read_bytes(), maintype=XLSX_TYPE[0], subtype=XLSX_TYPE[1],
                                      filename=receipt.name)
     state = "taken" if incoming.attachments else "answered"
-    detail = "；".join(f"{o.file}:{o.outcome}" for o in result.outcomes[-len(incoming.attachments):]) \
-        if incoming.attachments else ""
+    detail = "；".join(f"{o.file}:{o.outcome}" for o in taken)
     return reply, (incoming.key, incoming.sender, incoming.subject, incoming.sent_at, state, detail)
 
 
@@ -245,15 +246,6 @@ def _outcome_lines(outcome: FileOutcome) -> list[str]:
     if outcome.outcome in (Outcome.REJECTED, Outcome.QUARANTINED):
         lines.append("    请按上面的原因改正后，重新回复本邮件并附上工作簿。")
     return lines
-
-
-def _receipt_of(folder: DataFolder, outcome: FileOutcome) -> Path | None:
-    relative = outcome.receipt
-    if not relative and outcome.hash:
-        row = folder.store.ledger(outcome.hash)
-        relative = row.details.receipt if row is not None else ""
-    path = folder.root / relative if relative else None
-    return path if path is not None and path.is_file() else None
 
 
 def _send(mail: MailSettings, message: EmailMessage, result: FetchResult) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lixiao.core.files import write_atomically
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.ledger import LedgerRow, LedgerState
@@ -10,6 +12,7 @@ from lixiao.core.model import Status
 from lixiao.workbooks.receipt import build_receipt
 
 from .datafolder import DataFolder
+from .outcomes import FileOutcome
 
 
 def pending_lines(folder: DataFolder, plan: MergePlan) -> list[str]:
@@ -73,3 +76,14 @@ def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
     relative = detail.receipt or f"receipts/{digest_hex[:12]}-回执.xlsx"
     write_atomically(folder.root / relative, build_receipt(summary, masked))
     return relative
+
+
+def receipt_path(folder: DataFolder, outcome: FileOutcome) -> Path | None:
+    """The receipt of a processed file, if there is one on disk: the one this run wrote, or — for a duplicate
+    or a re-taken file — the first one, named in its ledger row."""
+    relative = outcome.receipt
+    if not relative and outcome.hash:
+        row = folder.store.ledger(outcome.hash)
+        relative = row.details.receipt if row is not None else ""
+    path = folder.root / relative if relative else None
+    return path if path is not None and path.is_file() else None

@@ -19,6 +19,7 @@ from .delivery import DONE, RECEIPTS, RETURN, Route, routes
 from .inbox import is_debris, safe_name, unique_path, wait_until_settled
 from .messages import OUTCOME_LABELS, strip_code
 from .outcomes import FileOutcome, Outcome
+from .receipts import receipt_path
 
 log = logging.getLogger("lixiao.watch")
 
@@ -140,12 +141,8 @@ def _file_away(folder: DataFolder, route: Route, path: Path, outcome: FileOutcom
         elif info is not None:
             path.replace(unique_path(base / DONE / path.name))  # the office's own name, to find it again
         stem = Path(safe_name(path.name)).stem
-        receipt = folder.root / outcome.receipt if outcome.receipt else None
-        if receipt is None and outcome.hash and outcome.outcome in (Outcome.MERGED, Outcome.HELD):
-            row = folder.store.ledger(outcome.hash)
-            if row is not None and row.details.receipt:
-                receipt = folder.root / row.details.receipt
-        if receipt is not None and receipt.is_file():
+        receipt = receipt_path(folder, outcome) if outcome.outcome in (Outcome.MERGED, Outcome.HELD) else None
+        if receipt is not None:
             shutil.copyfile(receipt, unique_path(base / RECEIPTS / f"{stem}-回执.xlsx"))
         else:
             text = (f"文件：{outcome.file}\n结果：{OUTCOME_LABELS[outcome.outcome]}\n"
