@@ -17,7 +17,6 @@ from datetime import datetime
 from importlib import resources
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Any
 
 from lixiao.core.files import write_small
 from lixiao.core.store import DAMAGED
@@ -212,9 +211,9 @@ class Health:
 
     healthy: bool
     line: str
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, object]:
         """The --json form."""
         return {"healthy": self.healthy, "message": self.line, **self.facts}
 
@@ -231,7 +230,7 @@ def check_health(root: Path) -> Health:
     waiting = inbox_entries(root)
     oldest = _waited(waiting[0], now) if waiting else None
     beat_age = _age(state.last_beat, now) if state else None
-    facts: dict[str, Any] = {
+    facts: dict[str, object] = {
         "running": running, "damaged": damaged, "inbox_waiting": len(waiting),
         "inbox_oldest_seconds": None if oldest is None else round(oldest),
         "beat_age_seconds": None if beat_age is None else round(beat_age), **(asdict(state) if state else {})}

@@ -22,7 +22,10 @@ from pathlib import Path
 from lixiao.sync.locking import writer_lock
 with writer_lock(Path(sys.argv[1])):
     print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
+    if sys.argv[2] == "stdin":
+        sys.stdin.readline()  # hold until the test says so
+    else:
+        time.sleep(float(sys.argv[2]))
 """
 
 
@@ -33,18 +36,28 @@ def lixiao(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_set_waits_for_another_writer_then_succeeds(cli: Cli) -> None:
-    """While another process holds the writer lock, `lixiao set` says it is waiting once, then records the change."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(cli.data), "2.5"], stdout=subprocess.PIPE, text=True)
+    """While another process holds the writer lock, `lixiao set` says it is waiting once, keeps waiting, and records
+    the change as soon as the lock is released."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(cli.data), "stdin"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        started = time.monotonic()
-        result = lixiao(cli.data, "set", "0803010103", "electricity", "passed")
-        waited = time.monotonic() - started
+        assert holder.stdout.readline().strip() == "held"
+        setter = subprocess.Popen([sys.executable, "-m", "lixiao.sync.cli", "--data", str(cli.data), "set",
+                                   "0803010103", "electricity", "passed"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        assert setter.stderr is not None
+        assert setter.stderr.readline().strip() == WAITING_MESSAGE
+        time.sleep(0.3)
+        assert setter.poll() is None  # still waiting while the lock is held
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        _, rest = setter.communicate(timeout=60)
     finally:
+        holder.kill()
         holder.wait(timeout=30)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.count(WAITING_MESSAGE) == 1
-    assert waited >= 1.5
+    assert setter.returncode == 0, rest
+    assert WAITING_MESSAGE not in rest  # said once
     steps = {s["step"]: s["status"] for s in cli.json("status", "0803010103")["steps"]}
     assert steps["electricity"] == "passed"
 
