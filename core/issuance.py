@@ -24,12 +24,18 @@ class IssueError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CellPlan:
-    """One step cell: blank when not applicable, else ticked or not, with the version it was issued at."""
+    """One step cell: blank when not applicable, else its status (a tick, empty, 未通过, 可办可不办), with the version
+    it was issued at."""
 
     step: str
     applicable: bool
-    ticked: bool = False
+    status: Status = Status.PENDING
     version: int = 0
+
+    @property
+    def ticked(self) -> bool:
+        """True when the cell is issued ticked (已通过)."""
+        return self.status is Status.PASSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +86,39 @@ class BaselineError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class IssuedCell:
-    """One step cell as issued: ticked or not, and the cell's version in the store at that moment."""
+    """One step cell as issued: what it showed (a tick, empty, 未通过, 可办可不办), and the cell's version in the store
+    at that moment."""
 
-    ticked: bool
+    status: Status
     version: int
+
+    @property
+    def ticked(self) -> bool:
+        """True when the cell was issued ticked."""
+        return self.status is Status.PASSED
+
+    def as_json(self) -> list[object]:
+        """[ticked, version], with the status third only where it is neither (so older baselines keep their hash)."""
+        if self.status in (Status.PASSED, Status.PENDING):
+            return [self.ticked, self.version]
+        return [False, self.version, self.status.value]
+
+    @classmethod
+    def from_json(cls, raw: list[object]) -> IssuedCell:
+        """The inverse of ``as_json``; ValueError/TypeError/IndexError on anything else."""
+        if len(raw) > 2:
+            status = Status(str(raw[2]))
+            if status not in ISSUED_STATUSES:
+                raise ValueError(status)
+        else:
+            status = Status.PASSED if bool(raw[0]) else Status.PENDING
+        version = raw[1]
+        if not isinstance(version, int):
+            raise TypeError(version)
+        return cls(status, version)
+
+
+ISSUED_STATUSES = frozenset({Status.PASSED, Status.PENDING, Status.FAILED, Status.OPTIONAL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +136,7 @@ class Baseline:
     def as_json(self) -> dict[str, object]:
         """The JSON form whose canonical text is stored and whose digest the token signs."""
         return {
-            "cells": {no: {step: [c.ticked, c.version] for step, c in cells.items()}
+            "cells": {no: {step: c.as_json() for step, c in cells.items()}
                       for no, cells in self.cells.items()},
             "remarks": self.remarks,
             "identity_columns": list(self.identity_columns),
@@ -122,7 +157,7 @@ class Baseline:
         try:
             raw = json.loads(text)
             return cls(
-                cells={str(no): {str(step): IssuedCell(bool(c[0]), int(c[1])) for step, c in cells.items()}
+                cells={str(no): {str(step): IssuedCell.from_json(c) for step, c in cells.items()}
                        for no, cells in raw["cells"].items()},
                 remarks={str(k): str(v) for k, v in raw["remarks"].items()},
                 identity_columns=tuple(str(c) for c in raw.get("identity_columns", [])),
@@ -165,7 +200,7 @@ class WorkbookPlan:
     def baseline(self) -> Baseline:
         """The issued values the three-way merge compares a return against."""
         return Baseline(
-            cells={r.student.student_no: {c.step: IssuedCell(c.ticked, c.version) for c in r.cells if c.applicable}
+            cells={r.student.student_no: {c.step: IssuedCell(c.status, c.version) for c in r.cells if c.applicable}
                    for r in self.rows},
             remarks={r.student.student_no: r.remark for r in self.rows},
             identity_columns=self.identity_columns,
@@ -283,8 +318,8 @@ def plan_workbooks(
             for step in steps:
                 row = rows.get(step.code)
                 applicable = rules.applies(step, student)
-                cells.append(CellPlan(step.code, applicable, bool(row and row.status is Status.PASSED),
-                                      row.version if row else 0))
+                status = row.status if row and row.status in ISSUED_STATUSES else Status.PENDING
+                cells.append(CellPlan(step.code, applicable, status, row.version if row else 0))
                 if applicable and row and row.remark:
                     remarks.append(row.remark)
             show_id = any(rules.applies(s, student) for s in steps if s.code in show_id_steps)

@@ -1,32 +1,63 @@
-"""What a returned step cell means: ticked, not ticked, or something staff must be asked about."""
+"""What a returned step cell means: 已通过, 未办理, 未通过, 可办可不办 — or something staff must be asked about."""
 
 from __future__ import annotations
 
 from .identity import clean_text
+from .model import Status
 
 TICKED = frozenset({"✓", "√", "✔", "☑", "是", "Y", "YES", "1", "TRUE", "通过", "已通过", "=TRUE()", "T"})
-UNTICKED = frozenset({"", "FALSE", "0", "否", "N", "NO", "=FALSE()", "F", "☐", "□"})
+UNTICKED = frozenset({"", "FALSE", "0", "否", "N", "NO", "=FALSE()", "F", "☐", "□", "未办理"})
+# The manual's two other statuses, typed into a step cell. A Latin x is not among them: in some hands it is a
+# tick, in others a cross, so it is refused like any unclear mark (× ✗ and 未通过 are unambiguous).
+FAILED = frozenset({"×", "✗", "✘", "╳", "叉", "不通过", "未通过"})
+OPTIONAL = frozenset({"○", "◯", "可办可不办"})
+AMBIGUOUS = frozenset({"X"})
+
+# What the writer puts in a step cell whose status is not a plain tick or blank (read back as the same status).
+WRITTEN = {Status.FAILED: "未通过", Status.OPTIONAL: "可办可不办"}
+
+
+def read_status(value: object) -> Status | None:
+    """The status a step cell states: PASSED (a tick), PENDING (empty or unticked), FAILED (× ✗ 不通过 未通过),
+    OPTIONAL (○ 可办可不办) — or None for a mark that must not be guessed.
+
+    Accepts booleans (Excel 365 checkboxes, WPS, LibreOffice), 1/0 numbers (LibreOffice may save a typed TRUE as
+    1), and typed marks (✓ √ ✔ 是 Y y 1 TRUE 通过 / empty FALSE 0 否 N).
+    """
+    if value is None:
+        return Status.PENDING
+    if isinstance(value, bool):
+        return Status.PASSED if value else Status.PENDING
+    if isinstance(value, int | float):
+        return {1.0: Status.PASSED, 0.0: Status.PENDING}.get(float(value))
+    text = clean_text(str(value)).upper()
+    if text in TICKED:
+        return Status.PASSED
+    if text in UNTICKED:
+        return Status.PENDING
+    if text in FAILED:
+        return Status.FAILED
+    if text in OPTIONAL:
+        return Status.OPTIONAL
+    return None
 
 
 def read_mark(value: object) -> bool | None:
-    """True for a tick, False for an empty or unticked cell, None for a mark that must not be guessed.
+    """True for a tick, False for an empty or unticked cell, None for anything else (a yes/no cell: roster
+    flags, batch rows, 解除限制)."""
+    status = read_status(value)
+    return {Status.PASSED: True, Status.PENDING: False}.get(status) if status else None
 
-    Accepts booleans (Excel 365 checkboxes, WPS, LibreOffice), 1/0 numbers (LibreOffice may save a
-    typed TRUE as 1), and typed marks (✓ √ ✔ 是 Y y 1 TRUE 通过 / empty FALSE 0 否 N). A cross (x × ✗) is not a tick:
-    to Chinese staff it means "no", so it is refused like any other unclear mark.
-    """
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return {1.0: True, 0.0: False}.get(float(value))
-    text = clean_text(str(value)).upper()
-    if text in TICKED:
-        return True
-    if text in UNTICKED:
-        return False
-    return None
+
+def mark_label(status: Status) -> str:
+    """How a receipt or the review queue names what a step cell held (已勾选 / 未勾选 / 未通过 / 可办可不办)."""
+    return {Status.PASSED: "已勾选", Status.PENDING: "未勾选"}.get(status, status.label)
+
+
+def label_status(label: str) -> Status | None:
+    """The status a ``mark_label`` names (a stored conflict's or refused cell's value), None for other text."""
+    return next((s for s in (Status.PASSED, Status.PENDING, Status.FAILED, Status.OPTIONAL) if mark_label(s) == label),
+                None)
 
 
 def column_shifted(issued_box_empty: bool, value_below_rows: bool) -> bool:

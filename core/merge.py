@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from . import rules
 from .chain import Event
 from .issuance import Baseline, IssuedCell, batch_ident, waiver_ident
-from .marks import column_shifted
+from .marks import column_shifted, mark_label
 from .mergeplan import (
     CONFLICT,
     IGNORE,
@@ -22,7 +22,6 @@ from .mergeplan import (
     RefusalKind,
     ReturnedRowLike,
     WaiverChange,
-    _label,
     cell_decision,
 )
 from .model import Flow, Status, Student
@@ -113,25 +112,31 @@ class _OfficeMerge:
         """Every own step cell of one 办理 row, and its remark."""
         remark = row.remark if row.remark != self.baseline.remarks.get(no, "") else ""
         changed_any = False
-        for step, ticked in row.ticks.items():
+        for step, mark in row.marks.items():
             if step not in self.own_steps:
                 continue
             issued = self.cells[no].get(step)
             if issued is None:
-                if ticked:
-                    self.plan.refusals.append(Refusal(no, step, "已勾选",
+                if mark is not Status.PENDING:
+                    self.plan.refusals.append(Refusal(no, step, mark_label(mark),
                                                       f"该生不需要办理“{self.flow.steps[step].name}”（不适用）",
-                                                      RefusalKind.NEW_TICK))
+                                                      _refusal_kind(mark)))
                 continue
-            if ticked != issued.ticked:
+            if mark is not issued.status:
                 self.touched.add((no, step))  # a batch row does not override what the 办理 sheet decided
             if (MAIN, step) in self.shifted:
-                if ticked != issued.ticked:
-                    self.plan.refusals.append(Refusal(no, step, "已勾选" if ticked else "未勾选", SHIFTED_COLUMN,
-                                                      RefusalKind.NEW_TICK if ticked else RefusalKind.OTHER))
+                if mark is not issued.status:
+                    self.plan.refusals.append(Refusal(no, step, mark_label(mark), SHIFTED_COLUMN, _refusal_kind(mark)))
                 continue
-            changed_any |= _decide(self.flow, self.year, self.students[no], step, issued, ticked, self.stored,
-                                   self.waived, remark, ChangeKind.APPLIED, self.plan)
+            # 未通过 keeps the row's whole 备注 as its reason (the manual's 图书未还, 欠费), typed now or before
+            note = row.remark if mark is Status.FAILED else remark
+            if _decide(self.flow, self.year, self.students[no], step, issued, mark, self.stored, self.waived, note,
+                       ChangeKind.APPLIED, self.plan):
+                changed_any = True
+                if mark is Status.FAILED and not row.remark:
+                    self.plan.warnings.append(
+                        f"第 {row.row} 行：学号 {no} 的“{self.flow.steps[step].name}”记为未通过，但备注中没有写原因"
+                        "（如“图书未还”“欠费”）；已记录，请补写原因后再交回")
         if remark and not changed_any:
             self.plan.notes.append((no, remark))
 
@@ -170,7 +175,8 @@ class _OfficeMerge:
                         or no not in returned.rows or no in skipped):
                     continue  # not applicable, decided on the 办理 sheet, or the row is in doubt
                 self.touched.add((no, tick.step))
-                _decide(self.flow, self.year, self.students[no], tick.step, issued, True, self.stored, self.waived,
+                _decide(self.flow, self.year, self.students[no], tick.step, issued, Status.PASSED, self.stored,
+                        self.waived,
                         f"按{_mode_name(tick.mode)}批量：{tick.group}", ChangeKind.BATCH, plan)
 
 
@@ -182,9 +188,16 @@ _MISALIGNED_GROUP = ("批量表 {cell}：“行校验”与分组“{group}”�
 
 def _row_cells(row: ReturnedRowLike, flow: Flow) -> str:
     """A returned row's cells as the receipt lists them: 姓名 and what each step cell held."""
-    marks = "，".join(f"{flow.steps[s].name if s in flow.steps else s}：{'勾' if t else '空'}"
-                     for s, t in row.ticks.items())
+    marks = "，".join(f"{flow.steps[s].name if s in flow.steps else s}：{_SHORT.get(m, m.label)}"
+                     for s, m in row.marks.items())
     return f"{row.identity.get('姓名', '')}；{marks}" if marks else row.identity.get("姓名", "")
+
+
+_SHORT = {Status.PASSED: "勾", Status.PENDING: "空"}
+
+
+def _refusal_kind(mark: Status) -> RefusalKind:
+    return RefusalKind.NEW_TICK if mark is Status.PASSED else RefusalKind.OTHER
 
 
 MAIN, WAIVERS = "办理", "解除限制"
@@ -211,7 +224,7 @@ def _mode_name(mode: str) -> str:
 
 
 def _decide(
-    flow: Flow, year: int, student: Student, step: str, issued: IssuedCell, ticked: bool,
+    flow: Flow, year: int, student: Student, step: str, issued: IssuedCell, mark: Status,
     stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], remark: str, kind: ChangeKind,
     plan: MergePlan,
 ) -> bool:
@@ -219,7 +232,7 @@ def _decide(
     no = student.student_no
     rows = stored.get(no, {})
     current = rows.get(step)
-    decision = cell_decision(issued.ticked, issued.version, ticked, current)
+    decision = cell_decision(issued.status, issued.version, mark, current)
     if decision == IGNORE:
         return False
     if decision == NOOP:
@@ -227,17 +240,17 @@ def _decide(
         return False
     current_label = (current.status if current else Status.PENDING).label
     if decision == CONFLICT:
-        plan.conflicts.append(Conflict(no, step, _label(issued.ticked), _label(ticked), current_label))
+        plan.conflicts.append(Conflict(no, step, mark_label(issued.status), mark_label(mark), current_label))
         return False
-    new = Status.PASSED if ticked else Status.PENDING
-    if ticked:
+    if mark is not Status.PENDING:  # 未办理 is always allowed; a tick, 未通过 or 可办可不办 is checked like lixiao set
         statuses = {code: row.status for code, row in rows.items()}
-        allowed = rules.may_set(flow, student, step, new, statuses, waived.get(no, set()), year)
+        allowed = rules.may_set(flow, student, step, mark, statuses, waived.get(no, set()), year)
         if not allowed.allowed:
-            plan.refusals.append(Refusal(no, step, "已勾选", allowed.reason, RefusalKind.NEW_TICK))
+            plan.refusals.append(Refusal(no, step, mark_label(mark), allowed.reason, _refusal_kind(mark)))
             return False
-    plan.changes.append(Change(no, step, current.status.value if current else "", new, remark,
-                               kind if ticked else ChangeKind.REVOKED))
+    revoked = issued.ticked and mark is not Status.PASSED
+    plan.changes.append(Change(no, step, current.status.value if current else "", mark, remark,
+                               ChangeKind.REVOKED if revoked else kind))
     return True
 
 

@@ -41,17 +41,16 @@ class RefusalKind(StrEnum):
     OTHER = "other"
 
 
-def cell_decision(issued_ticked: bool, issued_version: int, returned_ticked: bool,
-                  store: StatusRow | None) -> CellDecision:
+def cell_decision(issued: Status, issued_version: int, returned: Status, store: StatusRow | None) -> CellDecision:
     """One cell: untouched → ignore; equal to store → noop; store moved on since issue → conflict; else apply.
 
-    Versions, not only values: a copy issued at version 1 that re-ticks a cell revoked at version 3 is a
-    conflict, whichever order the files arrive in.
+    ``issued`` and ``returned`` are what the cell stated (PASSED a tick, PENDING empty or unticked, FAILED 未通过,
+    OPTIONAL 可办可不办). Versions, not only values: a copy issued at version 1 that re-ticks a cell revoked at
+    version 3 is a conflict, whichever order the files arrive in.
     """
-    if returned_ticked == issued_ticked:
+    if returned is issued:
         return IGNORE
-    store_ticked = store is not None and store.status is Status.PASSED
-    if store_ticked == returned_ticked:
+    if (store.status if store is not None else Status.PENDING) is returned:
         return NOOP
     store_version = store.version if store else 0
     if store_version > issued_version:
@@ -122,10 +121,6 @@ class MergePlan:
         return sum(c.kind is ChangeKind.REVOKED for c in self.changes)
 
 
-def _label(ticked: bool) -> str:
-    return "已勾选" if ticked else "未勾选"
-
-
 class ReturnedRowLike(Protocol):
     """One returned 办理 row as the merge reads it (workbooks.returned.ReturnedRow)."""
 
@@ -136,7 +131,7 @@ class ReturnedRowLike(Protocol):
     @property
     def identity(self) -> dict[str, str]: ...
     @property
-    def ticks(self) -> dict[str, bool]: ...
+    def marks(self) -> Mapping[str, Status]: ...
     @property
     def remark(self) -> str: ...
     @property

@@ -20,6 +20,11 @@ class Status(StrEnum):
         """The manual's word for this status (离校记录)."""
         return STATUS_LABELS[self]
 
+    @property
+    def marked(self) -> str:
+        """The status with the mark the manual shows beside it (✓ 已通过, ✗ 未通过, ○ 可办可不办, ↓ 未办理)."""
+        return f"{STATUS_MARKS[self]} {STATUS_LABELS[self]}"
+
 
 STATUS_LABELS: dict[Status, str] = {
     Status.PENDING: "未办理",
@@ -28,6 +33,10 @@ STATUS_LABELS: dict[Status, str] = {
     Status.OPTIONAL: "可办可不办",
     Status.NA: "不适用",
 }
+
+# The manual's icons as characters (its legend: 已通过, 未通过, 可办可不办, 未办理).
+STATUS_MARKS: dict[Status, str] = {Status.PASSED: "✓", Status.FAILED: "✗", Status.OPTIONAL: "○",
+                                   Status.PENDING: "↓", Status.NA: "–"}
 
 # The one status alphabet: the board, the per-student status lines in the store and the student page's
 # data all use these characters.

@@ -36,6 +36,11 @@ class ReviewRecords(AuditChain):
         row = self.db.execute("SELECT returned FROM conflicts WHERE id = ?", [conflict_id]).fetchone()
         return str(row[0]) if row else ""
 
+    def refusal_value(self, refusal_id: int) -> str:
+        """What the refused cell held, as its label ('' when there is none)."""
+        row = self.db.execute("SELECT value FROM refused_ticks WHERE id = ?", [refusal_id]).fetchone()
+        return str(row[0]) if row else ""
+
     def mark_resolved(self, kind: str, ident: str, resolution: str, operator: str, reason: str) -> None:
         """Close a conflict, a refused tick (by id) or a refused file (by hash prefix); inside a transaction."""
         stamp = now()

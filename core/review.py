@@ -12,9 +12,8 @@ from enum import StrEnum
 
 from .chain import Event, now
 from .clearance import Clearance, ClearanceError, RefusedError
+from .marks import label_status
 from .model import Status
-
-TICKED = "已勾选"
 
 
 class Action(StrEnum):
@@ -60,15 +59,14 @@ def open_items(clearance: Clearance, limit: int = 1000) -> list[ReviewItem]:
     statuses = {no: clearance.statuses(no) for no in named}
     items: list[ReviewItem] = []
     for c in conflicts:
-        now_passed = statuses.get(c.student_no, {}).get(c.step) is Status.PASSED
-        if now_passed == (c.returned == TICKED):
+        if statuses.get(c.student_no, {}).get(c.step, Status.PENDING) is label_status(c.returned):
             continue  # settled meanwhile (lixiao set, a later return): nothing left to decide
         items.append(ReviewItem(f"C{c.id}", "conflict", c.student_no, "", c.step, names.get(c.step, c.step),
                                 f"签发时 {c.baseline}，交回 {c.returned}，数据库当时 {c.current}", c.file_name,
                                 c.created_at))
     for r in refusals:
-        if statuses.get(r.student_no, {}).get(r.step) is Status.PASSED:
-            continue  # the step was passed since: the refusal is moot
+        if statuses.get(r.student_no, {}).get(r.step) is (label_status(r.value) or Status.PASSED):
+            continue  # the step has since the state the refused cell asked for (passed, 未通过…): moot
         items.append(ReviewItem(f"T{r.id}", "refused", r.student_no, "", r.step, names.get(r.step, r.step),
                                 f"{r.value}：{r.reason}", r.file_name, r.created_at))
     for f in store.open_rejections(limit):
@@ -96,8 +94,9 @@ def resolve(clearance: Clearance, item_id: str, action: Action, reason: str, ope
     with store.transaction():
         if action is Action.TAKE:
             student = clearance.student(item.student_no)
-            ticked = item.kind == "refused" or store.conflict_returned(int(item.id[1:])) == TICKED
-            decision = clearance.set_step(student, item.step, Status.PASSED if ticked else Status.PENDING,
+            asked = (store.refusal_value(int(item.id[1:])) if item.kind == "refused"
+                     else store.conflict_returned(int(item.id[1:])))
+            decision = clearance.set_step(student, item.step, label_status(asked) or Status.PASSED,
                                           remark="", source=f"review:{item.id}", operator=operator)
             if not decision.allowed:
                 raise RefusedError(decision.reason)

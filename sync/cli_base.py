@@ -22,6 +22,7 @@ from lixiao.core.clearance import ClearanceError, RefusedError
 from lixiao.core.feeds import FeedError
 from lixiao.core.flow import FlowError
 from lixiao.core.issuance import IssueError
+from lixiao.core.model import STATUS_MARKS
 from lixiao.core.roster import RosterError
 from lixiao.core.store import StoreError
 from lixiao.workbooks.tables import TableError
@@ -31,7 +32,7 @@ from .locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
 from .mail import MailError
 from .messages import os_error_text, usage_error_text
 
-MARKS = {"passed": "✓", "failed": "✗", "optional": "○", "pending": "↓", "na": "–"}
+MARKS = {s.value: mark for s, mark in STATUS_MARKS.items()}
 INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError,
                 IssueError, MailError)
 # Rich falls back to 80 columns when piped; Chinese tables need more to stay readable in a log.

@@ -19,10 +19,10 @@ def pending_lines(folder: DataFolder, plan: MergePlan) -> list[str]:
     """What a held return would do once confirmed, one line per cell (for its receipt)."""
     names = {s.code: s.name for s in folder.flow.all_steps()}
     def was(change: Change) -> str:
-        return Status(change.old).label if change.old else "未办理"
+        return Status(change.old).marked if change.old else Status.PENDING.marked
 
     lines = [f"确认后：{c.student_no} {names.get(c.step, c.step)}："
-             + ("已通过 → 撤销（未办理）" if c.kind is ChangeKind.REVOKED else f"{was(c)} → 已通过")
+             + (f"已通过 → 撤销（{c.new.marked}）" if c.kind is ChangeKind.REVOKED else f"{was(c)} → {c.new.marked}")
              for c in plan.changes]
     lines += [f"确认后：{w.student_no} {names.get(w.step, w.step)}：{'解除限制' if w.lift else '重新开启限制'}"
               for w in plan.waiver_changes]
@@ -41,7 +41,7 @@ def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
     who = store.student_names({e.student_no for e in events} | {r[0] for r in refused} | {c[0] for c in conflicts})
 
     def label(value: str) -> str:
-        return Status(value).label if value else "未办理"
+        return (Status(value) if value else Status.PENDING).marked
 
     held = row.outcome is LedgerState.HELD
     summary = [

@@ -131,7 +131,7 @@ def test_a_receipt_lost_in_a_crash_after_the_commit_is_written_at_the_next_start
     assert [f["outcome"] for f in doc["files"]] in ([], ["duplicate"])
     [receipt] = (issued.data / "receipts").glob("*-回执.xlsx")
     applied = list(openpyxl.load_workbook(receipt)["已记录"].iter_rows(min_row=2, values_only=True))
-    assert [r[0] for r in applied] == ["0803010103"] and applied[0][4] == "已通过"
+    assert [r[0] for r in applied] == ["0803010103"] and applied[0][4] == "✓ 已通过"
     assert statuses(issued)[("0803010103", "electricity")] == ("passed", 1)
     assert issued("verify").exit_code == 0
 

@@ -26,7 +26,7 @@ class Row:
     """The reader's row shape, minimal."""
 
     row: int
-    ticks: dict[str, bool]
+    marks: dict[str, Status]
     identity: dict[str, str] = field(default_factory=dict)
     remark: str = ""
     key: str = ""
@@ -54,7 +54,9 @@ def baselines(store: Store) -> dict[str, Baseline]:
 
 def merge(store: Store, checkpoint: str, baseline: Baseline, ticks: dict[str, dict[str, bool]]) -> None:
     """Plan and apply one return in one transaction, as the pipeline does."""
-    returned = MergeInput({no: Row(i, t) for i, (no, t) in enumerate(ticks.items())}, [], [], [])
+    marks = {no: {step: Status.PASSED if t else Status.PENDING for step, t in cells.items()}
+             for no, cells in ticks.items()}
+    returned = MergeInput({no: Row(i, m) for i, (no, m) in enumerate(marks.items())}, [], [], [])
     waived: dict[str, set[str]] = {}
     plan = plan_merge(FLOW, 2026, checkpoint, baseline, returned, {s.student_no: s for s in store.students()},
                       store.all_status_rows(), waived)
@@ -99,14 +101,23 @@ def row(status: Status, version: int) -> StatusRow:
     return StatusRow(status, "", version, "", "", "")
 
 
+P, N, F, OPT = Status.PASSED, Status.PENDING, Status.FAILED, Status.OPTIONAL
+
+
 def test_cell_decision_table() -> None:
-    """The three-way rule for one cell, including the version check that catches an old copy."""
-    assert cell_decision(False, 0, False, None) == IGNORE
-    assert cell_decision(False, 0, True, row(Status.PASSED, 1)) == NOOP
-    assert cell_decision(False, 0, True, None) == "apply"
-    assert cell_decision(True, 1, False, row(Status.PASSED, 1)) == "apply"  # revocation
-    assert cell_decision(False, 1, True, row(Status.PENDING, 3)) == CONFLICT  # revoked at v3 after this issue
-    assert cell_decision(False, 3, True, row(Status.PENDING, 3)) == "apply"
+    """The three-way rule for one cell over the four statuses a cell can state, including the version check that
+    catches an old copy."""
+    assert cell_decision(N, 0, N, None) == IGNORE
+    assert cell_decision(N, 0, P, row(Status.PASSED, 1)) == NOOP
+    assert cell_decision(N, 0, P, None) == "apply"
+    assert cell_decision(P, 1, N, row(Status.PASSED, 1)) == "apply"  # revocation
+    assert cell_decision(N, 1, P, row(Status.PENDING, 3)) == CONFLICT  # revoked at v3 after this issue
+    assert cell_decision(N, 3, P, row(Status.PENDING, 3)) == "apply"
+    assert cell_decision(N, 0, F, None) == "apply"  # 未通过 typed into an empty cell
+    assert cell_decision(F, 2, F, row(Status.FAILED, 2)) == IGNORE  # issued 未通过, returned as it was
+    assert cell_decision(F, 2, P, row(Status.FAILED, 2)) == "apply"  # 未通过 → ticked once the books are back
+    assert cell_decision(N, 0, F, row(Status.FAILED, 1)) == NOOP  # the library feed said so meanwhile
+    assert cell_decision(N, 0, OPT, row(Status.PASSED, 1)) == CONFLICT  # the store moved on since issue
 
 
 def test_permutations_are_all_equal_for_a_revocation_race(tmp_path: Path) -> None:

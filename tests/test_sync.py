@@ -53,7 +53,7 @@ def test_ticks_merge_with_operator_archive_and_receipt(issued: Cli) -> None:
     assert not any((issued.data / "inbox").iterdir())
     receipt = openpyxl.load_workbook(issued.data / item["receipt"])
     applied = [[c.value for c in r] for r in receipt["已记录"].iter_rows(min_row=2)]
-    assert sorted(r[0] for r in applied) == ["0803010103", "0803010104"] and applied[0][4] == "已通过"
+    assert sorted(r[0] for r in applied) == ["0803010103", "0803010104"] and applied[0][4] == "✓ 已通过"
     assert any(r[0].value == "经办人" and r[1].value == "水电王老师" for r in receipt["概要"].iter_rows())
 
 

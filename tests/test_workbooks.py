@@ -12,6 +12,7 @@ import openpyxl
 import pytest
 import xlsxwriter
 
+from lixiao.core.model import Status
 from lixiao.workbooks.layout import MAIN_SHEET, META_SHEET
 from lixiao.workbooks.reader import read_returned
 
@@ -53,7 +54,7 @@ def test_reader_returns_the_issued_state(issued: Cli) -> None:
     returned = read_returned(outbox(issued, "utilities")[0].read_bytes(), key_of(issued))
     assert returned.token.status == "valid" and returned.students_match is True
     assert set(returned.rows) == {s.student_no for s in ROSTER}
-    assert all(row.ticks == {"electricity": False} for row in returned.rows.values())
+    assert all(row.marks == {"electricity": Status.PENDING} for row in returned.rows.values())
     assert returned.anomalies == [] and returned.operator == ""
 
 
@@ -62,8 +63,8 @@ def test_passed_cells_are_issued_ticked(cli: Cli) -> None:
     cli("set", "0803010103", "electricity", "passed")
     cli("issue", "--checkpoint", "utilities")
     returned = read_returned(outbox(cli, "utilities")[0].read_bytes(), key_of(cli))
-    assert returned.rows["0803010103"].ticks["electricity"] is True
-    assert returned.rows["0803010104"].ticks["electricity"] is False
+    assert returned.rows["0803010103"].marks["electricity"] is Status.PASSED
+    assert returned.rows["0803010104"].marks["electricity"] is Status.PENDING
 
 
 def test_registrar_lists_only_withheld_students(issued: Cli) -> None:
@@ -136,14 +137,14 @@ def test_special_desk_lists_restricted_steps(cli: Cli) -> None:
 def test_typed_ticks_are_read_as_ticked(issued: Cli, mark: Any) -> None:
     """Every mark staff type for 'done' reads as ticked."""
     data = edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): mark})
-    assert read_returned(data, key_of(issued)).rows["0803010103"].ticks["electricity"] is True
+    assert read_returned(data, key_of(issued)).rows["0803010103"].marks["electricity"] is Status.PASSED
 
 
 @pytest.mark.parametrize("mark", [False, 0, "", "FALSE", "0", "否", "N", None])
 def test_typed_non_ticks_are_read_as_unticked(issued: Cli, mark: Any) -> None:
     """Empty, FALSE, 0, 否 and N read as not ticked."""
     data = edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): mark})
-    assert read_returned(data, key_of(issued)).rows["0803010103"].ticks["electricity"] is False
+    assert read_returned(data, key_of(issued)).rows["0803010103"].marks["electricity"] is Status.PENDING
 
 
 @pytest.mark.parametrize(("mark", "reason"), [
@@ -156,7 +157,7 @@ def test_unrecognised_marks_are_anomalies_not_unticked(issued: Cli, mark: Any, r
     """A mark the reader cannot be sure of is reported with its cell, and is absent from the ticks."""
     returned = read_returned(edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): mark}),
                              key_of(issued))
-    assert "electricity" not in returned.rows["0803010103"].ticks
+    assert "electricity" not in returned.rows["0803010103"].marks
     [anomaly] = returned.anomalies
     assert anomaly.code == "bad_mark" and reason in anomaly.reason and anomaly.student_no == "0803010103"
     assert re.fullmatch(r"[A-Z]+\d+", anomaly.cell)
@@ -261,12 +262,13 @@ def test_checkbox_xml_matches_xlsxwriters_documented_output(issued: Cli, tmp_pat
 
 
 def test_checkbox_cells_are_booleans_with_list_validation(issued: Cli) -> None:
-    """Where the checkbox feature is unknown the cells are TRUE/FALSE booleans with a TRUE/FALSE list."""
+    """Where the checkbox feature is unknown the cells are TRUE/FALSE booleans with a list to choose from: TRUE,
+    FALSE and the manual's two other statuses."""
     data = outbox(issued, "utilities")[0].read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         xml = archive.read("xl/worksheets/sheet1.xml").decode()
     assert re.search(r'<c r="J5" s="\d+" t="b"><v>0</v></c>', xml)
-    assert '<formula1>"TRUE,FALSE"</formula1>' in xml
+    assert '<formula1>"TRUE,FALSE,未通过,可办可不办"</formula1>' in xml
     # No protection: Excel cannot sort a protected sheet's locked cells, and staff then sorted a selection.
     assert "<sheetProtection" not in xml and "<autoFilter " in xml and "<pane " in xml
     assert 'orientation="landscape"' in xml and 'paperSize="9"' in xml

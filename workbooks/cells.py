@@ -9,7 +9,8 @@ from typing import Any
 from xlsxwriter.utility import xl_col_to_name
 
 from lixiao.core.identity import clean_text, strip_invisible
-from lixiao.core.marks import read_mark
+from lixiao.core.marks import AMBIGUOUS, read_status
+from lixiao.core.model import Status
 
 _FORMULA_CELL = re.compile(
     rb'<(?:\w+:)?c\s([^>]*?)>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*(?:<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>)?')
@@ -24,9 +25,6 @@ _ERROR_CELL = re.compile(rb'<(?:\w+:)?c\s([^>]*\bt="e"[^>]*)>(.*?)</(?:\w+:)?c>'
 
 
 _VALUE = re.compile(rb'<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>')
-
-
-CROSSES = frozenset({"X", "×", "✗", "✘", "╳", "叉"})
 
 
 _BOOLEAN_FORMULA = re.compile(r"^=?\s*(TRUE|FALSE)\s*\(\s*\)$", re.IGNORECASE)
@@ -92,8 +90,9 @@ class Sheet:
         ref = f"{xl_col_to_name(col)}{row + 1}"
         return (value is None or value == "") and ref not in self.formulas and ref not in self.errors
 
-    def mark(self, row: int, col: int, value: Any) -> tuple[bool | None, str]:
-        """The tick a cell holds, or None with the reason it cannot be read."""
+    def status(self, row: int, col: int, value: Any) -> tuple[Status | None, str]:
+        """The status a step cell states (a tick, blank, ×/未通过, ○/可办可不办), or None with the reason it cannot
+        be read."""
         ref = f"{xl_col_to_name(col)}{row + 1}"
         if ref in self.errors:
             return None, (f"单元格是错误值 {self.errors[ref]}（常见于粘贴的公式结果），不能当作未勾选；"
@@ -104,12 +103,22 @@ class Sheet:
                 return None, f"单元格是公式（={formula}），勾选格只能是勾或 TRUE/FALSE"
             if cached is None:
                 return None, "单元格是 TRUE()/FALSE() 公式但没有保存计算结果，请在 Excel 中重新计算并保存"
-            return formula.upper().lstrip("=").strip().startswith("TRUE"), ""
-        mark = read_mark(value)
-        if mark is None:
+            ticked = formula.upper().lstrip("=").strip().startswith("TRUE")
+            return (Status.PASSED if ticked else Status.PENDING), ""
+        status = read_status(value)
+        if status is None:
             text = cell_text(value)
-            if text.upper() in CROSSES:
-                return None, (f"“{text}”含义不明（打叉常表示“不通过”）：已通过请勾选或用 √，"
-                              "未办理请留空或选 FALSE")
-            return None, f"无法识别的勾选内容“{text}”（应为勾、TRUE/FALSE、✓、√ 或留空）"
-        return mark, ""
+            if text.upper() in AMBIGUOUS:
+                return None, (f"“{text}”含义不明（有人用它表示勾，有人表示叉）：已通过请勾选或用 √，"
+                              "未通过请输入 × 或“未通过”，未办理请留空或选 FALSE")
+            return None, (f"无法识别的勾选内容“{text}”（应为勾、TRUE/FALSE、✓、√，未通过写 × 或“未通过”，"
+                          "可办可不办写 ○，或留空）")
+        return status, ""
+
+    def mark(self, row: int, col: int, value: Any) -> tuple[bool | None, str]:
+        """A yes/no cell (batch rows, 解除限制): ticked or not, or None with the reason it cannot be read."""
+        status, reason = self.status(row, col, value)
+        if status is Status.FAILED or status is Status.OPTIONAL:
+            return None, (f"“{cell_text(value)}”（{status.label}）只能在“办理”表逐个学生填写，"
+                          "这里只能勾选或取消勾选")
+        return (None if status is None else status is Status.PASSED), reason

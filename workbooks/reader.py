@@ -13,6 +13,7 @@ from xlsxwriter.utility import xl_col_to_name
 
 from lixiao.core.identity import clean_text
 from lixiao.core.marks import column_shifted
+from lixiao.core.model import Status
 from lixiao.core.signing import digest, verify
 
 from .cells import Sheet, cell_text, error_cells, formula_cells, remark_text
@@ -229,10 +230,10 @@ def _read_main(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
 
 
 def _read_ticks(sheet: Sheet, offset: int, values: list[Any], steps: dict[str, str], columns: dict[str, int],
-                student_no: str, result: Returned) -> tuple[dict[str, bool], list[str]]:
-    """One 办理 row's step cells: the readable ticks, and the steps whose box came back empty; an unreadable
-    mark is an anomaly with its cell."""
-    ticks: dict[str, bool] = {}
+                student_no: str, result: Returned) -> tuple[dict[str, Status], list[str]]:
+    """One 办理 row's step cells: what each readable cell states, and the steps whose box came back empty; an
+    unreadable mark is an anomaly with its cell."""
+    ticks: dict[str, Status] = {}
     blank: list[str] = []
     for name, code in steps.items():
         col = columns.get(name)
@@ -241,12 +242,12 @@ def _read_ticks(sheet: Sheet, offset: int, values: list[Any], steps: dict[str, s
         value = values[col] if col < len(values) else None
         if sheet.is_blank(offset, col, value):
             blank.append(code)
-        mark, reason = sheet.mark(offset, col, value)
-        if mark is None:
+        status, reason = sheet.status(offset, col, value)
+        if status is None:
             result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{xl_col_to_name(col)}{offset + 1}",
                                             student_no, code, cell_text(value)))
         else:
-            ticks[code] = mark
+            ticks[code] = status
     return ticks, blank
 
 

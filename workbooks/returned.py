@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lixiao.core.model import Status
+
 
 class ReadError(ValueError):
     """The file is not a readable lixiao workbook at all; the message says why, in Chinese."""
@@ -31,7 +33,7 @@ class ReturnedRow:
     row: int
     student_no: str
     identity: dict[str, str]
-    ticks: dict[str, bool]
+    marks: dict[str, Status]  # step → what its cell states (已通过, 未办理, 未通过, 可办可不办)
     remark: str
     key: str = ""  # the 行校验 cell as returned
     blank: list[str] = field(default_factory=list)  # steps whose cell came back empty (not a clear untick)
@@ -102,8 +104,8 @@ def returned_from_dict(data: dict[str, Any]) -> Returned:
     return Returned(
         token=token,
         operator=data["operator"],
-        rows={k: ReturnedRow(**v) for k, v in data["rows"].items()},
-        duplicates=[ReturnedRow(**v) for v in data["duplicates"]],
+        rows={k: _row(v) for k, v in data["rows"].items()},
+        duplicates=[_row(v) for v in data["duplicates"]],
         batch=[BatchTick(**v) for v in data["batch"]],
         waivers=[WaiverTick(**v) for v in data["waivers"]],
         anomalies=[Anomaly(**v) for v in data["anomalies"]],
@@ -111,3 +113,7 @@ def returned_from_dict(data: dict[str, Any]) -> Returned:
         batch_rows=[(r[0], r[1], r[2], r[3]) for r in data["batch_rows"]],
         waiver_students=list(data["waiver_students"]),
     )
+
+
+def _row(data: dict[str, Any]) -> ReturnedRow:
+    return ReturnedRow(**{**data, "marks": {step: Status(code) for step, code in data["marks"].items()}})

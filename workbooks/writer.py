@@ -12,6 +12,8 @@ from xlsxwriter.worksheet import Worksheet
 
 from lixiao.core.certificates import ReadyList, is_certificate_desk, ready_list
 from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
+from lixiao.core.marks import WRITTEN
+from lixiao.core.model import Status
 from lixiao.core.signing import row_key
 
 from .layout import (
@@ -74,6 +76,9 @@ class _Formats:
         self.box = fmt(locked=False, border=1, align="center")
         self.box_blocked = fmt(locked=False, border=1, align="center", bg_color="#FCE4D6")
         self.ticked = book.add_format({"bg_color": "#C6EFCE", "font_color": "#006100"})
+        self.failed_mark = book.add_format({"bg_color": "#FFC7CE", "font_color": "#9C0006"})
+        # a step cell issued 未通过 / 可办可不办: text, in a format no checkbox shares
+        self.stated = fmt(locked=False, border=1, align="center", num_format="@")
         self.counts = fmt(bold=True, num_format="@")
         self.warning = fmt(bold=True, font_color="#9C0006", text_wrap=True, num_format="@")
         self.group = fmt(bold=True, bg_color="#F2F2F2", border=1, num_format="@")
@@ -130,7 +135,7 @@ def _print_setup(sheet: Worksheet, last_col: int) -> None:
 
 
 def _finish_grid(sheet: Worksheet, f: _Formats, boxes: tuple[int, int] | None, last_row: int, last_col: int,
-                 frozen_cols: int) -> None:
+                 frozen_cols: int, statuses: bool = False) -> None:
     """What every ticking sheet gets: a TRUE/FALSE list and green ticks on the box columns, frozen
     header, filter (over every column, 行校验 included) and print setup.
 
@@ -138,12 +143,17 @@ def _finish_grid(sheet: Worksheet, f: _Formats, boxes: tuple[int, int] | None, l
     unprotected it and sorted whatever they had selected. Rows are kept honest by the 行校验 key instead,
     and identity cells are checked on return."""
     if boxes is not None:
+        choices = ["TRUE", "FALSE", *WRITTEN.values()] if statuses else ["TRUE", "FALSE"]
         sheet.data_validation(HEADER_ROW + 1, boxes[0], last_row, boxes[1], {
-            "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information",
-            "input_title": "勾选", "input_message": "勾选或选 TRUE 表示已办理通过",
+            "validate": "list", "source": choices, "error_type": "information", "input_title": "勾选",
+            "input_message": ("勾选或选 TRUE 表示已通过；未通过选“未通过”（备注写原因）" if statuses
+                              else "勾选或选 TRUE 表示已办理通过"),
         })
         sheet.conditional_format(HEADER_ROW + 1, boxes[0], last_row, boxes[1],
                                  {"type": "cell", "criteria": "==", "value": "TRUE", "format": f.ticked})
+        if statuses:
+            sheet.conditional_format(HEADER_ROW + 1, boxes[0], last_row, boxes[1], {
+                "type": "cell", "criteria": "==", "value": f'"{WRITTEN[Status.FAILED]}"', "format": f.failed_mark})
     sheet.freeze_panes(HEADER_ROW + 1, frozen_cols)
     sheet.autofilter(HEADER_ROW, 0, last_row, last_col)
     sheet.set_row(HEADER_ROW, 32)
@@ -172,7 +182,9 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
         sheet.write_string(r, len(identity), row.prerequisite, f.unmet if row.blocked else f.met)
         box = f.box_blocked if row.blocked else f.box
         for index, cell in enumerate(row.cells):
-            if cell.applicable:
+            if cell.status in WRITTEN and cell.applicable:
+                sheet.write_string(r, first_step + index, WRITTEN[cell.status], f.stated)
+            elif cell.applicable:
                 sheet.insert_checkbox(r, first_step + index, cell.ticked, box)
             else:
                 sheet.write_blank(r, first_step + index, None, f.na)
@@ -186,7 +198,8 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
         widths[remark_col + 1] = 9
     for col, width in enumerate(widths):
         sheet.set_column(col, col, min(width, 40))
-    _finish_grid(sheet, f, (first_step, remark_col - 1) if plan.steps else None, last_row, len(headers) - 1, 2)
+    _finish_grid(sheet, f, (first_step, remark_col - 1) if plan.steps else None, last_row, len(headers) - 1, 2,
+                 statuses=True)
     if active:  # never two active sheets: Excel would open them grouped, and typing would fill both
         sheet.activate()
 
@@ -325,8 +338,14 @@ GUIDE = [
     ("撤销", "如果勾错了，在“办理”表取消该格的勾（或选 FALSE、输入 0 或“否”），系统会记录撤销。"
      "请不要用 Delete 清空勾选格：清空的格子无法与插入、删除单元格造成的错位区分，这一列的勾选会全部不生效。"
      "撤销较多格子、或同一列既撤销又新勾选的文件，会先交协调人确认后才生效。"),
-    ("不能用的标记", "请不要输入 x、×、✗ 或错误值（#N/A 等，常见于粘贴的公式结果）：这些格子不会被当作“未勾选”，"
-     "而是被拒绝并在回执中列出，请改为勾选或留空。"),
+    ("未通过与可办可不办", "学生不能通过某一步骤时（如图书未还、欠费），在该格输入 ×、✗ 或“未通过”"
+     "（旧版 Excel、WPS、LibreOffice 也可从下拉列表选择），并在“备注”写明原因，原因会随记录保存并显示给学生；"
+     "没写原因的也会记录，回执中会提醒补写。"
+     "该生之后办完，把该格改为勾选或 TRUE 即可。签发时已是未通过的格子显示“未通过”。"
+     "不需要该生办理但也不拦着他的，输入 ○ 或“可办可不办”。"),
+    ("不能用的标记", "请不要输入英文字母 x（有人用它表示勾，有人表示叉）或错误值（#N/A 等，常见于粘贴的公式结果）："
+     "这些格子不会被当作“未勾选”，而是被拒绝并在回执中列出，请改为勾选、× 或留空。"
+     "批量表和“解除限制”只能勾选或取消勾选。"),
     ("备注", "“备注”列可以写说明（如“欠费已缴清”），会随办理记录一起保存。"),
     ("排序与筛选", "可以排序、筛选、隐藏行、调整列宽。排序时请点击表头的筛选按钮选择排序，或先点击行号选中整行再排序；"
      "不要只选中几列排序，也不要只在部分列中粘贴、插入或删除单元格。"

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from lixiao.core.flow import load_preset
+from lixiao.core.model import Status
 from lixiao.sync.cli import main
 from lixiao.workbooks.reader import read_returned
 from lixiao.workbooks.returned import Returned
@@ -48,10 +49,10 @@ def run_jobs(jobs: list[dict[str, Any]], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr + done.stdout
 
 
-def ticked(returned: Returned) -> dict[str, dict[str, bool]]:
+def ticked(returned: Returned) -> dict[str, dict[str, Status]]:
     """Only the ticked cells of a returned workbook, by 学号."""
-    return {no: {k: v for k, v in row.ticks.items() if v} for no, row in returned.rows.items()
-            if any(row.ticks.values())}
+    return {no: {k: v for k, v in row.marks.items() if v is Status.PASSED} for no, row in returned.rows.items()
+            if any(m is Status.PASSED for m in row.marks.values())}
 
 
 def test_headless_convert_keeps_ticks_and_token(libreoffice: str, demo: Path, tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_headless_convert_keeps_ticks_and_token(libreoffice: str, demo: Path, tm
     after = read_returned(after_bytes, key(demo))
     assert after.token.status == "valid" and after.students_match is True
     assert ticked(after) == ticked(before) == {"2201010101": {"electricity": True}}
-    assert {no: r.ticks for no, r in after.rows.items()} == {no: r.ticks for no, r in before.rows.items()}
+    assert {no: r.marks for no, r in after.rows.items()} == {no: r.marks for no, r in before.rows.items()}
     assert after.anomalies == []
 
 
@@ -107,8 +108,9 @@ def test_staff_edit_in_libreoffice_reads_back_exactly(libreoffice: str, demo: Pa
     back = read_returned(out_u.read_bytes(), key(demo))
     assert back.token.status == "valid" and back.students_match is True and back.anomalies == []
     assert back.operator == "水电王老师"
-    assert ticked(back) == {a: {"electricity": True}, b: {"electricity": True}, c: {"electricity": True}}
-    assert back.rows["2201010101"].ticks == {"electricity": False}  # the revocation
+    assert ticked(back) == {a: {"electricity": Status.PASSED}, b: {"electricity": Status.PASSED},
+                            c: {"electricity": Status.PASSED}}
+    assert back.rows["2201010101"].marks == {"electricity": Status.PENDING}  # the revocation
     assert [(t.group, t.step) for t in back.batch if t.ticked] == [(room, "electricity")]
     order = [r.identity["宿舍"] for r in sorted(back.rows.values(), key=lambda r: r.row)]
     assert order == sorted(order, reverse=True)  # really sorted, rows still keyed by 学号
@@ -118,7 +120,7 @@ def test_staff_edit_in_libreoffice_reads_back_exactly(libreoffice: str, demo: Pa
     assert college_back.operator == "学院李老师"
     # national-loan cells were issued ticked (the loans feed passed them); the only new tick is ours
     expected = ticked(college_issued)
-    expected.setdefault(student, {})["party_transfer"] = True
+    expected.setdefault(student, {})["party_transfer"] = Status.PASSED
     assert ticked(college_back) == expected
     issued_batch = {(t.mode, t.group, t.step) for t in college_issued.batch if t.ticked}
     back_batch = {(t.mode, t.group, t.step) for t in college_back.batch if t.ticked}
@@ -127,8 +129,9 @@ def test_staff_edit_in_libreoffice_reads_back_exactly(libreoffice: str, demo: Pa
 
 
 def test_libreoffice_return_syncs_to_exactly_the_ticks_made(libreoffice: str, tmp_path: Path) -> None:
-    """Ticked, sorted and saved in LibreOffice, then synced: the store holds exactly those ticks, and the
-    receipt lists the refused prerequisite tick in the manual's words."""
+    """Ticked, typed (未通过 with its reason in 备注, × without one), sorted and saved in LibreOffice, then synced:
+    the store holds exactly those statuses, and the receipt lists the refused prerequisite tick in the manual's
+    words and asks for the missing reason."""
     import openpyxl
 
     folder = cohort_folder(tmp_path / "demo", 120)
@@ -139,11 +142,15 @@ def test_libreoffice_return_syncs_to_exactly_the_ticks_made(libreoffice: str, tm
     certificates = sorted((folder / "outbox" / "certificates").glob("*.xlsx"))[0]
     issued = read_returned(utilities.read_bytes(), key(folder))
     chosen = sorted(issued.rows)[:3]
+    failed, crossed = sorted(issued.rows)[3:5]
     cert_student = sorted(read_returned(certificates.read_bytes(), key(folder)).rows)[0]
     out_u, out_c = tmp_path / "u.xlsx", tmp_path / "c.xlsx"
     run_jobs([
         {"input": str(utilities), "output": str(out_u), "operator": "水电王老师",
-         "edits": [{"sheet": "办理", "key": no, "column": "清理电费", "value": True} for no in chosen],
+         "edits": [*({"sheet": "办理", "key": no, "column": "清理电费", "value": True} for no in chosen),
+                   {"sheet": "办理", "key": failed, "column": "清理电费", "value": "未通过"},
+                   {"sheet": "办理", "key": failed, "column": "备注", "value": "电费欠 35 元"},
+                   {"sheet": "办理", "key": crossed, "column": "清理电费", "value": "×"}],
          "sort": {"sheet": "办理", "by": "宿舍"}},
         {"input": str(certificates), "output": str(out_c), "operator": "学院李老师",
          "edits": [{"sheet": "办理", "key": cert_student, "column": "领取学位证", "value": True}]},
@@ -153,7 +160,12 @@ def test_libreoffice_return_syncs_to_exactly_the_ticks_made(libreoffice: str, tm
     result = runner.invoke(main, ["--data", str(folder), "sync", str(folder / "inbox" / "水电.xlsx"),
                                   str(folder / "inbox" / "证件.xlsx"), "--json"])
     outcomes = {f["file"]: f for f in json.loads(result.output)["files"]}
-    assert outcomes["水电.xlsx"]["outcome"] == "merged" and outcomes["水电.xlsx"]["applied"] == 3
+    assert outcomes["水电.xlsx"]["outcome"] == "merged" and outcomes["水电.xlsx"]["applied"] == 5
+    assert any("没有写原因" in r and crossed in r for r in outcomes["水电.xlsx"]["reasons"])
+    for no, remark in ((failed, "电费欠 35 元"), (crossed, "")):
+        record = json.loads(runner.invoke(main, ["--data", str(folder), "status", no, "--json"]).output)
+        electricity = next(s for s in record["steps"] if s["step"] == "electricity")
+        assert (electricity["status"], electricity["remark"]) == ("failed", remark)
     assert outcomes["证件.xlsx"]["refused"] == 1 and outcomes["证件.xlsx"]["applied"] == 0
     for no in chosen:
         record = json.loads(runner.invoke(main, ["--data", str(folder), "status", no, "--json"]).output)
