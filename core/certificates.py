@@ -13,8 +13,6 @@ from .model import Checkpoint, Flow, Status, Step, Student
 from .stats import Board
 from .store import Store
 
-NO_CLASS = "（无班级）"
-
 
 @dataclass(frozen=True, slots=True)
 class ReadyStudent:
@@ -75,7 +73,7 @@ def _ready_list(checkpoint: str, title: str, entries: Iterable[_Entry]) -> Ready
         elif entry.blocked:
             blocked += 1
         else:
-            ready.setdefault(entry.student.class_name or NO_CLASS, []).append(
+            ready.setdefault(entry.student.class_group, []).append(
                 ReadyStudent(entry.student, entry.pending))
     classes = tuple(ReadyClass(name, tuple(sorted(members, key=lambda s: s.student.student_no)))
                     for name, members in sorted(ready.items()))

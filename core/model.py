@@ -75,6 +75,12 @@ class Student:
     switch: bool = False
     withheld: bool = False
 
+    @property
+    def class_group(self) -> str:
+        """The group a report lists the student under: the 班级, or — for graduates, whose rosters have none —
+        培养层次 and 专业 (e.g. "硕士 机械工程")."""
+        return self.class_name or f"{self.level} {self.major or '（未填专业）'}"
+
     def flag(self, name: str) -> bool:
         """The value of one applicability flag (e.g. ``national_loan``)."""
         if name not in FLAGS:
@@ -144,3 +150,9 @@ class Flow:
     def all_steps(self) -> list[Step]:
         """Every step in flow order."""
         return [s for cp in self.checkpoints for s in cp.steps]
+
+    @property
+    def needs_class(self) -> bool:
+        """Whether a roster must give every student a 班级: only where some checkpoint ticks by class (按班级);
+        graduate rosters have none (manual §3.3: 班级 ____)."""
+        return any("class" in cp.batch for cp in self.checkpoints)

@@ -73,8 +73,8 @@ def _text_cell(value: object, column: str, reasons: list[str]) -> str:
     return clean_text(str(value))
 
 
-def validate_row(row_number: int, cells: Mapping[str, object]) -> Student | RowProblem:
-    """One roster row as a Student, or every reason it is refused."""
+def validate_row(row_number: int, cells: Mapping[str, object], class_required: bool = True) -> Student | RowProblem:
+    """One roster row as a Student, or every reason it is refused (班级 may be blank unless ``class_required``)."""
     reasons: list[str] = []
     student_no = _text_cell(cells.get("学号"), "学号", reasons)
     if student_no and _SCIENTIFIC.match(student_no):
@@ -103,8 +103,8 @@ def validate_row(row_number: int, cells: Mapping[str, object]) -> Student | RowP
     if not college:
         reasons.append("院系为空")
     class_name = clean_text(str(cells.get("班级") or ""))
-    if not class_name:
-        reasons.append("班级为空")
+    if not class_name and class_required:
+        reasons.append("班级为空（本流程有按班级批量办理的离校点，每个学生都需要班级）")
     flags: dict[str, bool] = {}
     for column, attr in FLAG_COLUMNS.items():
         value = parse_flag(cells.get(column))
@@ -120,10 +120,10 @@ def validate_row(row_number: int, cells: Mapping[str, object]) -> Student | RowP
     )
 
 
-def check_headers(headers: Iterable[str]) -> list[str]:
+def check_headers(headers: Iterable[str], class_required: bool = True) -> list[str]:
     """Warnings about unknown columns; raises RosterError when a required column is missing."""
     present = [clean_text(h) for h in headers]
-    missing = [c for c in REQUIRED_COLUMNS if c not in present]
+    missing = [c for c in REQUIRED_COLUMNS if c not in present and (class_required or c != "班级")]
     if missing:
         raise RosterError(
             f"名单缺少必需的列：{'、'.join(missing)}。请用 lixiao students template 生成模板，按模板的列名填写"
@@ -135,14 +135,16 @@ def check_headers(headers: Iterable[str]) -> list[str]:
     return [f"忽略未知的列：{'、'.join(unknown)}"] if unknown else []
 
 
-def validate_roster(headers: list[str], rows: Iterable[tuple[int, Mapping[str, object]]]) -> RosterResult:
-    """Validate every row; duplicates of 学号 or 身份证号 are reported on each row involved."""
-    result = RosterResult(warnings=check_headers(headers))
+def validate_roster(headers: list[str], rows: Iterable[tuple[int, Mapping[str, object]]],
+                    class_required: bool = True) -> RosterResult:
+    """Validate every row; duplicates of 学号 or 身份证号 are reported on each row involved. ``class_required``:
+    the flow ticks by class (Flow.needs_class), so a blank 班级 is refused."""
+    result = RosterResult(warnings=check_headers(headers, class_required))
     parsed: list[tuple[int, Student]] = []
     for number, cells in rows:
         if all(v is None or (isinstance(v, str) and not v.strip()) for v in cells.values()):
             continue
-        outcome = validate_row(number, cells)
+        outcome = validate_row(number, cells, class_required)
         if isinstance(outcome, RowProblem):
             result.problems.append(outcome)
         else:

@@ -139,11 +139,14 @@ class GroupProgress:
 
 
 def group_progress(board: Board, key: str) -> list[GroupProgress]:
-    """Completion per ``college``, ``class`` or ``building`` (dorm 区-栋), sorted by name."""
+    """Completion per ``college``, ``class`` (班级, or 培养层次 专业 where a student has none: Student.class_group),
+    ``level`` (本科/硕士/博士) or ``building`` (dorm 区-栋), sorted by name."""
     if key == "college":
         names = [s.college for s in board.students]
     elif key == "class":
-        names = [s.class_name for s in board.students]
+        names = [s.class_group for s in board.students]
+    elif key == "level":
+        names = [s.level for s in board.students]
     else:
         names = [building(s.dorm) for s in board.students]
     counts: dict[str, list[int]] = {}

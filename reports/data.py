@@ -104,7 +104,7 @@ class ReportData:
     school: Progress
     checkpoints: list[tuple[Progress, list[Progress]]]
     colleges: list[GroupProgress]
-    classes: dict[str, list[GroupProgress]]  # college → classes
+    classes: dict[str, list[GroupProgress]]  # college → classes (or 培养层次 专业 where a student has no 班级)
     buildings: list[GroupProgress]
     bottleneck_colleges: list[str]
     bottlenecks: list[tuple[str, str, dict[str, int], int]]
@@ -121,6 +121,8 @@ class ReportData:
     js_flow: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     board: Board | None = None  # the status matrix itself (student search, Excel report)
+    group_title: str = "班级"  # what ``classes`` are: 班级, 培养层次 · 专业 (graduates), or both
+    levels: list[GroupProgress] = field(default_factory=list)  # per 培养层次, where the cohort is not all 本科
 
 
 def student_rows(data: ReportData) -> list[list[Any]]:
@@ -166,6 +168,14 @@ def feed_gaps(store: Store, flow: Flow, board: Board) -> list[FeedGapLine]:
     return found
 
 
+def group_title(board: Board) -> str:
+    """What the per-college groups are called: 班级, or 培养层次 · 专业 where the roster has no classes."""
+    with_class = sum(bool(s.class_name) for s in board.students)
+    if with_class == len(board.students):
+        return "班级"
+    return "培养层次 · 专业" if with_class == 0 else "班级 / 培养层次 · 专业"
+
+
 def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None = None) -> ReportData:
     """Gather the report's data in one pass over the store (``board``: the one just read from it, if
     any); records today's progress snapshot."""
@@ -189,7 +199,7 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
     classes: dict[str, list[GroupProgress]] = {}
     by_class_college: dict[str, str] = {}
     for student in board.students:
-        by_class_college.setdefault(student.class_name, student.college)
+        by_class_college.setdefault(student.class_group, student.college)
     for group in group_progress(board, "class"):
         classes.setdefault(by_class_college[group.name], []).append(group)
     bottleneck_colleges, bottleneck_rows = bottlenecks(flow, board)
@@ -207,6 +217,9 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
                 for r in store.open_rejections(REVIEW_LIMIT)]
     gaps = feed_gaps(store, flow, board)
     colleges = group_progress(board, "college")
+    levels = group_progress(board, "level")
+    if [g.name for g in levels] in ([], ["本科"]):
+        levels = []
     offices = []
     codes = {c.code for c in flow.checkpoints}
     for row in store.office_returns():
@@ -227,6 +240,7 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
         ready_lists=board_ready_lists(flow, board, session.year), js_flow=js_flow,
         feed_gaps=gaps[:REVIEW_LIMIT], feed_gap_count=len(gaps),
         college_checkpoints={c.name: checkpoint_progress(flow, board, c.name) for c in colleges},
+        group_title=group_title(board), levels=levels,
         sources={"returns": ledger[0], "last_return": ledger[1] or "", "store": str(store.path.name)},
         board=board,
     )

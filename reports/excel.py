@@ -92,7 +92,12 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
             p.unfinished_previous, p.percent_unfinished / 100]
            for college, figures in data.college_checkpoints.items() for cp, steps in figures if cp.expected
            for p in (cp, *steps) if p.expected], (24, 28))
-    table("各班级", ["学院", "班级", "应离校人数", "全部完成", "未完成", "完成率"],
+    if data.levels:
+        table("各培养层次", ["培养层次", "应离校人数", "其中往届", "全部完成", "未完成", "完成率"],
+              [[g.name, g.expected, g.expected_previous, g.complete, g.unfinished, g.percent_complete / 100]
+               for g in data.levels])
+    table("各班级" if data.group_title == "班级" else "各专业", ["学院", data.group_title, "应离校人数", "全部完成",
+                                                              "未完成", "完成率"],
           [[college, c.name, c.expected, c.complete, c.unfinished, c.percent_complete / 100]
            for college, classes in sorted(data.classes.items()) for c in classes], (24, 16))
     table("各宿舍楼", ["宿舍楼", "应离校人数", "全部完成", "未完成", "完成率"],

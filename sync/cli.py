@@ -93,16 +93,16 @@ def students_template(file: Path) -> None:
 def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: str | None) -> None:
     """导入学生名单（.xlsx 或 .csv）；有错的行逐行列出。Import a roster; bad rows are listed with their row numbers."""
     table = read_table(read_input(file), file.name)
-    result = validate_roster(table.headers, table.rows)
-    for warning in result.warnings:
-        console.print(f"[yellow]注意：{warning}[/]")
-    if result.problems:
-        console.print(f"[red]{len(result.problems)} 行有错误：[/]")
-        for problem in result.problems:
-            console.print(f"  {problem}")
-        if not skip_bad:
-            raise Refused("名单有错误，没有导入任何学生；请改正后重新导入，或加 --skip-bad 只导入正确的行")
     with open_data(ctx, write=True) as folder:
+        result = validate_roster(table.headers, table.rows, folder.flow.needs_class)
+        for warning in result.warnings:
+            console.print(f"[yellow]注意：{warning}[/]")
+        if result.problems:
+            console.print(f"[red]{len(result.problems)} 行有错误：[/]")
+            for problem in result.problems:
+                console.print(f"  {problem}")
+            if not skip_bad:
+                raise Refused("名单有错误，没有导入任何学生；请改正后重新导入，或加 --skip-bad 只导入正确的行")
         counts = folder.store.upsert_students(result.students, source=f"roster:{file.name}",
                                               operator=operator_name(operator))
     console.print(f"导入完成：新增 {counts['added']}，更新 {counts['updated']}，未变 {counts['unchanged']}")

@@ -106,7 +106,7 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
 
             bar.update(task, description="导入学生名单")
             table = read_table(roster_file.read_bytes(), roster_file.name)
-            result = validate_roster(table.headers, table.rows)
+            result = validate_roster(table.headers, table.rows, folder.flow.needs_class)
             folder.store.upsert_students(result.students, source=f"roster:{roster_file.name}", operator="演示")
             bar.advance(task)
 

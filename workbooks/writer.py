@@ -209,8 +209,8 @@ READY_HINT = ("只给本表中的学生发证；不在表中的学生前置条�
 
 
 def _ready_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, listing: ReadyList, issued_at: str) -> None:
-    """可领证名单: per class, the students whose prerequisites were all met at issue and who still have
-    something to collect; printable on A4 portrait. Nothing here is read back."""
+    """可领证名单: per class (or 培养层次 专业), the students whose prerequisites were all met at issue and who still
+    have something to collect; printable on A4 portrait. Nothing here is read back."""
     sheet = book.add_worksheet(READY_SHEET)
     last = len(READY_HEADERS) - 1
     scope = "" if plan.scope in plan.title else f"　{plan.scope}"
@@ -222,8 +222,9 @@ def _ready_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, listing: Ready
                        f"　　已领完 {listing.done} 人", f.counts)
     sheet.merge_range(2, 0, 2, last, "", f.warning)
     sheet.write_string(2, 0, READY_HINT, f.warning)
+    grouped_by = "班级 / 培养层次 · 专业" if any(not r.student.class_name for r in plan.rows) else "班级"
     for col, title in enumerate(READY_HEADERS):
-        sheet.write_string(HEADER_ROW, col, title, f.header)
+        sheet.write_string(HEADER_ROW, col, grouped_by if title == "班级" else title, f.header)
     r = HEADER_ROW + 1
     if not listing.classes:
         sheet.merge_range(r, 0, r, last, "", f.group)
@@ -234,7 +235,7 @@ def _ready_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, listing: Ready
         r += 1
         for entry in group.students:
             student = entry.student
-            for col, value in enumerate((student.student_no, student.name, student.class_name, entry.pending_names)):
+            for col, value in enumerate((student.student_no, student.name, student.class_group, entry.pending_names)):
                 sheet.write_string(r, col, value, f.listed)
             r += 1
     sheet.set_row(0, 24)
