@@ -151,6 +151,14 @@ class Flow:
         """Every step in flow order."""
         return [s for cp in self.checkpoints for s in cp.steps]
 
+    def step_label(self, code: str) -> str:
+        """A step's name as a column header: its own name, or — where two checkpoints have a step of that name
+        (领取学位证 at the college desk and at 教务处) — the name with its checkpoint, 领取学位证（教务处离校点）."""
+        step = self.steps[code]
+        if sum(s.name == step.name for s in self.steps.values()) == 1:
+            return step.name
+        return f"{step.name}（{self.checkpoint(step.checkpoint).name}）"
+
     @property
     def needs_class(self) -> bool:
         """Whether a roster must give every student a 班级: only where some checkpoint ticks by class (按班级);

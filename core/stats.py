@@ -182,6 +182,6 @@ def bottlenecks(flow: Flow, board: Board) -> tuple[list[str], list[tuple[str, st
             if unfinished:
                 per[block.college] = per.get(block.college, 0) + unfinished
         if per:
-            rows.append((step.code, flow.steps[step.code].name, per, sum(per.values())))
+            rows.append((step.code, flow.step_label(step.code), per, sum(per.values())))
     rows.sort(key=lambda r: -r[3])
     return sorted({s.college for s in board.students}), rows

@@ -122,7 +122,7 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
     table("被拒绝的勾选", ["学号", "姓名", "离校步骤", "交回内容", "原因", "文件"],
           [[r.student_no, r.name, r.step_name, r.value, r.reason, r.file_name] for r in data.refused],
           (12, 10, 16, 10, 60, 30))
-    step_names = [s.name for s in data.flow.all_steps()]
+    step_names = [data.flow.step_label(s.code) for s in data.flow.all_steps()]
     headers = [*MATRIX_IDENTITY, *step_names, "全部完成"]
     matrix = table("状态矩阵", headers, [], (12, 8, 20, 12, 18, 5))
     matrix.autofilter(1, 0, len(data.board.codes) + 1 if data.board else 1, len(headers) - 1)
@@ -131,16 +131,17 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
     return buffer.getvalue(), part
 
 
-def export_matrix(board: Board, title: str) -> bytes:
+def export_matrix(board: Board, title: str, labels: Sequence[str]) -> bytes:
     """``lixiao export FILE.xlsx``: the status matrix on its own, printable (A4 landscape, the header
-    rows repeat on every page), 已通过 and 未通过 coloured by conditional formats; every cell text."""
+    rows repeat on every page), 已通过 and 未通过 coloured by conditional formats; every cell text. ``labels``: the
+    steps' column headers (Flow.step_label)."""
     buffer = io.BytesIO()
     book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False,
                                          "strings_to_numbers": False})
     head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "top"})
     sheet = book.add_worksheet("离校状态")
     sheet.write_string(0, 0, title, book.add_format({"bold": True, "font_size": 14}))
-    headers = [*MATRIX_IDENTITY, *(s.name for s in board.steps), "全部完成"]
+    headers = [*MATRIX_IDENTITY, *labels, "全部完成"]
     for col, name in enumerate(headers):
         sheet.write_string(1, col, name, head)
         sheet.set_column(col, col, 12 if col < len(MATRIX_IDENTITY) else max(8, min(14, len(name) * 2)))

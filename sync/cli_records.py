@@ -161,10 +161,11 @@ def export(ctx: click.Context, file: Path) -> None:
             from lixiao.reports.excel import export_matrix
 
             board = folder.clearance.board()
-            data, count = export_matrix(board, folder.session_name), len(board.codes)
+            labels = [folder.flow.step_label(s.code) for s in board.steps]
+            data, count = export_matrix(board, folder.session_name, labels), len(board.codes)
         else:
             steps = folder.flow.all_steps()
-            headers = [*IDENTITY, *(s.name for s in steps), "全部完成"]
+            headers = [*IDENTITY, *(folder.flow.step_label(s.code) for s in steps), "全部完成"]
             rows = []
             for s, statuses, _, complete in folder.clearance.student_matrix():
                 row = [s.student_no, s.name, s.college, s.class_name, s.dorm, "是" if s.previous else ""]

@@ -179,3 +179,20 @@ def test_sync_regenerates_the_reports(issued: Cli) -> None:
     assert issued("sync").exit_code == 0
     js = (issued.data / "reports" / "students.js").read_text("utf-8")
     assert "0803010103" in js and (issued.data / "reports" / "index.html").exists()
+
+
+def test_the_same_step_name_at_two_desks_is_labelled_with_its_checkpoint(reported: Cli, tmp_path: Path) -> None:
+    """领取学位证 exists at the college desk and at 教务处: every header names its checkpoint (Excel matrix, the
+    瓶颈 rows, both exports), so the two columns cannot be confused."""
+    book = openpyxl.load_workbook(reported.data / "reports" / "离校进度.xlsx", read_only=True)
+    matrix_headers = list(next(book["状态矩阵"].iter_rows(min_row=2, max_row=2, values_only=True)))
+    bottleneck_names = [r[0] for r in book["瓶颈"].iter_rows(values_only=True)]
+    csv_out, xlsx_out = tmp_path / "m.csv", tmp_path / "m.xlsx"
+    assert reported("export", str(csv_out)).exit_code == 0 and reported("export", str(xlsx_out)).exit_code == 0
+    csv_headers = csv_out.read_text("utf-8-sig").splitlines()[0].split(",")
+    exported = openpyxl.load_workbook(xlsx_out, read_only=True)
+    xlsx_headers = list(next(exported.active.iter_rows(min_row=2, max_row=2, values_only=True)))
+    for headers in (matrix_headers, csv_headers, xlsx_headers):
+        assert "领取学位证（学院领取证件）" in headers and "领取学位证（教务处离校点）" in headers
+        assert "领取学位证" not in headers and len(set(headers)) == len(headers)
+    assert "领取学位证（学院领取证件）" in bottleneck_names and "领取学位证" not in bottleneck_names

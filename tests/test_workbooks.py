@@ -272,3 +272,25 @@ def test_checkbox_cells_are_booleans_with_list_validation(issued: Cli) -> None:
     # No protection: Excel cannot sort a protected sheet's locked cells, and staff then sorted a selection.
     assert "<sheetProtection" not in xml and "<autoFilter " in xml and "<pane " in xml
     assert 'orientation="landscape"' in xml and 'paperSize="9"' in xml
+
+
+def test_long_prerequisites_get_tall_rows_and_every_box_shows_true_or_false(issued: Cli) -> None:
+    """Printed from LibreOffice, a wrapped 前置条件 used to run over the next rows and boxes showed 0 in some columns
+    and FALSE in others: rows with a long 前置条件 now carry a height for every line, and every box has the same
+    explicit TRUE/FALSE number format."""
+    path = outbox(issued, "certificates")[0]
+    book = openpyxl.load_workbook(path)
+    sheet = book[MAIN_SHEET]
+    header = next(r for r in range(1, 10) if sheet.cell(r, 1).value == "学号")
+    prereq = [c.column for c in sheet[header] if c.value == "前置条件"][0]
+    long_rows = 0
+    for r in range(header + 1, sheet.max_row + 1):
+        text = sheet.cell(r, prereq).value or ""
+        if len(text) > 40:  # 40+ CJK characters wrap in a column at most 40 wide
+            long_rows += 1
+            height = sheet.row_dimensions[r].height
+            assert height is not None and height >= 15 * 2, (r, text, height)
+    assert long_rows >= 3
+    formats = {sheet.cell(r, c).number_format for r in range(header + 1, sheet.max_row + 1)
+               for c in range(prereq + 1, sheet.max_column + 1) if isinstance(sheet.cell(r, c).value, bool)}
+    assert formats == {'"TRUE";"TRUE";"FALSE"'}

@@ -51,6 +51,16 @@ class Token:
         return row_key(self.row_secret, ident) if self.row_secret else ""
 
 
+BOOLEAN_FORMAT = '"TRUE";"TRUE";"FALSE"'
+REMARK_WIDTH = 30
+LINE_HEIGHT = 15  # points per line of 11-point 等线
+
+
+def _lines(text: str, width: int) -> int:
+    """How many lines ``text`` wraps to in a column ``width`` characters wide (CJK counting double)."""
+    return max(1, -(-text_width(text) // max(1, width - 2)))
+
+
 class _Formats:
     """Every cell style of a lixiao workbook; checkbox styles are never shared with text cells."""
 
@@ -73,8 +83,10 @@ class _Formats:
         self.guide_head = fmt(bold=True, font_size=12)
         # insert_checkbox mutates the format it is given: these two serve checkbox cells only.
         self.row_key = fmt(num_format="@", font_color="#A6A6A6", font_size=8, border=1)
-        self.box = fmt(locked=False, border=1, align="center")
-        self.box_blocked = fmt(locked=False, border=1, align="center", bg_color="#FCE4D6")
+        # An explicit TRUE/FALSE number format: LibreOffice otherwise shows every boolean but the sheet's first as
+        # 1/0 (seen in 7.4), so one column read "0" in some rows and "FALSE" in others. Booleans ignore it in Excel.
+        self.box = fmt(locked=False, border=1, align="center", num_format=BOOLEAN_FORMAT)
+        self.box_blocked = fmt(locked=False, border=1, align="center", bg_color="#FCE4D6", num_format=BOOLEAN_FORMAT)
         self.ticked = book.add_format({"bg_color": "#C6EFCE", "font_color": "#006100"})
         self.failed_mark = book.add_format({"bg_color": "#FFC7CE", "font_color": "#9C0006"})
         # a step cell issued 未通过 / 可办可不办: text, in a format no checkbox shares
@@ -175,11 +187,15 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
     widths = [text_width(h) + 2 for h in headers]
     for col, title in enumerate(headers):
         sheet.write_string(HEADER_ROW, col, title, f.header)
+    prereq_width = min(40, max(10, max((text_width(r.prerequisite) for r in plan.rows), default=8)))
     for r, row in enumerate(plan.rows, start=HEADER_ROW + 1):
         for col, value in enumerate(row.identity):
             sheet.write_string(r, col, value, f.identity)
             widths[col] = max(widths[col], text_width(value) + 2)
         sheet.write_string(r, len(identity), row.prerequisite, f.unmet if row.blocked else f.met)
+        lines = max(_lines(row.prerequisite, prereq_width), _lines(row.remark, REMARK_WIDTH))
+        if lines > 1:  # wrapped text: neither XlsxWriter nor LibreOffice's print sizes the row by itself
+            sheet.set_row(r, LINE_HEIGHT * lines)
         box = f.box_blocked if row.blocked else f.box
         for index, cell in enumerate(row.cells):
             if cell.status in WRITTEN and cell.applicable:
@@ -192,8 +208,8 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
         if token.row_secret:
             sheet.write_string(r, remark_col + 1, token.key(row.student.student_no), f.row_key)
     last_row = HEADER_ROW + max(1, len(plan.rows))
-    widths[len(identity)] = min(40, max(10, max((text_width(r.prerequisite) for r in plan.rows), default=8)))
-    widths[remark_col] = 30
+    widths[len(identity)] = prereq_width
+    widths[remark_col] = REMARK_WIDTH
     if token.row_secret:
         widths[remark_col + 1] = 9
     for col, width in enumerate(widths):
