@@ -75,6 +75,7 @@ class WaiverRowPlan:
     status: Status
     waived: bool
     reason: str
+    note: str = ""  # why the step is not passed, as stored (the finance feed's 欠费 120.00 元, 未还图书 2 册)
 
 
 PREREQ_MET = "已满足"
@@ -375,5 +376,5 @@ def _plan_waivers(
             reason = waived.get(student.student_no, {}).get(code)
             plan.waiver_rows.append(WaiverRowPlan(
                 student, step, flow.checkpoint(step.checkpoint).title_for(student.college), status,
-                reason is not None, reason or ""))
+                reason is not None, reason or "", row.remark if row else ""))
     return plan

@@ -300,7 +300,8 @@ def _plan_waivers(
                 plan.refusals.append(Refusal(tick.student_no, tick.step, "解除限制", decision.reason,
                                              RefusalKind.NEW_LIFT))
                 continue
-        plan.waiver_changes.append(WaiverChange(tick.student_no, tick.step, tick.lifted, tick.reason.strip()))
+        plan.waiver_changes.append(WaiverChange(tick.student_no, tick.step, tick.lifted, tick.reason.strip(),
+                                                tick.evidence.strip()))
 
 
 def apply_plan(store: Store, plan: MergePlan, *, source: str, operator: str, source_hash: str) -> None:
@@ -309,7 +310,8 @@ def apply_plan(store: Store, plan: MergePlan, *, source: str, operator: str, sou
                          operator=operator, source_hash=source_hash)
     for w in plan.waiver_changes:
         if w.lift:
-            store.add_waiver(w.student_no, w.step, w.reason, operator, source=source, source_hash=source_hash)
+            store.add_waiver(w.student_no, w.step, w.reason, operator, w.evidence, source=source,
+                             source_hash=source_hash)
         else:
             store.restore_waiver(w.student_no, w.step, operator, source=source, source_hash=source_hash)
     store.add_refused(source_hash, [(r.student_no, r.step, r.value, r.reason) for r in plan.refusals])

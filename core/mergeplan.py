@@ -100,6 +100,7 @@ class WaiverChange:
     step: str
     lift: bool
     reason: str
+    evidence: str = ""
 
 
 @dataclass
@@ -172,6 +173,8 @@ class WaiverTickLike(Protocol):
     def key(self) -> str: ...
     @property
     def blank(self) -> bool: ...
+    @property
+    def evidence(self) -> str: ...
 
 
 @dataclass

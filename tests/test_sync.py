@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 
@@ -142,36 +143,52 @@ def test_batch_room_tick_clears_every_roommate(issued: Cli) -> None:
     assert steps["electricity"]["remark"] == "按宿舍批量：8区-10栋-1层-0121"
 
 
-def test_special_desk_lifts_and_restores(cli: Cli) -> None:
-    """Ticking 解除限制 with a reason lifts it; without a reason it is refused; unticking restores it."""
-    cli("issue", "--checkpoint", "special")
-    path = outbox(cli, "special")[0]
+def _special_cells(path: Path) -> tuple[openpyxl.Workbook, Any, dict[str, int], dict[tuple[str, str], int]]:
+    """The 解除限制 sheet of a special-desk workbook, its columns by header, its rows by (学号, 离校步骤)."""
     book = openpyxl.load_workbook(path)
     ws = book["解除限制"]
-    for r in range(5, ws.max_row + 1):
-        if ws.cell(r, 1).value == "0803010103":
-            ws.cell(r, 9).value, ws.cell(r, 10).value = True, "欠费缓交，缓交证明2026-031"
-        if ws.cell(r, 1).value == "0803010104":
-            ws.cell(r, 9).value = True
+    head = next(r for r in range(1, 10) if ws.cell(r, 1).value == "学号")
+    cols = {ws.cell(head, c).value: c for c in range(1, ws.max_column + 1) if ws.cell(head, c).value}
+    where = {(ws.cell(r, 1).value, ws.cell(r, cols["离校步骤"]).value): r for r in range(head + 1, ws.max_row + 1)}
+    return book, ws, cols, where
+
+
+def test_special_desk_lifts_and_restores(cli: Cli, tmp_path: Path) -> None:
+    """The special desk's workbook shows each restricted step's arrears (from the finance feed); ticking 解除限制
+    with a reason and a 凭证 lifts it and keeps both; without a reason it is refused; unticking restores it."""
+    finance = tmp_path / "财务.csv"
+    finance.write_text("学号,欠费金额\n0803010103,120\n0803010104,35.5\n", "utf-8")
+    assert cli("feed", "finance", str(finance)).exit_code == 0
+    cli("issue", "--checkpoint", "special")
+    book, ws, cols, where = _special_cells(outbox(cli, "special")[0])
+    assert list(cols)[6:12] == ["步骤当前状态", "状态说明", "限制状态", "解除限制", "理由", "凭证"]
+    arrears = where[("0803010103", "缴还欠款")]
+    assert ws.cell(arrears, cols["状态说明"]).value == "欠费 120.00 元"
+    assert ws.cell(arrears, cols["步骤当前状态"]).value == "✗ 未通过"
+    ws.cell(arrears, cols["解除限制"]).value = True
+    ws.cell(arrears, cols["理由"]).value = "欠费缓交，经学生处批准"
+    ws.cell(arrears, cols["凭证"]).value = "缓交证明 2026-031"
+    ws.cell(where[("0803010104", "缴还欠款")], cols["解除限制"]).value = True  # no reason: refused
     buffer = io.BytesIO()
     book.save(buffer)
     drop(cli, "special.xlsx", buffer.getvalue())
     [item] = sync(cli)["files"]
     assert (item["applied"], item["refused"]) == (1, 1)
-    assert [w["student_no"] for w in cli.json("waivers")] == ["0803010103"]
+    [waiver] = cli.json("waivers")
+    assert (waiver["student_no"], waiver["reason"], waiver["evidence"]) == (
+        "0803010103", "欠费缓交，经学生处批准", "缓交证明 2026-031")
     cli("issue", "--checkpoint", "special")
-    second = outbox(cli, "special")[1]
-    book = openpyxl.load_workbook(second)
-    ws = book["解除限制"]
-    for r in range(5, ws.max_row + 1):
-        if ws.cell(r, 1).value == "0803010103":
-            assert ws.cell(r, 9).value is True
-            ws.cell(r, 9).value = False
+    book, ws, cols, where = _special_cells(outbox(cli, "special")[1])
+    arrears = where[("0803010103", "缴还欠款")]
+    assert ws.cell(arrears, cols["解除限制"]).value is True
+    ws.cell(arrears, cols["解除限制"]).value = False
     buffer = io.BytesIO()
     book.save(buffer)
     drop(cli, "special2.xlsx", buffer.getvalue())
     sync(cli)
     assert cli.json("waivers") == []
+    guide = " ".join(str(c.value) for row in book["说明"].iter_rows() for c in row if c.value)
+    assert "凭证" in guide and "前置条件" not in guide and "按班级" not in guide
 
 
 def test_edited_name_and_foreign_rows_change_nothing(issued: Cli) -> None:

@@ -282,7 +282,7 @@ def test_long_prerequisites_get_tall_rows_and_every_box_shows_true_or_false(issu
     book = openpyxl.load_workbook(path)
     sheet = book[MAIN_SHEET]
     header = next(r for r in range(1, 10) if sheet.cell(r, 1).value == "学号")
-    prereq = [c.column for c in sheet[header] if c.value == "前置条件"][0]
+    prereq = next(c.column for c in sheet[header] if c.value == "前置条件")
     long_rows = 0
     for r in range(header + 1, sheet.max_row + 1):
         text = sheet.cell(r, prereq).value or ""

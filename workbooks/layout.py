@@ -16,7 +16,8 @@ REMARK_HEADER = "备注"
 COUNT_SUFFIX = "（已通过/应办）"  # batch sheets: "清理电费（已通过/应办）" beside the step's boxes
 ROW_KEY_HEADER = "行校验"  # the last column of every ticking sheet: a signed key per row (see signing.row_key)
 GROUP_HEADERS = {"class": "班级", "dorm": "宿舍", "college": "院系"}
-WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤当前状态", "限制状态", "解除限制", "理由")
+WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤当前状态", "状态说明", "限制状态",
+                  "解除限制", "理由", "凭证")
 PROPERTY_PREFIX = "lixiao_"
 
 

@@ -313,7 +313,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
         result.anomalies.append(Anomaly("column_missing", f"解除限制表缺少列（应有 {'、'.join(WAIVER_HEADERS)}）",
                                         sheet.name))
         return
-    col = {h: headers.index(h) for h in ("学号", "离校步骤", "解除限制", "理由")}
+    col = {h: headers.index(h) for h in ("学号", "离校步骤", "解除限制", "理由", "凭证") if h in headers}
     _check_key_column(sheet, {h: i for i, h in enumerate(headers)}, result)
     key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
     box = col["解除限制"]
@@ -321,7 +321,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
     outside = False
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         def get(name: str, row: list[Any] = values) -> Any:
-            return row[col[name]] if col[name] < len(row) else None
+            return row[col[name]] if name in col and col[name] < len(row) else None
         student_no = cell_text(get("学号"))
         if not student_no:
             outside = outside or (box < len(values) and not sheet.is_blank(offset, box, values[box]))
@@ -343,7 +343,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
             continue
         key = sheet.text(offset, key_col, values[key_col])[:64] if key_col is not None and key_col < len(values) else ""
         result.waivers.append(WaiverTick(student_no, step, mark, remark_text(get("理由"))[:MAX_TEXT], ref, key,
-                                         blank))
+                                         blank, remark_text(get("凭证"))[:MAX_TEXT]))
     if column_shifted(bool(blanks), outside):
         result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(box)))
 

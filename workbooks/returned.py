@@ -62,6 +62,7 @@ class WaiverTick:
     cell: str
     key: str = ""
     blank: bool = False  # the 解除限制 cell came back empty (not a clear untick)
+    evidence: str = ""  # the 凭证 cell (workbooks issued before it existed have none)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from lixiao.core.marks import WRITTEN
 from lixiao.core.model import Status
 from lixiao.core.signing import row_key
 
+from .guides import GUIDE, READY_GUIDE, WAIVER_GUIDE
 from .layout import (
     COUNT_SUFFIX,
     GROUP_HEADERS,
@@ -319,19 +320,22 @@ def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token,
     headers = [*WAIVER_HEADERS, *((ROW_KEY_HEADER,) if token.row_secret else ())]
     for col, title in enumerate(headers):
         sheet.write_string(HEADER_ROW, col, title, f.header)
+    box = WAIVER_HEADERS.index("解除限制")
     for r, row in enumerate(plan.waiver_rows, start=HEADER_ROW + 1):
-        values = (row.student.student_no, row.student.name, row.student.college, row.student.class_name,
-                  row.checkpoint_title, row.step.name, row.status.label, "限制已关闭" if row.waived else "限制已开启")
+        values = (row.student.student_no, row.student.name, row.student.college, row.student.class_group,
+                  row.checkpoint_title, row.step.name, row.status.marked, row.note,
+                  "限制已关闭" if row.waived else "限制已开启")
         for col, value in enumerate(values):
             sheet.write_string(r, col, value, f.identity)
-        sheet.insert_checkbox(r, 8, row.waived, f.box)
-        sheet.write_string(r, 9, row.reason, f.remark)
+        sheet.insert_checkbox(r, box, row.waived, f.box)
+        sheet.write_string(r, box + 1, row.reason, f.remark)
+        sheet.write_blank(r, box + 2, None, f.remark)  # 凭证: typed with a new lift
         if token.row_secret:
-            sheet.write_string(r, 10, token.key(waiver_ident(row.student.student_no, row.step.code)), f.row_key)
+            sheet.write_string(r, box + 3, token.key(waiver_ident(row.student.student_no, row.step.code)), f.row_key)
     last_row = HEADER_ROW + max(1, len(plan.waiver_rows))
-    for col, width in enumerate((12, 10, 22, 14, 22, 12, 12, 12, 10, 36, 9)):
+    for col, width in enumerate((12, 10, 22, 14, 22, 12, 12, 24, 12, 10, 30, 20, 9)):
         sheet.set_column(col, col, width)
-    sheet.data_validation(HEADER_ROW + 1, 8, last_row, 8, {
+    sheet.data_validation(HEADER_ROW + 1, box, last_row, box, {
         "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information"})
     sheet.freeze_panes(HEADER_ROW + 1, 2)
     sheet.autofilter(HEADER_ROW, 0, last_row, len(headers) - 1)
@@ -339,54 +343,15 @@ def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token,
     sheet.activate()
 
 
-GUIDE = [
-    ("这是什么", "本工作簿由 lixiao 离校系统为“{title}”（{scope}）生成，第 {generation} 版。"
-     "每行一名学生，每个带方框的列是一个离校步骤。"),
-    ("怎样办理", "学生办完某一步骤后，在该行该列的方框里打勾（Excel 365 直接点击方框）。"
-     "旧版 Excel、WPS 或 LibreOffice 中看到的是 TRUE/FALSE（旧版 LibreOffice 显示 1/0）：选择 TRUE 表示已通过，"
-     "也可以输入 ✓、√、“是”或 1。"
-     "灰色格子表示该生不需要办理此步骤，不用填。"),
-    ("经办人", "请在第 2 行“经办人”后面填写您的姓名，系统会把本次交回的所有办理记录记在您名下。"),
-    ("前置条件", "“前置条件”列写着“未满足：……”的学生还有前面的离校点没有办完，"
-     "此时打勾会被系统拒绝，并在回执中说明原因。"),
-    ("批量办理", "“按班级”“按宿舍”“按学院”表每行一个班级/宿舍/学院：在某步骤下打勾，"
-     "表示该组所有需要办理该步骤的学生都已通过（例如一个 4 人寝室一次勾选）。"
-     "批量表中取消勾选不会撤销任何学生，撤销请在“办理”表逐个取消。"),
-    ("撤销", "如果勾错了，在“办理”表取消该格的勾（或选 FALSE、输入 0 或“否”），系统会记录撤销。"
-     "请不要用 Delete 清空勾选格：清空的格子无法与插入、删除单元格造成的错位区分，这一列的勾选会全部不生效。"
-     "撤销较多格子、或同一列既撤销又新勾选的文件，会先交协调人确认后才生效。"),
-    ("未通过与可办可不办", "学生不能通过某一步骤时（如图书未还、欠费），在该格输入 ×、✗ 或“未通过”"
-     "（旧版 Excel、WPS、LibreOffice 也可从下拉列表选择），并在“备注”写明原因，原因会随记录保存并显示给学生；"
-     "没写原因的也会记录，回执中会提醒补写。"
-     "该生之后办完，把该格改为勾选或 TRUE 即可。签发时已是未通过的格子显示“未通过”。"
-     "不需要该生办理但也不拦着他的，输入 ○ 或“可办可不办”。"),
-    ("不能用的标记", "请不要输入英文字母 x（有人用它表示勾，有人表示叉）或错误值（#N/A 等，常见于粘贴的公式结果）："
-     "这些格子不会被当作“未勾选”，而是被拒绝并在回执中列出，请改为勾选、× 或留空。"
-     "批量表和“解除限制”只能勾选或取消勾选。"),
-    ("备注", "“备注”列可以写说明（如“欠费已缴清”），会随办理记录一起保存。"),
-    ("排序与筛选", "可以排序、筛选、隐藏行、调整列宽。排序时请点击表头的筛选按钮选择排序，或先点击行号选中整行再排序；"
-     "不要只选中几列排序，也不要只在部分列中粘贴、插入或删除单元格。"
-     "最后一列“行校验”把每一行的内容绑在一起：一行中的学号与其他格子错开时，该行（错开的行较多时整个文件）会被拒绝，"
-     "以免把勾选记到别的学生名下。"),
-    ("不要修改", "不要修改学号、姓名、身份证号等信息列和“行校验”列，不要删除或重命名工作表，不要设置密码。"),
-    ("交回", "保存后（保持 .xlsx 格式），按协调人要求通过邮件、U 盘或共享文件夹交回本文件。"
-     "文件名可以改，内容会被自动识别；同一文件交回两次不会重复记录。"),
-    ("个人信息", "本表包含学生个人信息，仅用于离校办理，请勿外传。身份证号已隐去中间 8 位。"),
-]
-
-
-READY_GUIDE = ("可领证名单", "第一张表“可领证名单”按班级列出签发时前置条件已全部满足、还有证件未领取的学生，"
-               "以及每人尚未领取的证件。只给名单中的学生发证；不在名单中的学生前置条件未满足，请勿发证。"
-               "名单只反映签发时的情况：其他离校点之后办完的学生，会出现在协调人下一版的名单中。"
-               "发证后请在“办理”表勾选；“可领证名单”表本身不会被系统读取。")
-
-
 def _guide_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, generation: int) -> None:
     sheet = book.add_worksheet(GUIDE_SHEET)
     sheet.set_column(0, 0, 14)
     sheet.set_column(1, 1, 100)
     sheet.write_string(0, 0, "使用说明", f.title)
-    guide = [READY_GUIDE, *GUIDE] if plan.kind == "office" and is_certificate_desk(plan.checkpoint) else GUIDE
+    if plan.kind == "waiver":
+        guide = WAIVER_GUIDE
+    else:
+        guide = [READY_GUIDE, *GUIDE] if is_certificate_desk(plan.checkpoint) else GUIDE
     for r, (head, text) in enumerate(guide, start=2):
         sheet.write_string(r, 0, head, f.guide_head)
         body = text.format(title=plan.title, scope=plan.scope, generation=generation)
