@@ -20,7 +20,7 @@ _CHECKPOINT_KEYS = {
     "code", "name", "per_college", "display", "batch", "requires", "kind", "in_record", "lifts",
     "step",
 }
-_STEP_KEYS = {"code", "name", "applies_to", "source", "feed", "required", "disabled_from"}
+_STEP_KEYS = {"code", "name", "applies_to", "source", "feed", "required", "disabled_from", "refund"}
 
 
 class FlowError(ValueError):
@@ -125,6 +125,7 @@ def _build_step(raw: object, checkpoint: str, where_cp: str, origin: str) -> Ste
         feed=feed,
         required=_bool(raw, "required", True, where, origin),
         disabled_from=disabled,
+        refund=_bool(raw, "refund", False, where, origin),
     )
 
 
@@ -185,6 +186,9 @@ def build_flow(data: Mapping[str, object], origin: str = "流程文件") -> Flow
                 raise _fail(origin, f"代码 {code} 重复（离校点和步骤的代码必须全局唯一）")
             seen.add(code)
         steps.update({s.code: s for s in cp.steps})
+    refunds = [s.code for s in steps.values() if s.refund]
+    if len(refunds) > 1:
+        raise _fail(origin, f"只能有一个退费步骤（refund = true），现在有 {'、'.join(refunds)}")
     cp_codes = {cp.code for cp in checkpoints}
     for cp in checkpoints:
         for req in cp.requires:
@@ -254,6 +258,7 @@ def flow_to_dict(flow: Flow, year: int) -> dict[str, object]:
                         "required": s.required,
                         "enabled": s.enabled(year),
                         "disabled_from": s.disabled_from,
+                        "refund": s.refund,
                     }
                     for s in cp.steps
                 ],

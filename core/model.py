@@ -100,6 +100,7 @@ class Step:
     feed: str = ""  # "library", "finance", "loans:national", "loans:local"
     required: bool = True
     disabled_from: int | None = None  # session year from which the step is cancelled
+    refund: bool = False  # 退费状态: listed by 财务退费查询 and 学生退费查询
 
     def enabled(self, year: int) -> bool:
         """True when the step is still in use for a session of this year."""
@@ -158,6 +159,10 @@ class Flow:
         if sum(s.name == step.name for s in self.steps.values()) == 1:
             return step.name
         return f"{step.name}（{self.checkpoint(step.checkpoint).name}）"
+
+    def refund_step(self, year: int) -> Step | None:
+        """The step the refund queries read (``refund = true``), if the flow has one in use in ``year``."""
+        return next((s for s in self.steps.values() if s.refund and s.enabled(year)), None)
 
     @property
     def needs_class(self) -> bool:

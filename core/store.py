@@ -268,6 +268,12 @@ class Store(Ledger, ReviewRecords, WaiverRecords, OfficeDirectory, WorkbookRegis
         )
         return {r[0]: StatusRow(Status(r[1]), *r[2:]) for r in rows}
 
+    def step_rows(self, step: str) -> dict[str, StatusRow]:
+        """The stored rows of one step: 学号 → row (the refund queries; absent students are pending)."""
+        rows = self.db.execute("SELECT student_no, status, remark, version, updated_at, source, operator FROM statuses "
+                               "WHERE step = ?", [step])
+        return {r[0]: StatusRow(Status(r[1]), *r[2:]) for r in rows}
+
     def all_status_rows(self) -> dict[str, dict[str, StatusRow]]:
         """Every stored status row: 学号 → step → row."""
         result: dict[str, dict[str, StatusRow]] = {}

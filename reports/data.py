@@ -12,7 +12,8 @@ from lixiao.core.clearance import Clearance, WaiverListing
 from lixiao.core.feeds import WHOLE_SCHOOL_FEEDS
 from lixiao.core.identity import mask_id_card, mask_ids_in_text
 from lixiao.core.ledger import Channel
-from lixiao.core.model import Flow
+from lixiao.core.model import Flow, Step
+from lixiao.core.refunds import RefundLine, refund_lines
 from lixiao.core.review import open_items
 from lixiao.core.rules import prerequisite_steps
 from lixiao.core.stats import (
@@ -123,6 +124,8 @@ class ReportData:
     board: Board | None = None  # the status matrix itself (student search, Excel report)
     group_title: str = "班级"  # what ``classes`` are: 班级, 培养层次 · 专业 (graduates), or both
     levels: list[GroupProgress] = field(default_factory=list)  # per 培养层次, where the cohort is not all 本科
+    refund_step: Step | None = None  # the 退费状态 step in use this session, if any (统计查询)
+    refunds: list[RefundLine] = field(default_factory=list)
 
 
 def student_rows(data: ReportData) -> list[list[Any]]:
@@ -217,6 +220,7 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
                 for r in store.open_rejections(REVIEW_LIMIT)]
     gaps = feed_gaps(store, flow, board)
     colleges = group_progress(board, "college")
+    refund_step = flow.refund_step(session.year)
     levels = group_progress(board, "level")
     if [g.name for g in levels] in ([], ["本科"]):
         levels = []
@@ -240,7 +244,9 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
         ready_lists=board_ready_lists(flow, board, session.year), js_flow=js_flow,
         feed_gaps=gaps[:REVIEW_LIMIT], feed_gap_count=len(gaps),
         college_checkpoints={c.name: checkpoint_progress(flow, board, c.name) for c in colleges},
-        group_title=group_title(board), levels=levels,
+        group_title=group_title(board), levels=levels, refund_step=refund_step,
+        refunds=refund_lines(flow, session.year, board.students, store.step_rows(refund_step.code), refund_step)
+        if refund_step else [],
         sources={"returns": ledger[0], "last_return": ledger[1] or "", "store": str(store.path.name)},
         board=board,
     )

@@ -100,6 +100,10 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
                                                               "未完成", "完成率"],
           [[college, c.name, c.expected, c.complete, c.unfinished, c.percent_complete / 100]
            for college, classes in sorted(data.classes.items()) for c in classes], (24, 16))
+    if data.refund_step is not None:
+        table("退费查询", ["学号", "姓名", "学院", data.group_title, "退费状态", "备注", "更新时间"],
+              [[x.student_no, x.name, x.college, x.group, x.word, x.remark, x.updated_at[:16].replace("T", " ")]
+               for x in data.refunds], (12, 10, 22, 16, 10, 30, 16))
     table("各宿舍楼", ["宿舍楼", "应离校人数", "全部完成", "未完成", "完成率"],
           [[b.name, b.expected, b.complete, b.unfinished, b.percent_complete / 100] for b in data.buildings])
     table("瓶颈", ["离校步骤", "合计", *data.bottleneck_colleges],

@@ -22,7 +22,7 @@ from lixiao.core.rules import passed_dependents
 from lixiao.workbooks.roster import build_roster_template
 from lixiao.workbooks.tables import read_table
 
-from . import cli_feed, cli_live, cli_records, cli_review
+from . import cli_feed, cli_live, cli_records, cli_refunds, cli_review
 from .cli_base import (
     LixiaoGroup,
     Refused,
@@ -369,7 +369,8 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
                       "现在未满足；已通过的记录不会自动撤销，如需撤销请逐项 lixiao set[/]")
 
 
-for _command in (*cli_feed.COMMANDS, *cli_records.COMMANDS, *cli_live.COMMANDS, *cli_review.COMMANDS):
+for _command in (*cli_feed.COMMANDS, *cli_records.COMMANDS, *cli_live.COMMANDS, *cli_review.COMMANDS,
+                 *cli_refunds.COMMANDS):
     main.add_command(_command)
 
 

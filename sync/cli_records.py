@@ -15,6 +15,7 @@ from rich.table import Table as RichTable
 
 from lixiao.core.ledger import LedgerState
 from lixiao.core.model import STATUS_LABELS, Status
+from lixiao.core.refunds import REFUND_WORDS
 from lixiao.workbooks.matrix import IDENTITY, matrix_csv
 
 from .cli_base import (
@@ -39,8 +40,13 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
     """按学号、姓名或身份证号查询学生的离校记录及受阻原因。Show a student."""
     with open_data(ctx, write=False) as folder:
         record = folder.clearance.record(folder.clearance.student(query))
-    if as_json:
-        print_json(record)
+        refund_step = folder.flow.refund_step(folder.store.session().year)
+    refund = next((s for s in record["steps"] if refund_step and s["step"] == refund_step.code
+                   and s["status"] != "na"), None)
+    if as_json:  # 学生退费查询: the refund step's state on its own, where the flow has one in use
+        print_json({**record, "refund": None if refund is None else {
+            "status": refund["status"], "refund": REFUND_WORDS.get(Status(refund["status"]), ""),
+            "remark": refund["remark"]}})
         return
     console.print(f"[bold]{record['name']}[/]  学号 {record['student_no']}  {record['gender']}  "
                   f"身份证号 {record['id_card']}")
@@ -57,6 +63,9 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
         remark = f"  [dim]{step['remark']}[/]" if step["remark"] else ""
         console.print(f"    {MARKS[step['status']]} {step['step_name']}  {label}{tail}{remark}")
     console.print(f"全部完成：{'是' if record['complete'] else '否'}")
+    if refund is not None:
+        console.print(f"退费查询：{REFUND_WORDS.get(Status(refund['status']), '')}"
+                      + (f"（{refund['remark']}）" if refund["remark"] else ""))
     grouped: dict[str, list[str]] = {}
     for item in record["blocked"]:
         grouped.setdefault(item["message"], []).append(item["step_name"])
