@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TypedDict
 
-from . import rules
-from .feeds import WHOLE_SCHOOL_FEEDS, FeedEntry, feed_label
+from . import loans, rules
+from .feedapply import FeedApplication
+from .feedapply import FeedReport as FeedReport
 from .identity import mask_id_card
 from .model import FLAGS, Flow, Status, Step, Student
+from .rules import ClearanceError as ClearanceError
+from .rules import RefusedError as RefusedError
 from .schema import LINE_MARKS
 from .stats import CODES, STATUS_OF_CODE, Board
 from .store import Store, StoreError
@@ -110,28 +112,7 @@ WaiverListing = TypedDict("WaiverListing", {
 WaiverListing.__doc__ = "One entry of the 已解除限制名单."
 
 
-class ClearanceError(ValueError):
-    """A clearance command names a student or step that does not exist, or lacks an argument."""
-
-
-class RefusedError(ClearanceError):
-    """The rules refuse the change (e.g. waiving a passed step); nothing was written."""
-
-
-@dataclass
-class FeedReport:
-    """What applying a feed did, counted and listed for the coordinator."""
-
-    passed: int = 0
-    failed: int = 0
-    unchanged: int = 0
-    reverted: list[str] = field(default_factory=list)  # passed → failed, listed by name
-    unknown: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    absent: list[Student] = field(default_factory=list)  # roster students a whole-school export left out
-
-
-class Clearance:
+class Clearance(FeedApplication):
     """The rules of one session's flow applied to its store."""
 
     def __init__(self, store: Store, flow: Flow) -> None:
@@ -186,8 +167,10 @@ class Clearance:
         with self.store.transaction():
             rows = self.store.status_rows(student.student_no)
             statuses = {k: v.status for k, v in rows.items()}
+            confirmed = self.store.confirmed_lenders([student.student_no]) if loans.several(student) else {}
             decision = rules.may_set(
-                self.flow, student, step_code, new, statuses, self.waived(student.student_no), self.year
+                self.flow, student, step_code, new, statuses, self.waived(student.student_no), self.year,
+                confirmed.get(student.student_no, set()),
             )
             if not decision.allowed:
                 return decision
@@ -220,70 +203,6 @@ class Clearance:
         with self.store.transaction():
             if not self.store.restore_waiver(student.student_no, step.code, operator):
                 raise RefusedError(f"{student.name} 的“{step.name}”没有已解除的限制")
-
-    def apply_feed(self, entries: list[FeedEntry], source: str, operator: str = "",
-                   absent: Status | None = None) -> FeedReport:
-        """Set feed steps from an external export in one transaction; passed → failed is reported. Students of
-        the roster that a whole-school export (library, finance) leaves out are listed in ``absent``; with
-        ``absent`` set (the [feeds] absent setting) their step is set to it, with a remark saying why."""
-        report = FeedReport()
-        seen: set[tuple[str, str]] = set()
-        by_no = {s.student_no: s for s in self.store.students()}
-        by_id = {s.id_card: s for s in by_no.values()}
-        feed_steps = {s.feed: s for s in self.flow.all_steps() if s.feed}
-        with self.store.transaction():
-            for entry in entries:
-                step = feed_steps.get(entry.feed)
-                if step is None:
-                    raise ClearanceError(f"当前流程中没有由数据源 {entry.feed} 设置的步骤")
-                # Loans match by 身份证号 first (the bank's key), falling back to 学号.
-                student = by_id.get(entry.id_card) if entry.id_card else None
-                student = student or by_no.get(entry.student_no)
-                if student is None:
-                    shown = entry.student_no or mask_id_card(entry.id_card)
-                    report.unknown.append(f"第 {entry.row} 行：{shown}")
-                    continue
-                seen.add((student.student_no, step.code))
-                old = self.statuses(student.student_no).get(step.code)
-                if not rules.applies(step, student) or not step.enabled(self.year):
-                    if step.feed.startswith("loans"):
-                        report.refused.append(
-                            f"第 {entry.row} 行：{student.name}（{student.student_no}）在学生名单中没有该贷款标记"
-                        )
-                    else:
-                        report.unchanged += 1
-                    continue
-                decision = self.set_step(
-                    student, step.code, entry.status, remark=entry.remark, source=source, operator=operator
-                )
-                if decision.unchanged:
-                    report.unchanged += 1
-                elif not decision.allowed:
-                    report.refused.append(f"第 {entry.row} 行：{student.name}：{decision.reason}")
-                elif old is Status.PASSED and entry.status is Status.FAILED:
-                    report.reverted.append(f"{student.student_no} {student.name}：{entry.remark}")
-                elif entry.status is Status.PASSED:
-                    report.passed += 1
-                else:
-                    report.failed += 1
-            self._absent(entries, feed_steps, seen, by_no, report, source, operator, absent)
-        return report
-
-    def _absent(self, entries: list[FeedEntry], feed_steps: dict[str, Step], seen: set[tuple[str, str]],
-                by_no: dict[str, Student], report: FeedReport, source: str, operator: str,
-                absent: Status | None) -> None:
-        """Roster students a whole-school export did not mention (a confirmation list, the loans, is partial by
-        nature and is never read this way)."""
-        for feed in sorted({e.feed for e in entries if e.feed in WHOLE_SCHOOL_FEEDS}):
-            step = feed_steps[feed]
-            for student in by_no.values():
-                if (student.student_no, step.code) in seen or not step.enabled(self.year) \
-                        or not rules.applies(step, student):
-                    continue
-                report.absent.append(student)
-                if absent is not None:
-                    self.set_step(student, step.code, absent, remark=f"不在{feed_label(feed)}导出中（按设置记为"
-                                  f"{absent.label}）", source=source, operator=operator)
 
     # -- records -------------------------------------------------------------------------
     def record(self, student: Student) -> StudentRecord:

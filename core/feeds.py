@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from .identity import clean_text, normalize_id_card
+from .loans import parse_lenders
 from .model import Status
 
 FEED_KINDS = ("library", "finance", "loans")
@@ -34,6 +35,7 @@ class FeedEntry:
     feed: str
     status: Status
     remark: str
+    lender: str = ""  # the loan's lender (10534, 12649) where the loans export names it
 
 
 WHOLE_SCHOOL_FEEDS = ("library", "finance")  # exports of every student: someone missing is a gap to report
@@ -80,10 +82,15 @@ def finance_outcome(amount: Decimal) -> tuple[Status, str]:
     return (Status.FAILED, f"欠费 {amount:.2f} 元") if amount else (Status.PASSED, "")
 
 
+LENDER_COLUMNS = ("经办单位", "学校代码", "贷款学校", "贷款机构")
+
+
 def parse_feed(
-    kind: str, headers: list[str], rows: Iterable[tuple[int, Mapping[str, object]]], loan: str = ""
+    kind: str, headers: list[str], rows: Iterable[tuple[int, Mapping[str, object]]], loan: str = "",
+    lender: str = "",
 ) -> FeedParse:
-    """Read a feed export into entries; ``loan`` (national/local) is needed when no 贷款类型 column."""
+    """Read a feed export into entries; ``loan`` (national/local) is needed when no 贷款类型 column; ``lender``
+    (10534, 12649) names the lender of every row where no 经办单位 column does."""
     if kind not in FEED_KINDS:
         raise FeedError(f"未知的数据源 {kind}，可选：{'、'.join(FEED_KINDS)}")
     present = {clean_text(h) for h in headers}
@@ -122,11 +129,29 @@ def parse_feed(
             status, remark = finance_outcome(amount)
             feed = "finance"
         else:
-            typed = clean_text(str(cells.get("贷款类型") or ""))
-            feed = LOAN_TYPES.get(typed, "") if typed else f"loans:{loan}"
-            if not feed:
-                result.problems.append(f"第 {number} 行：贷款类型“{typed}”应为 国家助学贷款 或 生源地贷款")
+            loan_row = _loan_row(number, cells, loan, lender)
+            if isinstance(loan_row, str):
+                result.problems.append(loan_row)
                 continue
-            status, remark = Status.PASSED, "贷款系统已确认"
+            feed, row_lender = loan_row
+            result.entries.append(FeedEntry(number, student_no, id_card, feed, Status.PASSED, "贷款系统已确认",
+                                            row_lender))
+            continue
         result.entries.append(FeedEntry(number, student_no, id_card, feed, status, remark))
     return result
+
+
+def _loan_row(number: int, cells: Mapping[str, object], loan: str, lender: str) -> tuple[str, str] | str:
+    """A confirmation row's (feed, lender), or the problem with it."""
+    typed = clean_text(str(cells.get("贷款类型") or ""))
+    feed = LOAN_TYPES.get(typed, "") if typed else f"loans:{loan}"
+    if not feed:
+        return f"第 {number} 行：贷款类型“{typed}”应为 国家助学贷款 或 生源地贷款"
+    column = next((c for c in LENDER_COLUMNS if cells.get(c) not in (None, "")), None)
+    named = lender if column is None else str(cells[column])
+    if not named:
+        return feed, ""
+    codes = parse_lenders(named)
+    if not codes or len(codes) != 1:
+        return f"第 {number} 行：经办单位“{named}”应为一个学校代码或名称（如 10534 或 校本部、12649 或 潇湘）"
+    return feed, codes[0]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import rules
+from . import loans, rules
 from .identity import mask_id_card
 from .model import Checkpoint, Flow, Status, Step, Student
 from .signing import digest
@@ -323,6 +323,8 @@ def plan_workbooks(
                 cells.append(CellPlan(step.code, applicable, status, row.version if row else 0))
                 if applicable and row and row.remark:
                     remarks.append(row.remark)
+                elif applicable and step.feed == loans.NATIONAL_FEED and loans.several(student):
+                    remarks.append(loans.awaiting_text(student))  # which lenders must confirm, before any has
             show_id = any(rules.applies(s, student) for s in steps if s.code in show_id_steps)
             plan.rows.append(RowPlan(student, identity_values(student, IDENTITY_COLUMNS, show_id), prerequisite,
                                      tuple(cells), "；".join(dict.fromkeys(remarks))))

@@ -41,8 +41,10 @@ def plan_merge(
     stored: Mapping[str, Mapping[str, StatusRow]],
     waived: Mapping[str, set[str]],
     row_key: Callable[[str], str] | None = None,
+    lenders: Mapping[str, set[str]] | None = None,
 ) -> MergePlan:
-    """Decide every cell of one returned workbook against the baseline and the store (no writes).
+    """Decide every cell of one returned workbook against the baseline and the store (no writes). ``lenders``:
+    which lenders confirmed each student's national loan (Store.confirmed_lenders; none when not given).
 
     With ``row_key`` (the workbook was issued with a 行校验 column) a row whose key is not the key of the
     学号 or group now standing in it is refused whole: its cells no longer belong together.
@@ -53,7 +55,7 @@ def plan_merge(
         _plan_waivers(flow, year, baseline, returned, students, stored, waived, plan, row_key)
         return plan
     merger = _OfficeMerge(flow, year, baseline, returned, students, stored, waived, row_key, plan,
-                          {s.code for s in checkpoint.steps})
+                          {s.code for s in checkpoint.steps}, lenders or {})
     for no in sorted(set(merger.cells) - set(returned.rows)):
         plan.warnings.append(f"学号 {no} 的行在交回的文件中不见了（该生本次不作任何变更）")
     for no, row in sorted(returned.rows.items()):
@@ -77,6 +79,7 @@ class _OfficeMerge:
     row_key: Callable[[str], str] | None
     plan: MergePlan
     own_steps: set[str]
+    lenders: Mapping[str, set[str]]
     touched: set[tuple[str, str]] = field(default_factory=set)  # (学号, step) decided on the 办理 sheet
 
     def __post_init__(self) -> None:
@@ -131,7 +134,7 @@ class _OfficeMerge:
             # 未通过 keeps the row's whole 备注 as its reason (the manual's 图书未还, 欠费), typed now or before
             note = row.remark if mark is Status.FAILED else remark
             if _decide(self.flow, self.year, self.students[no], step, issued, mark, self.stored, self.waived, note,
-                       ChangeKind.APPLIED, self.plan):
+                       ChangeKind.APPLIED, self.plan, self.lenders.get(no, set())):
                 changed_any = True
                 if mark is Status.FAILED and not row.remark:
                     self.plan.warnings.append(
@@ -177,7 +180,8 @@ class _OfficeMerge:
                 self.touched.add((no, tick.step))
                 _decide(self.flow, self.year, self.students[no], tick.step, issued, Status.PASSED, self.stored,
                         self.waived,
-                        f"按{_mode_name(tick.mode)}批量：{tick.group}", ChangeKind.BATCH, plan)
+                        f"按{_mode_name(tick.mode)}批量：{tick.group}", ChangeKind.BATCH, plan,
+                        self.lenders.get(no, set()))
 
 
 _MISALIGNED = ("第 {row} 行：“行校验”与学号 {no} 不符——这一行的学号与其他单元格已错开（可能只选中了部分列排序，"
@@ -226,7 +230,7 @@ def _mode_name(mode: str) -> str:
 def _decide(
     flow: Flow, year: int, student: Student, step: str, issued: IssuedCell, mark: Status,
     stored: Mapping[str, Mapping[str, StatusRow]], waived: Mapping[str, set[str]], remark: str, kind: ChangeKind,
-    plan: MergePlan,
+    plan: MergePlan, lenders: set[str] | None = None,
 ) -> bool:
     """Add the decision for one cell to the plan; True when a change will be written."""
     no = student.student_no
@@ -244,7 +248,7 @@ def _decide(
         return False
     if mark is not Status.PENDING:  # 未办理 is always allowed; a tick, 未通过 or 可办可不办 is checked like lixiao set
         statuses = {code: row.status for code, row in rows.items()}
-        allowed = rules.may_set(flow, student, step, mark, statuses, waived.get(no, set()), year)
+        allowed = rules.may_set(flow, student, step, mark, statuses, waived.get(no, set()), year, lenders or set())
         if not allowed.allowed:
             plan.refusals.append(Refusal(no, step, mark_label(mark), allowed.reason, _refusal_kind(mark)))
             return False

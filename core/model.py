@@ -74,6 +74,7 @@ class Student:
     local_loan: bool = False
     switch: bool = False
     withheld: bool = False
+    lenders: tuple[str, ...] = ()  # the national loan's lenders (10534 校本部, 12649 潇湘) where the roster names them
 
     @property
     def class_group(self) -> str:

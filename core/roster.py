@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .identity import clean_text, id_card_problem, normalize_id_card, student_no_problem
+from .loans import parse_lenders
 from .marks import read_mark
 from .model import FLAG_COLUMNS, LEVELS, Student
 
@@ -105,19 +106,33 @@ def validate_row(row_number: int, cells: Mapping[str, object], class_required: b
     class_name = clean_text(str(cells.get("班级") or ""))
     if not class_name and class_required:
         reasons.append("班级为空（本流程有按班级批量办理的离校点，每个学生都需要班级）")
-    flags: dict[str, bool] = {}
-    for column, attr in FLAG_COLUMNS.items():
-        value = parse_flag(cells.get(column))
-        if value is None:
-            reasons.append(f"{column}“{cells.get(column)}”应为 是 或 否")
-        flags[attr] = bool(value)
+    flags, lenders = _flags(cells, reasons)
     if reasons:
         return RowProblem(row_number, student_no, tuple(reasons))
     return Student(
         student_no=student_no, name=name, gender=gender, id_card=id_card, college=college,
         major=clean_text(str(cells.get("专业") or "")), class_name=class_name, dorm=dorm or "",
-        level=level, **flags,
+        level=level, lenders=lenders, **flags,
     )
+
+
+def _flags(cells: Mapping[str, object], reasons: list[str]) -> tuple[dict[str, bool], tuple[str, ...]]:
+    """The flag columns (是/否), and the national loan's lenders where 国家助学贷款 names them instead of 是
+    (10534、12649, 校本部+潇湘: manual §2.1-1)."""
+    flags: dict[str, bool] = {}
+    lenders: tuple[str, ...] = ()
+    for column, attr in FLAG_COLUMNS.items():
+        raw = cells.get(column)
+        value = parse_flag(raw)
+        if value is None and attr == "national_loan":
+            named = parse_lenders(str(raw))
+            if named:
+                value, lenders = True, named
+        if value is None:
+            hint = "，或写明经办单位（如 10534、12649 或 校本部、潇湘）" if attr == "national_loan" else ""
+            reasons.append(f"{column}“{raw}”应为 是 或 否{hint}")
+        flags[attr] = bool(value)
+    return flags, lenders
 
 
 def check_headers(headers: Iterable[str], class_required: bool = True) -> list[str]:

@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
+from . import loans
 from .model import Checkpoint, Flow, Status, Step, Student
 
 BLOCKED_PREFIX = "当前学生没有完成以下步骤，不能进行当前离校点的离校："
 # A prerequisite is met by these statuses (na also covers disabled steps).
 _MEETS = frozenset({Status.PASSED, Status.OPTIONAL, Status.NA})
+
+
+class ClearanceError(ValueError):
+    """A clearance command names a student or step that does not exist, or lacks an argument."""
+
+
+class RefusedError(ClearanceError):
+    """The rules refuse the change (e.g. waiving a passed step); nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +105,10 @@ def may_set(
     statuses: Mapping[str, Status],
     waived: Set[str],
     year: int,
+    confirmed_lenders: Set[str] = frozenset(),
 ) -> Decision:
-    """Whether ``step_code`` of ``student`` may become ``new`` given the store's current state."""
+    """Whether ``step_code`` of ``student`` may become ``new`` given the store's current state (and, for a national
+    loan held at several lenders, which of them have confirmed: every one must before the step passes)."""
     step = flow.steps[step_code]
     if not step.enabled(year):
         return Decision(False, f"步骤“{step.name}”自 {step.disabled_from} 年起已取消，不能再办理")
@@ -109,6 +120,8 @@ def may_set(
         missing = missing_prerequisites(flow, student, step_code, statuses, waived, year)
         if missing:
             return Decision(False, describe_missing(flow, student, missing), tuple(missing))
+        if step.feed == loans.NATIONAL_FEED and (unconfirmed := loans.refusal(student, confirmed_lenders)):
+            return Decision(False, unconfirmed)
     return ALLOWED
 
 

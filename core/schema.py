@@ -234,4 +234,18 @@ MIGRATIONS.append(
         reason TEXT NOT NULL
     ) WITHOUT ROWID;
     """)
+MIGRATIONS.append(
+    # 9: national loans at several lenders (manual §2.1-1) — each student's lenders, and each lender's
+    # confirmation from the loans feed.
+    """
+    ALTER TABLE students ADD COLUMN lenders TEXT NOT NULL DEFAULT '';
+    CREATE TABLE loan_confirmations (
+        student_no TEXT NOT NULL,
+        lender TEXT NOT NULL,
+        source TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        confirmed_at TEXT NOT NULL,
+        PRIMARY KEY (student_no, lender)
+    ) WITHOUT ROWID;
+    """)
 SCHEMA_VERSION = len(MIGRATIONS)

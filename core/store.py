@@ -18,6 +18,7 @@ from .guard import StoreError as StoreError
 from .guard import WriteGuard, file_stats
 from .identity import mask_id_card
 from .ledger import Ledger, WaiverRecords
+from .loanrecords import LoanRecords
 from .model import FLAGS, Status, Student
 from .offices import OfficeDirectory
 from .queue import ReviewRecords
@@ -62,7 +63,7 @@ def _connect(path: Path) -> sqlite_utils.Database:
     return db
 
 
-class Store(Ledger, ReviewRecords, WaiverRecords, OfficeDirectory, WorkbookRegistry, WriteGuard):
+class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, WorkbookRegistry, WriteGuard):
     """One data folder's SQLite store; every multi-row write goes through ``transaction()``."""
 
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
@@ -213,7 +214,7 @@ class Store(Ledger, ReviewRecords, WaiverRecords, OfficeDirectory, WorkbookRegis
                 continue
             counts["updated" if old else "added"] += 1
             row = asdict(student)
-            row.update({f: int(row[f]) for f in FLAGS}, updated_at=stamp)
+            row.update({f: int(row[f]) for f in FLAGS}, lenders=",".join(student.lenders), updated_at=stamp)
             rows.append(row)
             changes = _student_changes(old, student)
             events.append(Event(
@@ -363,17 +364,18 @@ class Store(Ledger, ReviewRecords, WaiverRecords, OfficeDirectory, WorkbookRegis
         return [tuple(r) for r in self.db.execute("SELECT day, expected, complete FROM progress ORDER BY day")]
 
 _STUDENT_COLUMNS = ("student_no", "name", "gender", "id_card", "college", "major", "class_name", "dorm", "level",
-                    *FLAGS)
+                    *FLAGS, "lenders")
 
 
 def _student(row: tuple[str | int, ...]) -> Student:
-    """A Student from a row of _STUDENT_COLUMNS (text fields, then the flags as 0/1)."""
+    """A Student from a row of _STUDENT_COLUMNS (text fields, the flags as 0/1, the lenders comma-joined)."""
     text = [str(v) for v in row[:9]]
-    flags = [bool(v) for v in row[9:]]
+    flags = [bool(v) for v in row[9:-1]]
     if len(flags) != 5:  # one per model.FLAGS: a flag added there must be added here too
         raise StoreError(f"学生记录的标记列数不对（{len(flags)}）")
+    lenders = tuple(code for code in str(row[-1]).split(",") if code)
     return Student(text[0], text[1], text[2], text[3], text[4], text[5], text[6], text[7], text[8],
-                   flags[0], flags[1], flags[2], flags[3], flags[4])
+                   flags[0], flags[1], flags[2], flags[3], flags[4], lenders)
 
 
 def _student_changes(old: Student | None, new: Student) -> tuple[dict[str, str | bool], dict[str, str | bool]]:

@@ -17,22 +17,27 @@ from .datafolder import DataFolderError
 
 
 @click.command(epilog=examples("  lixiao feed library 图书馆导出.xlsx\n  lixiao feed finance 欠费.csv\n"
-           "  lixiao feed loans 国开行确认.xlsx --loan national"))
+           "  lixiao feed loans 国开行确认.xlsx --loan national\n"
+           "  lixiao feed loans 潇湘确认.xlsx --loan national --lender 12649"))
 @click.argument("kind", type=click.Choice(["library", "finance", "loans"]))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--loan", type=click.Choice(["national", "local"]), help="贷款名单没有“贷款类型”列时指明种类")
+@click.option("--lender", help="贷款名单没有“经办单位”列时指明经办单位：10534（校本部）或 12649（潇湘）")
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
-def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, operator: str | None) -> None:
+def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, lender: str | None,
+         operator: str | None) -> None:
     """导入图书馆（学号,借阅册数,欠费）、财务（学号,欠费金额）或贷款系统的数据。Apply a feed."""
     table = read_table(read_input(file), file.name)
-    parsed = parse_feed(kind, table.headers, table.rows, loan or "")
+    parsed = parse_feed(kind, table.headers, table.rows, loan or "", lender or "")
     with open_data(ctx, write=True) as folder:
         absent = _absent_setting(folder.root)
         report = folder.clearance.apply_feed(parsed.entries, source=f"feed:{kind}:{file.name}",
                                              operator=operator_name(operator), absent=absent)
         receipt = _feed_receipt(folder.root, kind, file.name, report, absent) if report.absent else None
     console.print(f"已通过 {report.passed}，未通过 {report.failed}，未变 {report.unchanged}")
+    for line in report.partial:
+        console.print(f"[yellow]部分确认：{escape(line)}[/]")
     if report.absent:
         what = f"已按设置记为“{absent.label}”" if absent else "保持未办理（[feeds] absent 可设为 passed 或 failed）"
         console.print(f"[yellow]学生名单中有 {len(report.absent)} 名学生不在导出中，{what}；名单见 {receipt}：[/]")

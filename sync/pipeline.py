@@ -210,7 +210,7 @@ def _plan(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSett
     plan = plan_merge(folder.flow, folder.year, ret.workbook.checkpoint, ret.baseline,
                       MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
                                  returned.batch_rows, shifted),
-                      students, store.all_status_rows(), waived, row_key)
+                      students, store.all_status_rows(), waived, row_key, store.confirmed_lenders())
     if row_key is None:
         plan.warnings.append("此工作簿由旧版本签发，没有“行校验”列：无法发现只对部分列排序造成的错行；请改用新签发的工作簿")
     duplicated = sorted({d.student_no for d in returned.duplicates})

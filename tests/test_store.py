@@ -173,7 +173,8 @@ def test_status_lines_follow_every_write(store: Store) -> None:
 
 
 # What migrations 6 to 8 added, taken away again, for tests that make a store of an older version.
-_UNDO_6 = ("DROP TABLE acknowledged; ALTER TABLE conflicts DROP COLUMN resolution; "
+_UNDO_6 = ("DROP TABLE loan_confirmations; ALTER TABLE students DROP COLUMN lenders; "
+           "DROP TABLE acknowledged; ALTER TABLE conflicts DROP COLUMN resolution; "
            "ALTER TABLE refused_ticks DROP COLUMN resolved_at; ALTER TABLE refused_ticks DROP COLUMN resolution; "
            "DROP TABLE offices; DROP TABLE deliveries; DROP TABLE mail_messages; DROP INDEX workbooks_office; "
            "ALTER TABLE workbooks DROP COLUMN office; ALTER TABLE workbooks DROP COLUMN readiness; "
@@ -219,7 +220,7 @@ def test_migration_5_moves_stored_not_applicable_to_the_one_alphabet(store: Stor
         reopened.write_status("0803010104", "dorm_items", Status.NA, remark="", source="t", operator="",
                               decision="applied")
     assert reopened.status_lines()["0803010104"][1] == "-" and reopened.integrity_problems() == []
-    assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
 
 
 def test_the_ledger_refuses_a_transition_outside_its_state_machine(store: Store) -> None:

@@ -17,6 +17,8 @@ NOTES = (
     "宿舍格式：区-栋-层-房间，如 2区-3栋-3层-0309；没有住宿的留空。",
     "培养层次：本科、硕士或博士。",
     f"{'、'.join(FLAG_COLUMNS)}：填 是 或 否（空白视为否）。",
+    "国家助学贷款在校本部（10534）和潇湘（12649）两处都有的学生，在“国家助学贷款”列填写 10534、12649"
+    "（或 校本部、潇湘）：两处都确认后才算完成。",
     "模板第 2 行是示例，导入前请删除。",
 )
 
@@ -28,7 +30,8 @@ def build_roster_template(example: bool = True) -> bytes:
 
 def roster_row(student: Student) -> tuple[str, ...]:
     """One student as the roster's text cells, in COLUMNS order."""
-    flags = tuple("是" if student.flag(attr) else "否" for attr in FLAG_COLUMNS.values())
+    flags = tuple(("、".join(student.lenders) if attr == "national_loan" and student.lenders else "是")
+                  if student.flag(attr) else "否" for attr in FLAG_COLUMNS.values())
     return (student.student_no, student.name, student.gender, student.id_card, student.college, student.major,
             student.class_name, student.dorm, student.level, *flags)
 

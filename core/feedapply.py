@@ -1,0 +1,131 @@
+"""Applying an external export (library, finance, loans) to the store: each row through the same rule as
+``lixiao set``, national loans held at several lenders confirmed lender by lender, and the students a
+whole-school export left out (a Clearance mixin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from . import loans, rules
+from .feeds import WHOLE_SCHOOL_FEEDS, FeedEntry, feed_label
+from .identity import mask_id_card
+from .model import Flow, Status, Step, Student
+from .rules import ClearanceError, Decision
+from .store import Store
+
+
+@dataclass
+class FeedReport:
+    """What applying a feed did, counted and listed for the coordinator."""
+
+    passed: int = 0
+    failed: int = 0
+    unchanged: int = 0
+    reverted: list[str] = field(default_factory=list)  # passed → failed, listed by name
+    unknown: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    absent: list[Student] = field(default_factory=list)  # roster students a whole-school export left out
+    partial: list[str] = field(default_factory=list)  # national loans some but not all lenders confirmed
+
+
+
+class FeedApplication:
+    """apply_feed for Clearance (which provides the store, the flow, the year, statuses and set_step)."""
+
+    store: Store
+    flow: Flow
+    year: int
+
+    def statuses(self, student_no: str) -> dict[str, Status]:
+        raise NotImplementedError
+
+    def set_step(self, student: Student, step_code: str, new: Status, *, remark: str = "", source: str,
+                 operator: str = "", source_hash: str = "") -> Decision:
+        raise NotImplementedError
+
+    def apply_feed(self, entries: list[FeedEntry], source: str, operator: str = "",
+                   absent: Status | None = None) -> FeedReport:
+        """Set feed steps from an external export in one transaction; passed → failed is reported. Students of
+        the roster that a whole-school export (library, finance) leaves out are listed in ``absent``; with
+        ``absent`` set (the [feeds] absent setting) their step is set to it, with a remark saying why."""
+        report = FeedReport()
+        seen: set[tuple[str, str]] = set()
+        by_no = {s.student_no: s for s in self.store.students()}
+        by_id = {s.id_card: s for s in by_no.values()}
+        feed_steps = {s.feed: s for s in self.flow.all_steps() if s.feed}
+        with self.store.transaction():
+            for entry in entries:
+                step = feed_steps.get(entry.feed)
+                if step is None:
+                    raise ClearanceError(f"当前流程中没有由数据源 {entry.feed} 设置的步骤")
+                # Loans match by 身份证号 first (the bank's key), falling back to 学号.
+                student = by_id.get(entry.id_card) if entry.id_card else None
+                student = student or by_no.get(entry.student_no)
+                if student is None:
+                    shown = entry.student_no or mask_id_card(entry.id_card)
+                    report.unknown.append(f"第 {entry.row} 行：{shown}")
+                    continue
+                seen.add((student.student_no, step.code))
+                old = self.statuses(student.student_no).get(step.code)
+                if not rules.applies(step, student) or not step.enabled(self.year):
+                    if step.feed.startswith("loans"):
+                        report.refused.append(
+                            f"第 {entry.row} 行：{student.name}（{student.student_no}）在学生名单中没有该贷款标记"
+                        )
+                    else:
+                        report.unchanged += 1
+                    continue
+                if step.feed == loans.NATIONAL_FEED and loans.several(student):
+                    confirmed = self._lender(student, entry, source, operator, report)
+                    if confirmed is None:
+                        continue
+                    entry = confirmed
+                decision = self.set_step(
+                    student, step.code, entry.status, remark=entry.remark, source=source, operator=operator
+                )
+                if decision.unchanged:
+                    report.unchanged += 1
+                elif not decision.allowed:
+                    report.refused.append(f"第 {entry.row} 行：{student.name}：{decision.reason}")
+                elif old is Status.PASSED and entry.status is Status.FAILED:
+                    report.reverted.append(f"{student.student_no} {student.name}：{entry.remark}")
+                elif entry.status is Status.PASSED:
+                    report.passed += 1
+                else:
+                    report.failed += 1
+            self._absent(entries, feed_steps, seen, by_no, report, source, operator, absent)
+        return report
+
+    def _lender(self, student: Student, entry: FeedEntry, source: str, operator: str,
+                report: FeedReport) -> FeedEntry | None:
+        """One lender's confirmation of a loan held at several: recorded, and the entry becomes what all the
+        confirmations so far mean (passed once every lender has confirmed). None when the row names no lender."""
+        who = f"第 {entry.row} 行：{student.name}（{student.student_no}）"
+        if entry.lender not in student.lenders:
+            shown = loans.lender_label(entry.lender) if entry.lender else "没有写明经办单位"
+            report.refused.append(f"{who}{shown}：该生的国家助学贷款在 "
+                                  f"{'、'.join(map(loans.lender_label, student.lenders))}，请写明是哪一处的确认"
+                                  "（“经办单位”列或 --lender）")
+            return None
+        self.store.confirm_lender(student.student_no, entry.lender, source, operator)
+        status, remark = loans.lenders_outcome(student, self.store.confirmed_lenders([student.student_no]).get(
+            student.student_no, set()))
+        if status is not Status.PASSED:
+            report.partial.append(f"{student.student_no} {student.name}：{remark}")
+        return replace(entry, status=status, remark=remark)
+
+    def _absent(self, entries: list[FeedEntry], feed_steps: dict[str, Step], seen: set[tuple[str, str]],
+                by_no: dict[str, Student], report: FeedReport, source: str, operator: str,
+                absent: Status | None) -> None:
+        """Roster students a whole-school export did not mention (a confirmation list, the loans, is partial by
+        nature and is never read this way)."""
+        for feed in sorted({e.feed for e in entries if e.feed in WHOLE_SCHOOL_FEEDS}):
+            step = feed_steps[feed]
+            for student in by_no.values():
+                if (student.student_no, step.code) in seen or not step.enabled(self.year) \
+                        or not rules.applies(step, student):
+                    continue
+                report.absent.append(student)
+                if absent is not None:
+                    self.set_step(student, step.code, absent, remark=f"不在{feed_label(feed)}导出中（按设置记为"
+                                  f"{absent.label}）", source=source, operator=operator)
