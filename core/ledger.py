@@ -285,12 +285,12 @@ class Ledger(AuditChain):
             "INSERT INTO refused_ticks (return_hash, student_no, step, value, reason, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)", [(digest_hex, *r, stamp) for r in rows])
 
-    def add_conflicts(self, digest_hex: str, rows: list[tuple[str, str, str, str, str]]) -> None:
-        """Keep conflicts (学号, step, issued, returned, current) of one return; inside a transaction."""
+    def add_conflicts(self, digest_hex: str, rows: list[tuple[str, str, str, str, str, str]]) -> None:
+        """Keep conflicts (学号, step, issued, returned, current, returned 备注) of one return; in a transaction."""
         stamp = now()
         self.db.conn.executemany(
-            "INSERT INTO conflicts (return_hash, student_no, step, baseline, returned, current, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", [(digest_hex, *r, stamp) for r in rows])
+            "INSERT INTO conflicts (return_hash, student_no, step, baseline, returned, current, remark, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(digest_hex, *r, stamp) for r in rows])
 
     def refused_of(self, digest_hex: str) -> list[tuple[str, str, str, str]]:
         """The refused ticks (学号, step, value, reason) kept for one return, in order."""

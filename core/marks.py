@@ -6,12 +6,13 @@ from .identity import clean_text
 from .model import Status
 
 TICKED = frozenset({"✓", "√", "✔", "☑", "是", "Y", "YES", "1", "TRUE", "通过", "已通过", "=TRUE()", "T"})
-UNTICKED = frozenset({"", "FALSE", "0", "否", "N", "NO", "=FALSE()", "F", "☐", "□", "未办理"})
+UNTICKED = frozenset({"", "FALSE", "0", "否", "N", "NO", "=FALSE()", "☐", "□", "未办理"})
 # The manual's two other statuses, typed into a step cell. A Latin x is not among them: in some hands it is a
-# tick, in others a cross, so it is refused like any unclear mark (× ✗ and 未通过 are unambiguous).
+# tick, in others a cross, so it is refused like any unclear mark (× ✗ and 未通过 are unambiguous); a lone F
+# (FALSE to some, fail to others) likewise.
 FAILED = frozenset({"×", "✗", "✘", "╳", "叉", "不通过", "未通过"})
 OPTIONAL = frozenset({"○", "◯", "可办可不办"})
-AMBIGUOUS = frozenset({"X"})
+AMBIGUOUS = frozenset({"X", "F"})
 
 # What the writer puts in a step cell whose status is not a plain tick or blank (read back as the same status).
 WRITTEN = {Status.FAILED: "未通过", Status.OPTIONAL: "可办可不办"}

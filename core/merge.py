@@ -115,6 +115,8 @@ class _OfficeMerge:
         """Every own step cell of one 办理 row, and its remark."""
         remark = row.remark if row.remark != self.baseline.remarks.get(no, "") else ""
         changed_any = False
+        stated = any(m in (Status.FAILED, Status.OPTIONAL) and (c := self.cells[no].get(s)) is not None
+                     and m is not c.status for s, m in row.marks.items() if s in self.own_steps)
         for step, mark in row.marks.items():
             if step not in self.own_steps:
                 continue
@@ -129,17 +131,19 @@ class _OfficeMerge:
                 self.touched.add((no, step))  # a batch row does not override what the 办理 sheet decided
             if (MAIN, step) in self.shifted:
                 if mark is not issued.status:
-                    self.plan.refusals.append(Refusal(no, step, mark_label(mark), SHIFTED_COLUMN, _refusal_kind(mark)))
+                    shown = "（空）" if step in row.blank else mark_label(mark)
+                    self.plan.refusals.append(Refusal(no, step, shown, SHIFTED_COLUMN, _refusal_kind(mark)))
                 continue
-            # 未通过 keeps the row's whole 备注 as its reason (the manual's 图书未还, 欠费), typed now or before
-            note = row.remark if mark is Status.FAILED else remark
+            # the 备注 typed in this return is the reason of a 未通过 / 可办可不办 in the row; a tick beside one does
+            # not take it (it is that failure's reason, not a note on the tick)
+            note = remark if mark is not Status.PASSED or not stated else ""
             if _decide(self.flow, self.year, self.students[no], step, issued, mark, self.stored, self.waived, note,
                        ChangeKind.APPLIED, self.plan, self.lenders.get(no, set())):
                 changed_any = True
-                if mark is Status.FAILED and not row.remark:
+                if mark is Status.FAILED and not remark:
                     self.plan.warnings.append(
-                        f"第 {row.row} 行：学号 {no} 的“{self.flow.steps[step].name}”记为未通过，但备注中没有写原因"
-                        "（如“图书未还”“欠费”）；已记录，请补写原因后再交回")
+                        f"第 {row.row} 行：学号 {no} 的“{self.flow.steps[step].name}”将记为未通过，"
+                        "但本次备注中没有写原因（如“图书未还”“欠费”）；请在备注中补写原因后再交回")
         if remark and not changed_any:
             self.plan.notes.append((no, remark))
 
@@ -177,6 +181,12 @@ class _OfficeMerge:
                 if (issued is None or (no, tick.step) in self.touched or no in self.duplicated
                         or no not in returned.rows or no in skipped):
                     continue  # not applicable, decided on the 办理 sheet, or the row is in doubt
+                current = self.stored.get(no, {}).get(tick.step)
+                if issued.status is Status.FAILED or (current is not None and current.status is Status.FAILED):
+                    name = self.flow.steps[tick.step].name
+                    plan.warnings.append(f"批量表 {tick.cell}（{tick.group}）：学号 {no} 的“{name}”是未通过，"
+                                         "批量勾选没有改变它；该生办完后请在“办理”表逐个勾选")
+                    continue
                 self.touched.add((no, tick.step))
                 _decide(self.flow, self.year, self.students[no], tick.step, issued, Status.PASSED, self.stored,
                         self.waived,
@@ -237,14 +247,18 @@ def _decide(
     rows = stored.get(no, {})
     current = rows.get(step)
     decision = cell_decision(issued.status, issued.version, mark, current)
-    if decision == IGNORE:
-        return False
-    if decision == NOOP:
-        plan.unchanged += 1
+    if decision in (IGNORE, NOOP):
+        if mark is Status.FAILED and remark and current is not None and current.status is Status.FAILED \
+                and current.remark != remark and (not current.remark or current.version <= issued.version):
+            # a 未通过 re-stated with a reason written this time (the receipt asked for one), or its reason changed
+            # in a copy issued after the last change: the reason is kept
+            plan.changes.append(Change(no, step, Status.FAILED.value, Status.FAILED, remark, ChangeKind.REASON))
+            return True
+        plan.unchanged += decision == NOOP
         return False
     current_label = (current.status if current else Status.PENDING).label
     if decision == CONFLICT:
-        plan.conflicts.append(Conflict(no, step, mark_label(issued.status), mark_label(mark), current_label))
+        plan.conflicts.append(Conflict(no, step, mark_label(issued.status), mark_label(mark), current_label, remark))
         return False
     if mark is not Status.PENDING:  # 未办理 is always allowed; a tick, 未通过 or 可办可不办 is checked like lixiao set
         statuses = {code: row.status for code, row in rows.items()}
@@ -252,7 +266,9 @@ def _decide(
         if not allowed.allowed:
             plan.refusals.append(Refusal(no, step, mark_label(mark), allowed.reason, _refusal_kind(mark)))
             return False
-    revoked = issued.ticked and mark is not Status.PASSED
+    # taking back what was recorded: a pass un-passed, or a 未通过 / 可办可不办 returned empty (FALSE)
+    revoked = (issued.ticked and mark is not Status.PASSED) or (
+        issued.status is not Status.PENDING and mark is Status.PENDING)
     plan.changes.append(Change(no, step, current.status.value if current else "", mark, remark,
                                ChangeKind.REVOKED if revoked else kind))
     return True
@@ -319,7 +335,7 @@ def apply_plan(store: Store, plan: MergePlan, *, source: str, operator: str, sou
         else:
             store.restore_waiver(w.student_no, w.step, operator, source=source, source_hash=source_hash)
     store.add_refused(source_hash, [(r.student_no, r.step, r.value, r.reason) for r in plan.refusals])
-    store.add_conflicts(source_hash, [(c.student_no, c.step, c.issued, c.returned, c.current)
+    store.add_conflicts(source_hash, [(c.student_no, c.step, c.issued, c.returned, c.current, c.remark)
                                       for c in plan.conflicts])
     store.append_audit([Event("remark", student_no=no, detail=text, source=source, source_hash=source_hash,
                               operator=operator, decision="noted") for no, text in plan.notes])
@@ -332,9 +348,9 @@ def hold_reason(plan: MergePlan, max_revocations: int) -> str:
     held too, and confirmed."""
     revoked = plan.revocations + sum(not w.lift for w in plan.waiver_changes)
     if revoked > max_revocations:
-        return (f"本文件会撤销 {revoked} 个已通过的格子或已解除的限制，超过 {max_revocations} 个（lixiao.toml "
-                "[sync] max_revocations）。撤销很少见，常见原因是只对勾选列排序或粘贴，使勾选错位到别的学生。"
-                "整个文件尚未生效，等待协调人确认")
+        return (f"本文件会撤销 {revoked} 个已记录的格子（已通过、未通过）或已解除的限制，超过 {max_revocations} 个"
+                "（lixiao.toml [sync] max_revocations）。撤销很少见，常见原因是只对勾选列排序或粘贴，"
+                "使勾选错位到别的学生。整个文件尚未生效，等待协调人确认")
     moved: dict[str, list[int]] = {}  # per column: [new ticks (applied or refused), revocations]
     for change in plan.changes:
         if change.kind in (ChangeKind.APPLIED, ChangeKind.REVOKED):
@@ -346,9 +362,14 @@ def hold_reason(plan: MergePlan, max_revocations: int) -> str:
             moved.setdefault(f"waiver:{refusal.step}", [0, 0])[0] += 1
     for w in plan.waiver_changes:
         moved.setdefault(f"waiver:{w.step}", [0, 0])[not w.lift] += 1
+    unexplained = sum(c.new is Status.FAILED and not c.remark for c in plan.changes)
+    if unexplained > max_revocations:
+        return (f"本文件会把 {unexplained} 个格子记为未通过却没有写原因，超过 {max_revocations} 个："
+                "常见原因是整列误填了 ×，或对勾选列单独排序。整个文件尚未生效，等待协调人核对后确认")
     for added, taken in moved.values():
         if added and taken:
-            return (f"本文件在同一列中撤销了 {taken} 个已通过的格子（或已解除的限制），又新勾选了 {added} 个："
+            return (f"本文件在同一列中撤销了 {taken} 个已记录的格子（或已解除的限制），又新填了 {added} 个"
+                    "（勾选、未通过或可办可不办）："
                     "这正是只对勾选列排序、或在勾选列中插入/删除单元格时勾选整体错位的样子。整个文件尚未生效，"
                     "等待协调人核对后确认（若确是改正笔误，确认即可）")
     return ""

@@ -30,6 +30,7 @@ class ChangeKind(StrEnum):
     APPLIED = "applied"  # ticked on the 办理 sheet
     REVOKED = "revoked"  # a box ticked at issue returned unticked
     BATCH = "batch"  # ticked through a batch row
+    REASON = "reason"  # a 未通过 kept, its reason written in a later return
 
 
 class RefusalKind(StrEnum):
@@ -90,6 +91,7 @@ class Conflict:
     issued: str
     returned: str
     current: str
+    remark: str = ""  # the 备注 returned with it (a 未通过's reason), applied if the coordinator takes the value
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,7 @@ class MergePlan:
 
     @property
     def revocations(self) -> int:
-        """How many passed cells this return would take back (unticked on the 办理 sheet)."""
+        """How many recorded cells this return would take back (a pass unticked, a 未通过 / 可办可不办 set to FALSE)."""
         return sum(c.kind is ChangeKind.REVOKED for c in self.changes)
 
 

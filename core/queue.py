@@ -31,10 +31,10 @@ class ReviewRecords(AuditChain):
             "WHERE outcome IN ('rejected', 'quarantined') AND hash NOT IN (SELECT hash FROM acknowledged) "
             "ORDER BY updated_at DESC LIMIT ?", [limit])]
 
-    def conflict_returned(self, conflict_id: int) -> str:
-        """The returned value of a conflict ('' when there is none)."""
-        row = self.db.execute("SELECT returned FROM conflicts WHERE id = ?", [conflict_id]).fetchone()
-        return str(row[0]) if row else ""
+    def conflict_returned(self, conflict_id: int) -> tuple[str, str]:
+        """The returned value of a conflict and the 备注 returned with it (('', '') when there is none)."""
+        row = self.db.execute("SELECT returned, remark FROM conflicts WHERE id = ?", [conflict_id]).fetchone()
+        return (str(row[0]), str(row[1])) if row else ("", "")
 
     def refusal_value(self, refusal_id: int) -> str:
         """What the refused cell held, as its label ('' when there is none)."""

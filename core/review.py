@@ -94,10 +94,14 @@ def resolve(clearance: Clearance, item_id: str, action: Action, reason: str, ope
     with store.transaction():
         if action is Action.TAKE:
             student = clearance.student(item.student_no)
-            asked = (store.refusal_value(int(item.id[1:])) if item.kind == "refused"
-                     else store.conflict_returned(int(item.id[1:])))
-            decision = clearance.set_step(student, item.step, label_status(asked) or Status.PASSED,
-                                          remark="", source=f"review:{item.id}", operator=operator)
+            asked, remark = ((store.refusal_value(int(item.id[1:])), "") if item.kind == "refused"
+                             else store.conflict_returned(int(item.id[1:])))
+            status = label_status(asked)
+            if status is None or not item.step:  # an unreadable mark (✕, x) or a whole row out of line
+                raise ClearanceError(f"{item.kind_label} {item.id} 交回的内容“{asked[:40]}”不是一个明确的状态，"
+                                     "不能直接采用；请用 lixiao set 设定正确的状态，再 dismiss 本项")
+            decision = clearance.set_step(student, item.step, status, remark=remark, source=f"review:{item.id}",
+                                          operator=operator)
             if not decision.allowed:
                 raise RefusedError(decision.reason)
         store.mark_resolved(item.kind, item.id[1:], action.value, operator, reason)

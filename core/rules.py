@@ -116,12 +116,13 @@ def may_set(
         return Decision(False, f"该生不需要办理“{step.name}”（不适用）")
     if new is Status.NA:
         return Decision(False, "不能把步骤直接设为“不适用”，不适用由学生名单中的标记决定")
-    if new is Status.PASSED:
+    if new in (Status.PASSED, Status.OPTIONAL):  # 可办可不办 counts as done: it needs the prerequisites too
         missing = missing_prerequisites(flow, student, step_code, statuses, waived, year)
         if missing:
             return Decision(False, describe_missing(flow, student, missing), tuple(missing))
-        if step.feed == loans.NATIONAL_FEED and (unconfirmed := loans.refusal(student, confirmed_lenders)):
-            return Decision(False, unconfirmed)
+    if new is Status.PASSED and step.feed == loans.NATIONAL_FEED \
+            and (unconfirmed := loans.refusal(student, confirmed_lenders)):
+        return Decision(False, unconfirmed)
     return ALLOWED
 
 

@@ -236,9 +236,10 @@ MIGRATIONS.append(
     """)
 MIGRATIONS.append(
     # 9: national loans at several lenders (manual §2.1-1) — each student's lenders, and each lender's
-    # confirmation from the loans feed.
+    # confirmation from the loans feed; a conflict keeps the returned 备注 (a 未通过's reason) for review take.
     """
     ALTER TABLE students ADD COLUMN lenders TEXT NOT NULL DEFAULT '';
+    ALTER TABLE conflicts ADD COLUMN remark TEXT NOT NULL DEFAULT '';
     CREATE TABLE loan_confirmations (
         student_no TEXT NOT NULL,
         lender TEXT NOT NULL,

@@ -364,6 +364,8 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
         raise Refused(decision.reason)
     done = "未变（已是该状态）" if decision.unchanged else "已记录"
     console.print(f"{who.name}（{who.student_no}）{target.name}：{STATUS_LABELS[Status(status)]}，{done}")
+    if Status(status) is Status.FAILED and not remark.strip():
+        console.print("[yellow]注意：未通过没有写原因；请用 --remark 写明（如“图书未还”），学生查询时能看到[/]")
     if standing and not decision.unchanged:
         console.print(f"[yellow]注意：{'、'.join(s.name for s in standing)} 已通过，而它们的前置条件“{target.name}”"
                       "现在未满足；已通过的记录不会自动撤销，如需撤销请逐项 lixiao set[/]")

@@ -59,7 +59,7 @@ def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
     if events:  # where this return's commit left the chain: the same however late the receipt is written
         summary.append(("审计链位置", f"第 {events[-1].seq} 条，{events[-1].hash[:16]}"))
     applied = [[e.student_no, who.get(e.student_no, ""), names.get(e.step, e.step), label(e.old),
-                label(e.new), {"revoked": "撤销"}.get(e.decision, e.detail)]
+                label(e.new), {"revoked": "撤销", "reason": f"补写原因：{e.detail}"}.get(e.decision, e.detail)]
                for e in events if e.kind == "status"]
     applied += [[e.student_no, who.get(e.student_no, ""), names.get(e.step, e.step), "",
                  e.new, e.detail] for e in events if e.kind == "waiver"]

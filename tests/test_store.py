@@ -174,6 +174,7 @@ def test_status_lines_follow_every_write(store: Store) -> None:
 
 # What migrations 6 to 8 added, taken away again, for tests that make a store of an older version.
 _UNDO_6 = ("DROP TABLE loan_confirmations; ALTER TABLE students DROP COLUMN lenders; "
+           "ALTER TABLE conflicts DROP COLUMN remark; "
            "DROP TABLE acknowledged; ALTER TABLE conflicts DROP COLUMN resolution; "
            "ALTER TABLE refused_ticks DROP COLUMN resolved_at; ALTER TABLE refused_ticks DROP COLUMN resolution; "
            "DROP TABLE offices; DROP TABLE deliveries; DROP TABLE mail_messages; DROP INDEX workbooks_office; "

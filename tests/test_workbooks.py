@@ -151,6 +151,8 @@ def test_typed_non_ticks_are_read_as_unticked(issued: Cli, mark: Any) -> None:
     ("也许", "无法识别的勾选内容“也许”"),
     ("=TRUE()", "没有保存计算结果"),
     ("=A1", "单元格是公式（=A1）"),
+    ('="×"', '单元格是公式（="×"）'),  # the formula text unescaped, not =&quot;×&quot;
+    ("F", "含义不明"),  # FALSE to some, fail to others
     (2, "无法识别的勾选内容“2”"),
 ])
 def test_unrecognised_marks_are_anomalies_not_unticked(issued: Cli, mark: Any, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,7 @@ def formula_cells(xml: bytes) -> dict[str, tuple[str, str | None]]:
     for match in _FORMULA_CELL.finditer(xml):
         ref = _REF.search(match.group(1))
         if ref:
-            formula = (match.group(2) or b"").decode("utf-8", "replace")
+            formula = html.unescape((match.group(2) or b"").decode("utf-8", "replace"))
             cached = match.group(3)
             found[ref.group(1).decode()] = (formula, None if cached is None else cached.decode("utf-8", "replace"))
     return found
@@ -100,7 +101,8 @@ class Sheet:
         if ref in self.formulas:
             formula, cached = self.formulas[ref]
             if not _BOOLEAN_FORMULA.match(formula):
-                return None, f"单元格是公式（={formula}），勾选格只能是勾或 TRUE/FALSE"
+                return None, (f"单元格是公式（={formula[:60]}），勾选格只能是勾、TRUE/FALSE，"
+                              "或直接输入 ×、“未通过”、○，不能是公式")
             if cached is None:
                 return None, "单元格是 TRUE()/FALSE() 公式但没有保存计算结果，请在 Excel 中重新计算并保存"
             ticked = formula.upper().lstrip("=").strip().startswith("TRUE")
@@ -109,7 +111,7 @@ class Sheet:
         if status is None:
             text = cell_text(value)
             if text.upper() in AMBIGUOUS:
-                return None, (f"“{text}”含义不明（有人用它表示勾，有人表示叉）：已通过请勾选或用 √，"
+                return None, (f"“{text}”含义不明（有人用它表示通过，有人表示不通过）：已通过请勾选或用 √，"
                               "未通过请输入 × 或“未通过”，未办理请留空或选 FALSE")
             return None, (f"无法识别的勾选内容“{text}”（应为勾、TRUE/FALSE、✓、√，未通过写 × 或“未通过”，"
                           "可办可不办写 ○，或留空）")

@@ -177,8 +177,8 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
                 active: bool = True) -> None:
     sheet = book.add_worksheet(MAIN_SHEET)
     _top(sheet, f, plan, issued_at, token.generation,
-         "勾选表示已办理通过；灰色格子表示该生不需要办理；橙色表示前置条件未满足（勾选会被拒绝）；请勿修改学号、姓名等列；"
-         "排序请用表头的筛选按钮，或先选中整行。")
+         "勾选表示已办理通过；未通过输入 × 并在备注写原因；灰色格子表示该生不需要办理；"
+         "橙色表示前置条件未满足（勾选会被拒绝）；请勿修改学号、姓名等列；排序请用表头的筛选按钮，或先选中整行。")
     identity = plan.identity_columns
     headers = [*identity, PREREQ_HEADER, *(s.name for s in plan.steps), REMARK_HEADER]
     if token.row_secret:
