@@ -1,4 +1,4 @@
-"""The lixiao benchmark: P1–P6 on synthetic cohorts, each against the bare library doing the same I/O.
+"""The lixiao benchmark: P1–P8 on synthetic cohorts, each against the bare library doing the same I/O.
 
 Usage (from the repository root, after `make install`):  .venv/bin/python -m bench.run [--quick]
 --quick: the 8,500-student cohort only, fewer repeats. Prints a table and writes bench/results/latest.json.
@@ -27,6 +27,7 @@ from typing import Any
 import python_calamine
 import xlsxwriter
 
+from bench.interactive import interactive, verify
 from lixiao.core.flow import load_flow_file
 from lixiao.core.model import Status
 from lixiao.core.synthetic import make_cohort
@@ -326,6 +327,11 @@ def main() -> int:
             print(f"P4 late {row['P4_report_late']['seconds']['median']:.2f}s "
                   f"({row['P4_ratio_late']:.2f}x bare), command "
                   f"{row['P4_report_command_late']['seconds']['median']:.2f}s", flush=True)
+            row.update(interactive(late, repeats * 2))
+            row.update(verify(late, repeats))
+            print(f"P7 status {row['P7_status']['seconds']['median']:.2f}s, --help "
+                  f"{row['P7_help']['seconds']['median']:.2f}s; P8 verify {row['P8_verify']['seconds']['median']:.2f}s "
+                  f"({row['P8_ratio']:.1f}x bare)", flush=True)
             shutil.rmtree(late)
             if students == cohorts[0]:
                 settle = 1.0
@@ -363,6 +369,11 @@ def print_table(results: dict[str, Any]) -> None:
                     ratio = f"{row[f'P2_ratio_{size}']:.1f}× bare calamine ({value['saved_by']})"
                 elif key == "P4_report_late":
                     ratio = f"{row['P4_ratio_late']:.2f}× bare sqlite3 + XlsxWriter"
+                elif key == "P8_verify":
+                    ratio = f"{row['P8_ratio']:.1f}× bare chain read + quick_check"
+                elif key.startswith("P7_") and key != "P7_bare_sqlite3_lookup":
+                    bare = row["P7_bare_sqlite3_lookup"]["seconds"]["median"]
+                    ratio = f"{s['median'] / bare:.1f}× a bare sqlite3 lookup process"
                 elif key == "P3_watch_latency":
                     ratio = f"settle {value['settle']} s"
                 print(f"| {students} | {key} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} | {ratio} | "

@@ -5,13 +5,16 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import rules
 from .clearance import Clearance
 from .issuance import WorkbookPlan, workbook_steps
 from .model import Checkpoint, Flow, Status, Step, Student
 from .stats import Board
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,16 @@ whole-school export left out (a Clearance mixin)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from . import loans, rules
 from .feeds import WHOLE_SCHOOL_FEEDS, FeedEntry, feed_label
 from .identity import mask_id_card
 from .model import Flow, Status, Step, Student
 from .rules import ClearanceError, Decision
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 @dataclass

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import loans, rules
 from .identity import mask_id_card
-from .model import Checkpoint, Flow, Status, Step, Student
+from .model import SPLITS, Checkpoint, Flow, Status, Step, Student
 from .signing import digest
-from .store import StatusRow
 
-SPLITS = ("college", "class", "dorm")
+if TYPE_CHECKING:
+    from .store import StatusRow
+
 BATCH_SHEETS = {"class": "按班级", "dorm": "按宿舍", "college": "按学院"}
 IDENTITY_COLUMNS = ("学号", "姓名", "性别", "身份证号", "院系", "专业", "班级", "宿舍")
 ALL_SCOPE = "全部"

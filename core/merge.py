@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import rules
 from .chain import Event
@@ -25,7 +26,9 @@ from .mergeplan import (
     cell_decision,
 )
 from .model import Flow, Status, Student
-from .store import StatusRow, Store
+
+if TYPE_CHECKING:
+    from .store import StatusRow, Store
 
 __all__ = ["CONFLICT", "IGNORE", "NOOP", "Change", "ChangeKind", "MergeInput", "MergePlan", "Refusal", "apply_plan",
            "cell_decision", "hold_reason", "plan_merge"]

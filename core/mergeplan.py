@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .model import Status
-from .store import StatusRow
+
+if TYPE_CHECKING:
+    from .store import StatusRow
 
 
 class CellDecision(StrEnum):

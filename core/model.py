@@ -44,6 +44,7 @@ STATUS_CODES: dict[Status, str] = {Status.PASSED: "p", Status.FAILED: "f", Statu
                                    Status.PENDING: "n", Status.NA: "-"}
 
 LEVELS = ("本科", "硕士", "博士")
+SPLITS = ("college", "class", "dorm")  # how one checkpoint's workbooks may be split further (lixiao issue --split)
 
 # Roster flag columns: the Chinese header and the attribute of Student it fills.
 FLAG_COLUMNS: dict[str, str] = {

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import rules
 from .model import Flow, Status, Step, Student
-from .store import StatusRow
+
+if TYPE_CHECKING:
+    from .store import StatusRow
 
 NO_REFUND_STEP = "本届流程没有在用的退费步骤（如“退费状态”自 2017 年起已取消），没有退费可查"
 # The manual's 退费状态 in the words a finance office uses for it.

@@ -10,17 +10,12 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table as RichTable
 
+from lixiao.core import rules
 from lixiao.core.flow import PRESETS, flow_to_dict, load_preset
 from lixiao.core.identity import mask_ids_in_text
-from lixiao.core.issuance import SPLITS
-from lixiao.core.model import STATUS_LABELS, Flow, Status
-from lixiao.core.roster import validate_roster
-from lixiao.core.rules import passed_dependents
-from lixiao.workbooks.roster import build_roster_template
-from lixiao.workbooks.tables import read_table
+from lixiao.core.model import SPLITS, STATUS_LABELS, Flow, Status
 
 from . import cli_feed, cli_live, cli_records, cli_refunds, cli_review
 from .cli_base import (
@@ -80,6 +75,8 @@ def students_template(file: Path) -> None:
     """写出带标准中文表头的空白学生名单。Write an empty roster .xlsx with the expected Chinese headers."""
     if file.suffix.lower() != ".xlsx":
         raise DataFolderError("模板文件名应以 .xlsx 结尾")
+    from lixiao.workbooks.roster import build_roster_template
+
     file.write_bytes(build_roster_template())
     console.print(f"已写出名单模板 {file}（第 2 行是示例，导入前请删除）")
 
@@ -92,6 +89,9 @@ def students_template(file: Path) -> None:
 @click.pass_context
 def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: str | None) -> None:
     """导入学生名单（.xlsx 或 .csv）；有错的行逐行列出。Import a roster; bad rows are listed with their row numbers."""
+    from lixiao.core.roster import validate_roster
+    from lixiao.workbooks.tables import read_table
+
     table = read_table(read_input(file), file.name)
     with open_data(ctx, write=True) as folder:
         result = validate_roster(table.headers, table.rows, folder.flow.needs_class)
@@ -175,6 +175,7 @@ def _print_flow(shown: Flow, year: int) -> None:
 @click.pass_context
 def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -> None:
     """为各离校点签发勾选工作簿到 outbox/（再次签发版本加一）。Issue the workbooks."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .issuing import issue_workbooks, plan_all
 
@@ -330,6 +331,8 @@ def report(ctx: click.Context, public: bool, iterations: int) -> None:
         console.print(f"已生成报表（{built.students} 名学生，{built.files} 个文件）：{built.index}")
         console.print(f"Excel 报表：{built.excel}")
         if public:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
             from lixiao.reports.html import environment
             from lixiao.reports.public import build_public_page
 
@@ -359,7 +362,7 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
         decision = clearance.set_step(who, target.code, Status(status), remark=remark, source="cli",
                                       operator=operator_name(operator))
         standing = [] if Status(status) is Status.PASSED else \
-            passed_dependents(folder.flow, target.code, clearance.statuses(who.student_no))
+            rules.passed_dependents(folder.flow, target.code, clearance.statuses(who.student_no))
     if not decision.allowed:
         raise Refused(decision.reason)
     done = "未变（已是该状态）" if decision.unchanged else "已记录"

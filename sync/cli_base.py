@@ -18,23 +18,30 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-from lixiao.core.clearance import ClearanceError, RefusedError
 from lixiao.core.feeds import FeedError
 from lixiao.core.flow import FlowError
-from lixiao.core.issuance import IssueError
+from lixiao.core.guard import StoreError
 from lixiao.core.model import STATUS_MARKS
 from lixiao.core.roster import RosterError
-from lixiao.core.store import StoreError
-from lixiao.workbooks.tables import TableError
+from lixiao.core.rules import ClearanceError, RefusedError
 
 from .datafolder import DataFolder, DataFolderError, find_folder, open_folder
 from .locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
-from .mail import MailError
 from .messages import os_error_text, usage_error_text
 
 MARKS = {s.value: mark for s, mark in STATUS_MARKS.items()}
-INPUT_ERRORS = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError, FeedError, TableError,
-                IssueError, MailError)
+INPUT_ERRORS: tuple[type[Exception], ...] = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError,
+                                             FeedError)
+# Input errors of modules a command imports only when it needs them (openpyxl, XlsxWriter, mail): an error of a
+# module that was never imported cannot have been raised, so each is looked up only if its module is loaded.
+LATE_ERRORS = (("lixiao.core.issuance", "IssueError"), ("lixiao.workbooks.tables", "TableError"),
+               ("lixiao.sync.mail", "MailError"))
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """INPUT_ERRORS and the LATE_ERRORS of the modules loaded so far."""
+    late = tuple(getattr(sys.modules[m], name) for m, name in LATE_ERRORS if m in sys.modules)
+    return INPUT_ERRORS + late
 # Rich falls back to 80 columns when piped; Chinese tables need more to stay readable in a log.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -64,12 +71,20 @@ class LixiaoGroup(click.Group):
             fail(usage_error_text(exc), 2)
         except (RefusedError, LockBusyError) as exc:
             fail(str(exc), 1)
-        except INPUT_ERRORS as exc:
-            fail(str(exc), 2)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
             fail("已中断", 130)
+        except Exception as exc:  # noqa: BLE001 - the CLI promise: one line, never a traceback
+            if isinstance(exc, input_errors()):
+                fail(str(exc), 2)
+            self._fail_other(exc)
+
+    @staticmethod
+    def _fail_other(exc: Exception) -> NoReturn:
+        """Anything else as one line: disk and database trouble, an internal error."""
+        try:
+            raise exc
         except sqlite3.OperationalError as exc:
             if "full" in str(exc) or "I/O" in str(exc):
                 fail(f"磁盘已满或无法写入（{exc}）；当前这一步已整体回滚，学生状态没有改变。请腾出空间后重试", 2)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 
-from lixiao.core.clearance import FeedReport
 from lixiao.core.feeds import parse_feed
 from lixiao.core.model import Status
-from lixiao.workbooks.tables import read_table
 
 from .cli_base import Refused, console, examples, open_data, operator_name, read_input
 from .datafolder import DataFolderError
+
+if TYPE_CHECKING:
+    from lixiao.core.feedapply import FeedReport
 
 
 @click.command(epilog=examples("  lixiao feed library 图书馆导出.xlsx\n  lixiao feed finance 欠费.csv\n"
@@ -28,6 +30,8 @@ from .datafolder import DataFolderError
 def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, lender: str | None,
          operator: str | None) -> None:
     """导入图书馆（学号,借阅册数,欠费）、财务（学号,欠费金额）或贷款系统的数据。Apply a feed."""
+    from lixiao.workbooks.tables import read_table
+
     table = read_table(read_input(file), file.name)
     parsed = parse_feed(kind, table.headers, table.rows, loan or "", lender or "")
     with open_data(ctx, write=True) as folder:

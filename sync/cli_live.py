@@ -9,10 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from lixiao.core.issuance import issuable
 from lixiao.core.offices import office_instances, parse_directory
-from lixiao.workbooks.directory import build_directory
-from lixiao.workbooks.tables import read_table
 
 from .cli_base import Refused, console, examples, open_data, operator_name, print_json, read_input
 from .datafolder import DataFolderError, secret_key
@@ -31,6 +28,9 @@ def offices_template(ctx: click.Context, file: Path) -> None:
     """写出通讯录模板：每个离校点一行（已有的通讯录内容一并写入）。Write the directory template."""
     if file.suffix.lower() != ".xlsx":
         raise DataFolderError("模板文件名应以 .xlsx 结尾")
+    from lixiao.core.issuance import issuable
+    from lixiao.workbooks.directory import build_directory
+
     with open_data(ctx, write=False) as folder:
         instances = office_instances(issuable(folder.flow, folder.year), folder.store.colleges())
         known = {o.key: o for o in folder.store.offices()}
@@ -51,6 +51,9 @@ def offices_template(ctx: click.Context, file: Path) -> None:
 @click.pass_context
 def offices_import(ctx: click.Context, file: Path, operator: str | None) -> None:
     """导入通讯录（.xlsx 或 .csv）；有错的行逐行列出，整份不导入。Import the directory."""
+    from lixiao.core.issuance import issuable
+    from lixiao.workbooks.tables import read_table
+
     table = read_table(read_input(file), file.name)
     with open_data(ctx, write=True) as folder:
         instances = office_instances(issuable(folder.flow, folder.year), folder.store.colleges())

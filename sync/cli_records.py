@@ -10,10 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
 
-from lixiao.core.ledger import LedgerState
 from lixiao.core.model import STATUS_LABELS, Status
 from lixiao.core.refunds import REFUND_WORDS
 from lixiao.workbooks.matrix import IDENTITY, matrix_csv
@@ -189,6 +187,8 @@ def export(ctx: click.Context, file: Path) -> None:
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on a terminal (a long verify streams half a million audit events)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
                   transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(label, total=None)
@@ -224,6 +224,8 @@ def verify(ctx: click.Context, repair: bool) -> None:
             found = check_folder(folder, advance)
         record_findings(folder, found)
         events = folder.store.audit_count()
+        from lixiao.core.ledger import LedgerState
+
         archived = sum(1 for r in folder.store.ledger_rows() if r.outcome is LedgerState.MERGED)
     if found.problems:
         for problem in found.problems:

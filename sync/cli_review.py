@@ -6,8 +6,6 @@ import click
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from lixiao.core.review import Action, open_items, resolve
-
 from .cli_base import console, examples, open_data, operator_name, print_json
 
 
@@ -27,6 +25,8 @@ def review(ctx: click.Context) -> None:
 def review_list(ctx: click.Context, as_json: bool = False) -> None:
     """列出尚未处理的待核对项（已处理、或数据库已自行解决的不再列出）。List open items."""
     with open_data(ctx, write=False) as folder:
+        from lixiao.core.review import open_items
+
         items = open_items(folder.clearance, limit=100_000)
     if as_json:
         print_json({"items": [{"id": i.id, "kind": i.kind, "student_no": i.student_no, "name": i.name,
@@ -50,13 +50,15 @@ def review_list(ctx: click.Context, as_json: bool = False) -> None:
 
 @review.command("resolve", epilog=examples("  lixiao review resolve C12 keep --reason 已与宿管核实"))
 @click.argument("item_id", metavar="ID")
-@click.argument("action", type=click.Choice([a.value for a in Action]))
+@click.argument("action", type=click.Choice(["keep", "take", "dismiss"]))  # core.review.Action
 @click.option("--reason", required=True, help="处理理由（记入审计）")
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def review_resolve(ctx: click.Context, item_id: str, action: str, reason: str, operator: str | None) -> None:
     """处理一个待核对项（记入审计）。Resolve one item: keep, take or dismiss."""
     with open_data(ctx, write=True) as folder:
+        from lixiao.core.review import Action, resolve
+
         done = resolve(folder.clearance, item_id, Action(action), reason, operator_name(operator))
     console.print(escape(done))
 

@@ -13,15 +13,19 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomli_w
 
 from lixiao.core.chain import ANCHOR
-from lixiao.core.clearance import Clearance
 from lixiao.core.faults import fault_point
 from lixiao.core.flow import PRESETS, load_flow_file, preset_text
+from lixiao.core.guard import CHECK_CACHE, DAMAGED
 from lixiao.core.model import Flow
-from lixiao.core.store import CHECK_CACHE, DAMAGED, Store
+
+if TYPE_CHECKING:  # the store (sqlite-utils) is imported when a folder is opened, not by `lixiao --help`
+    from lixiao.core.clearance import Clearance
+    from lixiao.core.store import Store
 
 SETTINGS = "lixiao.toml"
 FOLDERS = ("outbox", "inbox", "archive", "rejected", "receipts", "reports")
@@ -46,6 +50,8 @@ class DataFolder:
     @property
     def clearance(self) -> Clearance:
         """The clearance rules bound to this folder's store and flow."""
+        from lixiao.core.clearance import Clearance
+
         return Clearance(self.store, self.flow)
 
     def close(self) -> None:
@@ -153,6 +159,8 @@ def _build_folder(root: Path, created: list[Path], flow_text: str, flow_name: st
         handle.write(secrets.token_hex(32))
     (root / "flow.toml").write_text(flow_text, "utf-8")
     created.extend(root / n for n in STORE_FILES)
+    from lixiao.core.store import Store
+
     Store.create(root / "store.db", session, year, flow_name).close()
     fault_point("init")
     # Written last: lixiao.toml is what makes a folder a data folder (find_folder looks for it).
@@ -208,6 +216,8 @@ def open_folder(root: Path, *, write: bool = True) -> DataFolder:
     flow_ref = settings.get("flow", {}).get("file", "flow.toml")
     flow_path = root / flow_ref
     flow = load_flow_file(flow_path)
+    from lixiao.core.store import Store
+
     store = Store.open(root / "store.db", guard=write)
     session = store.session()
     return DataFolder(root=root.resolve(), session_name=session.name, year=session.year, flow=flow, store=store)

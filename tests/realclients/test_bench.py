@@ -36,6 +36,8 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         assert row["P2_sync_300"]["result"]["outcome"] == "merged"
         assert "| 400 | P4_report_late |" in done.stdout and row["P4_ratio_late"] > 0
         assert row["P4_report_command_late"]["result"] == 0
+        assert "| 400 | P7_status |" in done.stdout and row["P7_status"]["seconds"]["median"] > 0
+        assert "| 400 | P8_verify |" in done.stdout and row["P8_ratio"] > 0
     finally:
         if before is not None:
             results.write_bytes(before)
