@@ -347,3 +347,13 @@ def test_taking_back_a_prerequisite_warns_about_passed_certificates(cli: Cli,
     assert "注意" in result.output and "领取学位证" in result.output and "归还图书" in result.output
     quiet = cli("set", "0803010103", "electricity", "passed")
     assert "注意" not in quiet.output
+
+
+def test_the_cli_imports_no_heavy_library_until_a_command_needs_it() -> None:
+    """`lixiao --help` (and the import behind every command) loads no spreadsheet, store or mail library: they
+    are imported by the commands that use them (issue 14's P7; the time itself is measured by the bench)."""
+    heavy = ("openpyxl", "xlsxwriter", "sqlite_utils", "python_calamine", "smtplib", "imaplib", "jinja2",
+             "rich.progress", "watchdog")
+    probe = f"import sys, lixiao.sync.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
