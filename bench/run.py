@@ -27,6 +27,7 @@ from typing import Any
 import python_calamine
 import xlsxwriter
 
+from bench.bare import bare_issue
 from bench.interactive import interactive, verify
 from lixiao.core.flow import load_flow_file
 from lixiao.core.model import Status
@@ -91,33 +92,6 @@ def cohort_folder(root: Path, students: int) -> None:
     folder = init_folder(root, "undergrad", "2026届本科毕业生离校", 2026)
     folder.store.upsert_students(make_cohort(students).students, source="bench")
     folder.close()
-
-
-def bare_issue(plans_root: Path) -> int:
-    """Bare XlsxWriter writing the same cells as `lixiao issue` (identity text, checkboxes, remark)."""
-    folder = open_folder(plans_root)
-    plans = plan_all(folder, [], None)
-    folder.close()
-    out = Path(tempfile.mkdtemp(prefix="bare-"))
-    cells = 0
-    for number, plan in enumerate(plans):
-        book = xlsxwriter.Workbook(str(out / f"{number}.xlsx"))
-        sheet = book.add_worksheet()
-        box = book.add_format()
-        for r, row in enumerate(plan.rows, start=1):
-            for c, value in enumerate(row.identity):
-                sheet.write_string(r, c, value)
-            for i, cell in enumerate(row.cells):
-                if cell.applicable:
-                    sheet.insert_checkbox(r, len(row.identity) + 1 + i, cell.ticked, box)
-            sheet.write_string(r, len(row.identity) + 1 + len(row.cells), row.remark)
-            cells += len(row.identity) + len(row.cells) + 1
-        for r, w in enumerate(plan.waiver_rows, start=1):
-            sheet.write_string(r, 0, w.student.student_no)
-            sheet.insert_checkbox(r, 8, w.waived, box)
-        book.close()
-    shutil.rmtree(out)
-    return cells
 
 
 def our_issue(root: Path) -> int:
