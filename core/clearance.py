@@ -170,7 +170,7 @@ class Clearance(FeedApplication):
         with self.store.transaction():
             rows = self.store.status_rows(student.student_no)
             statuses = {k: v.status for k, v in rows.items()}
-            confirmed = self.store.confirmed_lenders([student.student_no]) if loans.several(student) else {}
+            confirmed = self.store.confirmed_lenders([student.student_no]) if loans.named(student) else {}
             decision = rules.may_set(
                 self.flow, student, step_code, new, statuses, self.waived(student.student_no), self.year,
                 confirmed.get(student.student_no, set()),

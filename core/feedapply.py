@@ -61,8 +61,13 @@ class FeedApplication:
                 step = feed_steps.get(entry.feed)
                 if step is None:
                     raise ClearanceError(f"当前流程中没有由数据源 {entry.feed} 设置的步骤")
-                # Loans match by 身份证号 first (the bank's key), falling back to 学号.
+                # Loans match by 身份证号 first (the bank's key), falling back to 学号; a row naming both must name
+                # one student.
                 student = by_id.get(entry.id_card) if entry.id_card else None
+                if entry.id_card and entry.student_no and student is not by_no.get(entry.student_no):
+                    report.refused.append(f"第 {entry.row} 行：学号 {entry.student_no} 与身份证号 "
+                                          f"{mask_id_card(entry.id_card)} 不是学生名单中的同一名学生，未应用")
+                    continue
                 student = student or by_no.get(entry.student_no)
                 if student is None:
                     shown = entry.student_no or mask_id_card(entry.id_card)
@@ -78,11 +83,13 @@ class FeedApplication:
                     else:
                         report.unchanged += 1
                     continue
-                if step.feed == loans.NATIONAL_FEED and loans.several(student):
-                    confirmed = self._lender(student, entry, source, operator, report)
+                if step.feed == loans.NATIONAL_FEED and loans.named(student):
+                    confirmed = self._lender(student, entry, old, source, operator, report)
                     if confirmed is None:
                         continue
                     entry = confirmed
+                elif step.feed == loans.NATIONAL_FEED and entry.lender:  # kept, should the roster name lenders later
+                    self.store.confirm_lender(student.student_no, entry.lender, source, operator)
                 decision = self.set_step(
                     student, step.code, entry.status, remark=entry.remark, source=source, operator=operator
                 )
@@ -94,28 +101,61 @@ class FeedApplication:
                     report.reverted.append(f"{student.student_no} {student.name}：{entry.remark}")
                 elif entry.status is Status.PASSED:
                     report.passed += 1
-                else:
-                    report.failed += 1
+                elif entry.status is Status.FAILED:
+                    report.failed += 1  # (a partial loan confirmation is listed in report.partial)
             self._absent(entries, feed_steps, seen, by_no, report, source, operator, absent)
         return report
 
-    def _lender(self, student: Student, entry: FeedEntry, source: str, operator: str,
+    def _lender(self, student: Student, entry: FeedEntry, current: Status | None, source: str, operator: str,
                 report: FeedReport) -> FeedEntry | None:
-        """One lender's confirmation of a loan held at several: recorded, and the entry becomes what all the
-        confirmations so far mean (passed once every lender has confirmed). None when the row names no lender."""
+        """One lender's confirmation of a loan whose lenders the roster names: recorded, and the entry becomes what
+        all the confirmations so far mean (passed once every lender has confirmed). None when the row cannot count
+        (no lender named for a loan at several, or a lender the student does not have), or when a partial
+        confirmation meets a status an office set (未通过, 可办可不办): that status stays."""
         who = f"第 {entry.row} 行：{student.name}（{student.student_no}）"
-        if entry.lender not in student.lenders:
-            shown = loans.lender_label(entry.lender) if entry.lender else "没有写明经办单位"
-            report.refused.append(f"{who}{shown}：该生的国家助学贷款在 "
-                                  f"{'、'.join(map(loans.lender_label, student.lenders))}，请写明是哪一处的确认"
+        lender = entry.lender or (student.lenders[0] if not loans.several(student) else "")
+        if lender not in student.lenders:
+            shown = loans.lender_label(lender) if lender else "没有写明经办单位"
+            report.refused.append(f"{who}{shown}：该生的国家助学贷款由 "
+                                  f"{'、'.join(map(loans.lender_label, student.lenders))} 经办，请写明是哪一处的确认"
                                   "（“经办单位”列或 --lender）")
             return None
-        self.store.confirm_lender(student.student_no, entry.lender, source, operator)
+        self.store.confirm_lender(student.student_no, lender, source, operator)
         status, remark = loans.lenders_outcome(student, self.store.confirmed_lenders([student.student_no]).get(
             student.student_no, set()))
         if status is not Status.PASSED:
             report.partial.append(f"{student.student_no} {student.name}：{remark}")
+            if current not in (None, Status.PENDING):
+                return None
         return replace(entry, status=status, remark=remark)
+
+    def recheck_lenders(self, source: str, operator: str) -> list[str]:
+        """After a roster import: each national loan whose named lenders changed gets the status its confirmations
+        mean now (a pass whose lenders are no longer all confirmed goes back to 未办理); lines saying what changed."""
+        step = next((s for s in self.flow.all_steps() if s.feed == loans.NATIONAL_FEED), None)
+        if step is None or not step.enabled(self.year):
+            return []
+        changed = []
+        confirmed = self.store.confirmed_lenders()
+        stored = self.store.step_rows(step.code)
+        with self.store.transaction():
+            for student in self.store.students():
+                row = stored.get(student.student_no)
+                if not rules.applies(step, student) or row is None:
+                    continue
+                if not loans.named(student):
+                    if row.status is Status.PENDING and row.remark.startswith("已确认："):
+                        self.set_step(student, step.code, Status.PENDING, remark="", source=source, operator=operator)
+                    continue
+                if row.status not in (Status.PASSED, Status.PENDING):
+                    continue
+                status, remark = loans.lenders_outcome(student, confirmed.get(student.student_no, set()))
+                if (status, remark) == (row.status, row.remark) or (status is row.status is Status.PASSED):
+                    continue
+                self.set_step(student, step.code, status, remark=remark, source=source, operator=operator)
+                if row.status is Status.PASSED and status is not Status.PASSED:
+                    changed.append(f"{student.student_no} {student.name}：{step.name} 由已通过改为未办理（{remark}）")
+        return changed
 
     def _absent(self, entries: list[FeedEntry], feed_steps: dict[str, Step], seen: set[tuple[str, str]],
                 by_no: dict[str, Student], report: FeedReport, source: str, operator: str,

@@ -325,7 +325,7 @@ def plan_workbooks(
                 cells.append(CellPlan(step.code, applicable, status, row.version if row else 0))
                 if applicable and row and row.remark:
                     remarks.append(row.remark)
-                elif applicable and step.feed == loans.NATIONAL_FEED and loans.several(student):
+                elif applicable and step.feed == loans.NATIONAL_FEED and loans.named(student):
                     remarks.append(loans.awaiting_text(student))  # which lenders must confirm, before any has
             show_id = any(rules.applies(s, student) for s in steps if s.code in show_id_steps)
             plan.rows.append(RowPlan(student, identity_values(student, IDENTITY_COLUMNS, show_id), prerequisite,

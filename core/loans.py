@@ -13,7 +13,6 @@ from .model import Status, Student
 LENDERS = {"10534": "校本部", "12649": "潇湘"}
 _BY_NAME = {name: code for code, name in LENDERS.items()}
 _SPLIT = re.compile(r"[、,，;；/+＋和及\s]+")
-_CODE = re.compile(r"^\d{5}$")
 NATIONAL_FEED = "loans:national"
 
 
@@ -24,26 +23,33 @@ def lender_label(code: str) -> str:
 
 def parse_lenders(text: str) -> tuple[str, ...] | None:
     """The lender codes a roster or feed cell names ("10534", "潇湘", "10534、12649", "校本部+潇湘"), sorted; None
-    when a part is neither a known name nor a 5-digit code."""
+    when a part is not one of the manual's lenders (a mistyped 10543 would otherwise wait for a confirmation
+    that never comes)."""
     codes = set()
     for part in _SPLIT.split(clean_text(text)):
         if not part:
             continue
         code = _BY_NAME.get(part, part)
-        if not _CODE.match(code):
+        if code not in LENDERS:
             return None
         codes.add(code)
     return tuple(sorted(codes))
 
 
+def named(student: Student) -> bool:
+    """True when the roster names the student's lenders (10534、12649): each of them must confirm. A loan marked
+    只 是 names none, and one confirmation (or the college's tick) settles it, as before."""
+    return bool(student.lenders)
+
+
 def several(student: Student) -> bool:
-    """True when the student's national loan is held at more than one lender: each must confirm."""
+    """True when the student's national loan is held at more than one lender."""
     return len(student.lenders) > 1
 
 
 def missing_lenders(student: Student, confirmed: Set[str]) -> list[str]:
-    """The student's lenders that have not confirmed yet (empty for a loan at one lender or none named)."""
-    return [code for code in student.lenders if code not in confirmed] if several(student) else []
+    """The student's named lenders that have not confirmed yet (none when the roster names none)."""
+    return [code for code in student.lenders if code not in confirmed]
 
 
 def lenders_outcome(student: Student, confirmed: Set[str]) -> tuple[Status, str]:
@@ -63,6 +69,8 @@ def _places(student: Student) -> str:
 
 def awaiting_text(student: Student) -> str:
     """What a workbook row says before any lender confirmed."""
+    if not several(student):
+        return f"国家助学贷款需 {lender_label(student.lenders[0])} 确认"
     return f"国家助学贷款在 {'、'.join(map(lender_label, student.lenders))} {_places(student)}，均需确认"
 
 
@@ -71,5 +79,9 @@ def refusal(student: Student, confirmed: Set[str]) -> str:
     missing = missing_lenders(student, confirmed)
     if not missing:
         return ""
-    return (f"该生的国家助学贷款在 {'、'.join(map(lender_label, student.lenders))} {_places(student)}，应全部确认完；"
-            f"尚缺 {'、'.join(map(lender_label, missing))} 的确认（贷款确认名单中写明经办单位）")
+    if several(student):
+        where = f"在 {'、'.join(map(lender_label, student.lenders))} {_places(student)}，应全部确认完；"
+    else:
+        where = f"由 {lender_label(student.lenders[0])} 经办；"
+    return (f"该生的国家助学贷款{where}尚缺 {'、'.join(map(lender_label, missing))} 的确认"
+            "（贷款确认名单中写明经办单位）")

@@ -120,7 +120,7 @@ def may_set(
         missing = missing_prerequisites(flow, student, step_code, statuses, waived, year)
         if missing:
             return Decision(False, describe_missing(flow, student, missing), tuple(missing))
-    if new is Status.PASSED and step.feed == loans.NATIONAL_FEED \
+    if new in (Status.PASSED, Status.OPTIONAL) and step.feed == loans.NATIONAL_FEED \
             and (unconfirmed := loans.refusal(student, confirmed_lenders)):
         return Decision(False, unconfirmed)
     return ALLOWED

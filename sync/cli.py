@@ -105,7 +105,11 @@ def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: st
                 raise Refused("名单有错误，没有导入任何学生；请改正后重新导入，或加 --skip-bad 只导入正确的行")
         counts = folder.store.upsert_students(result.students, source=f"roster:{file.name}",
                                               operator=operator_name(operator))
+        reopened = folder.clearance.recheck_lenders(f"roster:{file.name}", operator_name(operator)) \
+            if counts["updated"] else []
     console.print(f"导入完成：新增 {counts['added']}，更新 {counts['updated']}，未变 {counts['unchanged']}")
+    for line in reopened:  # a loan's lenders changed: the pass no longer has every confirmation
+        console.print(f"[yellow]注意：{escape(line)}[/]")
     if result.problems:
         raise Refused(f"跳过了 {len(result.problems)} 行有错误的学生")
 

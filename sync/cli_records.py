@@ -113,11 +113,11 @@ def waivers(ctx: click.Context, as_json: bool) -> None:
         print_json(listed)
         return
     table = RichTable(title=f"已解除限制名单（{len(listed)} 人次）")
-    for column in ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤状态", "理由", "操作人", "时间"):
+    for column in ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤状态", "理由", "凭证", "操作人", "时间"):
         table.add_column(column)
     for w in listed:
         table.add_row(w["student_no"], w["name"], w["college"], w["class"], w["checkpoint_name"], w["step_name"],
-                      w["status"], w["reason"], w["operator"], w["created_at"])
+                      w["status"], w["reason"], w["evidence"], w["operator"], w["created_at"])
     console.print(table)
 
 

@@ -10,6 +10,7 @@ from lixiao.core.model import Status
 from lixiao.core.refunds import NO_REFUND_STEP, REFUND_WORDS, refund_counts, refund_lines
 
 from .cli_base import Refused, console, examples, open_data, print_json
+from .datafolder import DataFolderError
 
 _BY_WORD = {word: status for status, word in REFUND_WORDS.items()}
 
@@ -28,9 +29,12 @@ def refunds(ctx: click.Context, college: str | None, state: str | None, as_json:
         if step is None:
             raise Refused(NO_REFUND_STEP)
         lines = refund_lines(folder.flow, year, folder.store.students(), folder.store.step_rows(step.code), step)
-    counts = refund_counts(lines)
     if college:
+        if college not in {line.college for line in lines}:
+            known = "、".join(sorted({x.college for x in lines}))
+            raise DataFolderError(f"没有学院“{college}”的学生需要退费（可选：{known}）")
         lines = [line for line in lines if line.college == college]
+    counts = refund_counts(lines)
     if state:
         lines = [line for line in lines if line.status is _BY_WORD[state]]
     if as_json:
