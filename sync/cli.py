@@ -218,6 +218,7 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
     if confirm and not files:
         raise click.UsageError("--confirm 需要给出 held/ 中的文件，如 lixiao sync --confirm held/水电.xlsx")
     from .batch import refresh_reports, sync
+    from .inbox import sync_settings
 
     with open_data(ctx, write=True) as folder:
         folders = [str(f) for f in files if f.is_dir()]
@@ -231,7 +232,7 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
                         confirm=confirm, problems=problems)
         shares = not files and any(r.share for r in _routes(folder))
         report_error = ""
-        if not dry_run and any(o.outcome == "merged" for o in outcomes):
+        if not dry_run and any(o.outcome == "merged" for o in outcomes) and sync_settings(folder.root).reports:
             try:
                 refresh_reports(folder)
             except (OSError, sqlite3.Error) as exc:  # the returns are already safely merged

@@ -30,6 +30,7 @@ class SyncSettings:
     max_misaligned_rows: int = 3  # more rows whose 行校验 is off: the whole file is refused
     settle_wait: float = 10.0  # how long one-shot sync waits for a just-copied file to settle
     hold_unknown_senders: bool = False  # [mail] unknown_sender = "hold": a mail return from outside the directory
+    reports: bool = True  # one-shot `lixiao sync` regenerates reports/ after merging (false: run `lixiao report`)
 
     @property
     def max_bytes(self) -> int:
@@ -52,6 +53,9 @@ def sync_settings(root: Path) -> SyncSettings:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise DataFolderError(f"{SETTINGS} 中 [sync] {name} 应为非负数，现为 {value!r}")
             numbers[name] = value
+    reports = section.get("reports", True)
+    if not isinstance(reports, bool):
+        raise DataFolderError(f"{SETTINGS} 中 [sync] reports 应为 true 或 false，现为 {reports!r}")
     unknown = settings.get("mail", {}).get("unknown_sender", "flag")
     if unknown not in ("flag", "hold"):
         raise DataFolderError(f"{SETTINGS} 中 [mail] unknown_sender 只能是 \"flag\"（处理并标注）或 \"hold\""
@@ -61,7 +65,7 @@ def sync_settings(root: Path) -> SyncSettings:
                         max_revocations=int(numbers.get("max_revocations", defaults.max_revocations)),
                         max_misaligned_rows=int(numbers.get("max_misaligned_rows", defaults.max_misaligned_rows)),
                         settle_wait=float(numbers.get("settle_wait", defaults.settle_wait)),
-                        hold_unknown_senders=unknown == "hold")
+                        hold_unknown_senders=unknown == "hold", reports=reports)
 
 
 def safe_name(name: str, limit: int = MAX_NAME) -> str:

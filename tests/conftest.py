@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -98,12 +99,27 @@ def _templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runner = CliRunner()
     imported, issued = root / "imported", root / "issued"
     assert runner.invoke(main, ["init", str(imported), "--session", "2026届本科毕业生离校"]).exit_code == 0
+    # `lixiao sync` regenerating reports/ after each merge was half of this suite's sync time; the tests of that
+    # refresh turn it back on (set_settings(..., "sync", reports=True)).
+    set_settings(imported, "sync", reports=False)
     result = runner.invoke(main, ["--data", str(imported), "students", "import", str(roster)])
     assert result.exit_code == 0, result.output
     shutil.copytree(imported, issued, symlinks=True)
     result = runner.invoke(main, ["--data", str(issued), "issue"])
     assert result.exit_code == 0, result.output
     return {"imported": imported, "issued": issued}
+
+
+def set_settings(folder: Path, section: str, **values: object) -> None:
+    """Set keys of one section of a data folder's lixiao.toml, keeping everything else (the header comment too)."""
+    import tomli_w
+
+    path = folder / "lixiao.toml"
+    text = path.read_text("utf-8")
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    settings = tomllib.loads(text)
+    settings.setdefault(section, {}).update(values)
+    path.write_text(header + tomli_w.dumps(settings), "utf-8")
 
 
 def _copy_folder(source: Path, target: Path) -> None:

@@ -23,7 +23,7 @@ from lixiao.sync.officesim import sort_columns
 from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
 from lixiao.workbooks.reader import read_returned
 
-from .conftest import Cli, cohort_folder, drop, edit, key_of, outbox, rows, statuses, sync
+from .conftest import Cli, cohort_folder, drop, edit, key_of, outbox, rows, set_settings, statuses, sync
 
 
 def save(book: Any) -> bytes:
@@ -40,10 +40,8 @@ def columns_of(ws: Any) -> dict[str, int]:
 
 
 def settings_file(cli: Cli, **values: int) -> None:
-    """Append a [sync] section to the folder's lixiao.toml."""
-    text = (cli.data / "lixiao.toml").read_text("utf-8")
-    body = "".join(f"{k} = {v}\n" for k, v in values.items())
-    (cli.data / "lixiao.toml").write_text(text + "\n[sync]\n" + body, "utf-8")
+    """Set [sync] keys of the folder's lixiao.toml."""
+    set_settings(cli.data, "sync", **values)
 
 
 # -- cells --------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from lixiao.sync.daemon import Watcher
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.pipeline import process_file
 
-from .conftest import Cli, drop, edit, outbox, statuses, sync
+from .conftest import Cli, drop, edit, outbox, set_settings, statuses, sync
 
 
 def ticked(cli: Cli, no: str = "0803010103") -> bytes:
@@ -36,6 +36,7 @@ def test_disk_full_inside_the_merge_rolls_back_and_retries(issued: Cli, monkeypa
 
 def test_disk_full_while_writing_reports_keeps_the_old_site(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC while writing a page: the merge stands, the old pages stay whole, no partial file is left."""
+    set_settings(issued.data, "sync", reports=True)
     assert issued("report").exit_code == 0
     before = (issued.data / "reports" / "index.html").read_bytes()
     drop(issued, "u.xlsx", ticked(issued))

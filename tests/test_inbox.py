@@ -14,7 +14,7 @@ import pytest
 
 from lixiao.sync.inbox import safe_name
 
-from .conftest import Cli, drop, edit, outbox, rows, statuses, sync
+from .conftest import Cli, drop, edit, outbox, rows, set_settings, statuses, sync
 
 
 def ticked(cli: Cli, no: str = "0803010103") -> bytes:
@@ -86,8 +86,7 @@ def test_a_fifo_does_not_hang_the_sync(issued: Cli) -> None:
 
 def test_a_file_over_the_size_cap_is_refused_without_being_read(issued: Cli) -> None:
     """Over [sync] max_file_mb the file goes to rejected/ with the cap named; the next file is still merged."""
-    with (issued.data / "lixiao.toml").open("a", encoding="utf-8") as handle:
-        handle.write("\n[sync]\nmax_file_mb = 0.05\n")
+    set_settings(issued.data, "sync", max_file_mb=0.05)
     big = issued.data / "inbox" / "big.xlsx"
     with big.open("wb") as handle:
         handle.truncate(200 * 1024)
@@ -102,8 +101,7 @@ def test_a_file_over_the_size_cap_is_refused_without_being_read(issued: Cli) -> 
 
 def test_a_wrong_setting_is_a_clear_error(issued: Cli) -> None:
     """A negative or non-numeric [sync] value stops sync with one line naming the key."""
-    with (issued.data / "lixiao.toml").open("a", encoding="utf-8") as handle:
-        handle.write('\n[sync]\nmax_revocations = "many"\n')
+    set_settings(issued.data, "sync", max_revocations="many")
     result = issued("sync")
     assert result.exit_code == 2 and "max_revocations" in result.output
 
@@ -163,8 +161,7 @@ def test_confirm_with_a_path_relative_to_the_folder_clears_held(issued: Cli, mon
     for no in ("0803010103", "0803010104"):
         issued("set", no, "electricity", "passed")
     issued("issue", "--checkpoint", "utilities")
-    (issued.data / "lixiao.toml").write_text((issued.data / "lixiao.toml").read_text("utf-8")
-                                             + "\n[sync]\nmax_revocations = 1\n", "utf-8")
+    set_settings(issued.data, "sync", max_revocations=1)
     data = edit(outbox(issued, "utilities")[-1], {("0803010103", "清理电费"): False, ("0803010104", "清理电费"): False})
     drop(issued, "two.xlsx", data)
     assert sync(issued)["files"][0]["outcome"] == "held"
@@ -214,8 +211,7 @@ def test_a_held_return_dropped_again_leaves_one_copy_in_held(issued: Cli) -> Non
     for no in ("0803010103", "0803010104"):
         issued("set", no, "electricity", "passed")
     issued("issue", "--checkpoint", "utilities")
-    (issued.data / "lixiao.toml").write_text((issued.data / "lixiao.toml").read_text("utf-8")
-                                             + "\n[sync]\nmax_revocations = 1\n", "utf-8")
+    set_settings(issued.data, "sync", max_revocations=1)
     data = edit(outbox(issued, "utilities")[-1], {("0803010103", "清理电费"): False, ("0803010104", "清理电费"): False})
     drop(issued, "a.xlsx", data)
     assert sync(issued)["files"][0]["outcome"] == "held"

@@ -20,7 +20,7 @@ from lixiao.sync import integrity
 from lixiao.sync.daemon import Watcher
 from lixiao.sync.datafolder import open_folder, secret_key
 
-from .conftest import Cli, drop, edit, outbox, rows, statuses, sync
+from .conftest import Cli, drop, edit, outbox, rows, set_settings, statuses, sync
 
 STUDENT = "0803010103"
 
@@ -380,8 +380,7 @@ def test_a_held_return_whose_hold_was_lost_goes_back_to_the_inbox(issued: Cli) -
     for no in (STUDENT, "0803010104"):
         assert issued("set", no, "electricity", "passed").exit_code == 0
     assert issued("issue", "--checkpoint", "utilities").exit_code == 0
-    with (issued.data / "lixiao.toml").open("a", encoding="utf-8") as handle:
-        handle.write("\n[sync]\nmax_revocations = 1\n")
+    set_settings(issued.data, "sync", max_revocations=1)
     drop(issued, "撤销.xlsx", edit(outbox(issued, "utilities")[-1], {(STUDENT, "清理电费"): False,
                                                                      ("0803010104", "清理电费"): False}))
     assert sync(issued)["files"][0]["outcome"] == "held"

@@ -167,18 +167,27 @@ def test_user_templates_override_the_bundled_ones(reported: Cli) -> None:
 
 
 def test_sync_regenerates_the_reports(issued: Cli) -> None:
-    """After a merge, reports/ reflects the new tick without running `lixiao report`."""
+    """After a merge, reports/ reflects the new tick without running `lixiao report` (the default, [sync]
+    reports = true); with reports = false `lixiao sync` leaves reports/ as it was."""
     import os
     import time
 
-    from .conftest import edit, outbox
+    from .conftest import edit, outbox, set_settings
 
+    set_settings(issued.data, "sync", reports=True)
     path = issued.data / "inbox" / "u.xlsx"
     path.write_bytes(edit(outbox(issued, "utilities")[0], {("0803010103", "清理电费"): True}))
     os.utime(path, (time.time() - 30, time.time() - 30))
     assert issued("sync").exit_code == 0
     js = (issued.data / "reports" / "students.js").read_text("utf-8")
     assert "0803010103" in js and (issued.data / "reports" / "index.html").exists()
+    set_settings(issued.data, "sync", reports=False)
+    before = (issued.data / "reports" / "index.html").stat().st_mtime_ns
+    again = issued.data / "inbox" / "v.xlsx"
+    again.write_bytes(edit(outbox(issued, "utilities")[0], {("0803010104", "清理电费"): True}))
+    os.utime(again, (time.time() - 30, time.time() - 30))
+    assert issued("sync").exit_code == 0
+    assert (issued.data / "reports" / "index.html").stat().st_mtime_ns == before
 
 
 def test_the_same_step_name_at_two_desks_is_labelled_with_its_checkpoint(reported: Cli, tmp_path: Path) -> None:
