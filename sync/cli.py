@@ -26,6 +26,7 @@ from .cli_base import (
     open_data,
     operator_name,
     print_json,
+    print_problems,
     read_input,
 )
 from .datafolder import DataFolder, DataFolderError, find_folder, init_folder
@@ -95,14 +96,9 @@ def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: st
     table = read_table(read_input(file), file.name)
     with open_data(ctx, write=True) as folder:
         result = validate_roster(table.headers, table.rows, folder.flow.needs_class)
-        for warning in result.warnings:
-            console.print(f"[yellow]注意：{warning}[/]")
-        if result.problems:
-            console.print(f"[red]{len(result.problems)} 行有错误：[/]")
-            for problem in result.problems:
-                console.print(f"  {problem}")
-            if not skip_bad:
-                raise Refused("名单有错误，没有导入任何学生；请改正后重新导入，或加 --skip-bad 只导入正确的行")
+        print_problems(result.warnings, list(result.problems))
+        if result.problems and not skip_bad:
+            raise Refused("名单有错误，没有导入任何学生；请改正后重新导入，或加 --skip-bad 只导入正确的行")
         counts = folder.store.upsert_students(result.students, source=f"roster:{file.name}",
                                               operator=operator_name(operator))
         reopened = folder.clearance.recheck_lenders(f"roster:{file.name}", operator_name(operator)) \

@@ -145,6 +145,18 @@ def read_input(path: Path) -> bytes:
         raise DataFolderError(f"无法读取 {path}：{os_error_text(exc)}") from None
 
 
+def print_problems(warnings: list[str], problems: list[object]) -> None:
+    """A file's warnings and bad rows (roster, 通讯录), one line each; their text is the file's, so escaped."""
+    from rich.markup import escape
+
+    for warning in warnings:
+        console.print(f"[yellow]注意：{escape(warning)}[/]")
+    if problems:
+        console.print(f"[red]{len(problems)} 行有错误：[/]")
+        for problem in problems:
+            console.print(f"  {escape(str(problem))}")
+
+
 def print_json(data: object) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 

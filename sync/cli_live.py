@@ -11,7 +11,7 @@ from rich.table import Table as RichTable
 
 from lixiao.core.offices import office_instances, parse_directory
 
-from .cli_base import Refused, console, examples, open_data, operator_name, print_json, read_input
+from .cli_base import Refused, console, examples, open_data, operator_name, print_json, print_problems, read_input
 from .datafolder import DataFolderError, secret_key
 from .messages import OUTCOME_LABELS, strip_code
 
@@ -58,12 +58,8 @@ def offices_import(ctx: click.Context, file: Path, operator: str | None) -> None
     with open_data(ctx, write=True) as folder:
         instances = office_instances(issuable(folder.flow, folder.year), folder.store.colleges())
         result = parse_directory(table.headers, table.rows, instances)
-        for warning in result.warnings:
-            console.print(f"[yellow]注意：{escape(warning)}[/]")
+        print_problems(result.warnings, list(result.problems))
         if result.problems:
-            console.print(f"[red]{len(result.problems)} 行有错误：[/]")
-            for problem in result.problems:
-                console.print(f"  {escape(problem)}")
             raise Refused("通讯录有错误，没有导入；请改正后重新导入")
         with folder.store.transaction():
             added, changed = folder.store.set_offices(result.entries, f"offices:{file.name}", operator_name(operator))

@@ -357,3 +357,14 @@ def test_the_cli_imports_no_heavy_library_until_a_command_needs_it() -> None:
     probe = f"import sys, lixiao.sync.cli; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_roster_problems_are_printed_as_typed_not_as_markup(cli: Cli, tmp_path: Path) -> None:
+    """A bad roster row whose cells look like rich markup ([red]…[/]) is listed literally, not styled or swallowed."""
+    from lixiao.workbooks.roster import build_roster
+
+    roster = tmp_path / "bad.xlsx"
+    roster.write_bytes(build_roster([("[bold]0803", "[red]张三[/]", "男", "12345", "机电工程学院", "", "08机设1班", "",
+                                      "本科", "否", "否", "否", "否", "否")]))
+    result = cli("students", "import", str(roster))
+    assert result.exit_code == 1 and "[bold]0803" in result.output
