@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -32,9 +33,9 @@ def _timed(argv: list[str]) -> float:
     return elapsed
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]}
+def stats(values: list[float]) -> dict[str, float]:
+    """min, median and max (every figure of the bench)."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 def interactive(root: Path, repeats: int) -> dict[str, Any]:
@@ -51,9 +52,9 @@ def interactive(root: Path, repeats: int) -> dict[str, Any]:
             argv = [a.format(no=no, flip="passed" if run % 2 else "pending") for a in args]
             times.append(_timed(lixiao + argv if name != "help" else [sys.executable, "-m", "lixiao.sync.cli",
                                                                        "--help"]))
-        result[f"P7_{name}"] = {"seconds": _stats(times)}
+        result[f"P7_{name}"] = {"seconds": stats(times)}
     bare = [_timed([sys.executable, "-c", BARE_LOOKUP, str(root / "store.db"), no]) for _ in range(repeats)]
-    result["P7_bare_sqlite3_lookup"] = {"seconds": _stats(bare)}
+    result["P7_bare_sqlite3_lookup"] = {"seconds": stats(bare)}
     return result
 
 
@@ -73,6 +74,6 @@ def verify(root: Path, repeats: int) -> dict[str, Any]:
     """P8: `lixiao verify` whole process, against the bare chain read + quick_check."""
     ours = [_timed([sys.executable, "-m", "lixiao.sync.cli", "--data", str(root), "verify"]) for _ in range(repeats)]
     bare = [bare_chain(root / "store.db") for _ in range(repeats)]
-    result = {"P8_verify": {"seconds": _stats(ours)}, "P8_bare_chain_read": {"seconds": _stats(bare)}}
+    result = {"P8_verify": {"seconds": stats(ours)}, "P8_bare_chain_read": {"seconds": stats(bare)}}
     result["P8_ratio"] = result["P8_verify"]["seconds"]["median"] / result["P8_bare_chain_read"]["seconds"]["median"]
     return result

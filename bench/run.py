@@ -28,7 +28,7 @@ import python_calamine
 import xlsxwriter
 
 from bench.bare import bare_issue
-from bench.interactive import interactive, verify
+from bench.interactive import interactive, stats, verify
 from lixiao.core.flow import load_flow_file
 from lixiao.core.model import Status
 from lixiao.core.synthetic import make_cohort
@@ -65,11 +65,6 @@ def in_child(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     if isinstance(answer["ok"], dict) and "inner_seconds" in answer["ok"]:
         seconds = answer["ok"]["inner_seconds"]  # the child timed its own measured part
     return answer["ok"], seconds, usage.ru_maxrss / 1024
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    """min, median and max."""
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 def repeat(fn: Callable[[], Any], times: int, setup: Callable[[], None] | None = None) -> dict[str, Any]:

@@ -10,15 +10,15 @@ from . import loans, rules
 from .feedapply import FeedApplication
 from .feedapply import FeedReport as FeedReport
 from .guard import StoreError
-
-if TYPE_CHECKING:
-    from .store import Store
 from .identity import mask_id_card
 from .model import FLAGS, Flow, Status, Step, Student
 from .rules import ClearanceError as ClearanceError
 from .rules import RefusedError as RefusedError
 from .schema import LINE_MARKS
 from .stats import CODES, STATUS_OF_CODE, Board
+
+if TYPE_CHECKING:
+    from .store import Store
 
 # A stored mark (schema.LINE_MARKS) as a board code; 不适用 stored on a step that applies counts as 未办理
 # (rules.effective_status). Two fill characters follow the marks: 未办理 for a step nothing was stored

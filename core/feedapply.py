@@ -31,7 +31,6 @@ class FeedReport:
     partial: list[str] = field(default_factory=list)  # national loans some but not all lenders confirmed
 
 
-
 class FeedApplication:
     """apply_feed for Clearance (which provides the store, the flow, the year, statuses and set_step)."""
 

@@ -17,8 +17,8 @@ NATIONAL_FEED = "loans:national"
 
 
 def lender_label(code: str) -> str:
-    """校本部(10534), or the bare code for a lender the manual does not name."""
-    return f"{LENDERS[code]}({code})" if code in LENDERS else code
+    """校本部(10534) (only the manual's lenders are accepted: parse_lenders)."""
+    return f"{LENDERS[code]}({code})"
 
 
 def parse_lenders(text: str) -> tuple[str, ...] | None:

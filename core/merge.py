@@ -192,8 +192,7 @@ class _OfficeMerge:
                     continue
                 self.touched.add((no, tick.step))
                 _decide(self.flow, self.year, self.students[no], tick.step, issued, Status.PASSED, self.stored,
-                        self.waived,
-                        f"按{_mode_name(tick.mode)}批量：{tick.group}", ChangeKind.BATCH, plan,
+                        self.waived, f"按{_mode_name(tick.mode)}批量：{tick.group}", ChangeKind.BATCH, plan,
                         self.lenders.get(no, set()))
 
 
@@ -205,12 +204,8 @@ _MISALIGNED_GROUP = ("批量表 {cell}：“行校验”与分组“{group}”�
 
 def _row_cells(row: ReturnedRowLike, flow: Flow) -> str:
     """A returned row's cells as the receipt lists them: 姓名 and what each step cell held."""
-    marks = "，".join(f"{flow.steps[s].name if s in flow.steps else s}：{_SHORT.get(m, m.label)}"
-                     for s, m in row.marks.items())
+    marks = "，".join(f"{flow.steps[s].name if s in flow.steps else s}：{mark_label(m)}" for s, m in row.marks.items())
     return f"{row.identity.get('姓名', '')}；{marks}" if marks else row.identity.get("姓名", "")
-
-
-_SHORT = {Status.PASSED: "勾", Status.PENDING: "空"}
 
 
 def _refusal_kind(mark: Status) -> RefusalKind:

@@ -10,6 +10,8 @@ from typing import Any
 
 import jinja2
 
+from lixiao.core.refunds import REFUND_WORDS
+
 from .data import ReportData, student_rows
 
 READY_PAGE = "可领证名单.html"
@@ -77,7 +79,8 @@ def render_pages(data: ReportData, user_templates: Path | None = None) -> dict[s
     pages["students.html"] = env.get_template("students.html").render(data=data).encode("utf-8")
     pages[READY_PAGE] = env.get_template("certificates.html").render(data=data).encode("utf-8")
     if data.refund_step is not None:  # 统计查询 › 财务退费查询, only where the flow records refunds this session
-        pages[REFUND_PAGE] = env.get_template("refunds.html").render(data=data).encode("utf-8")
+        words = {status.value: word for status, word in REFUND_WORDS.items()}
+        pages[REFUND_PAGE] = env.get_template("refunds.html").render(data=data, words=words).encode("utf-8")
     college_page = env.get_template("college.html")
     for number, college in enumerate(data.colleges, start=1):
         pages[f"college-{number}.html"] = college_page.render(

@@ -38,7 +38,7 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
     """按学号、姓名或身份证号查询学生的离校记录及受阻原因。Show a student."""
     with open_data(ctx, write=False) as folder:
         record = folder.clearance.record(folder.clearance.student(query))
-        refund_step = folder.flow.refund_step(folder.store.session().year)
+        refund_step = folder.flow.refund_step(folder.year)
     refund = next((s for s in record["steps"] if refund_step and s["step"] == refund_step.code
                    and s["status"] != "na"), None)
     if as_json:  # 学生退费查询: the refund step's state on its own, where the flow has one in use

@@ -24,7 +24,7 @@ _BY_WORD = {word: status for status, word in REFUND_WORDS.items()}
 def refunds(ctx: click.Context, college: str | None, state: str | None, as_json: bool) -> None:
     """财务退费查询：各学院、各退费状态的人数和名单。Refund states by college and status."""
     with open_data(ctx, write=False) as folder:
-        year = folder.store.session().year
+        year = folder.year
         step = folder.flow.refund_step(year)
         if step is None:
             raise Refused(NO_REFUND_STEP)

@@ -22,7 +22,7 @@ def pending_lines(folder: DataFolder, plan: MergePlan) -> list[str]:
         return Status(change.old).marked if change.old else Status.PENDING.marked
 
     lines = [f"确认后：{c.student_no} {names.get(c.step, c.step)}："
-             + (f"已通过 → 撤销（{c.new.marked}）" if c.kind is ChangeKind.REVOKED else f"{was(c)} → {c.new.marked}")
+             + f"{was(c)} → {'撤销（' + c.new.marked + '）' if c.kind is ChangeKind.REVOKED else c.new.marked}"
              for c in plan.changes]
     lines += [f"确认后：{w.student_no} {names.get(w.step, w.step)}：{'解除限制' if w.lift else '重新开启限制'}"
               for w in plan.waiver_changes]
