@@ -8,7 +8,7 @@ import unicodedata
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
 _ID_SHAPE = re.compile(r"^\d{17}[\dX]$")
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00a0\u3000"), None)
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00a0\u3000"), None)
 _ZERO_WIDTH = {**dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None), ord("\u00a0"): " "}
 _STUDENT_NO = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,31}$")
 # An 18-character 身份证号-shaped run inside free text, not a slice of a longer digit run.
@@ -17,7 +17,7 @@ _ID_IN_TEXT = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
 
 def clean_text(value: str) -> str:
     """Fold full-width characters to ASCII (NFKC), drop invisible spaces and trim."""
-    return unicodedata.normalize("NFKC", value.translate(_INVISIBLE)).strip()
+    return unicodedata.normalize("NFKC", value.translate(INVISIBLE)).strip()
 
 
 def strip_invisible(value: str) -> str:

@@ -12,7 +12,7 @@ from lixiao.core.issuance import Baseline, BaselineError
 from lixiao.core.ledger import Origin
 from lixiao.core.signing import digest_text
 from lixiao.core.store import WorkbookRow
-from lixiao.workbooks.returned import Returned, returned_from_dict
+from lixiao.workbooks.returned import Returned, returned_from_wire
 from lixiao.workbooks.sandbox import parse_untrusted
 
 from .datafolder import DataFolder
@@ -64,7 +64,10 @@ def checked(folder: DataFolder, item: Incoming, key: bytes) -> CheckedReturn | t
     if not parsed.ok or parsed.returned is None:
         outcome = Outcome.QUARANTINED if parsed.code in ("timeout", "parser_crashed") else Outcome.REJECTED
         return (outcome, parsed.code, parsed.message)
-    returned = returned_from_dict(parsed.returned)
+    try:
+        returned = returned_from_wire(parsed.returned)
+    except ValueError as exc:
+        return (Outcome.REJECTED, "parser_failed", str(exc))
     problem = _token_problem(folder, returned) or _structure_problem(returned)
     if problem:
         return (Outcome.REJECTED, *problem)

@@ -141,3 +141,18 @@ def test_corpus_builders_make_distinct_files(issued: Cli, tmp_path: Path) -> Non
     workbook = outbox(issued, "utilities")[0].read_bytes()
     digests = {name: hash(builder(workbook)) for name, builder, _ in cases() if name != "empty"}
     assert len(set(digests.values())) == len(digests)
+
+
+@pytest.mark.parametrize(("xml", "found"), [
+    (b'<row r="7" spans="1:5"><c r="E7" s="2"><v>1</v></c></row>', ""),
+    (b'<row r="7"><c r="XFD1048576"><v>1</v></c></row>', "在 XFD1048576 有内容"),
+    (b'<row\nr="12345678"><c\tr="A12345678"/></row>', "的第 12345678 行有内容"),  # any whitespace, 8 digits
+    (b'<c r="ZZ199999"/><c r="AAA1"/>', "在 AAA1 有内容"),  # ZZ and 199,999 are the limits, AAA is beyond
+    (b'<dataValidation error="TRUE" header="ABCDEF"/><pageSetup footer="1234567"/>', ""),  # other attributes
+    (b'<c r="A1" t="inlineStr"><is><t>typed r="XFD999999" here</t></is></c>', ""),  # text between tags
+])
+def test_far_references_are_found_and_nothing_else(xml: bytes, found: str) -> None:
+    """Only an r attribute beyond ZZ or row 200,000 is a far cell, in whatever whitespace or length."""
+    from lixiao.workbooks.sniff import _far_reference
+
+    assert _far_reference(xml) == found

@@ -3,6 +3,7 @@ with a forked child."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -70,3 +71,39 @@ def test_a_forked_child_starts_its_own_server(issued: Cli) -> None:
     os.waitpid(pid, 0)
     assert answer == b"1"
     assert parse_untrusted(data, key).ok and sandbox._SERVER._process is parent_server
+
+
+def test_the_compact_answer_rebuilds_what_the_reader_read(issued: Cli) -> None:
+    """Rows, marks, identity, ticks and anomalies survive the child's compact arrays unchanged."""
+    from lixiao.workbooks.reader import read_returned
+    from lixiao.workbooks.returned import returned_from_wire, returned_to_wire
+
+    key = key_of(issued)
+    for office in ("dorm", "college", "special"):
+        read = read_returned(outbox(issued, office)[0].read_bytes(), key)
+        assert read.rows or office == "special"
+        assert returned_from_wire(json.loads(json.dumps(returned_to_wire(read)))) == read
+        through_child = parse_untrusted(outbox(issued, office)[0].read_bytes(), key)
+        assert through_child.returned is not None and returned_from_wire(through_child.returned) == read
+
+
+@pytest.mark.parametrize("damage", ["version", "row_width", "status", "token", "missing"])
+def test_a_malformed_answer_is_a_parser_failure(issued: Cli, damage: str) -> None:
+    """A child that answers something not of the wire's shape (a compromised parser) is refused with a reason,
+    not a traceback."""
+    from lixiao.workbooks.reader import read_returned
+    from lixiao.workbooks.returned import returned_from_wire, returned_to_wire
+
+    wire = returned_to_wire(read_returned(outbox(issued, "dorm")[0].read_bytes(), key_of(issued)))
+    if damage == "version":
+        wire["v"] = 1
+    elif damage == "row_width":
+        wire["rows"][0][2].append("extra")
+    elif damage == "status":
+        wire["rows"][0][3] = ["forged"] * len(wire["codes"])
+    elif damage == "token":
+        wire["token"] = ["not a payload", "", "", "valid", {}]
+    else:
+        del wire["rows"]
+    with pytest.raises(ValueError, match="解析进程的结果格式不对"):
+        returned_from_wire(wire)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 from xlsxwriter.utility import xl_col_to_name
 
+from lixiao.core.identity import INVISIBLE as _INVISIBLE
 from lixiao.core.identity import clean_text, strip_invisible
 from lixiao.core.marks import AMBIGUOUS, read_status
 from lixiao.core.model import Status
 
 _FORMULA_CELL = re.compile(
-    rb'<(?:\w+:)?c\s([^>]*?)>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*(?:<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>)?')
+    rb'<(?:\w+:)?c\s([^>]*?)>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*(<(?:\w+:)?v>[^<]*(?=</(?:\w+:)?v>))?')
+# (group 3 keeps the <v> tag, so that an absent value is told from an empty one)
+_FORMULA_TAG = re.compile(rb'<(?:\w+:)?f[\s>/]')
 
 
 _REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]{1,7})"')
@@ -40,6 +44,26 @@ def cell_text(value: Any, clean: Callable[[str], str] = clean_text) -> str:
     return clean(str(value))
 
 
+_SEPARATOR = "\x01"  # a starter without decompositions or compositions: NFKC never joins across it
+
+
+def column_texts(values: list[Any]) -> list[str]:
+    """``cell_text`` of every value of a column, with one translate and one NFKC pass over the whole column
+    (the same result: NFKC neither composes nor reorders across the separator, a control character)."""
+    raw = [v if type(v) is str else cell_text(v, _as_is) for v in values]
+    joined = _SEPARATOR.join(raw).translate(_INVISIBLE)
+    if joined.count(_SEPARATOR) != len(raw) - 1:  # a value holds the separator itself: one at a time
+        return [cell_text(v) for v in values]
+    folded = unicodedata.normalize("NFKC", joined)
+    if folded.count(_SEPARATOR) != len(raw) - 1:
+        return [cell_text(v) for v in values]
+    return [text.strip() for text in folded.split(_SEPARATOR)] if raw else []
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
 def remark_text(value: Any) -> str:
     """Free text (备注, 理由) as typed: trimmed and without invisible characters, full-width punctuation kept."""
     return cell_text(value, strip_invisible)
@@ -50,12 +74,18 @@ def formula_cells(xml: bytes) -> dict[str, tuple[str, str | None]]:
     if b"<f" not in xml and b":f" not in xml:
         return {}
     found = {}
-    for match in _FORMULA_CELL.finditer(xml):
-        ref = _REF.search(match.group(1))
+    for tag in _FORMULA_TAG.finditer(xml):  # the rare <f>, then the <c> it belongs to: one pass, not one a cell
+        cell = _FORMULA_CELL.match(xml, xml.rfind(b"<", 0, tag.start()))
+        if cell is None:
+            continue
+        attributes, formula_bytes, cached = cell.groups(b"")
+        ref = _REF.search(attributes)
         if ref:
-            formula = html.unescape((match.group(2) or b"").decode("utf-8", "replace"))
-            cached = match.group(3)
-            found[ref.group(1).decode()] = (formula, None if cached is None else cached.decode("utf-8", "replace"))
+            formula = formula_bytes.decode("utf-8", "replace")
+            if "&" in formula:
+                formula = html.unescape(formula)
+            value = cached.partition(b">")[2].decode("utf-8", "replace") if cached else None
+            found[ref.group(1).decode()] = (formula, value)
     return found
 
 
@@ -81,20 +111,30 @@ class Sheet:
         self.grid = grid
         self.formulas = formulas
         self.errors = errors or {}
+        self._letters: dict[int, str] = {}
+
+    def ref(self, row: int, col: int) -> str:
+        """The A1 reference of a zero-based cell position."""
+        letters = self._letters.get(col)
+        if letters is None:
+            letters = self._letters[col] = xl_col_to_name(col)
+        return f"{letters}{row + 1}"
 
     def text(self, row: int, col: int, value: Any) -> str:
         """A cell's text, or "" where it holds an error value (calamine reads those as '')."""
-        return "" if f"{xl_col_to_name(col)}{row + 1}" in self.errors else cell_text(value)
+        return "" if self.errors and self.ref(row, col) in self.errors else cell_text(value)
 
     def is_blank(self, row: int, col: int, value: Any) -> bool:
         """True for a truly empty cell (no value, no formula, no error value)."""
-        ref = f"{xl_col_to_name(col)}{row + 1}"
-        return (value is None or value == "") and ref not in self.formulas and ref not in self.errors
+        if value is not None and value != "":
+            return False
+        ref = self.ref(row, col)
+        return ref not in self.formulas and ref not in self.errors
 
     def status(self, row: int, col: int, value: Any) -> tuple[Status | None, str]:
         """The status a step cell states (a tick, blank, ×/未通过, ○/可办可不办), or None with the reason it cannot
         be read."""
-        ref = f"{xl_col_to_name(col)}{row + 1}"
+        ref = self.ref(row, col)
         if ref in self.errors:
             return None, (f"单元格是错误值 {self.errors[ref]}（常见于粘贴的公式结果），不能当作未勾选；"
                           "请改为勾选或留空")

@@ -16,7 +16,7 @@ from lixiao.core.marks import column_shifted
 from lixiao.core.model import Status
 from lixiao.core.signing import digest, verify
 
-from .cells import Sheet, cell_text, error_cells, formula_cells, remark_text
+from .cells import Sheet, cell_text, column_texts, error_cells, formula_cells, remark_text
 from .layout import (
     COUNT_SUFFIX,
     GROUP_HEADERS,
@@ -195,31 +195,33 @@ def _read_main(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
         if name not in columns:
             result.anomalies.append(Anomaly("column_missing", f"找不到步骤列“{name}”", sheet.name, step=steps[name]))
     _check_key_column(sheet, columns, result)
-    identity = [h for h in headers if h and h not in steps and h not in (PREREQ_HEADER, REMARK_HEADER, ROW_KEY_HEADER)]
+    identity = list(dict.fromkeys(h for h in headers
+                                  if h and h not in steps and h not in (PREREQ_HEADER, REMARK_HEADER, ROW_KEY_HEADER)))
     key_col = columns.get(ROW_KEY_HEADER)
-    for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
-        cells = {title: values[i] if i < len(values) else None for title, i in columns.items()}
-        student_no = cell_text(cells.get("学号"))
+    remark_col = columns.get(REMARK_HEADER)
+    body = sheet.grid[header_row + 1:]
+
+    def column(index: int | None) -> list[Any]:
+        return [None] * len(body) if index is None else [r[index] if index < len(r) else None for r in body]
+
+    numbers = column_texts(column(columns.get("学号")))
+    texts = [[t[:MAX_TEXT] for t in column_texts(column(columns[h]))] for h in identity]
+    identities = [dict(zip(identity, values, strict=True)) for values in zip(*texts, strict=True)] if texts else \
+        [{} for _ in body]
+    remarks = column(remark_col)
+    keys = column(key_col)
+    for offset, values, student_no, row_identity, remark_value, key_value in zip(
+            range(header_row + 1, header_row + 1 + len(body)), body, numbers, identities, remarks, keys, strict=True):
         if not student_no:
-            if any(cell_text(v) for v in values):
-                result.anomalies.append(Anomaly("row_without_student_no", "有内容的行没有学号，已忽略", sheet.name,
-                                                f"A{offset + 1}"))
-            for name, code in steps.items():  # a tick below the students: its column was shifted down
-                col = columns.get(name)
-                if col is not None and col < len(values) and not sheet.is_blank(offset, col, values[col]):
-                    result.anomalies.append(Anomaly("tick_outside_rows", "勾选列在学生行之外有内容", sheet.name,
-                                                    f"{xl_col_to_name(col)}{offset + 1}", step=code))
+            _outside_rows(sheet, offset, values, steps, columns, result)
             continue
         ticks, blank = _read_ticks(sheet, offset, values, steps, columns, student_no, result)
-        remark = remark_text(cells.get(REMARK_HEADER))
+        remark = remark_text(remark_value)
         if len(remark) > MAX_TEXT:
             result.anomalies.append(Anomaly("text_too_long", f"备注超过 {MAX_TEXT} 字，只保留前 {MAX_TEXT} 字",
-                                            sheet.name, f"{xl_col_to_name(columns[REMARK_HEADER])}{offset + 1}",
-                                            student_no))
-        key = sheet.text(offset, key_col, cells.get(ROW_KEY_HEADER))[:64] if key_col is not None else ""
-        row = ReturnedRow(offset + 1, student_no[:64],
-                          {h: cell_text(cells.get(h))[:MAX_TEXT] for h in identity}, ticks, remark[:MAX_TEXT],
-                          key, blank)
+                                            sheet.name, sheet.ref(offset, columns[REMARK_HEADER]), student_no))
+        key = sheet.text(offset, key_col, key_value)[:64] if key_col is not None else ""
+        row = ReturnedRow(offset + 1, student_no[:64], row_identity, ticks, remark[:MAX_TEXT], key, blank)
         if student_no in result.rows:
             result.duplicates.append(row)
             result.anomalies.append(Anomaly("duplicate_student", f"学号 {student_no} 出现多次（第 "
@@ -227,6 +229,19 @@ def _read_main(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
                                             f"A{offset + 1}", student_no))
         else:
             result.rows[student_no] = row
+
+
+def _outside_rows(sheet: Sheet, offset: int, values: list[Any], steps: dict[str, str], columns: dict[str, int],
+                  result: Returned) -> None:
+    """A row without a 学号: content there is ignored and reported; a tick there means its column was shifted."""
+    if any(cell_text(v) for v in values):
+        result.anomalies.append(Anomaly("row_without_student_no", "有内容的行没有学号，已忽略", sheet.name,
+                                        f"A{offset + 1}"))
+    for name, code in steps.items():  # a tick below the students: its column was shifted down
+        col = columns.get(name)
+        if col is not None and col < len(values) and not sheet.is_blank(offset, col, values[col]):
+            result.anomalies.append(Anomaly("tick_outside_rows", "勾选列在学生行之外有内容", sheet.name,
+                                            sheet.ref(offset, col), step=code))
 
 
 def _read_ticks(sheet: Sheet, offset: int, values: list[Any], steps: dict[str, str], columns: dict[str, int],
@@ -244,7 +259,7 @@ def _read_ticks(sheet: Sheet, offset: int, values: list[Any], steps: dict[str, s
             blank.append(code)
         status, reason = sheet.status(offset, col, value)
         if status is None:
-            result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, f"{xl_col_to_name(col)}{offset + 1}",
+            result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, sheet.ref(offset, col),
                                             student_no, code, cell_text(value)))
         else:
             ticks[code] = status
@@ -286,7 +301,7 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
                     blanks[code].append(offset)  # a box issued here came back empty
                 continue
             mark, reason = sheet.mark(offset, col, value)
-            ref = f"{xl_col_to_name(col)}{offset + 1}"
+            ref = sheet.ref(offset, col)
             if mark is None:
                 result.anomalies.append(Anomaly("bad_mark", reason, sheet.name, ref, step=code,
                                                 value=cell_text(value)))
@@ -328,7 +343,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
             continue
         result.waiver_students.append(student_no[:64])
         step = steps.get(cell_text(get("离校步骤")), "")
-        ref = f"{xl_col_to_name(box)}{offset + 1}"
+        ref = sheet.ref(offset, box)
         if not step:
             result.anomalies.append(Anomaly("unknown_step", f"未知的离校步骤“{cell_text(get('离校步骤'))}”",
                                             sheet.name, ref, student_no))

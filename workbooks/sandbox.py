@@ -280,7 +280,7 @@ def _answer(**fields: Any) -> None:
 def _parse(key_hex: str, data: bytes) -> None:
     """Sniff, stream-check the parts, and read; one JSON answer on stdout."""
     from .reader import read_returned
-    from .returned import ReadError, returned_to_dict
+    from .returned import ReadError, returned_to_wire
     from .sniff import check_parts, sniff
 
     verdict = sniff(data)
@@ -297,7 +297,7 @@ def _parse(key_hex: str, data: bytes) -> None:
     except ReadError as exc:
         _answer(ok=False, code="unreadable", message=str(exc))
         return
-    _answer(ok=True, returned=returned_to_dict(returned))
+    _answer(ok=True, returned=returned_to_wire(returned))
 
 
 def main() -> None:

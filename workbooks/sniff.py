@@ -16,10 +16,14 @@ MAX_ENTRY_INFLATED = 250 * 1024 * 1024
 MAX_RATIO = 300  # inflated / compressed, for entries above 1 MiB inflated
 MAX_ROWS = 200_000  # far beyond any cohort
 MAX_COLUMN = 702  # ZZ
-_CELL_REF = re.compile(rb'<(?:\w+:)?c\s[^>]*?r="([A-Z]{1,3})([0-9]{1,7})"')
-_ROW_REF = re.compile(rb'<(?:\w+:)?row\s[^>]*?r="([0-9]{1,8})"')
-_DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s[^>]*?ref="[A-Z]{1,3}[0-9]{1,7}:([A-Z]{1,3})([0-9]{1,8})"')
+# Only references that may lie beyond MAX_COLUMN (three or more letters) or MAX_ROWS (six or more digits) are
+# matched — a row's r="7" or a cell's r="E5" never is — so the scan runs in C from the literal r=" and Python
+# looks at the rare candidates (whether the r is an attribute of its own, then the numbers).
+_FAR_REF = re.compile(rb'r="([A-Z]{3,}|[A-Z]{0,2})([0-9]*)"')
+_FAR_SHAPE = re.compile(rb'r="(?:[A-Z]{3,}[0-9]*|[A-Z]{0,2}[0-9]{6,})"')
+_DIMENSION = re.compile(rb'dimension\s[^>]*?ref="[A-Z]{1,3}[0-9]{1,7}:([A-Z]{1,3})([0-9]{1,8})"')
 _DTD = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+_SPACE = frozenset(b" \t\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,21 @@ def _check_archive(archive: zipfile.ZipFile, size: int) -> Verdict:
     return OK
 
 
+def _far_reference(xml: bytes) -> str:
+    """The first cell or row reference (r="…") beyond MAX_COLUMN or MAX_ROWS, or ""."""
+    for candidate in _FAR_SHAPE.finditer(xml):
+        start = candidate.start()
+        if start == 0 or xml[start - 1] not in _SPACE or xml.rfind(b"<", 0, start) < xml.rfind(b">", 0, start):
+            continue  # the end of another attribute's name (header="…", error="…"), or text between tags
+        match = _FAR_REF.match(xml, start)
+        if match is None:
+            continue
+        letters, row = match.groups()
+        if (row and int(row) > MAX_ROWS) or (letters and _column_number(letters) > MAX_COLUMN):
+            return f"在 {letters.decode()}{int(row) if row else ''} 有内容" if letters else f"的第 {int(row)} 行有内容"
+    return ""
+
+
 def check_parts(archive: zipfile.ZipFile, chunk: int = 1 << 20) -> Verdict:
     """Stream every XML part once: refuse DTDs (XML bombs, XXE) and cells far beyond any real sheet."""
     for info in archive.infolist():
@@ -114,19 +133,15 @@ def check_parts(archive: zipfile.ZipFile, chunk: int = 1 << 20) -> Verdict:
                 if not block:
                     break
                 window = tail + block
-                if _DTD.search(window):
+                if b"<!" in window and _DTD.search(window):
                     return Verdict("xml_dtd", "工作簿含有 XML 实体声明（可能是 XML 炸弹），已拒绝")
                 if is_sheet:
                     for letters, row in _DIMENSION.findall(window):
                         if int(row) > MAX_ROWS or _column_number(letters) > MAX_COLUMN:
                             return Verdict("lying_dimension", f"工作表 {name} 声称的范围到 {letters.decode()}"
                                            f"{int(row)}，远超正常范围（可能是恶意构造的文件），已拒绝")
-                    for letters, row in _CELL_REF.findall(window):
-                        if int(row) > MAX_ROWS or _column_number(letters) > MAX_COLUMN:
-                            return Verdict("far_cell", f"工作表 {name} 在 {letters.decode()}{int(row)} 有内容，"
-                                           "远超正常范围，已拒绝")
-                    for row in _ROW_REF.findall(window):
-                        if int(row) > MAX_ROWS:
-                            return Verdict("far_cell", f"工作表 {name} 的第 {int(row)} 行远超正常范围，已拒绝")
+                    far = _far_reference(window)
+                    if far:
+                        return Verdict("far_cell", f"工作表 {name} {far}，远超正常范围，已拒绝")
                 tail = window[-256:]
     return OK
