@@ -228,9 +228,10 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
             self.append_audit(events)
         return counts
 
-    def students(self) -> list[Student]:
-        """All students ordered by 学号."""
-        cursor = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students ORDER BY student_no")
+    def students(self, among: Iterable[str] | None = None) -> list[Student]:
+        """All students (or those of the 学号 ``among``) ordered by 学号."""
+        where, args = _among(among)
+        cursor = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students{where} ORDER BY student_no", args)
         return [_student(row) for row in cursor]
 
     def colleges(self) -> list[str]:
@@ -252,13 +253,8 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
 
     def student_names(self, student_nos: Iterable[str]) -> dict[str, str]:
         """姓名 by 学号 for the given students (unknown numbers are left out)."""
-        wanted = sorted(set(student_nos))
-        names: dict[str, str] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            names.update(self.db.execute(
-                f"SELECT student_no, name FROM students WHERE student_no IN ({', '.join('?' * len(chunk))})", chunk))
-        return names
+        where, args = _among(student_nos)
+        return dict(self.db.execute(f"SELECT student_no, name FROM students{where}", args))
 
     # -- statuses ------------------------------------------------------------------------
     def status_rows(self, student_no: str) -> dict[str, StatusRow]:
@@ -275,11 +271,12 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
                                "WHERE step = ?", [step])
         return {r[0]: StatusRow(Status(r[1]), *r[2:]) for r in rows}
 
-    def all_status_rows(self) -> dict[str, dict[str, StatusRow]]:
-        """Every stored status row: 学号 → step → row."""
+    def all_status_rows(self, among: Iterable[str] | None = None) -> dict[str, dict[str, StatusRow]]:
+        """Every stored status row (or those of the 学号 ``among``): 学号 → step → row."""
         result: dict[str, dict[str, StatusRow]] = {}
-        cursor = self.db.execute(
-            "SELECT student_no, step, status, remark, version, updated_at, source, operator FROM statuses")
+        where, args = _among(among)
+        cursor = self.db.execute("SELECT student_no, step, status, remark, version, updated_at, source, operator "
+                                 f"FROM statuses{where}", args)
         for no, step, status, *rest in cursor:
             result.setdefault(no, {})[step] = StatusRow(Status(status), *rest)
         return result
@@ -325,10 +322,10 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
         audited in order; call inside a transaction. A cell changed twice in one call is raised twice."""
         stamp = now()
         current: dict[tuple[str, str], tuple[str, int]] = {}
-        for no in {c[0] for c in changes}:
-            for step, status, version in self.db.execute(
-                    "SELECT step, status, version FROM statuses WHERE student_no = ?", [no]):
-                current[(no, step)] = (status, version)
+        where, args = _among(c[0] for c in changes)  # one query, not one per student
+        for no, step, status, version in self.db.conn.execute(
+                f"SELECT student_no, step, status, version FROM statuses{where}", args):
+            current[(no, step)] = (status, version)
         rows, events, written = [], [], []
         for no, step, status, remark, decision in changes:
             old_status, old_version = current.get((no, step), ("", 0))
@@ -362,6 +359,13 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
     def progress_history(self) -> list[tuple[str, int, int]]:
         """(day, expected, complete) for every day a report was built, oldest first."""
         return [tuple(r) for r in self.db.execute("SELECT day, expected, complete FROM progress ORDER BY day")]
+
+def _among(student_nos: Iterable[str] | None) -> tuple[str, list[str]]:
+    """A WHERE clause keeping the rows of the given 学号 (one JSON parameter however many), or none."""
+    if student_nos is None:
+        return "", []
+    return " WHERE student_no IN (SELECT value FROM json_each(?))", [json.dumps(sorted(set(student_nos)))]
+
 
 _STUDENT_COLUMNS = ("student_no", "name", "gender", "id_card", "college", "major", "class_name", "dorm", "level",
                     *FLAGS, "lenders")

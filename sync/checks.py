@@ -77,7 +77,9 @@ def checked(folder: DataFolder, item: Incoming, key: bytes) -> CheckedReturn | t
     mismatch = (Outcome.REJECTED, "baseline_mismatch",
                 "工作簿的签发记录与数据库不一致（数据库可能从旧备份恢复）；请重新签发")
     try:
-        if digest_text(workbook.baseline) != payload.get("baseline_hash"):
+        expected = payload.get("baseline_hash")
+        stored = workbook.baseline  # canonical JSON as written at issue: its own SHA-256 is the digest
+        if hashlib.sha256(stored.encode("utf-8")).hexdigest() != expected and digest_text(stored) != expected:
             return mismatch
         baseline = Baseline.from_text(workbook.baseline)
     except (ValueError, BaselineError):

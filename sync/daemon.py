@@ -20,6 +20,7 @@ from watchdog.observers.polling import PollingObserver
 from lixiao.core.faults import fault_point
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.store import DAMAGED
+from lixiao.workbooks.sandbox import start_server
 
 from .batch import recover_receipts, recover_staging, refresh_reports
 from .datafolder import DataFolder, secret_key
@@ -263,6 +264,7 @@ class Watcher:
     def run(self) -> None:
         """Watch until stop_event is set (SIGINT/SIGTERM in the CLI)."""
         key = secret_key(self.folder.root)
+        start_server()  # before the observer's threads: the first return then waits for no Python start
         observer: BaseObserver = PollingObserver(timeout=self.poll) if self.poll else Observer()
         observer.schedule(_Router(self.inbox, self.notify), str(self.inbox), recursive=True)
         observer.start()

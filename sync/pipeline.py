@@ -198,11 +198,13 @@ def _plan(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSett
     row_key: Callable[[str], str] | None = None
     if payload.get("row_keys"):
         row_key = partial(signing_row_key, row_secret(key, ret.workbook.id))
-    students = {s.student_no: s for s in store.students()}
+    baseline, returned = ret.baseline, ret.returned
+    # only the students this workbook was issued for or returned: a late-season store holds 500,000 statuses
+    among = {*baseline.cells, *(pair.partition("|")[0] for pair in baseline.waivers), *returned.rows}
+    students = {s.student_no: s for s in store.students(among)}
     waived: dict[str, set[str]] = {}
     for w in store.active_waivers():
         waived.setdefault(w.student_no, set()).add(w.step)
-    returned = ret.returned
     modes = payload.get("batch_sheets", {})
     modes = modes if isinstance(modes, dict) else {}
     shifted = {(MAIN, a.step) for a in returned.anomalies if a.code == "tick_outside_rows"}
@@ -210,7 +212,7 @@ def _plan(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSett
     plan = plan_merge(folder.flow, folder.year, ret.workbook.checkpoint, ret.baseline,
                       MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
                                  returned.batch_rows, shifted),
-                      students, store.all_status_rows(), waived, row_key, store.confirmed_lenders())
+                      students, store.all_status_rows(among), waived, row_key, store.confirmed_lenders(among))
     if row_key is None:
         plan.warnings.append("此工作簿由旧版本签发，没有“行校验”列：无法发现只对部分列排序造成的错行；请改用新签发的工作簿")
     duplicated = sorted({d.student_no for d in returned.duplicates})

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,18 +16,67 @@ from lixiao.workbooks.sandbox import parse_untrusted
 from .conftest import Cli, key_of, outbox
 
 
-def test_server_and_one_shot_child_give_the_same_answer(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A workbook and a non-workbook get identical results through the server and through a fresh child."""
+@pytest.fixture
+def server() -> Iterator[None]:
+    """This process as ``lixiao watch`` runs: the parser server started, and another thread running."""
+    assert sandbox.start_server()
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    yield
+    release.set()
+    other.join()
+    sandbox._SERVER._stop()
+
+
+def test_own_fork_server_and_one_shot_child_give_the_same_answer(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workbook and a non-workbook get identical results from a child forked by this (single-threaded)
+    process, through the server, and through a fresh Python child."""
     key = key_of(issued)
     good = outbox(issued, "dorm")[0].read_bytes()
-    through_server = [parse_untrusted(good, key), parse_untrusted(b"PK\x03\x04 not really", key)]
+    files = [good, b"PK\x03\x04 not really"]
+    assert not sandbox._SERVER.running()
+    own_fork = [parse_untrusted(data, key) for data in files]
+    assert not sandbox._SERVER.running()  # no server was started for them
+    assert sandbox.start_server()
+    through_server = [parse_untrusted(data, key) for data in files]
+    sandbox._SERVER._stop()
     monkeypatch.setattr(sandbox._SERVER, "disabled", True)
-    one_shot = [parse_untrusted(good, key), parse_untrusted(b"PK\x03\x04 not really", key)]
-    assert through_server == one_shot
-    assert through_server[0].ok and not through_server[1].ok
+    one_shot = [parse_untrusted(data, key) for data in files]
+    assert own_fork == through_server == one_shot
+    assert own_fork[0].ok and not own_fork[1].ok
 
 
-def test_a_server_that_died_is_started_again(issued: Cli) -> None:
+def test_a_multi_threaded_process_parses_through_the_server(issued: Cli) -> None:
+    """While another thread runs (the daemon's observer), a parse never forks this process: it starts the server
+    and goes through it."""
+    key = key_of(issued)
+    data = outbox(issued, "dorm")[0].read_bytes()
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert parse_untrusted(data, key).ok
+        assert sandbox._SERVER.running()
+    finally:
+        release.set()
+        other.join()
+        sandbox._SERVER._stop()
+
+
+def test_the_own_child_sees_none_of_the_parents_files(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child a single-threaded process forks keeps only its answer pipes: the store and every other file the
+    parent has open are closed before the file is parsed."""
+    key = key_of(issued)
+    data = outbox(issued, "dorm")[0].read_bytes()
+    with (issued.data / "lixiao.toml").open("rb") as held:
+        monkeypatch.setenv("LIXIAO_FAULT", f"parse:fd:{held.fileno()}")
+        answer = parse_untrusted(data, key)
+    assert (answer.ok, answer.code) == (False, "parser_failed")
+    assert "Bad file descriptor" in answer.message
+
+
+def test_a_server_that_died_is_started_again(issued: Cli, server: None) -> None:
     """Killing the server between two files costs nothing but a restart: the next parse still answers."""
     key = key_of(issued)
     data = outbox(issued, "dorm")[0].read_bytes()
@@ -38,23 +89,31 @@ def test_a_server_that_died_is_started_again(issued: Cli) -> None:
     assert sandbox._SERVER._process is not None and sandbox._SERVER._process.pid != process.pid
 
 
-def test_a_crashing_parse_does_not_take_the_server_down(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A child that aborts is reported as parser_crashed; the same server then parses the next file."""
+@pytest.mark.parametrize("through", ["server", "own_fork"])
+def test_a_crashing_parse_does_not_take_the_parser_down(issued: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                       through: str) -> None:
+    """A child that aborts is reported as parser_crashed; the same server (or this process) then parses the
+    next file."""
+    if through == "server":
+        assert sandbox.start_server()
     key = key_of(issued)
     data = outbox(issued, "dorm")[0].read_bytes()
-    assert parse_untrusted(data, key).ok
-    server = sandbox._SERVER._process
-    monkeypatch.setenv("LIXIAO_FAULT", "parse:abort")
-    crashed = parse_untrusted(data, key)
-    assert (crashed.ok, crashed.code) == (False, "parser_crashed")
-    monkeypatch.delenv("LIXIAO_FAULT")
-    assert parse_untrusted(data, key).ok
-    assert sandbox._SERVER._process is server
+    try:
+        assert parse_untrusted(data, key).ok
+        server = sandbox._SERVER._process
+        monkeypatch.setenv("LIXIAO_FAULT", "parse:abort")
+        crashed = parse_untrusted(data, key)
+        assert (crashed.ok, crashed.code) == (False, "parser_crashed")
+        monkeypatch.delenv("LIXIAO_FAULT")
+        assert parse_untrusted(data, key).ok
+        assert sandbox._SERVER._process is server
+    finally:
+        sandbox._SERVER._stop()
 
 
-def test_a_forked_child_starts_its_own_server(issued: Cli) -> None:
+def test_a_forked_child_starts_its_own_server(issued: Cli, server: None) -> None:
     """A process forked after the server started (the report child, a pool worker) never writes into its
-    parent's pipes: it starts its own server."""
+    parent's pipes: it does not use its parent's server (single-threaded, it forks its own child)."""
     key = key_of(issued)
     data = outbox(issued, "dorm")[0].read_bytes()
     assert parse_untrusted(data, key).ok
@@ -63,7 +122,7 @@ def test_a_forked_child_starts_its_own_server(issued: Cli) -> None:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        ok = parse_untrusted(data, key).ok and sandbox._SERVER._process is not parent_server
+        ok = not sandbox._SERVER.running() and parse_untrusted(data, key).ok
         os.write(write, b"1" if ok else b"0")
         os._exit(0)
     os.close(write)

@@ -111,7 +111,7 @@ def test_figures_equal_a_count_from_the_rules(tmp_path: Path, seed: int) -> None
 def test_matrix_text_is_escaped_column_by_column() -> None:
     """Markup is escaped, characters XML cannot hold are dropped, and a value holding the separator
     used to escape a column at once does not shift the others."""
-    from lixiao.reports.excel import _escape_all
+    from lixiao.workbooks.inline import escape_all as _escape_all
 
     assert _escape_all(["<b>&", "a\x01b", "tab\tok\x0b", ""]) == ["&lt;b&gt;&amp;", "ab", "tab\tok", ""]
     assert _escape_all(["<i>", "x", ""]) == ["&lt;i&gt;", "x", ""]

@@ -6,7 +6,9 @@ import io
 from collections.abc import Mapping, Sequence
 
 import xlsxwriter
+from xlsxwriter.utility import xl_col_to_name
 
+from .inline import splice_rows, text_rows
 from .layout import text_width
 
 SHEETS = {
@@ -18,7 +20,9 @@ SHEETS = {
 
 
 def build_receipt(summary: Sequence[tuple[str, str]], sections: Mapping[str, Sequence[Sequence[str]]]) -> bytes:
-    """An .xlsx receipt: a 概要 sheet of (label, value) pairs, then one sheet per non-empty section."""
+    """An .xlsx receipt: a 概要 sheet of (label, value) pairs, then one sheet per non-empty section. XlsxWriter
+    writes the headers, widths, panes and filters; the listings (thousands of rows for a whole class's return)
+    are spliced in as inline strings."""
     buffer = io.BytesIO()
     book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False,
                                          "strings_to_numbers": False})
@@ -32,21 +36,21 @@ def build_receipt(summary: Sequence[tuple[str, str]], sections: Mapping[str, Seq
         overview.write_string(r, 1, value, wrap)
     overview.set_column(0, 0, 16)
     overview.set_column(1, 1, 90)
+    listings: list[tuple[str, Sequence[Sequence[str]], int]] = []
     for key, (name, headers) in SHEETS.items():
         rows = sections.get(key, [])
         if not rows:
             continue
         sheet = book.add_worksheet(name)
-        widths = [text_width(h) + 2 for h in headers]
         for c, h in enumerate(headers):
             sheet.write_string(0, c, h, head)
-        for r, row in enumerate(rows, start=1):
-            for c, value in enumerate(row):
-                sheet.write_string(r, c, value, wrap)
-                widths[c] = max(widths[c], min(80, text_width(value) + 2))
-        for c, w in enumerate(widths):
-            sheet.set_column(c, c, w)
+            column = [row[c] for row in rows if c < len(row)]
+            sheet.set_column(c, c, max(text_width(h) + 2, min(80, max(map(text_width, column), default=0) + 2)))
         sheet.freeze_panes(1, 0)
         sheet.autofilter(0, 0, len(rows), len(headers) - 1)
+        listings.append((f"xl/worksheets/sheet{len(book.worksheets())}.xml", rows, len(headers)))
     book.close()
-    return buffer.getvalue()
+    style = wrap.xf_index  # set by close(): the 概要 values use the same format
+    spliced = {part: (text_rows(rows, 2, style), f"{xl_col_to_name(width - 1)}{len(rows) + 1}")
+               for part, rows, width in listings}
+    return splice_rows(buffer.getvalue(), spliced)

@@ -1,15 +1,19 @@
 """Parse an untrusted returned workbook in a child process with memory, CPU and time limits.
 
-A persistent parser server (``python -m lixiao.workbooks.sandbox --serve``, started on first use and kept for
-the life of the process that uses it) has the reader imported once; for each file it forks a child that sets
-its limits, parses and answers one JSON document, so a parse costs a fork, not a Python start (≈ 140 ms).
-A file that crashes or exhausts the parser takes only that child down; the server reports how it ended, and
-a server that dies is started again. Without a server (it cannot start) each file gets a fresh child as
-before: the key (hex, one line) and the bytes on stdin, one JSON document on stdout.
+Each file is parsed by a forked child that sets its limits, parses and answers one JSON document (compact
+arrays, ``returned_to_wire``). A single-threaded process (``lixiao sync``) forks that child itself. A
+multi-threaded one (``lixiao watch``, whose observer and mail threads make forking the process unsafe) uses a
+persistent parser server (``python -m lixiao.workbooks.sandbox --serve``, started at start-up or on first use
+and kept for the life of the process) that has the reader imported once and forks the child, so a parse
+costs a fork, not a Python start (≈ 0.25 s). A file that crashes or exhausts the parser takes only that child
+down; a server that dies is started again. Without a server (it cannot start, or ``LIXIAO_PARSER_SERVER=0``)
+each file gets a fresh Python child: the key (hex, one line) and the bytes on stdin, one JSON document on
+stdout.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -23,9 +27,11 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 MEMORY_LIMIT = 1536 * 1024 * 1024
+_FD_LIMIT = 65536
 CPU_SECONDS = 120
 WALL_SECONDS = 180
 
@@ -50,10 +56,24 @@ def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> Sa
     from lixiao.core.faults import fault_action
 
     timeout = timeout or parse_timeout()
-    ended = _SERVER.run(key, data, fault_action("parse"), timeout)
+    fault = fault_action("parse")
+    if _SERVER.disabled:
+        ended = None
+    elif _SERVER.running() or threading.active_count() > 1:
+        ended = _SERVER.run(key, data, fault, timeout)
+    else:  # a single-threaded process (lixiao sync) forks its own child: no Python start (≈ 0.25 s) to wait for
+        from . import reader, returned, sniff  # noqa: F401 - imported before the fork, shared with the child
+
+        ended = _fork_parse(key.hex(), data, fault, timeout)
     if ended is None:  # no server: a fresh child for this file
         ended = _one_shot(key, data, timeout)
     return _verdict(ended, timeout)
+
+
+def start_server() -> bool:
+    """Start the parser server now (``lixiao watch`` at start-up, before its threads): every parse of a
+    multi-threaded process goes through it. False when it cannot start."""
+    return not _SERVER.disabled and _SERVER.start() is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +153,13 @@ class _Server:
         self._lock = threading.Lock()
         self.disabled = os.environ.get("LIXIAO_PARSER_SERVER") == "0"
 
-    def _start(self) -> subprocess.Popen[bytes] | None:
-        if self._process is not None and self._process.poll() is None and self._owner == os.getpid():
+    def running(self) -> bool:
+        """True when this process's server is up."""
+        return self._process is not None and self._process.poll() is None and self._owner == os.getpid()
+
+    def start(self) -> subprocess.Popen[bytes] | None:
+        """This process's server, started when it is not running."""
+        if self.running():
             return self._process
         try:
             self._process = subprocess.Popen([sys.executable, "-m", "lixiao.workbooks.sandbox", "--serve"],
@@ -158,7 +183,7 @@ class _Server:
             return None
         with self._lock:
             for _attempt in (1, 2):  # a server that died since the last file is started again once
-                process = self._start()
+                process = self.start()
                 if process is None or process.stdin is None or process.stdout is None:
                     return None
                 try:
@@ -207,11 +232,11 @@ def _fork_parse(key_hex: str, data: bytes, fault: str, timeout: float) -> _Ended
     pid = os.fork()
     if pid == 0:  # the child: limits, then the same work as a one-shot child
         try:
-            os.close(out_r)
-            os.close(err_r)
+            gc.freeze()  # what the parent had is never finalized here (its store connection, its files)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.close(0)
+            os.closerange(3, _FD_LIMIT)  # nor reachable: the parent's store, inbox and pipes
             sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - the child's own stdout
             sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
             _limit()
@@ -253,13 +278,23 @@ def _fork_parse(key_hex: str, data: bytes, fault: str, timeout: float) -> _Ended
 
 
 def _limit() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    """MEMORY_LIMIT of address space beyond what the child was forked with (the server is small; a lixiao sync
+    that forks its own child already maps its store and the cohort), CPU seconds, no core file."""
+    try:
+        with Path("/proc/self/statm").open("rb") as statm:
+            mapped = int(statm.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        mapped = 0
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + MEMORY_LIMIT, mapped + MEMORY_LIMIT))
     resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _fault(action: str) -> None:
-    """Fault injection for the tests: a parser that aborts, hangs or exhausts memory."""
+    """Fault injection for the tests: a parser that aborts, hangs, exhausts memory, or uses a file descriptor
+    of its parent (fd:N, which must fail: the child closed it)."""
+    if action.startswith("fd:"):
+        os.fstat(int(action[3:]))
     if action == "abort":
         os.abort()
     if action == "hang":
