@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # systemd for systemd-analyze, which verifies the unit `lixiao watch --unit` prints (not in Debian's containers).
 DEB_PACKAGES := libreoffice-calc python3-uno fonts-noto-cjk chromium dovecot-imapd systemd
 
-.PHONY: install system-deps demo test test-fast lint clean
+.PHONY: install bytecode system-deps demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The bytecode of lixiao's own modules, brought up to date (compileall skips what is current): an editable install
+# leaves none, and where PYTHONDONTWRITEBYTECODE is set every command would compile them again (≈ 0.3 s).
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q core workbooks sync reports >/dev/null
 
-demo: $(STAMP)
+install: bytecode
+
+demo: bytecode
 	$(BIN)/lixiao demo
 
 lint: $(STAMP)
@@ -35,13 +40,13 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES); \
 	else echo "real-client tests need: sudo apt-get install $(DEB_PACKAGES) (they skip without them, fail on CI)"; fi
 
-test: system-deps lint
+test: system-deps lint bytecode
 	$(BIN)/pytest
 
 # The fast suite's data folders live in RAM where there is a /dev/shm (each test commits with fsync).
 FAST_TMP := $(if $(wildcard /dev/shm),--basetemp=/dev/shm/lixiao-test-fast,)
 
-test-fast: $(STAMP)
+test-fast: bytecode
 	$(BIN)/pytest -m "not slow" -q -n 2 $(FAST_TMP)
 
 clean:

@@ -9,14 +9,13 @@ from typing import Any
 
 import python_calamine
 from defusedxml import ElementTree
-from xlsxwriter.utility import xl_col_to_name
 
 from lixiao.core.identity import clean_text
 from lixiao.core.marks import column_shifted
 from lixiao.core.model import Status
 from lixiao.core.signing import digest, verify
 
-from .cells import Sheet, cell_text, column_texts, error_cells, formula_cells, remark_text
+from .cells import Sheet, cell_text, column_name, column_texts, error_cells, formula_cells, remark_text
 from .layout import (
     COUNT_SUFFIX,
     GROUP_HEADERS,
@@ -309,7 +308,7 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
                 result.batch.append(BatchTick(mode, group, code, mark, ref, key))
     for code, col in step_cols.items():
         if column_shifted(bool(blanks[code]), code in outside):
-            result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(col), step=code))
+            result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, column_name(col), step=code))
 
 
 
@@ -360,7 +359,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
         result.waivers.append(WaiverTick(student_no, step, mark, remark_text(get("理由"))[:MAX_TEXT], ref, key,
                                          blank, remark_text(get("凭证"))[:MAX_TEXT]))
     if column_shifted(bool(blanks), outside):
-        result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, xl_col_to_name(box)))
+        result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, column_name(box)))
 
 
 def _check_key_column(sheet: Sheet, columns: dict[str, int], result: Returned) -> None:
