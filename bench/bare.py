@@ -10,7 +10,7 @@ from pathlib import Path
 import xlsxwriter
 
 from lixiao.sync.datafolder import open_folder
-from lixiao.sync.issuing import plan_all
+from lixiao.sync.issuing import plan_each
 
 
 def bare_issue(plans_root: Path) -> int:
@@ -21,10 +21,9 @@ def bare_issue(plans_root: Path) -> int:
     from lixiao.core.certificates import is_certificate_desk, ready_list
 
     folder = open_folder(plans_root)
-    plans = plan_all(folder, [], None)
-    folder.close()
     out = Path(tempfile.mkdtemp(prefix="bare-"))
     cells = 0
+    plans = (plan for checkpoint in plan_each(folder, [], None) for plan in checkpoint)  # as lixiao issue plans
     for number, plan in enumerate(plans):
         book = xlsxwriter.Workbook(str(out / f"{number}.xlsx"))
         if plan.kind == "office" and is_certificate_desk(plan.checkpoint):
@@ -68,6 +67,7 @@ def bare_issue(plans_root: Path) -> int:
             sheet.insert_checkbox(r, 9, w.waived, box)
             sheet.write_string(r, 10, w.reason)
         book.close()
+    folder.close()
     shutil.rmtree(out)
     return cells
 

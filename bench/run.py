@@ -34,7 +34,7 @@ from lixiao.core.model import Status
 from lixiao.core.synthetic import make_cohort
 from lixiao.reports.build import render_report
 from lixiao.sync.datafolder import init_folder, open_folder
-from lixiao.sync.issuing import issue_workbooks, plan_all
+from lixiao.sync.issuing import issue_workbooks, plan_all, plan_each
 from lixiao.sync.officesim import libreoffice_resave, tick_workbook
 
 RESULTS = Path(__file__).with_name("results")
@@ -93,7 +93,7 @@ def cohort_folder(root: Path, students: int) -> None:
 def our_issue(root: Path) -> int:
     """`lixiao issue` of every office."""
     folder = open_folder(root)
-    issued = issue_workbooks(folder, plan_all(folder, [], None))
+    issued = issue_workbooks(folder, plan_each(folder, [], None))
     folder.close()
     return len(issued)
 

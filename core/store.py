@@ -234,6 +234,10 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
         cursor = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students{where} ORDER BY student_no", args)
         return [_student(row) for row in cursor]
 
+    def student_count(self) -> int:
+        """How many students the roster holds."""
+        return int(self.db.execute("SELECT count(*) FROM students").fetchone()[0])
+
     def colleges(self) -> list[str]:
         """The colleges of the roster, sorted."""
         return [str(r[0]) for r in self.db.execute("SELECT DISTINCT college FROM students ORDER BY college")]

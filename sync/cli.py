@@ -177,10 +177,10 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
     """为各离校点签发勾选工作簿到 outbox/（再次签发版本加一）。Issue the workbooks."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from .issuing import issue_workbooks, plan_all
+    from .issuing import issue_workbooks, plan_each
 
     with open_data(ctx, write=True) as folder:
-        plans = plan_all(folder, list(checkpoints), split)
+        plans = plan_each(folder, list(checkpoints), split)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("签发工作簿", total=None)

@@ -6,8 +6,9 @@ import multiprocessing
 import os
 import re
 import secrets
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +48,39 @@ def file_name(session: str, title: str, scope: str, generation: int) -> str:
 
 def plan_all(folder: DataFolder, checkpoints: list[str], split: str | None) -> list[WorkbookPlan]:
     """Plans of every requested checkpoint (default: all that staff tick, and the special desk)."""
+    return [plan for plans in plan_each(folder, checkpoints, split) for plan in plans]
+
+
+@dataclass(frozen=True)
+class CheckpointPlans:
+    """The plans of several checkpoints, planned one checkpoint at a time as they are iterated."""
+
+    folder: DataFolder
+    codes: list[str]
+    split: str | None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __iter__(self) -> Iterator[list[WorkbookPlan]]:
+        return _plans(self.folder, self.codes, self.split)
+
+
+def plan_each(folder: DataFolder, checkpoints: list[str], split: str | None) -> CheckpointPlans:
+    """``plan_all`` one checkpoint at a time: the plans of one are let go before the next is planned (a
+    30,000-student cohort's 26 plans held at once weigh ≈ 100 MB). The checkpoints are checked at once, the
+    roster before the first is planned."""
     flow = folder.flow
-    codes = checkpoints or [cp.code for cp in issuable(flow, folder.year)]
+    codes = list(dict.fromkeys(checkpoints)) or [cp.code for cp in issuable(flow, folder.year)]
     unknown = [c for c in codes if c not in {cp.code for cp in flow.checkpoints}]
     if unknown:
         known = "、".join(cp.code for cp in flow.checkpoints)
         raise IssueError(f"没有离校点 {'、'.join(unknown)}；可用：{known}")
+    return CheckpointPlans(folder, codes, split)
+
+
+def _plans(folder: DataFolder, codes: list[str], split: str | None) -> Iterator[list[WorkbookPlan]]:
+    flow = folder.flow
     students = folder.store.students()
     if not students:
         raise IssueError("还没有学生：请先导入学生名单（lixiao students import 学生名单.xlsx）再签发工作簿")
@@ -60,45 +88,68 @@ def plan_all(folder: DataFolder, checkpoints: list[str], split: str | None) -> l
     waived: dict[str, dict[str, str]] = {}
     for w in folder.store.active_waivers():
         waived.setdefault(w.student_no, {})[w.step] = w.reason
-    plans: list[WorkbookPlan] = []
     for code in codes:
-        plans += plan_workbooks(flow, folder.year, folder.session_name, flow.checkpoint(code), students, stored,
-                                waived, split)
-    return plans
+        yield plan_workbooks(flow, folder.year, folder.session_name, flow.checkpoint(code), students, stored, waived,
+                             split)
 
 
 def issue_workbooks(
     folder: DataFolder,
-    plans: list[WorkbookPlan],
+    plans: list[WorkbookPlan] | CheckpointPlans,
     progress: Callable[[int, int, str], None] | None = None,
     workers: int | None = None,
 ) -> list[Issued]:
-    """Write and register planned workbooks; each is registered and written in one transaction.
+    """Write and register planned workbooks (a list, or ``plan_each``'s checkpoint after checkpoint); each is
+    registered and written in one transaction.
 
-    Workbooks are independent, so their bytes are built on every core (a process pool); the store
-    is written by this process only, in plan order.
+    Workbooks are independent, so their bytes are built on every core: a process pool forked before the first
+    checkpoint is planned, so that its workers carry none of the plans (each gets its own, pickled). The store is
+    written by this process only, in plan order. ``progress`` counts workbooks for a list, checkpoints else.
     """
     key = secret_key(folder.root)
-    prepared = [_prepare(folder, plan, key) for plan in plans]
-    rows = sum(len(p.plan.rows) + len(p.plan.waiver_rows) for p in prepared)
     workers = workers or min(os.cpu_count() or 1, 4)
-    issued = []
-    if workers > 1 and len(prepared) > 1 and rows > 2000:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(build_workbook, p.plan, p.token, p.issued_at) for p in prepared]
-            for index, (item, future) in enumerate(zip(prepared, futures, strict=True)):
-                if progress:
-                    progress(index, len(prepared), f"{item.plan.title} {item.plan.scope}")
-                issued.append(_register(folder, item, future.result()))
-    else:
-        for index, item in enumerate(prepared):
-            if progress:
-                progress(index, len(prepared), f"{item.plan.title} {item.plan.scope}")
-            issued.append(_register(folder, item, build_workbook(item.plan, item.token, item.issued_at)))
+    listed = isinstance(plans, list)
+    groups: Iterator[list[WorkbookPlan]] = iter([plans]) if isinstance(plans, list) else iter(plans)
+    total = len(plans)
+    pool = None
+    rows = (folder.store.student_count() * len(plans) if not isinstance(plans, list)
+            else sum(len(p.rows) + len(p.waiver_rows) for p in plans))
+    if workers > 1 and rows > 2000 and (len(plans) > 1 or not listed):
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        for started in [pool.submit(os.getpid) for _ in range(workers)]:  # fork them now, while this is small
+            started.result()
+    issued: list[Issued] = []
+    waiting: deque[tuple[int, _Prepared, Future[bytes] | None]] = deque()
+
+    def register_oldest() -> None:
+        index, item, future = waiting.popleft()
+        if progress:
+            progress(len(issued) if listed else index, total, f"{item.plan.title} {item.plan.scope}")
+        data = future.result() if future else build_workbook(item.plan, item.token, item.issued_at)
+        issued.append(_register(folder, item, data))
+
+    try:
+        for index, group in enumerate(groups):
+            for plan in group:
+                item = _prepare(folder, plan, key)
+                waiting.append((index, item, pool.submit(build_workbook, plan, item.token, item.issued_at)
+                                if pool else None))
+            del group
+            # planned ahead only while a worker would otherwise wait: the finished are registered and let go
+            while waiting and (_done(waiting[0][2]) or sum(not _done(w[2]) for w in waiting) > workers):
+                register_oldest()
+        while waiting:
+            register_oldest()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if progress:
-        progress(len(prepared), len(prepared), "完成")
+        progress(total, total, "完成")
     return issued
+
+
+def _done(future: Future[bytes] | None) -> bool:
+    return future is None or future.done()
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,3 +296,34 @@ def test_long_prerequisites_get_tall_rows_and_every_box_shows_true_or_false(issu
     formats = {sheet.cell(r, c).number_format for r in range(header + 1, sheet.max_row + 1)
                for c in range(prereq + 1, sheet.max_column + 1) if isinstance(sheet.cell(r, c).value, bool)}
     assert formats == {'"TRUE";"TRUE";"FALSE"'}
+
+
+def test_issuing_checkpoint_by_checkpoint_on_two_workers_writes_what_one_process_writes(tmp_path: Path) -> None:
+    """``plan_each`` on a forked pool (planned ahead while the workers build) gives the same workbooks, in the
+    same order, as every plan built in this process; a checkpoint named twice is issued once."""
+    from lixiao.sync.datafolder import open_folder, secret_key
+    from lixiao.sync.issuing import issue_workbooks, plan_all, plan_each
+
+    from .conftest import cohort_folder
+
+    pooled, single = cohort_folder(tmp_path / "pooled", 600), cohort_folder(tmp_path / "single", 600)  # > 2,000 rows: a pool
+    codes = ["dorm", "college", "dorm", "utilities", "special"]
+    folder = open_folder(pooled)
+    plans = plan_each(folder, codes, None)
+    assert len(plans) == 4
+    done: list[tuple[int, int]] = []
+    with_pool = issue_workbooks(folder, plans, lambda n, total, _name: done.append((n, total)), workers=2)
+    folder.close()
+    folder = open_folder(single)
+    alone = issue_workbooks(folder, plan_all(folder, codes, None), workers=1)
+    folder.close()
+    assert len(with_pool) == len(alone) > 4  # college is one workbook per college
+    assert [(i.checkpoint, i.scope, i.generation, i.students) for i in with_pool] == \
+        [(i.checkpoint, i.scope, i.generation, i.students) for i in alone]
+    for mine, theirs in zip(with_pool, alone, strict=True):
+        a, b = read_returned(mine.path.read_bytes(), secret_key(pooled)), read_returned(theirs.path.read_bytes())
+        assert a.token.status == "valid" and a.token.payload and a.token.payload["generation"] == 1
+        assert {n: (r.identity, r.marks) for n, r in a.rows.items()} == \
+            {n: (r.identity, r.marks) for n, r in b.rows.items()}
+        assert len(a.waivers) == len(b.waivers)
+    assert done[-1] == (4, 4) and all(total == 4 for _, total in done)
