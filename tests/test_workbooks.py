@@ -306,7 +306,8 @@ def test_issuing_checkpoint_by_checkpoint_on_two_workers_writes_what_one_process
 
     from .conftest import cohort_folder
 
-    pooled, single = cohort_folder(tmp_path / "pooled", 600), cohort_folder(tmp_path / "single", 600)  # > 2,000 rows: a pool
+    # 600 students on 4 checkpoints: over the 2,000 rows that make a pool
+    pooled, single = cohort_folder(tmp_path / "pooled", 600), cohort_folder(tmp_path / "single", 600)
     codes = ["dorm", "college", "dorm", "utilities", "special"]
     folder = open_folder(pooled)
     plans = plan_each(folder, codes, None)
