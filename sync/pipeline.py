@@ -30,6 +30,7 @@ from lixiao.core.faults import fault_point
 from lixiao.core.files import write_atomically
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.ledger import Channel, LedgerState, Origin, ReturnDetail
+from lixiao.core.memory import no_cycle_collection
 from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, hold_reason, plan_merge
 from lixiao.core.signing import row_key as signing_row_key
 from lixiao.core.signing import row_secret
@@ -83,7 +84,9 @@ def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = Fal
     if isinstance(taken, FileOutcome):
         return taken
     data, info = taken
-    return take(folder, Incoming(name, data, info.st_mtime, path, movable, origin), key, settings, dry_run, confirm)
+    with no_cycle_collection():
+        return take(folder, Incoming(name, data, info.st_mtime, path, movable, origin), key, settings, dry_run,
+                    confirm)
 
 
 def process_bytes(folder: DataFolder, name: str, data: bytes, origin: Origin, key: bytes, *,
@@ -101,7 +104,8 @@ def process_bytes(folder: DataFolder, name: str, data: bytes, origin: Origin, ke
         return refuse(folder, None, safe_name(name), digest_hex, Outcome.REJECTED, "too_large", message, dry_run,
                       staged=False, origin=origin)
     incoming = Incoming(safe_name(name), data, 0.0, None, False, origin)
-    return take(folder, incoming, key, settings, dry_run, False)
+    with no_cycle_collection():
+        return take(folder, incoming, key, settings, dry_run, False)
 
 
 def take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings, dry_run: bool,

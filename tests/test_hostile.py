@@ -156,3 +156,18 @@ def test_far_references_are_found_and_nothing_else(xml: bytes, found: str) -> No
     from lixiao.workbooks.sniff import _far_reference
 
     assert _far_reference(xml) == found
+
+
+@pytest.mark.parametrize("xml", [
+    b'<c r="J5" s="9" t="n"><f aca="false">TRUE()</f><v>1</v></c><c r="K5" s="10"/>',  # LibreOffice
+    b'<c foo:bar="A1" r="B2"><f>SUM(1)</f><v>1</v></c><c r="C3"><f>TRUE()</f></c><c\tr="D4"><f/></c>',
+    b'<x:c r="E7" t="b"><x:f>FALSE()</x:f><x:v>0</x:v></x:c><c r="F7" t="e"><f>1/0</f><v>#DIV/0!</v></c>',
+    b'<c r="G8"><f>&quot;a&amp;b&quot;</f><v></v></c>',
+])
+def test_formula_cells_are_found_alike_from_their_ref_and_from_their_tag(xml: bytes) -> None:
+    """The fast scan from r=" and the careful scan from each <f> agree, on odd attribute names too."""
+    from lixiao.workbooks.cells import _formula_cells_by_tag, formula_cells
+
+    found = formula_cells(xml)
+    assert found == _formula_cells_by_tag(xml)
+    assert found

@@ -17,6 +17,11 @@ _FORMULA_CELL = re.compile(
     rb'<(?:\w+:)?c\s([^>]*?)>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*(<(?:\w+:)?v>[^<]*(?=</(?:\w+:)?v>))?')
 # (group 3 keeps the <v> tag, so that an absent value is told from an empty one)
 _FORMULA_TAG = re.compile(rb'<(?:\w+:)?f[\s>/]')
+# The same cells found from their r attribute (a cell's r, when the byte before it is whitespace).
+_FORMULA_AT_REF = re.compile(
+    rb'r="([A-Z]{1,3}[0-9]{1,7})"[^>]*>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*'
+    rb'(<(?:\w+:)?v>[^<]*(?=</(?:\w+:)?v>))?')
+_SPACE = frozenset(b" \t\r\n")
 
 
 _REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]{1,7})"')
@@ -83,19 +88,32 @@ def formula_cells(xml: bytes) -> dict[str, tuple[str, str | None]]:
     if b"<f" not in xml and b":f" not in xml:
         return {}
     found = {}
-    for tag in _FORMULA_TAG.finditer(xml):  # the rare <f>, then the <c> it belongs to: one pass, not one a cell
+    for match in _FORMULA_AT_REF.finditer(xml):  # from the literal r=" (a C scan), not from every "<"
+        if xml[match.start() - 1] not in _SPACE:  # the tail of another attribute's name: take the careful way
+            return _formula_cells_by_tag(xml)
+        ref, formula, cached = match.groups(b"")
+        found[ref.decode()] = _formula(formula, cached)
+    return found
+
+
+def _formula_cells_by_tag(xml: bytes) -> dict[str, tuple[str, str | None]]:
+    found = {}
+    for tag in _FORMULA_TAG.finditer(xml):  # each <f>, then the <c> it belongs to
         cell = _FORMULA_CELL.match(xml, xml.rfind(b"<", 0, tag.start()))
         if cell is None:
             continue
-        attributes, formula_bytes, cached = cell.groups(b"")
+        attributes, formula, cached = cell.groups(b"")
         ref = _REF.search(attributes)
         if ref:
-            formula = formula_bytes.decode("utf-8", "replace")
-            if "&" in formula:
-                formula = html.unescape(formula)
-            value = cached.partition(b">")[2].decode("utf-8", "replace") if cached else None
-            found[ref.group(1).decode()] = (formula, value)
+            found[ref.group(1).decode()] = _formula(formula, cached)
     return found
+
+
+def _formula(formula_bytes: bytes, cached: bytes) -> tuple[str, str | None]:
+    formula = formula_bytes.decode("utf-8", "replace")
+    if "&" in formula:
+        formula = html.unescape(formula)
+    return formula, cached.partition(b">")[2].decode("utf-8", "replace") if cached else None
 
 
 def error_cells(xml: bytes) -> dict[str, str]:
