@@ -68,6 +68,12 @@ def in_child(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return answer["ok"], seconds, usage.ru_maxrss / 1024
 
 
+def prepare(fn: Callable[[], Any]) -> Any:
+    """Preparation done in a child too: the memory it leaves behind would be in the RSS of every child forked
+    from this process afterwards (a fork starts with its parent's resident pages)."""
+    return in_child(fn)[0]
+
+
 def repeat(fn: Callable[[], Any], times: int, setup: Callable[[], None] | None = None) -> dict[str, Any]:
     """Time fn in a fresh child ``times`` times (setup runs in the parent before each)."""
     seconds, peaks, result = [], [], None
@@ -257,7 +263,7 @@ def main() -> int:
             print(f"== {students} students", flush=True)
             row: dict[str, Any] = {}
             base = work / f"cohort-{students}"
-            cohort_folder(base, students)
+            prepare(lambda base=base, students=students: cohort_folder(base, students))
             row["P1_issue"] = repeat(lambda base=base: our_issue(base), repeats)
             row["P1_bare_xlsxwriter"] = repeat(lambda base=base: bare_issue(base), repeats)
             row["P1_ratio"] = row["P1_issue"]["seconds"]["median"] / row["P1_bare_xlsxwriter"]["seconds"]["median"]
@@ -266,8 +272,10 @@ def main() -> int:
             for size in sizes:
                 folder_for_size = base if size == students else work / f"p2-{size}"
                 if not folder_for_size.exists():
-                    cohort_folder(folder_for_size, size)
-                returned, saved_by = returned_file(folder_for_size, size, work)
+                    prepare(lambda folder=folder_for_size, size=size: cohort_folder(folder, size))
+                name, saved_by = prepare(lambda folder=folder_for_size, size=size: list(map(str, returned_file(
+                    folder, size, work))))
+                returned = Path(name)
                 template = work / f"p2-template-{size}"
                 shutil.rmtree(template, ignore_errors=True)
                 shutil.copytree(folder_for_size, template)
@@ -288,7 +296,7 @@ def main() -> int:
             print(f"P4 {row['P4_report']['seconds']['median']:.2f}s", flush=True)
             late = work / f"p4-late-{students}"
             shutil.copytree(p4, late)
-            late_session(late)
+            prepare(lambda late=late: late_session(late))
             row["P4_report_late"] = repeat(lambda late=late: our_regen(late), repeats)
             row["P4_bare_report_late"] = repeat(lambda late=late: bare_report(late), repeats)
             row["P4_ratio_late"] = (row["P4_report_late"]["seconds"]["median"]
