@@ -171,3 +171,34 @@ def test_formula_cells_are_found_alike_from_their_ref_and_from_their_tag(xml: by
     found = formula_cells(xml)
     assert found == _formula_cells_by_tag(xml)
     assert found
+
+
+@pytest.mark.slow  # ≈ 10 s: the whole corpus twice
+def test_the_daemons_parser_server_classifies_the_corpus_as_a_one_shot_sync_does(issued: Cli) -> None:
+    """Every hostile file gets the same verdict through the parser server a multi-threaded ``lixiao watch`` uses
+    as through the child a single-threaded ``lixiao sync`` forks itself, and the server stays up for the next."""
+    import threading
+
+    from lixiao.workbooks import sandbox
+
+    key = key_of(issued)
+    workbook = outbox(issued, "utilities")[0].read_bytes()
+    files = [builder(workbook) for _name, builder, _code in cases()]
+    own_fork = [parse_untrusted(data, key) for data in files]
+    assert sandbox.start_server()
+    release = threading.Event()
+    observer = threading.Thread(target=release.wait)  # as the daemon's observer
+    observer.start()
+    try:
+        server = sandbox._SERVER._process
+        through_server = [parse_untrusted(data, key) for data in files]
+        assert sandbox._SERVER._process is server and server is not None and server.poll() is None
+        assert parse_untrusted(workbook, key).ok  # and it still parses a good file
+    finally:
+        release.set()
+        observer.join()
+        sandbox._SERVER._stop()
+    assert [(r.ok, r.code) for r in through_server] == [(r.ok, r.code) for r in own_fork]
+    refused = {name: r.code for (name, _builder, _code), r in zip(cases(), own_fork, strict=True) if not r.ok}
+    assert len(refused) > len(files) // 2
+    assert all(refused[name] == code for name, _builder, code in cases() if name in refused), refused
