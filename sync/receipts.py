@@ -71,11 +71,24 @@ def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
                       for no, step, issued, returned, current in conflicts],
         "warnings": [[w] for w in [*detail.pending, *detail.warnings]],
     }
-    masked = {key: [[mask_ids_in_text(str(cell)) for cell in line] for line in lines]
-              for key, lines in sections.items()}
+    masked = {key: _masked(lines) for key, lines in sections.items()}
     relative = detail.receipt or f"receipts/{digest_hex[:12]}-回执.xlsx"
     write_atomically(folder.root / relative, build_receipt(summary, masked))
     return relative
+
+
+def _masked(lines: list[list[str]]) -> list[list[str]]:
+    """Every cell with its 身份证号-shaped runs masked, in one pass over the whole listing (the separator is no
+    digit, so no run spans two cells); cell by cell where a cell holds the separator itself."""
+    cells = [str(cell) for line in lines for cell in line]
+    joined = _SEPARATOR.join(cells)
+    if joined.count(_SEPARATOR) != len(cells) - 1:
+        return [[mask_ids_in_text(str(cell)) for cell in line] for line in lines]
+    texts = iter(mask_ids_in_text(joined).split(_SEPARATOR) if cells else [])
+    return [[next(texts) for _cell in line] for line in lines]
+
+
+_SEPARATOR = "\x01"
 
 
 def receipt_path(folder: DataFolder, outcome: FileOutcome) -> Path | None:

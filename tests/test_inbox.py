@@ -220,3 +220,14 @@ def test_a_held_return_dropped_again_leaves_one_copy_in_held(issued: Cli) -> Non
     assert sorted(p.name for p in (issued.data / "held").glob("*.xlsx")) == ["a.xlsx"]
     assert issued("sync", "--confirm", str(issued.data / "held" / "a.xlsx")).exit_code == 0
     assert list((issued.data / "held").iterdir()) == [] and issued("verify").exit_code == 0
+
+
+def test_receipt_listings_are_masked_cell_by_cell_in_one_pass() -> None:
+    """Masking a whole listing at once gives what masking each cell gives, with a separator typed in a cell too."""
+    from lixiao.core.identity import mask_ids_in_text
+    from lixiao.sync.receipts import _masked
+
+    for lines in ([["43010320040101003X", "0803010105", "备注 43010320040101003X。"], [], ["4301032004010100311"]],
+                  [["a\x01 43010320040101003X", ""], ["43010320040101003X"]]):
+        assert _masked(lines) == [[mask_ids_in_text(cell) for cell in line] for line in lines]
+        assert "43010320040101003X" not in str(_masked(lines))
