@@ -159,8 +159,17 @@ class Baseline:
         """The baseline of a registered workbook from its stored canonical JSON; BaselineError if malformed."""
         try:
             raw = json.loads(text)
+            issued: dict[tuple[object, ...], IssuedCell] = {}  # a few distinct cells, 30,000 × steps uses of them
+
+            def cell(value: list[object]) -> IssuedCell:
+                key = tuple(value)
+                found = issued.get(key)
+                if found is None:
+                    found = issued[key] = IssuedCell.from_json(value)
+                return found
+
             return cls(
-                cells={str(no): {str(step): IssuedCell.from_json(c) for step, c in cells.items()}
+                cells={str(no): {str(step): cell(c) for step, c in cells.items()}
                        for no, cells in raw["cells"].items()},
                 remarks={str(k): str(v) for k, v in raw["remarks"].items()},
                 identity_columns=tuple(str(c) for c in raw.get("identity_columns", [])),
