@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
 import secrets
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -115,7 +117,8 @@ def issue_workbooks(
     rows = (folder.store.student_count() * len(plans) if not isinstance(plans, list)
             else sum(len(p.rows) + len(p.waiver_rows) for p in plans))
     if workers > 1 and rows > 2000 and (len(plans) > 1 or not listed):
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
         for started in [pool.submit(os.getpid) for _ in range(workers)]:  # fork them now, while this is small
             started.result()
     issued: list[Issued] = []
@@ -146,6 +149,17 @@ def issue_workbooks(
     if progress:
         progress(total, total, "完成")
     return issued
+
+
+def _die_with_parent(parent: int) -> None:
+    """A pool worker ends with the ``lixiao issue`` that forked it, killed with -9 too (Linux PR_SET_PDEATHSIG):
+    an orphaned worker would hold the data folder's writer lock until someone found it."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
 
 
 def _done(future: Future[bytes] | None) -> bool:

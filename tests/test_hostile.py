@@ -150,6 +150,10 @@ def test_corpus_builders_make_distinct_files(issued: Cli, tmp_path: Path) -> Non
     (b'<c r="ZZ199999"/><c r="AAA1"/>', "在 AAA1 有内容"),  # ZZ and 199,999 are the limits, AAA is beyond
     (b'<dataValidation error="TRUE" header="ABCDEF"/><pageSetup footer="1234567"/>', ""),  # other attributes
     (b'<c r="A1" t="inlineStr"><is><t>typed r="XFD999999" here</t></is></c>', ""),  # text between tags
+    (b'<row r="7"><c r="xfd1048576"><v>1</v></c></row>', "在 XFD1048576 有内容"),  # calamine reads lower case
+    (b"<row r='7'><c r='A900000'><v>1</v></c></row>", "在 A900000 有内容"),  # single quotes
+    (b'<row r="7"><c r = "A900000"><v>1</v></c></row>', "在 A900000 有内容"),  # a spaced "="
+    (b'<row r="7"><c x=">" r="A900000"><v>1</v></c></row>', "在 A900000 有内容"),  # a ">" inside a value
 ])
 def test_far_references_are_found_and_nothing_else(xml: bytes, found: str) -> None:
     """Only an r attribute beyond ZZ or row 200,000 is a far cell, in whatever whitespace or length."""
@@ -158,19 +162,45 @@ def test_far_references_are_found_and_nothing_else(xml: bytes, found: str) -> No
     assert _far_reference(xml) == found
 
 
-@pytest.mark.parametrize("xml", [
-    b'<c r="J5" s="9" t="n"><f aca="false">TRUE()</f><v>1</v></c><c r="K5" s="10"/>',  # LibreOffice
-    b'<c foo:bar="A1" r="B2"><f>SUM(1)</f><v>1</v></c><c r="C3"><f>TRUE()</f></c><c\tr="D4"><f/></c>',
-    b'<x:c r="E7" t="b"><x:f>FALSE()</x:f><x:v>0</x:v></x:c><c r="F7" t="e"><f>1/0</f><v>#DIV/0!</v></c>',
-    b'<c r="G8"><f>&quot;a&amp;b&quot;</f><v></v></c>',
-])
-def test_formula_cells_are_found_alike_from_their_ref_and_from_their_tag(xml: bytes) -> None:
-    """The fast scan from r=" and the careful scan from each <f> agree, on odd attribute names too."""
-    from lixiao.workbooks.cells import _formula_cells_by_tag, formula_cells
+def _sheet(cells: bytes) -> bytes:
+    return b'<worksheet xmlns:foo="urn:x"><sheetData><row r="5">' + cells + b"</row></sheetData></worksheet>"
 
-    found = formula_cells(xml)
-    assert found == _formula_cells_by_tag(xml)
-    assert found
+
+@pytest.mark.parametrize(("cells", "formulas", "errors"), [
+    (b'<c r="J5" s="9" t="n"><f aca="false">TRUE()</f><v>1</v></c><c r="K5" s="10"/>',  # LibreOffice
+     {"J5": ("TRUE()", "1")}, {}),
+    (b'<c r="B5"><f>SUM(1)</f><v>1</v></c><c r="C5"><f>TRUE()</f></c><c\tr="D5"><f/></c>',
+     {"B5": ("SUM(1)", "1"), "C5": ("TRUE()", None), "D5": ("", None)}, {}),
+    (b'<c r="G5"><f>&quot;a&amp;b&quot;</f><v></v></c><c r="H5" t="e"><v>#N/A</v></c>',
+     {"G5": ('"a&b"', "")}, {"H5": "#N/A"}),
+    # a comment inside a cell naming the next one: the formula is J5's, J6 stays a FALSE box
+    (b'<c r="J5" s="8" t="b"><!-- r="J6"--><f>TRUE()</f><v>0</v></c><c r="J6" t="b"><v>0</v></c>',
+     {"J5": ("TRUE()", "0")}, {}),
+    (b'<c r="J5" foo:x=">"><f>D5</f><v>1</v></c>', {"J5": ("D5", "1")}, {}),  # a ">" inside a value
+    (b'<c r="A5"/><c><f>D5</f><v>1</v></c>', {"B5": ("D5", "1")}, {}),  # no r: the cell after A5
+    (b'<c r="j5"><f>D5</f><v>1</v></c>', {"J5": ("D5", "1")}, {}),  # lower case, as calamine reads it
+    (b"<c r='J5'><f>D5</f><v>1</v></c><c r='E5' t='e'><v>#REF!</v></c>", {"J5": ("D5", "1")}, {"E5": "#REF!"}),
+    (b'<c foo:r="J6" r="J5"><f>D5</f></c>', {"J5": ("D5", None)}, {}),  # another attribute ending in r
+    (b'<c foo:x=\' r="J6"\' r="J5"><f>D5</f></c>', {"J5": ("D5", None)}, {}),
+    (b'<c r = "J5"><f>D5</f></c>', {"J5": ("D5", None)}, {}),
+])
+def test_formula_and_error_cells_belong_to_the_cell_they_sit_in(cells: bytes, formulas: dict[str, object],
+                                                                errors: dict[str, str]) -> None:
+    """However a cell is written, its formula and error value are its own: never another cell's, never lost."""
+    from lixiao.workbooks.sheetxml import _parsed, sheet_cells
+
+    xml = _sheet(cells)
+    assert sheet_cells(xml) == (formulas, errors)
+    assert _parsed(xml) == (formulas, errors)  # the parser the odd cases go to agrees on the plain ones too
+
+
+def test_a_sheet_whose_xml_is_broken_is_unreadable_not_unticked() -> None:
+    """Odd XML the plain scan leaves to the parser, and that the parser cannot read, refuses the file."""
+    from lixiao.workbooks.returned import ReadError
+    from lixiao.workbooks.sheetxml import sheet_cells
+
+    with pytest.raises(ReadError, match="XML 已损坏"):
+        sheet_cells(b"<worksheet><sheetData><row r='1'><c r='A1'><f>D5</f></row></worksheet>")
 
 
 @pytest.mark.slow  # ≈ 10 s: the whole corpus twice

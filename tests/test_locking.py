@@ -110,3 +110,45 @@ def test_sync_masks_id_numbers_in_the_reasons_it_prints(cli: Cli, monkeypatch: p
     document = json.loads(cli("sync", "--json").output)
     assert "430103********0017" in text and "430103200401010017" not in text
     assert document["files"][0]["reasons"] == ["第 3 行 备注：430103********0017 不是学号"]
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow  # ≈ 10 s: a cohort big enough for the pool
+def test_issue_killed_with_9_leaves_no_worker_holding_the_lock(tmp_path: Path) -> None:
+    """kill -9 of ``lixiao issue`` takes its pool workers with it: the next writer gets the lock at once."""
+    import os
+    import signal
+
+    from .conftest import cohort_folder
+
+    root = cohort_folder(tmp_path / "big", 3000)
+    issue = subprocess.Popen([sys.executable, "-m", "lixiao.sync.cli", "--data", str(root), "issue"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.1)
+        workers = _children(issue.pid) if issue.poll() is None else set()
+        assert issue.poll() is None, "issue finished before its workers were seen"
+    assert len(workers) >= 2
+    os.kill(issue.pid, signal.SIGKILL)
+    issue.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "a worker outlived the killed issue"
+    with writer_lock(root, wait=0.5):
+        pass

@@ -118,6 +118,24 @@ def test_matrix_text_is_escaped_column_by_column() -> None:
     assert _escape_all(["a\x01b", "c"]) == ["ab", "c"]  # only the separator: still one value each
     assert _escape_all(["丁德卫", "沈睿", ""]) == ["丁德卫", "沈睿", ""]
     assert _escape_all([]) == []
+    # neither can XML 1.0 hold U+FFFF, U+FFFE or a lone surrogate (a receipt's 交回内容 held "\uffff坏")
+    assert _escape_all(["\uffff坏", "a\ud800b", "\ufffe", "ok"]) == ["坏", "ab", "", "ok"]
+
+
+def test_a_receipt_listing_odd_characters_is_well_formed() -> None:
+    """Every listing of a receipt parses as XML and keeps every row, whatever its cells held."""
+    import io
+    import zipfile
+    from xml.etree import ElementTree
+
+    from lixiao.workbooks.receipt import build_receipt
+
+    rows = [["0803010101", "张三", "清理电费", "\uffff坏", "原因\x0b"], ["0803010102", "李四", "x", "a\ud800b", "]]>"]]
+    data = build_receipt([("文件", "r.xlsx")], {"refused": rows})
+    with zipfile.ZipFile(io.BytesIO(data)) as book:
+        sheet = ElementTree.fromstring(book.read("xl/worksheets/sheet2.xml"))
+    texts = ["".join(t.itertext()) for t in sheet.iter("{http://schemas.openxmlformats.org/spreadsheetml/2006/main}is")]
+    assert texts == ["0803010101", "张三", "清理电费", "坏", "原因", "0803010102", "李四", "x", "ab", "]]>"]
 
 
 def test_board_ignores_statuses_of_steps_the_flow_no_longer_has(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
 from collections.abc import Callable
@@ -12,28 +11,6 @@ from lixiao.core.identity import INVISIBLE as _INVISIBLE
 from lixiao.core.identity import clean_text, strip_invisible
 from lixiao.core.marks import AMBIGUOUS, read_status
 from lixiao.core.model import Status
-
-_FORMULA_CELL = re.compile(
-    rb'<(?:\w+:)?c\s([^>]*?)>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*(<(?:\w+:)?v>[^<]*(?=</(?:\w+:)?v>))?')
-# (group 3 keeps the <v> tag, so that an absent value is told from an empty one)
-_FORMULA_TAG = re.compile(rb'<(?:\w+:)?f[\s>/]')
-# The same cells found from their r attribute (a cell's r, when the byte before it is whitespace).
-_FORMULA_AT_REF = re.compile(
-    rb'r="([A-Z]{1,3}[0-9]{1,7})"[^>]*>\s*<(?:\w+:)?f(?:\s[^>]*)?(?:/>|>([^<]*)</(?:\w+:)?f>)\s*'
-    rb'(<(?:\w+:)?v>[^<]*(?=</(?:\w+:)?v>))?')
-_SPACE = frozenset(b" \t\r\n")
-
-
-_REF = re.compile(rb'\br="([A-Z]{1,3}[0-9]{1,7})"')
-# An error value kept without its formula (a pasted VLOOKUP result): <c r="E5" t="e"><v>#N/A</v></c>.
-# python-calamine reads it as '' — the same as a blank cell — so the XML is asked.
-
-
-_ERROR_CELL = re.compile(rb'<(?:\w+:)?c\s([^>]*\bt="e"[^>]*)>(.*?)</(?:\w+:)?c>', re.DOTALL)
-
-
-_VALUE = re.compile(rb'<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>')
-
 
 _BOOLEAN_FORMULA = re.compile(r"^=?\s*(TRUE|FALSE)\s*\(\s*\)$", re.IGNORECASE)
 
@@ -81,52 +58,6 @@ def _as_is(text: str) -> str:
 def remark_text(value: Any) -> str:
     """Free text (备注, 理由) as typed: trimmed and without invisible characters, full-width punctuation kept."""
     return cell_text(value, strip_invisible)
-
-
-def formula_cells(xml: bytes) -> dict[str, tuple[str, str | None]]:
-    """Cells holding a formula: ref → (formula text, cached value or None)."""
-    if b"<f" not in xml and b":f" not in xml:
-        return {}
-    found = {}
-    for match in _FORMULA_AT_REF.finditer(xml):  # from the literal r=" (a C scan), not from every "<"
-        if xml[match.start() - 1] not in _SPACE:  # the tail of another attribute's name: take the careful way
-            return _formula_cells_by_tag(xml)
-        ref, formula, cached = match.groups(b"")
-        found[ref.decode()] = _formula(formula, cached)
-    return found
-
-
-def _formula_cells_by_tag(xml: bytes) -> dict[str, tuple[str, str | None]]:
-    found = {}
-    for tag in _FORMULA_TAG.finditer(xml):  # each <f>, then the <c> it belongs to
-        cell = _FORMULA_CELL.match(xml, xml.rfind(b"<", 0, tag.start()))
-        if cell is None:
-            continue
-        attributes, formula, cached = cell.groups(b"")
-        ref = _REF.search(attributes)
-        if ref:
-            found[ref.group(1).decode()] = _formula(formula, cached)
-    return found
-
-
-def _formula(formula_bytes: bytes, cached: bytes) -> tuple[str, str | None]:
-    formula = formula_bytes.decode("utf-8", "replace")
-    if "&" in formula:
-        formula = html.unescape(formula)
-    return formula, cached.partition(b">")[2].decode("utf-8", "replace") if cached else None
-
-
-def error_cells(xml: bytes) -> dict[str, str]:
-    """Cells holding an error value (t="e"): ref → the error text (#N/A, #REF!, …)."""
-    if b't="e"' not in xml:
-        return {}
-    found = {}
-    for match in _ERROR_CELL.finditer(xml):
-        ref = _REF.search(match.group(1))
-        if ref:
-            value = _VALUE.search(match.group(2))
-            found[ref.group(1).decode()] = value.group(1).decode("utf-8", "replace") if value else "#错误"
-    return found
 
 
 class Sheet:

@@ -13,9 +13,11 @@ from xlsxwriter.utility import xl_col_to_name
 
 LEVEL = 1  # generated workbooks favour speed; level 6 is ≈ 3× slower for ≈ 25 % less
 
-_XML_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;",
-                             **{chr(c): None for c in range(32) if c not in (9, 10, 13)}})
-_UNSAFE = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f]")
+# What XML 1.0 cannot hold is removed: C0 controls but tab and line ends, lone surrogates, U+FFFE and U+FFFF
+# (a receipt with one of them is not well-formed, and LibreOffice stops reading the sheet there).
+_NOT_XML = [*(c for c in range(32) if c not in (9, 10, 13)), *range(0xD800, 0xE000), 0xFFFE, 0xFFFF]
+_XML_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", **{chr(c): None for c in _NOT_XML}})
+_UNSAFE = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _SEPARATOR = "\x01"  # removed from values, so it can separate values escaped together
 
 

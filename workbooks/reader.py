@@ -15,7 +15,7 @@ from lixiao.core.marks import column_shifted
 from lixiao.core.model import Status
 from lixiao.core.signing import digest, verify
 
-from .cells import Sheet, cell_text, column_name, column_texts, error_cells, formula_cells, remark_text
+from .cells import Sheet, cell_text, column_name, column_texts, remark_text
 from .layout import (
     COUNT_SUFFIX,
     GROUP_HEADERS,
@@ -37,6 +37,7 @@ from .returned import (
     TokenInfo,
     WaiverTick,
 )
+from .sheetxml import sheet_cells
 
 _NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
        "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
@@ -112,7 +113,7 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
                 xml = archive.read(paths[name][0])
             except KeyError:
                 xml = b""
-            return Sheet(name, grid, formula_cells(xml), error_cells(xml))
+            return Sheet(name, grid, *sheet_cells(xml))
 
         token = _read_token(sheet(META_SHEET), properties, key)
         result = Returned(token=token)

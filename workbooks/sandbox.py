@@ -92,7 +92,8 @@ def _verdict(ended: _Ended, timeout: float) -> SandboxResult:
     if ended.returncode != 0:
         tail = ended.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
         if ended.returncode < 0 or "MemoryError" in tail[0]:
-            why = f"信号 {-ended.returncode} / {tail[0][:80]}"
+            # the signal, or the memory limit; not the reader's own stderr (a Rust panic's note is no reason)
+            why = f"信号 {-ended.returncode}" if ended.returncode < 0 else "内存超过上限"
             return SandboxResult(False, "parser_crashed", f"解析进程被终止（{why}），文件可能是恶意构造的，已隔离")
         return SandboxResult(False, "parser_failed", f"解析失败：{tail[0][:200]}")
     try:

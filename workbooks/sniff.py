@@ -18,9 +18,15 @@ MAX_ROWS = 200_000  # far beyond any cohort
 MAX_COLUMN = 702  # ZZ
 # Only references that may lie beyond MAX_COLUMN (three or more letters) or MAX_ROWS (six or more digits) are
 # matched — a row's r="7" or a cell's r="E5" never is — so the scan runs in C from the literal r=" and Python
-# looks at the rare candidates (whether the r is an attribute of its own, then the numbers).
-_FAR_REF = re.compile(rb'r="([A-Z]{3,}|[A-Z]{0,2})([0-9]*)"')
-_FAR_SHAPE = re.compile(rb'r="(?:[A-Z]{3,}[0-9]*|[A-Z]{0,2}[0-9]{6,})"')
+# looks at the rare candidates (whether the r is an attribute of its own, then the numbers). Letters of either
+# case: python-calamine reads r="xfd1048576" too. A part with single quotes or a spaced "=" gets the general
+# pattern, which starts at every r.
+_FAR_REF = re.compile(rb'r\s*=\s*["\']([A-Za-z]{3,}|[A-Za-z]{0,2})([0-9]*)["\']')
+_FAR_SHAPE = re.compile(rb'r="(?:[A-Za-z]{3,}[0-9]*|[A-Za-z]{0,2}[0-9]{6,})"')
+_FAR_SHAPE_ANY = re.compile(rb'r\s*=\s*["\'](?:[A-Za-z]{3,}[0-9]*|[A-Za-z]{0,2}[0-9]{6,})["\']')
+_TAG_NAME = re.compile(rb"<(?:\w+:)?(\w+)")
+_TEXT_ELEMENTS = frozenset({b"t", b"f", b"v", b"oddHeader", b"oddFooter", b"evenHeader", b"evenFooter",
+                            b"firstHeader", b"firstFooter"})
 _DIMENSION = re.compile(rb'dimension\s[^>]*?ref="[A-Z]{1,3}[0-9]{1,7}:([A-Z]{1,3})([0-9]{1,8})"')
 _DTD = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 _SPACE = frozenset(b" \t\r\n")
@@ -106,17 +112,26 @@ def _check_archive(archive: zipfile.ZipFile, size: int) -> Verdict:
 
 def _far_reference(xml: bytes) -> str:
     """The first cell or row reference (r="…") beyond MAX_COLUMN or MAX_ROWS, or ""."""
-    for candidate in _FAR_SHAPE.finditer(xml):
+    shape = _FAR_SHAPE_ANY if b"'" in xml or b" =" in xml or b"= " in xml else _FAR_SHAPE
+    for candidate in shape.finditer(xml):
         start = candidate.start()
-        if start == 0 or xml[start - 1] not in _SPACE or xml.rfind(b"<", 0, start) < xml.rfind(b">", 0, start):
-            continue  # the end of another attribute's name (header="…", error="…"), or text between tags
+        if start == 0 or xml[start - 1] not in _SPACE or _in_text(xml, start):
+            continue  # the end of another attribute's name (header="…", error="…"), or text such as a <t>'s
         match = _FAR_REF.match(xml, start)
         if match is None:
             continue
-        letters, row = match.groups()
+        letters, row = match.group(1).upper(), match.group(2)
         if (row and int(row) > MAX_ROWS) or (letters and _column_number(letters) > MAX_COLUMN):
             return f"在 {letters.decode()}{int(row) if row else ''} 有内容" if letters else f"的第 {int(row)} 行有内容"
     return ""
+
+
+def _in_text(xml: bytes, start: int) -> bool:
+    """True when ``start`` lies in the text of an element that holds text (a <t>, <f>, <v>, a header), not in a
+    start tag's attributes (a ">" inside an attribute value does not end the tag here)."""
+    tag = xml.rfind(b"<", 0, start)
+    name = _TAG_NAME.match(xml, tag) if tag >= 0 else None
+    return name is not None and name.group(1) in _TEXT_ELEMENTS and xml.find(b">", tag, start) != -1
 
 
 def check_parts(archive: zipfile.ZipFile, chunk: int = 1 << 20) -> Verdict:
