@@ -328,3 +328,17 @@ def test_issuing_checkpoint_by_checkpoint_on_two_workers_writes_what_one_process
             {n: (r.identity, r.marks) for n, r in b.rows.items()}
         assert len(a.waivers) == len(b.waivers)
     assert done[-1] == (4, 4) and all(total == 4 for _, total in done)
+
+
+@pytest.mark.parametrize(("formula", "cached", "expected"), [
+    ("TRUE()", "1", Status.PASSED), ("FALSE()", "0", Status.PENDING), ("TRUE()", "TRUE", Status.PASSED),
+    ("TRUE()", "0", None), ("FALSE()", "1", None), ("=TRUE()", "FALSE", None),
+])
+def test_a_boolean_formula_must_agree_with_its_saved_value(formula: str, cached: str, expected: Status | None) -> None:
+    """LibreOffice saves a ticked box as TRUE() with the value 1; a TRUE() saved as 0 (or FALSE() as 1) was edited
+    by hand, and what Excel shows (the saved value) differs from the formula: the cell is refused, not guessed."""
+    from lixiao.workbooks.cells import Sheet
+
+    status, reason = Sheet("办理", [[True]], {"A1": (formula, cached)}).status(0, 0, True)
+    assert status is expected
+    assert (reason == "") == (expected is not None)

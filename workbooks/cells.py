@@ -104,6 +104,9 @@ class Sheet:
             if cached is None:
                 return None, "单元格是 TRUE()/FALSE() 公式但没有保存计算结果，请在 Excel 中重新计算并保存"
             ticked = formula.upper().lstrip("=").strip().startswith("TRUE")
+            if cached.strip().upper() in (("0", "FALSE") if ticked else ("1", "TRUE")):
+                return None, (f"单元格的公式是 {formula.strip()[:20]}，保存的值却是 {cached.strip()[:10]}，"
+                              "两者不一致（文件可能被手工改动过）；请重新勾选后保存")
             return (Status.PASSED if ticked else Status.PENDING), ""
         status = read_status(value)
         if status is None:
