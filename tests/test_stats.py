@@ -148,3 +148,12 @@ def test_board_ignores_statuses_of_steps_the_flow_no_longer_has(tmp_path: Path) 
             store.write_status(s.student_no, "retired_step", Status.FAILED, remark="", source="t", operator="",
                                decision="applied")
     assert Clearance(store, flow).board().codes == before
+
+
+def test_text_rows_are_the_same_however_they_are_chunked() -> None:
+    """Rows built a chunk at a time are numbered on across chunks and equal the rows built at once."""
+    from lixiao.workbooks.inline import text_rows
+
+    rows = [[f"学号{n}", "" if n % 3 else "<备注>", "x"][: 1 + n % 3] for n in range(11)]
+    assert text_rows(rows, 2, 5, chunk=3) == text_rows(rows, 2, 5, chunk=4096)
+    assert text_rows(rows, 2, 5, chunk=3).count(b"<row ") == 11 and b'<row r="12">' in text_rows(rows, 2, 5, chunk=3)

@@ -29,21 +29,27 @@ def escape_all(values: list[str]) -> list[str]:
     return [v.translate(_XML_ESCAPE) for v in values]
 
 
-def text_rows(rows: Sequence[Sequence[str]], first_row: int, style: int) -> bytes:
+def text_rows(rows: Sequence[Sequence[str]], first_row: int, style: int, chunk: int = 4096) -> bytes:
     """Rows of text cells (style index ``style``, whitespace kept) from sheet row ``first_row`` (one-based) on,
-    as UTF-8 XML; an empty text is an empty cell."""
+    as UTF-8 XML; an empty text is an empty cell. Built ``chunk`` rows at a time, so that the per-cell strings of
+    only one chunk are alive at once."""
     if not rows:
         return b""
     width = max(len(row) for row in rows)
     mark = "\x00"  # stands for the row number until the row is finished
-    columns = []
-    for index in range(width):
-        opener = f'<c r="{xl_col_to_name(index)}{mark}" s="{style}" t="inlineStr"><is><t xml:space="preserve">'
-        values = escape_all([row[index] if index < len(row) else "" for row in rows])
-        columns.append([f"{opener}{text}</t></is></c>" if text else "" for text in values])
-    return "".join(f'<row r="{mark}">{"".join(cells)}</row>'.replace(mark, str(number))
-                   for number, cells in zip(range(first_row, first_row + len(rows)), zip(*columns, strict=True),
-                                            strict=True)).encode("utf-8")
+    openers = [f'<c r="{xl_col_to_name(index)}{mark}" s="{style}" t="inlineStr"><is><t xml:space="preserve">'
+               for index in range(width)]
+    pieces = []
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        columns = [[f"{openers[index]}{text}</t></is></c>" if text else ""
+                    for text in escape_all([row[index] if index < len(row) else "" for row in part])]
+                   for index in range(width)]
+        numbers = range(first_row + start, first_row + start + len(part))
+        pieces.append("".join(f'<row r="{mark}">{"".join(cells)}</row>'.replace(mark, str(number))
+                              for number, cells in zip(numbers, zip(*columns, strict=True), strict=True))
+                      .encode("utf-8"))
+    return b"".join(pieces)
 
 
 def splice_rows(book: bytes, parts: dict[str, tuple[bytes, str]]) -> bytes:
