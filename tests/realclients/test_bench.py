@@ -33,7 +33,9 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         data = json.loads(results.read_text("utf-8"))
         row = data["cohorts"]["400"]
         assert row["P5_burst"]["left_in_inbox"] == 0 and row["P5_burst"]["merged"] == row["P5_burst"]["files"]
-        assert row["P2_sync_300"]["result"]["outcome"] == "merged"
+        assert row["P2_daemon_300"]["result"]["applied"] > 0 and row["P2_daemon_ratio_300"] > 0
+        assert row["P2_command_300"]["result"] == 0 and row["P2_command_ratio_300"] > 0
+        assert "| 400 | P2_daemon_300 |" in done.stdout and "| 400 | P2_command_with_reports_300 |" in done.stdout
         assert "| 400 | P4_report_late |" in done.stdout and row["P4_ratio_late"] > 0
         assert row["P4_report_command_late"]["result"] == 0
         assert "| 400 | P7_status |" in done.stdout and row["P7_status"]["seconds"]["median"] > 0
