@@ -17,6 +17,14 @@ from .conftest import Cli, key_of, outbox
 
 
 @pytest.fixture
+def single_threaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as a one-shot ``lixiao sync`` runs it: no parser server, no other thread (whatever threads an
+    earlier test of this pytest process left behind)."""
+    sandbox._SERVER._stop()
+    monkeypatch.setattr(sandbox.threading, "active_count", lambda: 1)
+
+
+@pytest.fixture
 def server() -> Iterator[None]:
     """This process as ``lixiao watch`` runs: the parser server started, and another thread running."""
     assert sandbox.start_server()
@@ -29,13 +37,13 @@ def server() -> Iterator[None]:
     sandbox._SERVER._stop()
 
 
-def test_own_fork_server_and_one_shot_child_give_the_same_answer(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_own_fork_server_and_one_shot_child_give_the_same_answer(issued: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                                 single_threaded: None) -> None:
     """A workbook and a non-workbook get identical results from a child forked by this (single-threaded)
     process, through the server, and through a fresh Python child."""
     key = key_of(issued)
     good = outbox(issued, "dorm")[0].read_bytes()
     files = [good, b"PK\x03\x04 not really"]
-    sandbox._SERVER._stop()  # one an earlier test in this process left running (the daemon's, a thread's)
     own_fork = [parse_untrusted(data, key) for data in files]
     assert not sandbox._SERVER.running()  # no server was started for them
     assert sandbox.start_server()
@@ -64,12 +72,12 @@ def test_a_multi_threaded_process_parses_through_the_server(issued: Cli) -> None
         sandbox._SERVER._stop()
 
 
-def test_the_own_child_sees_none_of_the_parents_files(issued: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_own_child_sees_none_of_the_parents_files(issued: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                      single_threaded: None) -> None:
     """The child a single-threaded process forks keeps only its answer pipes: the store and every other file the
     parent has open are closed before the file is parsed."""
     key = key_of(issued)
     data = outbox(issued, "dorm")[0].read_bytes()
-    sandbox._SERVER._stop()  # this process forks the child itself
     with (issued.data / "lixiao.toml").open("rb") as held:
         monkeypatch.setenv("LIXIAO_FAULT", f"parse:fd:{held.fileno()}")
         answer = parse_untrusted(data, key)
@@ -98,6 +106,8 @@ def test_a_crashing_parse_does_not_take_the_parser_down(issued: Cli, monkeypatch
     sandbox._SERVER._stop()
     if through == "server":
         assert sandbox.start_server()
+    else:
+        monkeypatch.setattr(sandbox.threading, "active_count", lambda: 1)
     key = key_of(issued)
     data = outbox(issued, "dorm")[0].read_bytes()
     try:
