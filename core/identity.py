@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
@@ -13,6 +14,22 @@ _ZERO_WIDTH = {**dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
 _STUDENT_NO = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,31}$")
 # An 18-character 身份证号-shaped run inside free text, not a slice of a longer digit run.
 _ID_IN_TEXT = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
+
+
+_JOIN = "\x01"  # a control character: no NFKC composition, 身份证号 run or XML escape spans it
+
+
+def each_text(values: list[str], change: Callable[[str], str]) -> list[str]:
+    """``change`` of every value, computed in one call over all of them joined by a control character (for a
+    whole column of 30,000 cells: one C pass instead of 30,000 calls); value by value when a value holds that
+    character itself or ``change`` altered it. ``change`` must work within each value (NFKC, a regex that no
+    control character can extend, a translation)."""
+    joined = _JOIN.join(values)
+    if joined.count(_JOIN) == len(values) - 1:
+        changed = change(joined)
+        if changed.count(_JOIN) == len(values) - 1:
+            return changed.split(_JOIN) if values else []
+    return [change(value) for value in values]
 
 
 def clean_text(value: str) -> str:

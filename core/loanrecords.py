@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from .chain import AuditChain, Event, now
+from .schema import student_filter
 
 
 class LoanRecords(AuditChain):
@@ -26,14 +26,7 @@ class LoanRecords(AuditChain):
     def confirmed_lenders(self, student_nos: Iterable[str] | None = None) -> dict[str, set[str]]:
         """学号 → the lenders that confirmed that student's national loan (of the given students, or all)."""
         result: dict[str, set[str]] = {}
-        if student_nos is None:
-            rows = self.db.execute("SELECT student_no, lender FROM loan_confirmations")
-        else:
-            wanted = sorted(set(student_nos))
-            rows = self.db.execute(
-                "SELECT student_no, lender FROM loan_confirmations "
-                "WHERE student_no IN (SELECT value FROM json_each(?))",
-                [json.dumps(wanted)])
-        for no, lender in rows:
+        where, args = student_filter(student_nos)
+        for no, lender in self.db.execute(f"SELECT student_no, lender FROM loan_confirmations{where}", args):
             result.setdefault(no, set()).add(lender)
         return result

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+
 from .model import STATUS_CODES
 
 # The mark of each stored status in status_lines (migration 3), one character per step.
@@ -250,3 +253,10 @@ MIGRATIONS.append(
     ) WITHOUT ROWID;
     """)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def student_filter(student_nos: Iterable[str] | None) -> tuple[str, list[str]]:
+    """A WHERE clause keeping the rows of the given 学号 (one JSON parameter however many), or none."""
+    if student_nos is None:
+        return "", []
+    return " WHERE student_no IN (SELECT value FROM json_each(?))", [json.dumps(sorted(set(student_nos)))]

@@ -24,7 +24,7 @@ from .offices import OfficeDirectory
 from .queue import ReviewRecords
 from .registry import WorkbookRegistry
 from .registry import WorkbookRow as WorkbookRow
-from .schema import MIGRATIONS, SCHEMA_VERSION
+from .schema import MIGRATIONS, SCHEMA_VERSION, student_filter
 
 BUSY_TIMEOUT_MS = 15_000
 # Beside store.db: the chain head after the last commit ("seq hash"), the write guard's cache of the last
@@ -230,7 +230,7 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
 
     def students(self, among: Iterable[str] | None = None) -> list[Student]:
         """All students (or those of the 学号 ``among``) ordered by 学号."""
-        where, args = _among(among)
+        where, args = student_filter(among)
         cursor = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students{where} ORDER BY student_no", args)
         return [_student(row) for row in cursor]
 
@@ -257,7 +257,7 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
 
     def student_names(self, student_nos: Iterable[str]) -> dict[str, str]:
         """姓名 by 学号 for the given students (unknown numbers are left out)."""
-        where, args = _among(student_nos)
+        where, args = student_filter(student_nos)
         return dict(self.db.execute(f"SELECT student_no, name FROM students{where}", args))
 
     # -- statuses ------------------------------------------------------------------------
@@ -278,7 +278,7 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
     def all_status_rows(self, among: Iterable[str] | None = None) -> dict[str, dict[str, StatusRow]]:
         """Every stored status row (or those of the 学号 ``among``): 学号 → step → row."""
         result: dict[str, dict[str, StatusRow]] = {}
-        where, args = _among(among)
+        where, args = student_filter(among)
         cursor = self.db.execute("SELECT student_no, step, status, remark, version, updated_at, source, operator "
                                  f"FROM statuses{where}", args)
         for no, step, status, *rest in cursor:
@@ -326,7 +326,7 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
         audited in order; call inside a transaction. A cell changed twice in one call is raised twice."""
         stamp = now()
         current: dict[tuple[str, str], tuple[str, int]] = {}
-        where, args = _among(c[0] for c in changes)  # one query, not one per student
+        where, args = student_filter(c[0] for c in changes)  # one query, not one per student
         for no, step, status, version in self.db.conn.execute(
                 f"SELECT student_no, step, status, version FROM statuses{where}", args):
             current[(no, step)] = (status, version)
@@ -363,13 +363,6 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
     def progress_history(self) -> list[tuple[str, int, int]]:
         """(day, expected, complete) for every day a report was built, oldest first."""
         return [tuple(r) for r in self.db.execute("SELECT day, expected, complete FROM progress ORDER BY day")]
-
-def _among(student_nos: Iterable[str] | None) -> tuple[str, list[str]]:
-    """A WHERE clause keeping the rows of the given 学号 (one JSON parameter however many), or none."""
-    if student_nos is None:
-        return "", []
-    return " WHERE student_no IN (SELECT value FROM json_each(?))", [json.dumps(sorted(set(student_nos)))]
-
 
 _STUDENT_COLUMNS = ("student_no", "name", "gender", "id_card", "college", "major", "class_name", "dorm", "level",
                     *FLAGS, "lenders")

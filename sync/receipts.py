@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lixiao.core.files import write_atomically
-from lixiao.core.identity import mask_ids_in_text
+from lixiao.core.identity import each_text, mask_ids_in_text
 from lixiao.core.ledger import LedgerRow, LedgerState
 from lixiao.core.merge import Change, ChangeKind, MergePlan
 from lixiao.core.model import Status
@@ -81,17 +81,9 @@ def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
 
 
 def _masked(lines: list[list[str]]) -> list[list[str]]:
-    """Every cell with its 身份证号-shaped runs masked, in one pass over the whole listing (the separator is no
-    digit, so no run spans two cells); cell by cell where a cell holds the separator itself."""
-    cells = [str(cell) for line in lines for cell in line]
-    joined = _SEPARATOR.join(cells)
-    if joined.count(_SEPARATOR) != len(cells) - 1:
-        return [[mask_ids_in_text(str(cell)) for cell in line] for line in lines]
-    texts = iter(mask_ids_in_text(joined).split(_SEPARATOR) if cells else [])
+    """Every cell with its 身份证号-shaped runs masked, in one pass over the whole listing (``each_text``)."""
+    texts = iter(each_text([str(cell) for line in lines for cell in line], mask_ids_in_text))
     return [[next(texts) for _cell in line] for line in lines]
-
-
-_SEPARATOR = "\x01"
 
 
 def receipt_path(folder: DataFolder, outcome: FileOutcome) -> Path | None:

@@ -52,3 +52,22 @@ def test_ids_in_free_text_are_masked() -> None:
                                       "学号 0803010103")
     assert mask_ids_in_text("订单号 14301032004010100170") == "订单号 14301032004010100170"
     assert mask_ids_in_text("430103200401010017.xlsx") == mask_id_card("430103200401010017") + ".xlsx"
+
+
+def test_each_text_equals_changing_each_value() -> None:
+    """One joined pass gives what changing each value gives; a value holding the separator, or a change that
+    removes it, falls back to one value at a time."""
+    import unicodedata
+
+    from lixiao.core.identity import each_text, mask_ids_in_text
+
+    def fold(text: str) -> str:
+        return unicodedata.normalize("NFKC", text)
+
+    def drop_controls(text: str) -> str:
+        return "".join(ch for ch in text if ch >= " ")
+
+    cases = [["ＡＢ１", "ᄀ", "ᅡ", "e\u0301", ""], ["a\x01b", "Ｃ"], [], ["43010320040101003X", "1"]]
+    for values in cases:
+        for change in (fold, mask_ids_in_text, drop_controls):
+            assert each_text(values, change) == [change(v) for v in values]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lixiao.core.identity import INVISIBLE as _INVISIBLE
-from lixiao.core.identity import clean_text, strip_invisible
+from lixiao.core.identity import clean_text, each_text, strip_invisible
 from lixiao.core.marks import AMBIGUOUS, read_status
 from lixiao.core.model import Status
 
@@ -35,20 +35,14 @@ def cell_text(value: Any, clean: Callable[[str], str] = clean_text) -> str:
     return clean(str(value))
 
 
-_SEPARATOR = "\x01"  # a starter without decompositions or compositions: NFKC never joins across it
-
-
 def column_texts(values: list[Any]) -> list[str]:
-    """``cell_text`` of every value of a column, with one translate and one NFKC pass over the whole column
-    (the same result: NFKC neither composes nor reorders across the separator, a control character)."""
+    """``cell_text`` of every value of a column, NFKC-folded in one pass over the whole column (``each_text``)."""
     raw = [v if type(v) is str else cell_text(v, _as_is) for v in values]
-    joined = _SEPARATOR.join(raw).translate(_INVISIBLE)
-    if joined.count(_SEPARATOR) != len(raw) - 1:  # a value holds the separator itself: one at a time
-        return [cell_text(v) for v in values]
-    folded = unicodedata.normalize("NFKC", joined)
-    if folded.count(_SEPARATOR) != len(raw) - 1:
-        return [cell_text(v) for v in values]
-    return [text.strip() for text in folded.split(_SEPARATOR)] if raw else []
+    return [text.strip() for text in each_text(raw, _fold)]
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text.translate(_INVISIBLE))
 
 
 def _as_is(text: str) -> str:

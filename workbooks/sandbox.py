@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import IO, Any
 
 MEMORY_LIMIT = 1536 * 1024 * 1024
-_FD_LIMIT = 65536
 CPU_SECONDS = 120
 WALL_SECONDS = 180
 
@@ -237,7 +236,7 @@ def _fork_parse(key_hex: str, data: bytes, fault: str, timeout: float) -> _Ended
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.close(0)
-            os.closerange(3, _FD_LIMIT)  # nor reachable: the parent's store, inbox and pipes
+            os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # nor the parent's files
             sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - the child's own stdout
             sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
             _limit()

@@ -14,7 +14,9 @@ import html
 import re
 from xml.parsers import expat
 
+from .cells import column_name
 from .returned import ReadError
+from .sniff import SPACE, column_number
 
 Formulas = dict[str, tuple[str, str | None]]  # ref → (formula text, cached value or None)
 
@@ -28,7 +30,6 @@ _CELL_TAG = re.compile(rb'<(?:\w+:)?c\s')
 _REF = re.compile(rb'\sr="([A-Z]{1,3}[0-9]{1,7})"')
 _ERROR_CELL = re.compile(rb'<(?:\w+:)?c\s([^>]*\bt="e"[^>]*)>(.*?)</(?:\w+:)?c>', re.DOTALL)
 _VALUE = re.compile(rb'<(?:\w+:)?v>([^<]*)</(?:\w+:)?v>')
-_SPACE = frozenset(b" \t\r\n")
 # Single quotes anywhere (a value may then hold ' r="J6"') or a spaced "=" (t = "e") send a sheet to the parser;
 # comments, CDATA, ">" in values and cells the scan cannot place are caught by the checks of each match.
 _ODD = (b"'", b" =", b"= ")
@@ -54,7 +55,7 @@ def _formulas(xml: bytes) -> Formulas | None:
     for match in _FORMULA_AT_REF.finditer(xml):
         start = match.start()
         tag = xml.rfind(b"<", 0, start)
-        if xml[start - 1] not in _SPACE or not _CELL_TAG.match(xml, tag) or xml.find(b">", tag, start) != -1:
+        if xml[start - 1] not in SPACE or not _CELL_TAG.match(xml, tag) or xml.find(b">", tag, start) != -1:
             return None  # not the r of the <c> it stands in: another attribute's tail, or a ">" in a value
         ref, formula, cached = match.groups(b"")
         text = formula.decode("utf-8", "replace")
@@ -95,12 +96,12 @@ def _parsed(xml: bytes) -> tuple[Formulas, dict[str, str]]:
         elif local == "c":
             letters = _LETTERS.match(attrs.get("r", "").strip().upper())
             if letters:
-                state["col"] = _column(letters.group(1))
+                state["col"] = column_number(letters.group(1).encode())
                 state["row"] = int(letters.group(2))
             else:
                 state["col"] += 1
             cell.clear()
-            cell.update(ref=f"{_letters(state['col'])}{state['row']}", error=attrs.get("t", "").strip() == "e")
+            cell.update(ref=f"{column_name(state['col'] - 1)}{state['row']}", error=attrs.get("t", "").strip() == "e")
         elif local in ("f", "v") and cell:
             cell[local] = ""
             text.clear()
@@ -138,17 +139,3 @@ def _parsed(xml: bytes) -> tuple[Formulas, dict[str, str]]:
         raise ReadError(f"工作表的 XML 已损坏（{exc}）") from None
     return formulas, errors
 
-
-def _column(letters: str) -> int:
-    number = 0
-    for ch in letters:
-        number = number * 26 + ord(ch) - 64
-    return number
-
-
-def _letters(number: int) -> str:
-    letters = ""
-    while number:
-        number, rest = divmod(number - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters

@@ -29,7 +29,7 @@ _TEXT_ELEMENTS = frozenset({b"t", b"f", b"v", b"oddHeader", b"oddFooter", b"even
                             b"firstHeader", b"firstFooter"})
 _DIMENSION = re.compile(rb'dimension\s[^>]*?ref="[A-Z]{1,3}[0-9]{1,7}:([A-Z]{1,3})([0-9]{1,8})"')
 _DTD = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
-_SPACE = frozenset(b" \t\r\n")
+SPACE = frozenset(b" \t\r\n")  # the bytes XML separates attributes with
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,8 @@ class Verdict:
 OK = Verdict("ok")
 
 
-def _column_number(letters: bytes) -> int:
+def column_number(letters: bytes) -> int:
+    """The one-based number of a column's letters (A → 1, ZZ → 702)."""
     number = 0
     for ch in letters:
         number = number * 26 + ch - 64
@@ -115,13 +116,13 @@ def _far_reference(xml: bytes) -> str:
     shape = _FAR_SHAPE_ANY if b"'" in xml or b" =" in xml or b"= " in xml else _FAR_SHAPE
     for candidate in shape.finditer(xml):
         start = candidate.start()
-        if start == 0 or xml[start - 1] not in _SPACE or _in_text(xml, start):
+        if start == 0 or xml[start - 1] not in SPACE or _in_text(xml, start):
             continue  # the end of another attribute's name (header="…", error="…"), or text such as a <t>'s
         match = _FAR_REF.match(xml, start)
         if match is None:
             continue
         letters, row = match.group(1).upper(), match.group(2)
-        if (row and int(row) > MAX_ROWS) or (letters and _column_number(letters) > MAX_COLUMN):
+        if (row and int(row) > MAX_ROWS) or (letters and column_number(letters) > MAX_COLUMN):
             return f"在 {letters.decode()}{int(row) if row else ''} 有内容" if letters else f"的第 {int(row)} 行有内容"
     return ""
 
@@ -152,7 +153,7 @@ def check_parts(archive: zipfile.ZipFile, chunk: int = 1 << 20) -> Verdict:
                     return Verdict("xml_dtd", "工作簿含有 XML 实体声明（可能是 XML 炸弹），已拒绝")
                 if is_sheet:
                     for letters, row in _DIMENSION.findall(window):
-                        if int(row) > MAX_ROWS or _column_number(letters) > MAX_COLUMN:
+                        if int(row) > MAX_ROWS or column_number(letters) > MAX_COLUMN:
                             return Verdict("lying_dimension", f"工作表 {name} 声称的范围到 {letters.decode()}"
                                            f"{int(row)}，远超正常范围（可能是恶意构造的文件），已拒绝")
                     far = _far_reference(window)
