@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from lixiao.core.merge import MergeInput, plan_merge
 from lixiao.core.signing import row_key, row_secret
 from lixiao.core.synthetic import make_cohort
-from lixiao.sync.cli import main as cli
+from lixiao.sync.cli.main import main as cli
 from lixiao.sync.datafolder import open_folder
 from lixiao.sync.officesim import sort_columns
 from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER

@@ -35,7 +35,7 @@ import openpyxl
 from click.testing import CliRunner
 
 from lixiao.core.synthetic import make_cohort
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.livesettings import mail_settings
 from lixiao.sync.mail import fetch_mail

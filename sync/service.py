@@ -281,7 +281,7 @@ def lixiao_command() -> list[str]:
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return [str(candidate.absolute())]
-    return [str(Path(sys.executable).absolute()), "-m", "lixiao.sync.cli"]
+    return [str(Path(sys.executable).absolute()), "-m", "lixiao.sync.cli.main"]
 
 
 def _unit_word(text: str, in_exec: bool = False) -> str:

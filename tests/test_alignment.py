@@ -255,7 +255,7 @@ def issued_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     """A 30-student folder, its utilities workbook issued, and that workbook."""
     from click.testing import CliRunner
 
-    from lixiao.sync.cli import main
+    from lixiao.sync.cli.main import main
 
     folder = cohort_folder(tmp_path_factory.mktemp("prop") / "d", 30)
     runner = CliRunner()

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from lixiao.core.synthetic import make_cohort
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 
 
 @pytest.mark.slow

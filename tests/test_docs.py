@@ -41,7 +41,7 @@ def test_every_test_says_what_it_checks() -> None:
 def test_every_module_stays_under_400_lines() -> None:
     """Issue 15's size rule: no module of core/, workbooks/, sync/ or reports/ above 400 lines."""
     long = {str(p.relative_to(ROOT)): n for folder in ("core", "workbooks", "sync", "reports")
-            for p in (ROOT / folder).glob("*.py") if (n := len(p.read_text("utf-8").splitlines())) > 400}
+            for p in (ROOT / folder).rglob("*.py") if (n := len(p.read_text("utf-8").splitlines())) > 400}
     assert long == {}
 
 
@@ -49,6 +49,6 @@ def test_architecture_names_every_module() -> None:
     """docs/architecture.md lists every module of core/, workbooks/, sync/ and reports/ (it is drawn from the code)."""
     text = (ROOT / "docs" / "architecture.md").read_text("utf-8")
     missing = [f"{folder}/{p.name}" for folder in ("core", "workbooks", "sync", "reports")
-               for p in sorted((ROOT / folder).glob("*.py")) if p.name != "__init__.py" and p.name not in text
+               for p in sorted((ROOT / folder).rglob("*.py")) if p.name != "__init__.py" and p.name not in text
                and f"  {p.stem} " not in text]
     assert missing == []

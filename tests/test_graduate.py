@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from lixiao.core import rules
 from lixiao.core.flow import load_preset
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 from lixiao.workbooks.roster import build_roster, roster_row
 
 from .conftest import Cli, drop, edit, make_id, make_student, sync

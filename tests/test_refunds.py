@@ -8,7 +8,7 @@ from pathlib import Path
 import openpyxl
 from click.testing import CliRunner
 
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 
 from .conftest import Cli
 

@@ -237,7 +237,7 @@ def test_forged_and_foreign_tokens_are_rejected(issued: Cli, tmp_path: Path) -> 
     """A workbook signed by another data folder, or with the token sheet removed, is rejected."""
     from click.testing import CliRunner
 
-    from lixiao.sync.cli import main
+    from lixiao.sync.cli.main import main
 
     other = tmp_path / "other"
     runner = CliRunner()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"

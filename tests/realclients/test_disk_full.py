@@ -15,7 +15,7 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 
 from ..conftest import cohort_folder
 

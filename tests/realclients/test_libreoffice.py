@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from lixiao.core.flow import load_preset
 from lixiao.core.model import Status
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 from lixiao.workbooks.reader import read_returned
 from lixiao.workbooks.returned import Returned
 

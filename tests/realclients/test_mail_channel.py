@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 
 from ..conftest import ROSTER, edit
 from ..hostile_corpus import BILLION_LAUGHS, dtd

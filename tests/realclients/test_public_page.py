@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lixiao.sync.cli import main
+from lixiao.sync.cli.main import main
 
 from .test_chromium import ARGS, CHROMIUM
 

@@ -10,9 +10,9 @@ from rich.markup import escape
 
 from lixiao.core.feeds import parse_feed
 from lixiao.core.model import Status
+from lixiao.sync.datafolder import DataFolderError
 
-from .cli_base import Refused, console, examples, open_data, operator_name, read_input
-from .datafolder import DataFolderError
+from .base import Refused, console, examples, open_data, operator_name, read_input
 
 if TYPE_CHECKING:
     from lixiao.core.feedapply import FeedReport
@@ -64,7 +64,7 @@ def _absent_setting(root: Path) -> Status | None:
     """[feeds] absent: what a student missing from a whole-school export is recorded as (None: untouched)."""
     import tomllib
 
-    from .datafolder import SETTINGS
+    from lixiao.sync.datafolder import SETTINGS
 
     try:
         value = tomllib.loads((root / SETTINGS).read_text("utf-8")).get("feeds", {}).get("absent", "untouched")

@@ -16,9 +16,15 @@ from lixiao.core import rules
 from lixiao.core.flow import PRESETS, flow_to_dict, load_preset
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.model import SPLITS, STATUS_LABELS, Flow, Status
+from lixiao.sync.datafolder import DataFolder, DataFolderError, find_folder, init_folder
+from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 
-from . import cli_feed, cli_live, cli_records, cli_refunds, cli_review
-from .cli_base import (
+from . import feed as cli_feed
+from . import offices as cli_live
+from . import records as cli_records
+from . import refunds as cli_refunds
+from . import review as cli_review
+from .base import (
     LixiaoGroup,
     Refused,
     console,
@@ -29,11 +35,9 @@ from .cli_base import (
     print_problems,
     read_input,
 )
-from .datafolder import DataFolder, DataFolderError, find_folder, init_folder
-from .messages import OUTCOME_LABELS, strip_code
 
 if TYPE_CHECKING:
-    from .delivery import Route
+    from lixiao.sync.delivery import Route
 
 
 @click.group(cls=LixiaoGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -177,7 +181,7 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
     """为各离校点签发勾选工作簿到 outbox/（再次签发版本加一）。Issue the workbooks."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from .issuing import issue_workbooks, plan_each
+    from lixiao.sync.issuing import issue_workbooks, plan_each
 
     with open_data(ctx, write=True) as folder:
         plans = plan_each(folder, list(checkpoints), split)
@@ -213,8 +217,8 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
     """
     if confirm and not files:
         raise click.UsageError("--confirm 需要给出 held/ 中的文件，如 lixiao sync --confirm held/水电.xlsx")
-    from .batch import refresh_reports, sync
-    from .inbox import sync_settings
+    from lixiao.sync.batch import refresh_reports, sync
+    from lixiao.sync.inbox import sync_settings
 
     with open_data(ctx, write=True) as folder:
         folders = [str(f) for f in files if f.is_dir()]
@@ -274,8 +278,8 @@ def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float, 
 
     --unit 打印 systemd 单元（其余选项写入 ExecStart），--check 检查正在运行的守护进程。
     """
-    from .daemon import run_daemon
-    from .service import check_health, render_unit, watch_arguments, watch_settings
+    from lixiao.sync.daemon import run_daemon
+    from lixiao.sync.service import check_health, render_unit, watch_arguments, watch_settings
 
     if (unit and check) or (as_json and not check):
         raise click.UsageError("--unit 与 --check 只能选一个；--json 只能与 --check 一起使用")
@@ -297,16 +301,16 @@ def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float, 
 
 
 def _routes(folder: DataFolder) -> list[Route]:
-    from .delivery import routes
+    from lixiao.sync.delivery import routes
 
     return routes(folder)
 
 
 def _share_paths(root: Path) -> list[Path]:
     """The share root and every office's shared folder (the service unit makes them writable)."""
-    from .datafolder import open_folder
-    from .delivery import routes
-    from .livesettings import delivery_settings
+    from lixiao.sync.datafolder import open_folder
+    from lixiao.sync.delivery import routes
+    from lixiao.sync.livesettings import delivery_settings
 
     folder = open_folder(root, write=False)
     try:

@@ -24,10 +24,9 @@ from lixiao.core.guard import StoreError
 from lixiao.core.model import STATUS_MARKS
 from lixiao.core.roster import RosterError
 from lixiao.core.rules import ClearanceError, RefusedError
-
-from .datafolder import DataFolder, DataFolderError, find_folder, open_folder
-from .locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
-from .messages import os_error_text, usage_error_text
+from lixiao.sync.datafolder import DataFolder, DataFolderError, find_folder, open_folder
+from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
+from lixiao.sync.messages import os_error_text, usage_error_text
 
 MARKS = {s.value: mark for s, mark in STATUS_MARKS.items()}
 INPUT_ERRORS: tuple[type[Exception], ...] = (DataFolderError, FlowError, StoreError, ClearanceError, RosterError,

@@ -6,7 +6,7 @@ import click
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from .cli_base import console, examples, open_data, operator_name, print_json
+from .base import console, examples, open_data, operator_name, print_json
 
 
 @click.group(invoke_without_command=True, epilog=examples(

@@ -14,9 +14,11 @@ from rich.table import Table as RichTable
 
 from lixiao.core.model import STATUS_LABELS, Status
 from lixiao.core.refunds import REFUND_WORDS
+from lixiao.sync.datafolder import DataFolderError
+from lixiao.sync.locking import writer_lock
 from lixiao.workbooks.matrix import IDENTITY, matrix_csv
 
-from .cli_base import (
+from .base import (
     MARKS,
     Refused,
     console,
@@ -26,8 +28,6 @@ from .cli_base import (
     print_json,
     say_waiting,
 )
-from .datafolder import DataFolderError
-from .locking import writer_lock
 
 
 @click.command(epilog=examples("  lixiao status 0803010103\n  lixiao status 丁德卫 --json"))
@@ -208,7 +208,7 @@ def verify(ctx: click.Context, repair: bool) -> None:
 
     发现损坏时数据库拒绝写入，直到 lixiao verify 再次通过。
     """
-    from .integrity import BackupOnlyError, check_folder, record_findings, repair_folder
+    from lixiao.sync.integrity import BackupOnlyError, check_folder, record_findings, repair_folder
 
     with open_data(ctx, write=False) as folder:
         if repair:
@@ -247,7 +247,7 @@ def backup(ctx: click.Context, dest: Path) -> None:
 
     数据库未通过 lixiao verify 的校验时不备份（损坏的备份无法用来恢复）。
     """
-    from .integrity import check_folder, record_findings
+    from lixiao.sync.integrity import check_folder, record_findings
 
     with open_data(ctx, write=False) as folder:
         with _progress("校验数据库") as advance:
@@ -269,7 +269,7 @@ def backup(ctx: click.Context, dest: Path) -> None:
 @click.option("--seed", default=2026, show_default=True, help="随机种子")
 def demo(directory: Path, count: int, seed: int) -> None:
     """用合成的学生演示完整流程。The whole cycle on a synthetic cohort."""
-    from .demo import run_demo
+    from lixiao.sync.demo import run_demo
 
     run_demo(directory, count, seed, console)
 

@@ -8,9 +8,9 @@ from rich.table import Table as RichTable
 
 from lixiao.core.model import Status
 from lixiao.core.refunds import NO_REFUND_STEP, REFUND_WORDS, refund_counts, refund_lines
+from lixiao.sync.datafolder import DataFolderError
 
-from .cli_base import Refused, console, examples, open_data, print_json
-from .datafolder import DataFolderError
+from .base import Refused, console, examples, open_data, print_json
 
 _BY_WORD = {word: status for status, word in REFUND_WORDS.items()}
 
