@@ -27,9 +27,9 @@ from pathlib import Path
 
 from lixiao.core.synthetic import make_cohort
 from lixiao.sync.datafolder import init_folder, open_folder
-from lixiao.sync.integrity import folder_problems
 from lixiao.sync.issuing import issue_workbooks, plan_all
 from lixiao.sync.officesim import tick_workbook
+from lixiao.sync.takeback.integrity import folder_problems
 
 
 def prepare(root: Path, students: int, files: int, seed: int) -> list[tuple[str, bytes]]:

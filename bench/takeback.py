@@ -22,7 +22,7 @@ from typing import Any
 import python_calamine
 
 from lixiao.sync.datafolder import open_folder, secret_key
-from lixiao.sync.pipeline import process_file
+from lixiao.sync.takeback.pipeline import process_file
 from lixiao.workbooks.sandbox import parse_untrusted, start_server
 
 BARE_SCRIPT = ("import io, sys, python_calamine\n"

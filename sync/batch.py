@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from lixiao.core.ledger import LedgerState
+from lixiao.sync.takeback.inbox import hash_regular, inbox_files, safe_name, sync_settings, wait_until_settled
+from lixiao.sync.takeback.outcomes import FileOutcome
+from lixiao.sync.takeback.pipeline import process_file
+from lixiao.sync.takeback.receipts import write_receipt
 
 from .datafolder import DataFolder, DataFolderError, secret_key
-from .inbox import hash_regular, inbox_files, safe_name, sync_settings, wait_until_settled
 from .messages import os_error_text
-from .outcomes import FileOutcome
-from .pipeline import process_file
-from .receipts import write_receipt
 
 
 def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = False,

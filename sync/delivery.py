@@ -20,9 +20,9 @@ from lixiao.core.files import write_atomically
 from lixiao.core.issuance import IssueError, WorkbookPlan, issuable
 from lixiao.core.offices import Office, OfficeInstance, office_instances
 from lixiao.core.store import WorkbookRow
+from lixiao.sync.takeback.inbox import unique_path
 
 from .datafolder import DataFolder, DataFolderError
-from .inbox import unique_path
 from .issuing import Issued, issue_workbooks, plan_all
 from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
 from .mail import MailError, send_messages

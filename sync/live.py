@@ -12,6 +12,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 
 from lixiao.core.offices import Office
+from lixiao.sync.takeback.outcomes import FileOutcome
 
 from .batch import recover_staging
 from .datafolder import DataFolder, DataFolderError
@@ -20,7 +21,6 @@ from .livesettings import DeliverySettings, MailSettings, delivery_settings, mai
 from .locking import LockBusyError, writer_lock
 from .mail import MailError, fetch_mail
 from .messages import OUTCOME_LABELS, strip_code
-from .outcomes import FileOutcome
 from .shares import take_share_returns
 
 LOCK_ATTEMPT = 2.0

@@ -24,14 +24,14 @@ from email.message import EmailMessage
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.ledger import Channel, Origin
 from lixiao.core.offices import Office
+from lixiao.sync.takeback.inbox import SyncSettings, sync_settings
+from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
+from lixiao.sync.takeback.receipts import receipt_path
 
 from .datafolder import DataFolder
-from .inbox import SyncSettings, sync_settings
 from .livesettings import MailSettings
 from .mailmsg import LATEST_WORD, XLSX_TYPE, read_message, reply_message
 from .messages import OUTCOME_LABELS, strip_code
-from .outcomes import FileOutcome, Outcome
-from .receipts import receipt_path
 
 DONE_KEYWORD = "$LixiaoDone"
 MAX_MESSAGE_MB = 60.0  # a larger message is not fetched whole: it is answered and flagged
@@ -187,7 +187,7 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
             result: FetchResult) -> tuple[EmailMessage | None, _Record] | None:
     """One message: its attachments through the pipeline; the reply to send and what to remember once it is
     sent (None: nothing to do — unreadable, or already taken)."""
-    from .pipeline import process_bytes
+    from lixiao.sync.takeback.pipeline import process_bytes
 
     store = folder.store
     try:

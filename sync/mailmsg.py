@@ -14,8 +14,8 @@ from email.parser import BytesParser
 from email.utils import formatdate, getaddresses, make_msgid, parsedate_to_datetime
 
 from lixiao.core.offices import Office
+from lixiao.sync.takeback.inbox import safe_name
 
-from .inbox import safe_name
 from .livesettings import MailSettings
 
 XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")

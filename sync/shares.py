@@ -13,13 +13,13 @@ from pathlib import Path
 
 from lixiao.core.files import write_atomically
 from lixiao.core.ledger import Channel, Origin
+from lixiao.sync.takeback.inbox import is_debris, safe_name, unique_path, wait_until_settled
+from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
+from lixiao.sync.takeback.receipts import receipt_path
 
 from .datafolder import DataFolder
 from .delivery import DONE, RECEIPTS, RETURN, Route, routes
-from .inbox import is_debris, safe_name, unique_path, wait_until_settled
 from .messages import OUTCOME_LABELS, strip_code
-from .outcomes import FileOutcome, Outcome
-from .receipts import receipt_path
 
 log = logging.getLogger("lixiao.watch")
 
@@ -98,7 +98,7 @@ def take_share_returns(folder: DataFolder, key: bytes, min_age: float = 2.0,
     their receipt (or explanation) is written to 交回/回执/. ``settle_wait``: wait up to that long for files
     copied a moment ago (one-shot sync) instead of leaving them for next time. An office whose 交回/ is not safe
     to use is skipped and said in ``problems``. The caller holds the writer lock."""
-    from .pipeline import process_file
+    from lixiao.sync.takeback.pipeline import process_file
 
     outcomes = []
     for route in routes(folder):

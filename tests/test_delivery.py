@@ -16,7 +16,7 @@ from lixiao.core.model import Status
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.delivery import refresh, routes
 from lixiao.sync.issuing import plan_all
-from lixiao.sync.pipeline import process_bytes
+from lixiao.sync.takeback.pipeline import process_bytes
 
 from .conftest import ROSTER, Cli, edit, statuses
 

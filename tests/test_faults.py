@@ -7,10 +7,10 @@ import sqlite3
 import pytest
 
 from lixiao.core.store import Store, StoreError
-from lixiao.sync import pipeline
 from lixiao.sync.daemon import Watcher
 from lixiao.sync.datafolder import open_folder, secret_key
-from lixiao.sync.pipeline import process_file
+from lixiao.sync.takeback import pipeline
+from lixiao.sync.takeback.pipeline import process_file
 
 from .conftest import Cli, drop, edit, outbox, set_settings, statuses, sync
 

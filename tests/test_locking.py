@@ -12,7 +12,7 @@ import pytest
 
 from lixiao.sync import locking
 from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
-from lixiao.sync.outcomes import FileOutcome, Outcome
+from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
 
 from .conftest import Cli
 

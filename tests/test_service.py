@@ -193,7 +193,7 @@ def test_probing_the_watch_lock_does_not_take_it_from_a_daemon(tmp_path: Path) -
 def test_heartbeat_keeps_the_last_error_and_counts_files(tmp_path: Path) -> None:
     """Errors logged by the daemon and files taken reach watch.state (身份证号 masked by the formatter)."""
     from lixiao.sync.daemon import _SafeFormatter
-    from lixiao.sync.outcomes import FileOutcome, Outcome
+    from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
 
     heartbeat = Heartbeat(tmp_path, rescan=30)
     heartbeat.setFormatter(_SafeFormatter("%(message)s"))

@@ -218,7 +218,7 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
     if confirm and not files:
         raise click.UsageError("--confirm 需要给出 held/ 中的文件，如 lixiao sync --confirm held/水电.xlsx")
     from lixiao.sync.batch import refresh_reports, sync
-    from lixiao.sync.inbox import sync_settings
+    from lixiao.sync.takeback.inbox import sync_settings
 
     with open_data(ctx, write=True) as folder:
         folders = [str(f) for f in files if f.is_dir()]

@@ -208,7 +208,7 @@ def verify(ctx: click.Context, repair: bool) -> None:
 
     发现损坏时数据库拒绝写入，直到 lixiao verify 再次通过。
     """
-    from lixiao.sync.integrity import BackupOnlyError, check_folder, record_findings, repair_folder
+    from lixiao.sync.takeback.integrity import BackupOnlyError, check_folder, record_findings, repair_folder
 
     with open_data(ctx, write=False) as folder:
         if repair:
@@ -247,7 +247,7 @@ def backup(ctx: click.Context, dest: Path) -> None:
 
     数据库未通过 lixiao verify 的校验时不备份（损坏的备份无法用来恢复）。
     """
-    from lixiao.sync.integrity import check_folder, record_findings
+    from lixiao.sync.takeback.integrity import check_folder, record_findings
 
     with open_data(ctx, write=False) as folder:
         with _progress("校验数据库") as advance:

@@ -9,9 +9,9 @@ from lixiao.core.identity import each_text, mask_ids_in_text
 from lixiao.core.ledger import LedgerRow, LedgerState
 from lixiao.core.merge import Change, ChangeKind, MergePlan
 from lixiao.core.model import Status
+from lixiao.sync.datafolder import DataFolder
 from lixiao.workbooks.receipt import build_receipt
 
-from .datafolder import DataFolder
 from .outcomes import FileOutcome
 
 

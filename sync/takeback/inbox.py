@@ -15,8 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lixiao.core.identity import mask_ids_in_text
-
-from .datafolder import SETTINGS, DataFolder, DataFolderError
+from lixiao.sync.datafolder import SETTINGS, DataFolder, DataFolderError
 
 MAX_NAME = 80  # characters of a file name kept in the ledger, receipts, rejected/ and logs
 

@@ -12,10 +12,10 @@ from lixiao.core.issuance import Baseline, BaselineError
 from lixiao.core.ledger import Origin
 from lixiao.core.signing import digest_text
 from lixiao.core.store import WorkbookRow
+from lixiao.sync.datafolder import DataFolder
 from lixiao.workbooks.returned import Returned, returned_from_wire
 from lixiao.workbooks.sandbox import parse_untrusted
 
-from .datafolder import DataFolder
 from .outcomes import Outcome
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from lixiao.core.chain import Event, Replay
 from lixiao.core.ledger import LedgerRow, LedgerState
 from lixiao.core.store import DAMAGED, Store
+from lixiao.sync.datafolder import DataFolder, secret_key
+from lixiao.sync.messages import os_error_text
 
-from .datafolder import DataFolder, secret_key
 from .inbox import is_debris
-from .messages import os_error_text
 from .pipeline import process_file
 
 INBOX_GRACE_SECONDS = 120

@@ -35,10 +35,11 @@ from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, app
 from lixiao.core.signing import row_key as signing_row_key
 from lixiao.core.signing import row_secret
 from lixiao.core.store import WorkbookRow
+from lixiao.sync.datafolder import DataFolder
+from lixiao.sync.messages import os_error_text
 from lixiao.workbooks.sniff import sniff
 
 from .checks import CheckedReturn, Incoming, checked
-from .datafolder import DataFolder
 from .inbox import (
     SyncSettings,
     in_inbox,
@@ -47,7 +48,6 @@ from .inbox import (
     sync_settings,
     unique_path,
 )
-from .messages import os_error_text
 from .outcomes import (
     HELD_FOLDER,
     MAX_REASONS,

@@ -12,10 +12,10 @@ from pathlib import Path
 from lixiao.core.chain import Event
 from lixiao.core.files import write_atomically
 from lixiao.core.ledger import LedgerRow, LedgerState, Origin, ReturnDetail
+from lixiao.sync.datafolder import DataFolder
+from lixiao.sync.messages import os_error_text
 
-from .datafolder import DataFolder
 from .inbox import SyncSettings, hash_regular, in_inbox, read_regular, unique_path
-from .messages import os_error_text
 
 
 class Outcome(StrEnum):
