@@ -37,8 +37,8 @@ from click.testing import CliRunner
 from lixiao.core.synthetic import make_cohort
 from lixiao.sync.cli.main import main
 from lixiao.sync.datafolder import open_folder, secret_key
-from lixiao.sync.livesettings import mail_settings
-from lixiao.sync.mail import fetch_mail
+from lixiao.sync.live.mail import fetch_mail
+from lixiao.sync.live.settings import mail_settings
 from lixiao.sync.takeback.pipeline import process_file
 from lixiao.workbooks.roster import build_roster, roster_row
 from tests.realclients.mailservers import MailServers, missing_mail_tools, running_mail_servers

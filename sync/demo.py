@@ -18,16 +18,16 @@ from lixiao.core.model import Status
 from lixiao.core.roster import validate_roster
 from lixiao.core.stats import CODES, checkpoint_progress, school_progress
 from lixiao.core.synthetic import make_cohort
+from lixiao.sync.live.batch import refresh_reports
+from lixiao.sync.live.delivery import RETURN, TODO, refresh, routes, send_offices
+from lixiao.sync.live.shares import take_share_returns
 from lixiao.sync.takeback.inbox import safe_name
 from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.workbooks.roster import build_roster, roster_row
 from lixiao.workbooks.tables import read_table
 
-from .batch import refresh_reports
 from .datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
-from .delivery import RETURN, TODO, refresh, routes, send_offices
 from .officesim import Simulated, simulate_round
-from .shares import take_share_returns
 
 DEMO_MARK = ".lixiao-demo"
 SHARE = "共享"  # the demo's campus share, inside the demo folder

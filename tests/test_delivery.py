@@ -14,8 +14,8 @@ import openpyxl
 from lixiao.core.ledger import Channel, Origin
 from lixiao.core.model import Status
 from lixiao.sync.datafolder import open_folder, secret_key
-from lixiao.sync.delivery import refresh, routes
 from lixiao.sync.issuing import plan_all
+from lixiao.sync.live.delivery import refresh, routes
 from lixiao.sync.takeback.pipeline import process_bytes
 
 from .conftest import ROSTER, Cli, edit, statuses

@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from lixiao.core.store import Store, StoreError
-from lixiao.sync.daemon import Watcher
 from lixiao.sync.datafolder import open_folder, secret_key
+from lixiao.sync.live.daemon import Watcher
 from lixiao.sync.takeback import pipeline
 from lixiao.sync.takeback.pipeline import process_file
 

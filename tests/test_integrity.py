@@ -16,8 +16,8 @@ from click.testing import Result
 from lixiao.core.chain import Event
 from lixiao.core.model import Status
 from lixiao.core.store import Store
-from lixiao.sync.daemon import Watcher
 from lixiao.sync.datafolder import open_folder, secret_key
+from lixiao.sync.live.daemon import Watcher
 from lixiao.sync.takeback import integrity
 
 from .conftest import Cli, drop, edit, outbox, rows, set_settings, statuses, sync

@@ -104,7 +104,7 @@ def test_a_second_watch_lock_is_refused_at_once(tmp_path: Path) -> None:
 def test_sync_masks_id_numbers_in_the_reasons_it_prints(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 身份证号 quoted in a reason is printed masked, in the text and in the --json output."""
     reason = "第 3 行 备注：430103200401010017 不是学号"
-    monkeypatch.setattr("lixiao.sync.batch.sync",
+    monkeypatch.setattr("lixiao.sync.live.batch.sync",
                         lambda *a, **k: [FileOutcome("u.xlsx", Outcome.REJECTED, reasons=[reason])])
     text = cli("sync").output
     document = json.loads(cli("sync", "--json").output)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lixiao.sync.locking import WATCH_LOCK, watch_lock, watch_running
-from lixiao.sync.service import (
+from lixiao.sync.live.service import (
     STATE,
     Heartbeat,
     WatchSettings,
@@ -25,6 +24,7 @@ from lixiao.sync.service import (
     render_unit,
     watch_settings,
 )
+from lixiao.sync.locking import WATCH_LOCK, watch_lock, watch_running
 
 from .conftest import Cli
 
@@ -192,7 +192,7 @@ def test_probing_the_watch_lock_does_not_take_it_from_a_daemon(tmp_path: Path) -
 
 def test_heartbeat_keeps_the_last_error_and_counts_files(tmp_path: Path) -> None:
     """Errors logged by the daemon and files taken reach watch.state (身份证号 masked by the formatter)."""
-    from lixiao.sync.daemon import _SafeFormatter
+    from lixiao.sync.live.daemon import _SafeFormatter
     from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
 
     heartbeat = Heartbeat(tmp_path, rescan=30)
@@ -250,8 +250,8 @@ def test_unit_and_check_together_are_a_usage_error(cli: Cli) -> None:
 def test_console_lines_under_journald_carry_a_priority_and_no_time(monkeypatch: pytest.MonkeyPatch,
                                                                    tmp_path: Path) -> None:
     """Under systemd (JOURNAL_STREAM, stderr not a terminal) a line is <priority> + level + message, no stamp."""
-    from lixiao.sync.daemon import _SafeFormatter
-    from lixiao.sync.service import JournalFormatter, under_journal
+    from lixiao.sync.live.daemon import _SafeFormatter
+    from lixiao.sync.live.service import JournalFormatter, under_journal
 
     monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
     with (tmp_path / "stderr").open("w") as not_a_terminal:

@@ -34,7 +34,7 @@ INPUT_ERRORS: tuple[type[Exception], ...] = (DataFolderError, FlowError, StoreEr
 # Input errors of modules a command imports only when it needs them (openpyxl, XlsxWriter, mail): an error of a
 # module that was never imported cannot have been raised, so each is looked up only if its module is loaded.
 LATE_ERRORS = (("lixiao.core.issuance", "IssueError"), ("lixiao.workbooks.tables", "TableError"),
-               ("lixiao.sync.mail", "MailError"))
+               ("lixiao.sync.live.mail", "MailError"))
 
 
 def input_errors() -> tuple[type[Exception], ...]:

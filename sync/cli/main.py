@@ -37,7 +37,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from lixiao.sync.delivery import Route
+    from lixiao.sync.live.delivery import Route
 
 
 @click.group(cls=LixiaoGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -217,7 +217,7 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
     """
     if confirm and not files:
         raise click.UsageError("--confirm 需要给出 held/ 中的文件，如 lixiao sync --confirm held/水电.xlsx")
-    from lixiao.sync.batch import refresh_reports, sync
+    from lixiao.sync.live.batch import refresh_reports, sync
     from lixiao.sync.takeback.inbox import sync_settings
 
     with open_data(ctx, write=True) as folder:
@@ -278,8 +278,8 @@ def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float, 
 
     --unit 打印 systemd 单元（其余选项写入 ExecStart），--check 检查正在运行的守护进程。
     """
-    from lixiao.sync.daemon import run_daemon
-    from lixiao.sync.service import check_health, render_unit, watch_arguments, watch_settings
+    from lixiao.sync.live.daemon import run_daemon
+    from lixiao.sync.live.service import check_health, render_unit, watch_arguments, watch_settings
 
     if (unit and check) or (as_json and not check):
         raise click.UsageError("--unit 与 --check 只能选一个；--json 只能与 --check 一起使用")
@@ -301,7 +301,7 @@ def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float, 
 
 
 def _routes(folder: DataFolder) -> list[Route]:
-    from lixiao.sync.delivery import routes
+    from lixiao.sync.live.delivery import routes
 
     return routes(folder)
 
@@ -309,8 +309,8 @@ def _routes(folder: DataFolder) -> list[Route]:
 def _share_paths(root: Path) -> list[Path]:
     """The share root and every office's shared folder (the service unit makes them writable)."""
     from lixiao.sync.datafolder import open_folder
-    from lixiao.sync.delivery import routes
-    from lixiao.sync.livesettings import delivery_settings
+    from lixiao.sync.live.delivery import routes
+    from lixiao.sync.live.settings import delivery_settings
 
     folder = open_folder(root, write=False)
     try:

@@ -71,7 +71,7 @@ def offices_import(ctx: click.Context, file: Path, operator: str | None) -> None
 @click.pass_context
 def offices_show(ctx: click.Context, as_json: bool) -> None:
     """列出每个离校点的投递方式（邮箱、共享文件夹）和最近一次投递。Show the directory and channels."""
-    from lixiao.sync.delivery import routes
+    from lixiao.sync.live.delivery import routes
 
     with open_data(ctx, write=False) as folder:
         found = routes(folder)
@@ -102,7 +102,7 @@ def send(ctx: click.Context, checkpoints: tuple[str, ...], resend: bool, as_json
 
     还没有工作簿的离校点先签发第 1 版；名单或前置条件变了的，签发新版后投递。
     """
-    from lixiao.sync.delivery import send_offices
+    from lixiao.sync.live.delivery import send_offices
 
     with open_data(ctx, write=True) as folder:
         report = send_offices(folder, list(checkpoints), resend=resend)
@@ -129,10 +129,10 @@ def send(ctx: click.Context, checkpoints: tuple[str, ...], resend: bool, as_json
 @click.pass_context
 def fetch(ctx: click.Context, as_json: bool) -> None:
     """从 IMAP 邮箱收取交回的工作簿一次，处理并回复回执（lixiao watch 会定时自动收取）。Fetch returns by mail."""
-    from lixiao.sync.batch import recover_staging, refresh_reports
-    from lixiao.sync.live import LiveLoop
-    from lixiao.sync.livesettings import mail_settings
-    from lixiao.sync.mail import fetch_mail
+    from lixiao.sync.live.batch import recover_staging, refresh_reports
+    from lixiao.sync.live.loop import LiveLoop
+    from lixiao.sync.live.mail import fetch_mail
+    from lixiao.sync.live.settings import mail_settings
 
     with open_data(ctx, write=True) as folder:
         mail = mail_settings(folder.root)

@@ -257,9 +257,9 @@ def test_imap_restarted_mid_fetch_loses_nothing_and_applies_nothing_twice(box: M
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Dovecot stops after the first message is taken (before it is flagged): the fetch fails with a clear
     error; after the restart the next fetch takes the rest and the first is not applied again."""
-    from lixiao.sync import mail as mail_module
     from lixiao.sync.datafolder import open_folder, secret_key
-    from lixiao.sync.livesettings import mail_settings
+    from lixiao.sync.live import mail as mail_module
+    from lixiao.sync.live.settings import mail_settings
 
     first = edit(workbook(box.data, "dorm"), {(ROSTER[0].student_no, "清理宿舍物品"): True})
     second = edit(workbook(box.data, "dorm"), {(ROSTER[1].student_no, "清理宿舍物品"): True})

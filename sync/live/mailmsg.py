@@ -16,7 +16,7 @@ from email.utils import formatdate, getaddresses, make_msgid, parsedate_to_datet
 from lixiao.core.offices import Office
 from lixiao.sync.takeback.inbox import safe_name
 
-from .livesettings import MailSettings
+from .settings import MailSettings
 
 XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".et", ".ods", ".csv")

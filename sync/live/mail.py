@@ -24,14 +24,14 @@ from email.message import EmailMessage
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.ledger import Channel, Origin
 from lixiao.core.offices import Office
+from lixiao.sync.datafolder import DataFolder
+from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 from lixiao.sync.takeback.inbox import SyncSettings, sync_settings
 from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
 from lixiao.sync.takeback.receipts import receipt_path
 
-from .datafolder import DataFolder
-from .livesettings import MailSettings
 from .mailmsg import LATEST_WORD, XLSX_TYPE, read_message, reply_message
-from .messages import OUTCOME_LABELS, strip_code
+from .settings import MailSettings
 
 DONE_KEYWORD = "$LixiaoDone"
 MAX_MESSAGE_MB = 60.0  # a larger message is not fetched whole: it is answered and flagged

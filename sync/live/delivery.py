@@ -20,13 +20,13 @@ from lixiao.core.files import write_atomically
 from lixiao.core.issuance import IssueError, WorkbookPlan, issuable
 from lixiao.core.offices import Office, OfficeInstance, office_instances
 from lixiao.core.store import WorkbookRow
+from lixiao.sync.datafolder import DataFolder, DataFolderError
+from lixiao.sync.issuing import Issued, issue_workbooks, plan_all
 from lixiao.sync.takeback.inbox import unique_path
 
-from .datafolder import DataFolder, DataFolderError
-from .issuing import Issued, issue_workbooks, plan_all
-from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
 from .mail import MailError, send_messages
 from .mailmsg import workbook_message
+from .settings import DeliverySettings, MailSettings, delivery_settings, mail_settings
 
 TODO, RETURN, DONE, RECEIPTS, OLD = "待办", "交回", "已处理", "回执", "旧版"
 _GENERATION = re.compile(r"^(?P<stem>.+)-第(?P<n>\d+)版\.xlsx$")

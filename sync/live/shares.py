@@ -13,13 +13,13 @@ from pathlib import Path
 
 from lixiao.core.files import write_atomically
 from lixiao.core.ledger import Channel, Origin
+from lixiao.sync.datafolder import DataFolder
+from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 from lixiao.sync.takeback.inbox import is_debris, safe_name, unique_path, wait_until_settled
 from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
 from lixiao.sync.takeback.receipts import receipt_path
 
-from .datafolder import DataFolder
 from .delivery import DONE, RECEIPTS, RETURN, Route, routes
-from .messages import OUTCOME_LABELS, strip_code
 
 log = logging.getLogger("lixiao.watch")
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from lixiao.core.ledger import LedgerState
+from lixiao.sync.datafolder import DataFolder, DataFolderError, secret_key
+from lixiao.sync.messages import os_error_text
 from lixiao.sync.takeback.inbox import hash_regular, inbox_files, safe_name, sync_settings, wait_until_settled
 from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.sync.takeback.pipeline import process_file
 from lixiao.sync.takeback.receipts import write_receipt
-
-from .datafolder import DataFolder, DataFolderError, secret_key
-from .messages import os_error_text
 
 
 def sync(folder: DataFolder, files: list[Path] | None = None, dry_run: bool = False,

@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datafolder import SETTINGS, DataFolderError
+from lixiao.sync.datafolder import SETTINGS, DataFolderError
 
 SECURITY = ("ssl", "starttls", "none")
 _DEFAULT_PORTS = {"smtp": {"ssl": 465, "starttls": 587, "none": 25}, "imap": {"ssl": 993, "starttls": 143, "none": 143}}

@@ -20,16 +20,16 @@ from watchdog.observers.polling import PollingObserver
 from lixiao.core.faults import fault_point
 from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.store import DAMAGED
+from lixiao.sync.datafolder import DataFolder, secret_key
+from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, writer_lock
+from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 from lixiao.sync.takeback.inbox import inbox_files, is_debris
 from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.sync.takeback.pipeline import process_file
 from lixiao.workbooks.sandbox import start_server
 
 from .batch import recover_receipts, recover_staging, refresh_reports
-from .datafolder import DataFolder, secret_key
-from .live import LiveLoop
-from .locking import WAITING_MESSAGE, LockBusyError, writer_lock
-from .messages import OUTCOME_LABELS, strip_code
+from .loop import LiveLoop
 from .service import Heartbeat, JournalFormatter, WatchSettings, log_file_handler, under_journal, watch_settings
 
 ROUTED_EVENTS = frozenset({"created", "modified", "closed", "moved"})

@@ -20,12 +20,11 @@ from pathlib import Path
 
 from lixiao.core.files import write_small
 from lixiao.core.store import DAMAGED
+from lixiao.sync.datafolder import SETTINGS, DataFolderError
+from lixiao.sync.locking import watch_running
 from lixiao.sync.takeback.inbox import inbox_entries
 from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.workbooks.sandbox import parse_timeout
-
-from .datafolder import SETTINGS, DataFolderError
-from .locking import watch_running
 
 STATE = "watch.state"
 LOG = "watch.log"

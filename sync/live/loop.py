@@ -12,15 +12,15 @@ from collections.abc import Callable
 from email.message import EmailMessage
 
 from lixiao.core.offices import Office
+from lixiao.sync.datafolder import DataFolder, DataFolderError
+from lixiao.sync.locking import LockBusyError, writer_lock
+from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 from lixiao.sync.takeback.outcomes import FileOutcome
 
 from .batch import recover_staging
-from .datafolder import DataFolder, DataFolderError
 from .delivery import DeliveryReport, deliver, refresh, routes
-from .livesettings import DeliverySettings, MailSettings, delivery_settings, mail_settings
-from .locking import LockBusyError, writer_lock
 from .mail import MailError, fetch_mail
-from .messages import OUTCOME_LABELS, strip_code
+from .settings import DeliverySettings, MailSettings, delivery_settings, mail_settings
 from .shares import take_share_returns
 
 LOCK_ATTEMPT = 2.0
