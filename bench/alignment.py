@@ -28,7 +28,7 @@ from lixiao.core.signing import row_key, row_secret
 from lixiao.core.synthetic import make_cohort
 from lixiao.sync.cli.main import main as cli
 from lixiao.sync.datafolder import open_folder
-from lixiao.sync.officesim import sort_columns
+from lixiao.sync.demo.officesim import sort_columns
 from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
 from lixiao.workbooks.reader import read_returned
 from lixiao.workbooks.roster import build_roster, roster_row

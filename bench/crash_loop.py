@@ -27,8 +27,8 @@ from pathlib import Path
 
 from lixiao.core.synthetic import make_cohort
 from lixiao.sync.datafolder import init_folder, open_folder
+from lixiao.sync.demo.officesim import tick_workbook
 from lixiao.sync.issuing import issue_workbooks, plan_all
-from lixiao.sync.officesim import tick_workbook
 from lixiao.sync.takeback.integrity import folder_problems
 
 

@@ -34,8 +34,8 @@ from lixiao.core.model import Status
 from lixiao.core.synthetic import make_cohort
 from lixiao.reports.build import render_report
 from lixiao.sync.datafolder import init_folder, open_folder
+from lixiao.sync.demo.officesim import libreoffice_resave, tick_workbook
 from lixiao.sync.issuing import issue_workbooks, plan_all, plan_each
-from lixiao.sync.officesim import libreoffice_resave, tick_workbook
 
 RESULTS = Path(__file__).with_name("results")
 ROOT = Path(__file__).resolve().parent.parent

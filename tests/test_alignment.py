@@ -19,7 +19,7 @@ from lixiao.core.merge import MergeInput, plan_merge
 from lixiao.core.model import Status
 from lixiao.core.signing import row_key, row_secret
 from lixiao.sync.datafolder import open_folder
-from lixiao.sync.officesim import sort_columns
+from lixiao.sync.demo.officesim import sort_columns
 from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER
 from lixiao.workbooks.reader import read_returned
 

@@ -269,7 +269,7 @@ def backup(ctx: click.Context, dest: Path) -> None:
 @click.option("--seed", default=2026, show_default=True, help="随机种子")
 def demo(directory: Path, count: int, seed: int) -> None:
     """用合成的学生演示完整流程。The whole cycle on a synthetic cohort."""
-    from lixiao.sync.demo import run_demo
+    from lixiao.sync.demo.tour import run_demo
 
     run_demo(directory, count, seed, console)
 

@@ -18,6 +18,7 @@ from lixiao.core.model import Status
 from lixiao.core.roster import validate_roster
 from lixiao.core.stats import CODES, checkpoint_progress, school_progress
 from lixiao.core.synthetic import make_cohort
+from lixiao.sync.datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
 from lixiao.sync.live.batch import refresh_reports
 from lixiao.sync.live.delivery import RETURN, TODO, refresh, routes, send_offices
 from lixiao.sync.live.shares import take_share_returns
@@ -26,7 +27,6 @@ from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.workbooks.roster import build_roster, roster_row
 from lixiao.workbooks.tables import read_table
 
-from .datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
 from .officesim import Simulated, simulate_round
 
 DEMO_MARK = ".lixiao-demo"
