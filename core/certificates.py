@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import rules
+from lixiao.core.manual.model import Checkpoint, Flow, Status, Step, Student
+from lixiao.core.manual.stats import Board
+
 from .clearance import Clearance
 from .issuance import WorkbookPlan, workbook_steps
-from .model import Checkpoint, Flow, Status, Step, Student
-from .stats import Board
+from .manual import rules
 
 if TYPE_CHECKING:
     from .store import Store

@@ -6,16 +6,17 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypedDict
 
-from . import loans, rules
+from lixiao.core.manual.identity import mask_id_card
+from lixiao.core.manual.model import FLAGS, Flow, Status, Step, Student
+from lixiao.core.manual.rules import ClearanceError as ClearanceError
+from lixiao.core.manual.rules import RefusedError as RefusedError
+from lixiao.core.manual.stats import CODES, STATUS_OF_CODE, Board
+
 from .feedapply import FeedApplication
 from .feedapply import FeedReport as FeedReport
 from .guard import StoreError
-from .identity import mask_id_card
-from .model import FLAGS, Flow, Status, Step, Student
-from .rules import ClearanceError as ClearanceError
-from .rules import RefusedError as RefusedError
+from .manual import loans, rules
 from .schema import LINE_MARKS
-from .stats import CODES, STATUS_OF_CODE, Board
 
 if TYPE_CHECKING:
     from .store import Store

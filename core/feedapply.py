@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from . import loans, rules
+from lixiao.core.manual.identity import mask_id_card
+from lixiao.core.manual.model import Flow, Status, Step, Student
+from lixiao.core.manual.rules import ClearanceError, Decision
+
 from .feeds import WHOLE_SCHOOL_FEEDS, FeedEntry, feed_label
-from .identity import mask_id_card
-from .model import Flow, Status, Step, Student
-from .rules import ClearanceError, Decision
+from .manual import loans, rules
 
 if TYPE_CHECKING:
     from .store import Store

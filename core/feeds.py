@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from .identity import clean_text, normalize_id_card
-from .loans import parse_lenders
-from .model import Status
+from lixiao.core.manual.identity import clean_text, normalize_id_card
+from lixiao.core.manual.loans import parse_lenders
+from lixiao.core.manual.model import Status
 
 FEED_KINDS = ("library", "finance", "loans")
 FEED_COLUMNS = {

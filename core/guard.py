@@ -8,9 +8,10 @@ import json
 import sqlite3
 from pathlib import Path
 
+from lixiao.core.manual.model import Status
+
 from .chain import AuditChain
 from .files import write_small
-from .model import Status
 from .schema import LINE_MARKS
 
 CHECK_CACHE = ".check"

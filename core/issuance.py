@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import loans, rules
-from .identity import mask_id_card
-from .model import SPLITS, Checkpoint, Flow, Status, Step, Student
+from lixiao.core.manual.identity import mask_id_card
+from lixiao.core.manual.model import SPLITS, Checkpoint, Flow, Status, Step, Student
+
+from .manual import loans, rules
 from .signing import digest
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Each lender's confirmation of a student's national loan (the Store's part, a mixin; the rule is core/loans.py)."""
+"""Each lender's confirmation of a student's national loan (the Store's part, a mixin; the rule: manual/loans.py)."""
 
 from __future__ import annotations
 

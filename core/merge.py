@@ -6,10 +6,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import rules
+from lixiao.core.manual.marks import column_shifted, mark_label
+from lixiao.core.manual.model import Flow, Status, Student
+
 from .chain import Event
 from .issuance import Baseline, IssuedCell, batch_ident, waiver_ident
-from .marks import column_shifted, mark_label
+from .manual import rules
 from .mergeplan import (
     CONFLICT,
     IGNORE,
@@ -25,7 +27,6 @@ from .mergeplan import (
     WaiverChange,
     cell_decision,
 )
-from .model import Flow, Status, Student
 
 if TYPE_CHECKING:
     from .store import StatusRow, Store

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from .model import Status
+from lixiao.core.manual.model import Status
 
 if TYPE_CHECKING:
     from .store import StatusRow

@@ -12,9 +12,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from lixiao.core.manual.identity import clean_text
+from lixiao.core.manual.model import Checkpoint
+
 from .chain import AuditChain, Event, now
-from .identity import clean_text
-from .model import Checkpoint
 
 DIRECTORY_HEADERS = ("离校点", "联系人", "电子邮箱", "共享文件夹")
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")

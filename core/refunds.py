@@ -8,8 +8,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import rules
-from .model import Flow, Status, Step, Student
+from lixiao.core.manual.model import Flow, Status, Step, Student
+
+from .manual import rules
 
 if TYPE_CHECKING:
     from .store import StatusRow

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from lixiao.core.manual.marks import label_status
+from lixiao.core.manual.model import Status
+
 from .chain import Event, now
 from .clearance import Clearance, ClearanceError, RefusedError
-from .marks import label_status
-from .model import Status
 
 
 class Action(StrEnum):

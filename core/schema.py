@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from .model import STATUS_CODES
+from lixiao.core.manual.model import STATUS_CODES
 
 # The mark of each stored status in status_lines (migration 3), one character per step.
 LINE_MARKS = STATUS_CODES  # the board's alphabet (p 已通过, f 未通过, o 可办可不办, n 未办理, - 不适用)

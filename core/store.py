@@ -11,15 +11,16 @@ from pathlib import Path
 
 import sqlite_utils
 
+from lixiao.core.manual.identity import mask_id_card
+from lixiao.core.manual.model import FLAGS, Status, Student
+
 from .chain import AuditEvent, Event, now
 from .guard import CHECK_CACHE as CHECK_CACHE
 from .guard import DAMAGED as DAMAGED
 from .guard import StoreError as StoreError
 from .guard import WriteGuard, file_stats
-from .identity import mask_id_card
 from .ledger import Ledger, WaiverRecords
 from .loanrecords import LoanRecords
-from .model import FLAGS, Status, Student
 from .offices import OfficeDirectory
 from .queue import ReviewRecords
 from .registry import WorkbookRegistry

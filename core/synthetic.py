@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .identity import id_check_digit
-from .model import Student
+from lixiao.core.manual.identity import id_check_digit
+from lixiao.core.manual.model import Student
 
 SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from lixiao.core.clearance import Clearance
 from lixiao.core.files import write_atomically
+from lixiao.core.manual.model import Flow
 from lixiao.core.memory import no_cycle_collection
-from lixiao.core.model import Flow
 from lixiao.core.store import Store
 
 from .data import collect

@@ -6,17 +6,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lixiao.core import rules
 from lixiao.core.certificates import ReadyList, board_ready_lists
 from lixiao.core.clearance import Clearance, WaiverListing
 from lixiao.core.feeds import WHOLE_SCHOOL_FEEDS
-from lixiao.core.identity import mask_id_card, mask_ids_in_text
 from lixiao.core.ledger import Channel
-from lixiao.core.model import Flow, Step
-from lixiao.core.refunds import RefundLine, refund_lines
-from lixiao.core.review import open_items
-from lixiao.core.rules import prerequisite_steps
-from lixiao.core.stats import (
+from lixiao.core.manual import rules
+from lixiao.core.manual.identity import mask_id_card, mask_ids_in_text
+from lixiao.core.manual.model import Flow, Step
+from lixiao.core.manual.rules import prerequisite_steps
+from lixiao.core.manual.stats import (
     Board,
     GroupProgress,
     Progress,
@@ -25,6 +23,8 @@ from lixiao.core.stats import (
     group_progress,
     school_progress,
 )
+from lixiao.core.refunds import RefundLine, refund_lines
+from lixiao.core.review import open_items
 from lixiao.core.store import Store
 
 REVIEW_LIMIT = 1000

@@ -10,8 +10,8 @@ from typing import Any
 import xlsxwriter
 from xlsxwriter.utility import xl_col_to_name
 
-from lixiao.core.model import Status
-from lixiao.core.stats import CODES, Board
+from lixiao.core.manual.model import Status
+from lixiao.core.manual.stats import CODES, Board
 from lixiao.workbooks.inline import escape_all, splice_rows
 
 from .data import ReportData

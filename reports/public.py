@@ -32,7 +32,7 @@ from pathlib import Path
 
 from lixiao.core.clearance import Clearance
 from lixiao.core.files import write_atomically
-from lixiao.core.model import Flow, Status, Student
+from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.store import Store
 
 DEFAULT_ITERATIONS = 20_000

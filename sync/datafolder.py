@@ -19,9 +19,9 @@ import tomli_w
 
 from lixiao.core.chain import ANCHOR
 from lixiao.core.faults import fault_point
-from lixiao.core.flow import PRESETS, load_flow_file, preset_text
 from lixiao.core.guard import CHECK_CACHE, DAMAGED
-from lixiao.core.model import Flow
+from lixiao.core.manual.flow import PRESETS, load_flow_file, preset_text
+from lixiao.core.manual.model import Flow
 
 if TYPE_CHECKING:  # the store (sqlite-utils) is imported when a folder is opened, not by `lixiao --help`
     from lixiao.core.clearance import Clearance

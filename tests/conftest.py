@@ -18,9 +18,9 @@ import openpyxl
 import pytest
 from click.testing import CliRunner, Result
 
-from lixiao.core.flow import load_preset
-from lixiao.core.identity import id_check_digit
-from lixiao.core.model import Flow, Student
+from lixiao.core.manual.flow import load_preset
+from lixiao.core.manual.identity import id_check_digit
+from lixiao.core.manual.model import Flow, Student
 from lixiao.sync.cli.main import main
 from lixiao.workbooks.layout import MAIN_SHEET
 from lixiao.workbooks.roster import build_roster, roster_row

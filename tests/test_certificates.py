@@ -11,12 +11,12 @@ from typing import Any
 import openpyxl
 import pytest
 
-from lixiao.core import rules
 from lixiao.core.certificates import ReadyList, board_ready_lists, ready_list, school_ready_lists
-from lixiao.core.flow import load_preset
 from lixiao.core.issuance import plan_workbooks
-from lixiao.core.model import Flow, Status, Student
-from lixiao.core.stats import CODES, Board
+from lixiao.core.manual import rules
+from lixiao.core.manual.flow import load_preset
+from lixiao.core.manual.model import Flow, Status, Student
+from lixiao.core.manual.stats import CODES, Board
 from lixiao.core.store import StatusRow, Store
 from lixiao.core.synthetic import make_cohort
 from lixiao.workbooks.layout import MAIN_SHEET, READY_SHEET

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lixiao.core.feeds import FeedError, finance_outcome, library_outcome, parse_feed
-from lixiao.core.model import Status
+from lixiao.core.manual.model import Status
 
 from .conftest import ROSTER, Cli
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lixiao.core.flow import FlowError, load_preset, parse_flow
+from lixiao.core.manual.flow import FlowError, load_preset, parse_flow
 
 BASE = """
 name = "测试流程"

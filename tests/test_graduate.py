@@ -8,8 +8,8 @@ from pathlib import Path
 import openpyxl
 from click.testing import CliRunner
 
-from lixiao.core import rules
-from lixiao.core.flow import load_preset
+from lixiao.core.manual import rules
+from lixiao.core.manual.flow import load_preset
 from lixiao.sync.cli.main import main
 from lixiao.workbooks.roster import build_roster, roster_row
 

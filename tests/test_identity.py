@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lixiao.core.identity import (
+from lixiao.core.manual.identity import (
     clean_text,
     id_card_problem,
     id_check_digit,
@@ -59,7 +59,7 @@ def test_each_text_equals_changing_each_value() -> None:
     removes it, falls back to one value at a time."""
     import unicodedata
 
-    from lixiao.core.identity import each_text, mask_ids_in_text
+    from lixiao.core.manual.identity import each_text, mask_ids_in_text
 
     def fold(text: str) -> str:
         return unicodedata.normalize("NFKC", text)

@@ -224,7 +224,7 @@ def test_a_held_return_dropped_again_leaves_one_copy_in_held(issued: Cli) -> Non
 
 def test_receipt_listings_are_masked_cell_by_cell_in_one_pass() -> None:
     """Masking a whole listing at once gives what masking each cell gives, with a separator typed in a cell too."""
-    from lixiao.core.identity import mask_ids_in_text
+    from lixiao.core.manual.identity import mask_ids_in_text
     from lixiao.sync.takeback.receipts import _masked
 
     for lines in ([["43010320040101003X", "0803010105", "备注 43010320040101003X。"], [], ["4301032004010100311"]],

@@ -14,7 +14,7 @@ import pytest
 from click.testing import Result
 
 from lixiao.core.chain import Event
-from lixiao.core.model import Status
+from lixiao.core.manual.model import Status
 from lixiao.core.store import Store
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.live.daemon import Watcher

@@ -8,8 +8,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from lixiao.core.loans import parse_lenders
-from lixiao.core.roster import COLUMNS
+from lixiao.core.manual.loans import parse_lenders
+from lixiao.core.manual.roster import COLUMNS
 from lixiao.workbooks.roster import build_roster, roster_row
 
 from .conftest import ROSTER, Cli, drop, edit, make_id, make_student, outbox, rows, sync

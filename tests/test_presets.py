@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lixiao.core import rules
-from lixiao.core.flow import flow_to_dict
-from lixiao.core.model import Flow, Status
+from lixiao.core.manual import rules
+from lixiao.core.manual.flow import flow_to_dict
+from lixiao.core.manual.model import Flow, Status
 
 from .conftest import make_student
 

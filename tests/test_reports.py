@@ -11,7 +11,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from lixiao.core.flow import load_preset
+from lixiao.core.manual.flow import load_preset
 from lixiao.core.store import Store
 from lixiao.reports.data import collect
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lixiao.core.roster import COLUMNS, RosterError, parse_dorm, parse_flag, validate_roster
+from lixiao.core.manual.roster import COLUMNS, RosterError, parse_dorm, parse_flag, validate_roster
 from lixiao.workbooks.roster import build_roster_template
 from lixiao.workbooks.tables import TableError, read_table
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lixiao.core import rules
-from lixiao.core.model import Flow, Status
+from lixiao.core.manual import rules
+from lixiao.core.manual.model import Flow, Status
 
 from .conftest import make_student
 
@@ -130,7 +130,7 @@ def test_fast_matrix_agrees_with_the_rules(tmp_path: object) -> None:
     from pathlib import Path
 
     from lixiao.core.clearance import Clearance
-    from lixiao.core.flow import load_preset
+    from lixiao.core.manual.flow import load_preset
     from lixiao.core.store import Store
 
     flow = load_preset("undergrad")

@@ -10,11 +10,11 @@ import openpyxl
 import pytest
 import python_calamine
 
-from lixiao.core import rules
 from lixiao.core.clearance import Clearance
-from lixiao.core.flow import load_preset
-from lixiao.core.model import Flow, Status, Student
-from lixiao.core.stats import bottlenecks, checkpoint_progress, group_progress, school_progress
+from lixiao.core.manual import rules
+from lixiao.core.manual.flow import load_preset
+from lixiao.core.manual.model import Flow, Status, Student
+from lixiao.core.manual.stats import bottlenecks, checkpoint_progress, group_progress, school_progress
 from lixiao.core.store import Store
 from lixiao.reports.data import collect
 from lixiao.reports.excel import build_excel
@@ -47,7 +47,7 @@ def random_store(tmp_path: Path, flow: Flow, seed: int) -> tuple[Store, list[Stu
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_figures_equal_a_count_from_the_rules(tmp_path: Path, seed: int) -> None:
     """Every figure of the board (school, checkpoints, steps, groups, bottlenecks) and every Excel matrix cell
-    equals a brute-force count from core/rules.py on random data."""
+    equals a brute-force count from core/manual/rules.py on random data."""
     flow = load_preset("undergrad")
     store, students = random_store(tmp_path, flow, seed)
     stored = store.all_statuses()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import openpyxl
 import pytest
 
-from lixiao.core.model import Status
+from lixiao.core.manual.model import Status
 from lixiao.workbooks.layout import MAIN_SHEET
 from lixiao.workbooks.reader import read_returned
 

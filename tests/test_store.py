@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lixiao.core.model import Status
+from lixiao.core.manual.model import Status
 from lixiao.core.schema import LINE_MARKS, SCHEMA_VERSION
 from lixiao.core.store import Store, StoreError
 

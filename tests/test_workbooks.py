@@ -12,7 +12,7 @@ import openpyxl
 import pytest
 import xlsxwriter
 
-from lixiao.core.model import Status
+from lixiao.core.manual.model import Status
 from lixiao.workbooks.layout import MAIN_SHEET, META_SHEET
 from lixiao.workbooks.reader import read_returned
 

@@ -7,10 +7,10 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from lixiao.core.identity import INVISIBLE as _INVISIBLE
-from lixiao.core.identity import clean_text, each_text, strip_invisible
-from lixiao.core.marks import AMBIGUOUS, read_status
-from lixiao.core.model import Status
+from lixiao.core.manual.identity import INVISIBLE as _INVISIBLE
+from lixiao.core.manual.identity import clean_text, each_text, strip_invisible
+from lixiao.core.manual.marks import AMBIGUOUS, read_status
+from lixiao.core.manual.model import Status
 
 _BOOLEAN_FORMULA = re.compile(r"^=?\s*(TRUE|FALSE)\s*\(\s*\)$", re.IGNORECASE)
 

@@ -10,9 +10,9 @@ from typing import Any
 import python_calamine
 from defusedxml import ElementTree
 
-from lixiao.core.identity import clean_text
-from lixiao.core.marks import column_shifted
-from lixiao.core.model import Status
+from lixiao.core.manual.identity import clean_text
+from lixiao.core.manual.marks import column_shifted
+from lixiao.core.manual.model import Status
 from lixiao.core.signing import digest, verify
 
 from .cells import Sheet, cell_text, column_name, column_texts, remark_text

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lixiao.core.model import Status
+from lixiao.core.manual.model import Status
 
 
 class ReadError(ValueError):

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import xlsxwriter
 
-from lixiao.core.model import FLAG_COLUMNS, Student
-from lixiao.core.roster import COLUMNS
+from lixiao.core.manual.model import FLAG_COLUMNS, Student
+from lixiao.core.manual.roster import COLUMNS
 
 EXAMPLE = ("0803010103", "丁德卫", "男", "11010519491231002X", "机电工程学院", "机械设计制造及其自动化",
            "08机设1班", "8区-10栋-1层-0121", "本科", "否", "是", "否", "否", "否")

@@ -12,8 +12,8 @@ from xlsxwriter.worksheet import Worksheet
 
 from lixiao.core.certificates import ReadyList, is_certificate_desk, ready_list
 from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
-from lixiao.core.marks import WRITTEN
-from lixiao.core.model import Status
+from lixiao.core.manual.marks import WRITTEN
+from lixiao.core.manual.model import Status
 from lixiao.core.signing import row_key
 
 from .guides import GUIDE, READY_GUIDE, WAIVER_GUIDE

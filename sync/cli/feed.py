@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from lixiao.core.feeds import parse_feed
-from lixiao.core.model import Status
+from lixiao.core.manual.model import Status
 from lixiao.sync.datafolder import DataFolderError
 
 from .base import Refused, console, examples, open_data, operator_name, read_input

@@ -12,10 +12,10 @@ import click
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from lixiao.core import rules
-from lixiao.core.flow import PRESETS, flow_to_dict, load_preset
-from lixiao.core.identity import mask_ids_in_text
-from lixiao.core.model import SPLITS, STATUS_LABELS, Flow, Status
+from lixiao.core.manual import rules
+from lixiao.core.manual.flow import PRESETS, flow_to_dict, load_preset
+from lixiao.core.manual.identity import mask_ids_in_text
+from lixiao.core.manual.model import SPLITS, STATUS_LABELS, Flow, Status
 from lixiao.sync.datafolder import DataFolder, DataFolderError, find_folder, init_folder
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 
@@ -94,7 +94,7 @@ def students_template(file: Path) -> None:
 @click.pass_context
 def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: str | None) -> None:
     """导入学生名单（.xlsx 或 .csv）；有错的行逐行列出。Import a roster; bad rows are listed with their row numbers."""
-    from lixiao.core.roster import validate_roster
+    from lixiao.core.manual.roster import validate_roster
     from lixiao.workbooks.tables import read_table
 
     table = read_table(read_input(file), file.name)

@@ -18,7 +18,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from lixiao.core.faults import fault_point
-from lixiao.core.identity import mask_ids_in_text
+from lixiao.core.manual.identity import mask_ids_in_text
 from lixiao.core.store import DAMAGED
 from lixiao.sync.datafolder import DataFolder, secret_key
 from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, writer_lock

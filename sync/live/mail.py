@@ -21,8 +21,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.ledger import Channel, Origin
+from lixiao.core.manual.identity import mask_ids_in_text
 from lixiao.core.offices import Office
 from lixiao.sync.datafolder import DataFolder
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from lixiao.core.identity import mask_ids_in_text
+from lixiao.core.manual.identity import mask_ids_in_text
 from lixiao.sync.datafolder import SETTINGS, DataFolder, DataFolderError
 
 MAX_NAME = 80  # characters of a file name kept in the ledger, receipts, rejected/ and logs

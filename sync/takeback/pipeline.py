@@ -28,8 +28,8 @@ from pathlib import Path
 from lixiao.core.chain import Event
 from lixiao.core.faults import fault_point
 from lixiao.core.files import write_atomically
-from lixiao.core.identity import mask_ids_in_text
 from lixiao.core.ledger import Channel, LedgerState, Origin, ReturnDetail
+from lixiao.core.manual.identity import mask_ids_in_text
 from lixiao.core.memory import no_cycle_collection
 from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, hold_reason, plan_merge
 from lixiao.core.signing import row_key as signing_row_key

@@ -93,7 +93,7 @@ def test_student_search_by_number_name_and_masked_id(site: Path) -> None:
 
 def test_student_page_blocked_lines_equal_the_rules(site: Path) -> None:
     """students.html works out 前置条件未满足 in JavaScript from the board codes: for blocked, waived and complete
-    students alike, each checkpoint's line names exactly the steps core/rules.py says are missing."""
+    students alike, each checkpoint's line names exactly the steps core/manual/rules.py says are missing."""
     from playwright.sync_api import sync_playwright
 
     from lixiao.sync.datafolder import open_folder

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from lixiao.core.flow import load_preset
-from lixiao.core.model import Status
+from lixiao.core.manual.flow import load_preset
+from lixiao.core.manual.model import Status
 from lixiao.sync.cli.main import main
 from lixiao.workbooks.reader import read_returned
 from lixiao.workbooks.returned import Returned
@@ -243,7 +243,7 @@ def test_libreoffice_keeps_the_ready_list_first_and_the_return_merges(libreoffic
     its tick for a listed student merges."""
     import openpyxl
 
-    from lixiao.core import rules
+    from lixiao.core.manual import rules
     from lixiao.core.store import Store
     from lixiao.workbooks.layout import READY_SHEET
 

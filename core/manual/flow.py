@@ -31,7 +31,7 @@ def load_preset(name: str) -> Flow:
     """Load one of the shipped presets (``undergrad`` or ``graduate``)."""
     if name not in PRESETS:
         raise FlowError(f"没有名为“{name}”的预置流程，可选：{'、'.join(PRESETS)}")
-    text = resources.files("lixiao.core.presets").joinpath(f"{name}.toml").read_text("utf-8")
+    text = resources.files("lixiao.core.manual.presets").joinpath(f"{name}.toml").read_text("utf-8")
     return parse_flow(text, origin=f"预置流程 {name}")
 
 
@@ -39,7 +39,7 @@ def preset_text(name: str) -> str:
     """The TOML source of a shipped preset, to copy into a data folder."""
     if name not in PRESETS:
         raise FlowError(f"没有名为“{name}”的预置流程，可选：{'、'.join(PRESETS)}")
-    return resources.files("lixiao.core.presets").joinpath(f"{name}.toml").read_text("utf-8")
+    return resources.files("lixiao.core.manual.presets").joinpath(f"{name}.toml").read_text("utf-8")
 
 
 def load_flow_file(path: Path) -> Flow:
