@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lixiao.core.store import CHECK_CACHE
+from lixiao.core.storage.store import CHECK_CACHE
 from lixiao.sync.datafolder import open_folder
 
 from .run import cohort_folder, late_session

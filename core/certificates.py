@@ -15,7 +15,7 @@ from .issuance import WorkbookPlan, workbook_steps
 from .manual import rules
 
 if TYPE_CHECKING:
-    from .store import Store
+    from lixiao.core.storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)

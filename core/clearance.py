@@ -11,15 +11,15 @@ from lixiao.core.manual.model import FLAGS, Flow, Status, Step, Student
 from lixiao.core.manual.rules import ClearanceError as ClearanceError
 from lixiao.core.manual.rules import RefusedError as RefusedError
 from lixiao.core.manual.stats import CODES, STATUS_OF_CODE, Board
+from lixiao.core.storage.guard import StoreError
+from lixiao.core.storage.schema import LINE_MARKS
 
 from .feedapply import FeedApplication
 from .feedapply import FeedReport as FeedReport
-from .guard import StoreError
 from .manual import loans, rules
-from .schema import LINE_MARKS
 
 if TYPE_CHECKING:
-    from .store import Store
+    from lixiao.core.storage.store import Store
 
 # A stored mark (schema.LINE_MARKS) as a board code; 不适用 stored on a step that applies counts as 未办理
 # (rules.effective_status). Two fill characters follow the marks: 未办理 for a step nothing was stored

@@ -15,7 +15,7 @@ from .feeds import WHOLE_SCHOOL_FEEDS, FeedEntry, feed_label
 from .manual import loans, rules
 
 if TYPE_CHECKING:
-    from .store import Store
+    from lixiao.core.storage.store import Store
 
 
 @dataclass

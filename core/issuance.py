@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from lixiao.core.manual.identity import mask_id_card
 from lixiao.core.manual.model import SPLITS, Checkpoint, Flow, Status, Step, Student
+from lixiao.core.storage.signing import digest
 
 from .manual import loans, rules
-from .signing import digest
 
 if TYPE_CHECKING:
-    from .store import StatusRow
+    from lixiao.core.storage.store import StatusRow
 
 BATCH_SHEETS = {"class": "按班级", "dorm": "按宿舍", "college": "按学院"}
 IDENTITY_COLUMNS = ("学号", "姓名", "性别", "身份证号", "院系", "专业", "班级", "宿舍")

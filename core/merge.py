@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from lixiao.core.manual.marks import column_shifted, mark_label
 from lixiao.core.manual.model import Flow, Status, Student
+from lixiao.core.storage.chain import Event
 
-from .chain import Event
 from .issuance import Baseline, IssuedCell, batch_ident, waiver_ident
 from .manual import rules
 from .mergeplan import (
@@ -29,7 +29,7 @@ from .mergeplan import (
 )
 
 if TYPE_CHECKING:
-    from .store import StatusRow, Store
+    from lixiao.core.storage.store import StatusRow, Store
 
 __all__ = ["CONFLICT", "IGNORE", "NOOP", "Change", "ChangeKind", "MergeInput", "MergePlan", "Refusal", "apply_plan",
            "cell_decision", "hold_reason", "plan_merge"]

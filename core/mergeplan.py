@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from lixiao.core.manual.model import Status
 
 if TYPE_CHECKING:
-    from .store import StatusRow
+    from lixiao.core.storage.store import StatusRow
 
 
 class CellDecision(StrEnum):

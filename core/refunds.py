@@ -13,7 +13,7 @@ from lixiao.core.manual.model import Flow, Status, Step, Student
 from .manual import rules
 
 if TYPE_CHECKING:
-    from .store import StatusRow
+    from lixiao.core.storage.store import StatusRow
 
 NO_REFUND_STEP = "本届流程没有在用的退费步骤（如“退费状态”自 2017 年起已取消），没有退费可查"
 # The manual's 退费状态 in the words a finance office uses for it.

@@ -12,8 +12,8 @@ from enum import StrEnum
 
 from lixiao.core.manual.marks import label_status
 from lixiao.core.manual.model import Status
+from lixiao.core.storage.chain import Event, now
 
-from .chain import Event, now
 from .clearance import Clearance, ClearanceError, RefusedError
 
 

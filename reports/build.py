@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lixiao.core.clearance import Clearance
-from lixiao.core.files import write_atomically
 from lixiao.core.manual.model import Flow
-from lixiao.core.memory import no_cycle_collection
-from lixiao.core.store import Store
+from lixiao.core.storage.files import write_atomically
+from lixiao.core.storage.memory import no_cycle_collection
+from lixiao.core.storage.store import Store
 
 from .data import collect
 from .excel import add_matrix, build_views, matrix_xml

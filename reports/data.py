@@ -9,7 +9,6 @@ from typing import Any
 from lixiao.core.certificates import ReadyList, board_ready_lists
 from lixiao.core.clearance import Clearance, WaiverListing
 from lixiao.core.feeds import WHOLE_SCHOOL_FEEDS
-from lixiao.core.ledger import Channel
 from lixiao.core.manual import rules
 from lixiao.core.manual.identity import mask_id_card, mask_ids_in_text
 from lixiao.core.manual.model import Flow, Step
@@ -25,7 +24,8 @@ from lixiao.core.manual.stats import (
 )
 from lixiao.core.refunds import RefundLine, refund_lines
 from lixiao.core.review import open_items
-from lixiao.core.store import Store
+from lixiao.core.storage.ledger import Channel
+from lixiao.core.storage.store import Store
 
 REVIEW_LIMIT = 1000
 

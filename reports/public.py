@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lixiao.core.clearance import Clearance
-from lixiao.core.files import write_atomically
 from lixiao.core.manual.model import Flow, Status, Student
-from lixiao.core.store import Store
+from lixiao.core.storage.files import write_atomically
+from lixiao.core.storage.store import Store
 
 DEFAULT_ITERATIONS = 20_000
 RECORD_BYTES = 256  # every plaintext (length, deflated JSON) padded to the longest, rounded up to this

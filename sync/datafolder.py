@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 import tomli_w
 
-from lixiao.core.chain import ANCHOR
-from lixiao.core.faults import fault_point
-from lixiao.core.guard import CHECK_CACHE, DAMAGED
 from lixiao.core.manual.flow import PRESETS, load_flow_file, preset_text
 from lixiao.core.manual.model import Flow
+from lixiao.core.storage.chain import ANCHOR
+from lixiao.core.storage.faults import fault_point
+from lixiao.core.storage.guard import CHECK_CACHE, DAMAGED
 
 if TYPE_CHECKING:  # the store (sqlite-utils) is imported when a folder is opened, not by `lixiao --help`
     from lixiao.core.clearance import Clearance
-    from lixiao.core.store import Store
+    from lixiao.core.storage.store import Store
 
 SETTINGS = "lixiao.toml"
 FOLDERS = ("outbox", "inbox", "archive", "rejected", "receipts", "reports")
@@ -159,7 +159,7 @@ def _build_folder(root: Path, created: list[Path], flow_text: str, flow_name: st
         handle.write(secrets.token_hex(32))
     (root / "flow.toml").write_text(flow_text, "utf-8")
     created.extend(root / n for n in STORE_FILES)
-    from lixiao.core.store import Store
+    from lixiao.core.storage.store import Store
 
     Store.create(root / "store.db", session, year, flow_name).close()
     fault_point("init")
@@ -216,7 +216,7 @@ def open_folder(root: Path, *, write: bool = True) -> DataFolder:
     flow_ref = settings.get("flow", {}).get("file", "flow.toml")
     flow_path = root / flow_ref
     flow = load_flow_file(flow_path)
-    from lixiao.core.store import Store
+    from lixiao.core.storage.store import Store
 
     store = Store.open(root / "store.db", guard=write)
     session = store.session()

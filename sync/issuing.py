@@ -14,11 +14,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lixiao.core.chain import now
-from lixiao.core.files import write_atomically
 from lixiao.core.issuance import BATCH_SHEETS, Baseline, IssueError, WorkbookPlan, issuable, plan_workbooks
-from lixiao.core.signing import TOKEN_VERSION, canonical, row_secret, sign
-from lixiao.core.store import StatusRow, WorkbookRow
+from lixiao.core.storage.chain import now
+from lixiao.core.storage.files import write_atomically
+from lixiao.core.storage.signing import TOKEN_VERSION, canonical, row_secret, sign
+from lixiao.core.storage.store import StatusRow, WorkbookRow
 from lixiao.workbooks.writer import Token, build_workbook
 
 from .datafolder import DataFolder, secret_key

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lixiao.core.issuance import Baseline
 from lixiao.core.manual.model import Status
 from lixiao.core.merge import MergeInput, plan_merge
-from lixiao.core.signing import row_key, row_secret
+from lixiao.core.storage.signing import row_key, row_secret
 from lixiao.sync.datafolder import open_folder
 from lixiao.sync.demo.officesim import sort_columns
 from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, ROW_KEY_HEADER

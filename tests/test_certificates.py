@@ -17,7 +17,7 @@ from lixiao.core.manual import rules
 from lixiao.core.manual.flow import load_preset
 from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.manual.stats import CODES, Board
-from lixiao.core.store import StatusRow, Store
+from lixiao.core.storage.store import StatusRow, Store
 from lixiao.core.synthetic import make_cohort
 from lixiao.workbooks.layout import MAIN_SHEET, READY_SHEET
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import openpyxl
 
-from lixiao.core.ledger import Channel, Origin
 from lixiao.core.manual.model import Status
+from lixiao.core.storage.ledger import Channel, Origin
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.issuing import plan_all
 from lixiao.sync.live.delivery import refresh, routes

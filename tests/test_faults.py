@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from lixiao.core.store import Store, StoreError
+from lixiao.core.storage.store import Store, StoreError
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.live.daemon import Watcher
 from lixiao.sync.takeback import pipeline

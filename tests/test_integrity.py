@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from lixiao.core.chain import Event
 from lixiao.core.manual.model import Status
-from lixiao.core.store import Store
+from lixiao.core.storage.chain import Event
+from lixiao.core.storage.store import Store
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.live.daemon import Watcher
 from lixiao.sync.takeback import integrity

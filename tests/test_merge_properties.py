@@ -13,7 +13,7 @@ from lixiao.core.issuance import Baseline, plan_workbooks
 from lixiao.core.manual.flow import load_preset
 from lixiao.core.manual.model import Status
 from lixiao.core.merge import CONFLICT, IGNORE, NOOP, MergeInput, apply_plan, cell_decision, plan_merge
-from lixiao.core.store import StatusRow, Store
+from lixiao.core.storage.store import StatusRow, Store
 
 from .conftest import ROSTER
 

@@ -12,7 +12,7 @@ import openpyxl
 import pytest
 
 from lixiao.core.manual.flow import load_preset
-from lixiao.core.store import Store
+from lixiao.core.storage.store import Store
 from lixiao.reports.data import collect
 
 from .conftest import ROSTER, Cli

@@ -131,7 +131,7 @@ def test_fast_matrix_agrees_with_the_rules(tmp_path: object) -> None:
 
     from lixiao.core.clearance import Clearance
     from lixiao.core.manual.flow import load_preset
-    from lixiao.core.store import Store
+    from lixiao.core.storage.store import Store
 
     flow = load_preset("undergrad")
     rng = random.Random(7)

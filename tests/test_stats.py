@@ -15,7 +15,7 @@ from lixiao.core.manual import rules
 from lixiao.core.manual.flow import load_preset
 from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.manual.stats import bottlenecks, checkpoint_progress, group_progress, school_progress
-from lixiao.core.store import Store
+from lixiao.core.storage.store import Store
 from lixiao.reports.data import collect
 from lixiao.reports.excel import build_excel
 

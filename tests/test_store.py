@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lixiao.core.manual.model import Status
-from lixiao.core.schema import LINE_MARKS, SCHEMA_VERSION
-from lixiao.core.store import Store, StoreError
+from lixiao.core.storage.schema import LINE_MARKS, SCHEMA_VERSION
+from lixiao.core.storage.store import Store, StoreError
 
 from .conftest import make_student
 
@@ -203,7 +203,7 @@ def test_migration_builds_status_lines_and_verify_compares_them(store: Store, tm
 def test_migration_5_moves_stored_not_applicable_to_the_one_alphabet(store: Store, tmp_path: Path) -> None:
     """A version-4 store marks a stored 不适用 "x" in its lines, with triggers that do too: opening it rewrites
     the lines and the triggers to the board's "-", and later writes agree with the statuses."""
-    from lixiao.core import schema
+    from lixiao.core.storage import schema
 
     with store.transaction():
         store.write_status("0803010103", "electricity", Status.NA, remark="", source="t", operator="",
@@ -227,8 +227,8 @@ def test_migration_5_moves_stored_not_applicable_to_the_one_alphabet(store: Stor
 def test_the_ledger_refuses_a_transition_outside_its_state_machine(store: Store) -> None:
     """received → staged → held → merged is allowed; a merged file can never be received, staged or refused
     again, and nothing is written by a refused transition."""
-    from lixiao.core.ledger import LedgerError
-    from lixiao.core.ledger import LedgerState as S
+    from lixiao.core.storage.ledger import LedgerError
+    from lixiao.core.storage.ledger import LedgerState as S
 
     with store.transaction():
         store.set_ledger("a" * 64, "f.xlsx", S.RECEIVED)

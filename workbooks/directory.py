@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lixiao.core.offices import DIRECTORY_HEADERS
+from lixiao.core.storage.offices import DIRECTORY_HEADERS
 
 from .roster import text_table
 

@@ -13,7 +13,7 @@ from defusedxml import ElementTree
 from lixiao.core.manual.identity import clean_text
 from lixiao.core.manual.marks import column_shifted
 from lixiao.core.manual.model import Status
-from lixiao.core.signing import digest, verify
+from lixiao.core.storage.signing import digest, verify
 
 from .cells import Sheet, cell_text, column_name, column_texts, remark_text
 from .layout import (

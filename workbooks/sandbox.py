@@ -52,7 +52,7 @@ def parse_timeout() -> float:
 
 def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> SandboxResult:
     """Run the checks and the reader in a limited child process (forked by the parser server)."""
-    from lixiao.core.faults import fault_action
+    from lixiao.core.storage.faults import fault_action
 
     timeout = timeout or parse_timeout()
     fault = fault_action("parse")
@@ -342,7 +342,7 @@ def main() -> None:
         return
     _limit()
     raw = sys.stdin.buffer.read()
-    from lixiao.core.faults import fault_action
+    from lixiao.core.storage.faults import fault_action
 
     _fault(fault_action("parse"))
     key_hex, _, data = raw.partition(b"\n")

@@ -14,7 +14,7 @@ from lixiao.core.certificates import ReadyList, is_certificate_desk, ready_list
 from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
 from lixiao.core.manual.marks import WRITTEN
 from lixiao.core.manual.model import Status
-from lixiao.core.signing import row_key
+from lixiao.core.storage.signing import row_key
 
 from .guides import GUIDE, READY_GUIDE, WAIVER_GUIDE
 from .layout import (

@@ -19,11 +19,11 @@ import click
 from rich.console import Console
 
 from lixiao.core.feeds import FeedError
-from lixiao.core.guard import StoreError
 from lixiao.core.manual.flow import FlowError
 from lixiao.core.manual.model import STATUS_MARKS
 from lixiao.core.manual.roster import RosterError
 from lixiao.core.manual.rules import ClearanceError, RefusedError
+from lixiao.core.storage.guard import StoreError
 from lixiao.sync.datafolder import DataFolder, DataFolderError, find_folder, open_folder
 from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, watch_lock, writer_lock
 from lixiao.sync.messages import os_error_text, usage_error_text

@@ -80,7 +80,7 @@ def _feed_receipt(root: Path, kind: str, name: str, report: FeedReport, absent: 
     """receipts/数据源-KIND-TIME.txt: the students of the roster the export left out."""
     from datetime import datetime
 
-    from lixiao.core.files import write_atomically
+    from lixiao.core.storage.files import write_atomically
 
     path = root / "receipts" / f"数据源-{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.txt"
     lines = [f"数据源：{kind}（{name}）", f"不在导出中的学生：{len(report.absent)} 名，"

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from lixiao.core.offices import office_instances, parse_directory
+from lixiao.core.storage.offices import office_instances, parse_directory
 from lixiao.sync.datafolder import DataFolderError, secret_key
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 

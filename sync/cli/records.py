@@ -224,7 +224,7 @@ def verify(ctx: click.Context, repair: bool) -> None:
             found = check_folder(folder, advance)
         record_findings(folder, found)
         events = folder.store.audit_count()
-        from lixiao.core.ledger import LedgerState
+        from lixiao.core.storage.ledger import LedgerState
 
         archived = sum(1 for r in folder.store.ledger_rows() if r.outcome is LedgerState.MERGED)
     if found.problems:

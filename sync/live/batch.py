@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lixiao.core.ledger import LedgerState
+from lixiao.core.storage.ledger import LedgerState
 from lixiao.sync.datafolder import DataFolder, DataFolderError, secret_key
 from lixiao.sync.messages import os_error_text
 from lixiao.sync.takeback.inbox import hash_regular, inbox_files, safe_name, sync_settings, wait_until_settled

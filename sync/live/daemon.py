@@ -17,9 +17,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from lixiao.core.faults import fault_point
 from lixiao.core.manual.identity import mask_ids_in_text
-from lixiao.core.store import DAMAGED
+from lixiao.core.storage.faults import fault_point
+from lixiao.core.storage.store import DAMAGED
 from lixiao.sync.datafolder import DataFolder, secret_key
 from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code

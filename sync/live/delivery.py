@@ -16,10 +16,10 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from lixiao.core.files import write_atomically
 from lixiao.core.issuance import IssueError, WorkbookPlan, issuable
-from lixiao.core.offices import Office, OfficeInstance, office_instances
-from lixiao.core.store import WorkbookRow
+from lixiao.core.storage.files import write_atomically
+from lixiao.core.storage.offices import Office, OfficeInstance, office_instances
+from lixiao.core.storage.store import WorkbookRow
 from lixiao.sync.datafolder import DataFolder, DataFolderError
 from lixiao.sync.issuing import Issued, issue_workbooks, plan_all
 from lixiao.sync.takeback.inbox import unique_path

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 
-from lixiao.core.offices import Office
+from lixiao.core.storage.offices import Office
 from lixiao.sync.datafolder import DataFolder, DataFolderError
 from lixiao.sync.locking import LockBusyError, writer_lock
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code

@@ -21,9 +21,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from lixiao.core.ledger import Channel, Origin
 from lixiao.core.manual.identity import mask_ids_in_text
-from lixiao.core.offices import Office
+from lixiao.core.storage.ledger import Channel, Origin
+from lixiao.core.storage.offices import Office
 from lixiao.sync.datafolder import DataFolder
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 from lixiao.sync.takeback.inbox import SyncSettings, sync_settings

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import formatdate, getaddresses, make_msgid, parsedate_to_datetime
 
-from lixiao.core.offices import Office
+from lixiao.core.storage.offices import Office
 from lixiao.sync.takeback.inbox import safe_name
 
 from .settings import MailSettings

@@ -18,8 +18,8 @@ from importlib import resources
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from lixiao.core.files import write_small
-from lixiao.core.store import DAMAGED
+from lixiao.core.storage.files import write_small
+from lixiao.core.storage.store import DAMAGED
 from lixiao.sync.datafolder import SETTINGS, DataFolderError
 from lixiao.sync.locking import watch_running
 from lixiao.sync.takeback.inbox import inbox_entries

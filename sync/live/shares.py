@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lixiao.core.files import write_atomically
-from lixiao.core.ledger import Channel, Origin
+from lixiao.core.storage.files import write_atomically
+from lixiao.core.storage.ledger import Channel, Origin
 from lixiao.sync.datafolder import DataFolder
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 from lixiao.sync.takeback.inbox import is_debris, safe_name, unique_path, wait_until_settled

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lixiao.core.issuance import Baseline, BaselineError
-from lixiao.core.ledger import Origin
-from lixiao.core.signing import digest_text
-from lixiao.core.store import WorkbookRow
+from lixiao.core.storage.ledger import Origin
+from lixiao.core.storage.signing import digest_text
+from lixiao.core.storage.store import WorkbookRow
 from lixiao.sync.datafolder import DataFolder
 from lixiao.workbooks.returned import Returned, returned_from_wire
 from lixiao.workbooks.sandbox import parse_untrusted

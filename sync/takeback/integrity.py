@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lixiao.core.chain import Event, Replay
-from lixiao.core.ledger import LedgerRow, LedgerState
-from lixiao.core.store import DAMAGED, Store
+from lixiao.core.storage.chain import Event, Replay
+from lixiao.core.storage.ledger import LedgerRow, LedgerState
+from lixiao.core.storage.store import DAMAGED, Store
 from lixiao.sync.datafolder import DataFolder, secret_key
 from lixiao.sync.messages import os_error_text
 

@@ -9,9 +9,9 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from lixiao.core.chain import Event
-from lixiao.core.files import write_atomically
-from lixiao.core.ledger import LedgerRow, LedgerState, Origin, ReturnDetail
+from lixiao.core.storage.chain import Event
+from lixiao.core.storage.files import write_atomically
+from lixiao.core.storage.ledger import LedgerRow, LedgerState, Origin, ReturnDetail
 from lixiao.sync.datafolder import DataFolder
 from lixiao.sync.messages import os_error_text
 

@@ -25,16 +25,16 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from lixiao.core.chain import Event
-from lixiao.core.faults import fault_point
-from lixiao.core.files import write_atomically
-from lixiao.core.ledger import Channel, LedgerState, Origin, ReturnDetail
 from lixiao.core.manual.identity import mask_ids_in_text
-from lixiao.core.memory import no_cycle_collection
 from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, hold_reason, plan_merge
-from lixiao.core.signing import row_key as signing_row_key
-from lixiao.core.signing import row_secret
-from lixiao.core.store import WorkbookRow
+from lixiao.core.storage.chain import Event
+from lixiao.core.storage.faults import fault_point
+from lixiao.core.storage.files import write_atomically
+from lixiao.core.storage.ledger import Channel, LedgerState, Origin, ReturnDetail
+from lixiao.core.storage.memory import no_cycle_collection
+from lixiao.core.storage.signing import row_key as signing_row_key
+from lixiao.core.storage.signing import row_secret
+from lixiao.core.storage.store import WorkbookRow
 from lixiao.sync.datafolder import DataFolder
 from lixiao.sync.messages import os_error_text
 from lixiao.workbooks.sniff import sniff

@@ -244,7 +244,7 @@ def test_libreoffice_keeps_the_ready_list_first_and_the_return_merges(libreoffic
     import openpyxl
 
     from lixiao.core.manual import rules
-    from lixiao.core.store import Store
+    from lixiao.core.storage.store import Store
     from lixiao.workbooks.layout import READY_SHEET
 
     folder = cohort_folder(tmp_path / "demo", 40)
