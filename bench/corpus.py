@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lixiao.core.synthetic import make_cohort
+from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.sync.datafolder import init_folder
 from lixiao.sync.issuing import issue_workbooks, plan_all
 from lixiao.workbooks.sniff import sniff

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lixiao.core.synthetic import make_cohort
+from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.sync.datafolder import init_folder, open_folder
 from lixiao.sync.demo.officesim import tick_workbook
 from lixiao.sync.issuing import issue_workbooks, plan_all

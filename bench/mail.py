@@ -34,7 +34,7 @@ from pathlib import Path
 import openpyxl
 from click.testing import CliRunner
 
-from lixiao.core.synthetic import make_cohort
+from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.sync.cli.main import main
 from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.live.mail import fetch_mail

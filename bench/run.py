@@ -29,9 +29,9 @@ import xlsxwriter
 from bench.bare import bare_issue
 from bench.interactive import interactive, stats, verify
 from bench.takeback import bare_command, bare_in_process, daemon_take_back, sync_command
+from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.core.manual.flow import load_flow_file
 from lixiao.core.manual.model import Status
-from lixiao.core.synthetic import make_cohort
 from lixiao.reports.build import render_report
 from lixiao.sync.datafolder import init_folder, open_folder
 from lixiao.sync.demo.officesim import libreoffice_resave, tick_workbook

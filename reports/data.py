@@ -8,7 +8,7 @@ from typing import Any
 
 from lixiao.core.certificates import ReadyList, board_ready_lists
 from lixiao.core.clearance import Clearance, WaiverListing
-from lixiao.core.feeds import WHOLE_SCHOOL_FEEDS
+from lixiao.core.feeds.exports import WHOLE_SCHOOL_FEEDS
 from lixiao.core.manual import rules
 from lixiao.core.manual.identity import mask_id_card, mask_ids_in_text
 from lixiao.core.manual.model import Flow, Step

@@ -179,7 +179,7 @@ def edit(path: Path, changes: dict[tuple[str, str], Any], sheet: str = MAIN_SHEE
 
 def cohort_folder(root: Path, count: int) -> Path:
     """A data folder with a synthetic cohort imported through the CLI, no feeds and no returns yet."""
-    from lixiao.core.synthetic import make_cohort
+    from lixiao.core.feeds.synthetic import make_cohort
 
     runner = CliRunner()
     assert runner.invoke(main, ["init", str(root), "--session", "2026届本科毕业生离校"]).exit_code == 0

@@ -12,13 +12,13 @@ import openpyxl
 import pytest
 
 from lixiao.core.certificates import ReadyList, board_ready_lists, ready_list, school_ready_lists
+from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.core.issuance import plan_workbooks
 from lixiao.core.manual import rules
 from lixiao.core.manual.flow import load_preset
 from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.manual.stats import CODES, Board
 from lixiao.core.storage.store import StatusRow, Store
-from lixiao.core.synthetic import make_cohort
 from lixiao.workbooks.layout import MAIN_SHEET, READY_SHEET
 
 from .conftest import ROSTER, Cli, drop, edit, make_student, outbox, statuses, sync

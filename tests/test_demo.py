@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from lixiao.core.synthetic import make_cohort
+from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.sync.cli.main import main
 
 

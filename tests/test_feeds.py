@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lixiao.core.feeds import FeedError, finance_outcome, library_outcome, parse_feed
+from lixiao.core.feeds.exports import FeedError, finance_outcome, library_outcome, parse_feed
 from lixiao.core.manual.model import Status
 
 from .conftest import ROSTER, Cli

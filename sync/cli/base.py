@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-from lixiao.core.feeds import FeedError
+from lixiao.core.feeds.exports import FeedError
 from lixiao.core.manual.flow import FlowError
 from lixiao.core.manual.model import STATUS_MARKS
 from lixiao.core.manual.roster import RosterError

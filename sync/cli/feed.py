@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 import click
 from rich.markup import escape
 
-from lixiao.core.feeds import parse_feed
+from lixiao.core.feeds.exports import parse_feed
 from lixiao.core.manual.model import Status
 from lixiao.sync.datafolder import DataFolderError
 
 from .base import Refused, console, examples, open_data, operator_name, read_input
 
 if TYPE_CHECKING:
-    from lixiao.core.feedapply import FeedReport
+    from lixiao.core.feeds.apply import FeedReport
 
 
 @click.command(epilog=examples("  lixiao feed library 图书馆导出.xlsx\n  lixiao feed finance 欠费.csv\n"

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from lixiao.core.feeds import parse_feed
+from lixiao.core.feeds.exports import parse_feed
+from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.core.manual.model import Status
 from lixiao.core.manual.roster import validate_roster
 from lixiao.core.manual.stats import CODES, checkpoint_progress, school_progress
-from lixiao.core.synthetic import make_cohort
 from lixiao.sync.datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
 from lixiao.sync.live.batch import refresh_reports
 from lixiao.sync.live.delivery import RETURN, TODO, refresh, routes, send_offices

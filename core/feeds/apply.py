@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from lixiao.core.manual import loans, rules
 from lixiao.core.manual.identity import mask_id_card
 from lixiao.core.manual.model import Flow, Status, Step, Student
 from lixiao.core.manual.rules import ClearanceError, Decision
 
-from .feeds import WHOLE_SCHOOL_FEEDS, FeedEntry, feed_label
-from .manual import loans, rules
+from .exports import WHOLE_SCHOOL_FEEDS, FeedEntry, feed_label
 
 if TYPE_CHECKING:
     from lixiao.core.storage.store import Store
