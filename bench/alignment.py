@@ -23,8 +23,8 @@ from typing import Any
 import openpyxl
 from click.testing import CliRunner
 
+from lixiao.core.clearance.merge import MergeInput, plan_merge
 from lixiao.core.feeds.synthetic import make_cohort
-from lixiao.core.merge import MergeInput, plan_merge
 from lixiao.core.storage.signing import row_key, row_secret
 from lixiao.sync.cli.main import main as cli
 from lixiao.sync.datafolder import open_folder

@@ -18,7 +18,7 @@ def bare_issue(plans_root: Path) -> int:
     备注 and an 8-character row key (keyed BLAKE2, one unique string a row like 行校验); the batch sheets' group,
     count, member, count-per-step and checkbox cells; the 可领证名单 rows of certificate desks; the special desk's
     rows. Planning is timed on both sides; signing, 说明 and formats are lixiao's own work."""
-    from lixiao.core.certificates import is_certificate_desk, ready_list
+    from lixiao.core.clearance.certificates import is_certificate_desk, ready_list
 
     folder = open_folder(plans_root)
     out = Path(tempfile.mkdtemp(prefix="bare-"))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lixiao.core.clearance import Clearance
+from lixiao.core.clearance.clearance import Clearance
 from lixiao.core.manual.model import Flow
 from lixiao.core.storage.files import write_atomically
 from lixiao.core.storage.memory import no_cycle_collection

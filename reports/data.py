@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lixiao.core.certificates import ReadyList, board_ready_lists
-from lixiao.core.clearance import Clearance, WaiverListing
+from lixiao.core.clearance.certificates import ReadyList, board_ready_lists
+from lixiao.core.clearance.clearance import Clearance, WaiverListing
+from lixiao.core.clearance.refunds import RefundLine, refund_lines
+from lixiao.core.clearance.review import open_items
 from lixiao.core.feeds.exports import WHOLE_SCHOOL_FEEDS
 from lixiao.core.manual import rules
 from lixiao.core.manual.identity import mask_id_card, mask_ids_in_text
@@ -22,8 +24,6 @@ from lixiao.core.manual.stats import (
     group_progress,
     school_progress,
 )
-from lixiao.core.refunds import RefundLine, refund_lines
-from lixiao.core.review import open_items
 from lixiao.core.storage.ledger import Channel
 from lixiao.core.storage.store import Store
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import jinja2
 
-from lixiao.core.refunds import REFUND_WORDS
+from lixiao.core.clearance.refunds import REFUND_WORDS
 
 from .data import ReportData, student_rows
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lixiao.core.clearance import Clearance
+from lixiao.core.clearance.clearance import Clearance
 from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.storage.files import write_atomically
 from lixiao.core.storage.store import Store

@@ -24,7 +24,7 @@ from lixiao.core.storage.faults import fault_point
 from lixiao.core.storage.guard import CHECK_CACHE, DAMAGED
 
 if TYPE_CHECKING:  # the store (sqlite-utils) is imported when a folder is opened, not by `lixiao --help`
-    from lixiao.core.clearance import Clearance
+    from lixiao.core.clearance.clearance import Clearance
     from lixiao.core.storage.store import Store
 
 SETTINGS = "lixiao.toml"
@@ -50,7 +50,7 @@ class DataFolder:
     @property
     def clearance(self) -> Clearance:
         """The clearance rules bound to this folder's store and flow."""
-        from lixiao.core.clearance import Clearance
+        from lixiao.core.clearance.clearance import Clearance
 
         return Clearance(self.store, self.flow)
 

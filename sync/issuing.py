@@ -14,7 +14,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lixiao.core.issuance import BATCH_SHEETS, Baseline, IssueError, WorkbookPlan, issuable, plan_workbooks
+from lixiao.core.clearance.issuance import BATCH_SHEETS, Baseline, IssueError, WorkbookPlan, issuable, plan_workbooks
 from lixiao.core.storage.chain import now
 from lixiao.core.storage.files import write_atomically
 from lixiao.core.storage.signing import TOKEN_VERSION, canonical, row_secret, sign

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lixiao.core.issuance import Baseline
+from lixiao.core.clearance.issuance import Baseline
+from lixiao.core.clearance.merge import MergeInput, plan_merge
 from lixiao.core.manual.model import Status
-from lixiao.core.merge import MergeInput, plan_merge
 from lixiao.core.storage.signing import row_key, row_secret
 from lixiao.sync.datafolder import open_folder
 from lixiao.sync.demo.officesim import sort_columns

@@ -11,9 +11,9 @@ from typing import Any
 import openpyxl
 import pytest
 
-from lixiao.core.certificates import ReadyList, board_ready_lists, ready_list, school_ready_lists
+from lixiao.core.clearance.certificates import ReadyList, board_ready_lists, ready_list, school_ready_lists
+from lixiao.core.clearance.issuance import plan_workbooks
 from lixiao.core.feeds.synthetic import make_cohort
-from lixiao.core.issuance import plan_workbooks
 from lixiao.core.manual import rules
 from lixiao.core.manual.flow import load_preset
 from lixiao.core.manual.model import Flow, Status, Student

@@ -9,10 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lixiao.core.issuance import Baseline, plan_workbooks
+from lixiao.core.clearance.issuance import Baseline, plan_workbooks
+from lixiao.core.clearance.merge import CONFLICT, IGNORE, NOOP, MergeInput, apply_plan, cell_decision, plan_merge
 from lixiao.core.manual.flow import load_preset
 from lixiao.core.manual.model import Status
-from lixiao.core.merge import CONFLICT, IGNORE, NOOP, MergeInput, apply_plan, cell_decision, plan_merge
 from lixiao.core.storage.store import StatusRow, Store
 
 from .conftest import ROSTER

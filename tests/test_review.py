@@ -104,7 +104,7 @@ def test_a_refused_file_is_acknowledged(issued: Cli) -> None:
 
 def test_the_resolve_choices_are_the_actions() -> None:
     """`review resolve` lists its actions without importing core.review (a fast --help): they must stay the enum's."""
-    from lixiao.core.review import Action
+    from lixiao.core.clearance.review import Action
     from lixiao.sync.cli.review import review_resolve
 
     [choice] = [p.type for p in review_resolve.params if p.name == "action"]

@@ -129,7 +129,7 @@ def test_fast_matrix_agrees_with_the_rules(tmp_path: object) -> None:
     import random
     from pathlib import Path
 
-    from lixiao.core.clearance import Clearance
+    from lixiao.core.clearance.clearance import Clearance
     from lixiao.core.manual.flow import load_preset
     from lixiao.core.storage.store import Store
 

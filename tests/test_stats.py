@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 import python_calamine
 
-from lixiao.core.clearance import Clearance
+from lixiao.core.clearance.clearance import Clearance
 from lixiao.core.manual import rules
 from lixiao.core.manual.flow import load_preset
 from lixiao.core.manual.model import Flow, Status, Student

@@ -10,8 +10,8 @@ import xlsxwriter
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
-from lixiao.core.certificates import ReadyList, is_certificate_desk, ready_list
-from lixiao.core.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
+from lixiao.core.clearance.certificates import ReadyList, is_certificate_desk, ready_list
+from lixiao.core.clearance.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
 from lixiao.core.manual.marks import WRITTEN
 from lixiao.core.manual.model import Status
 from lixiao.core.storage.signing import row_key

@@ -1,5 +1,5 @@
 """The 待核对 queue's part of the Store (a mixin): open conflicts, refused ticks and refused files, and marking
-them resolved (the rules of what is open live in core/review.py)."""
+them resolved (the rules of what is open live in core/clearance/review.py)."""
 
 from __future__ import annotations
 

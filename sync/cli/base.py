@@ -33,7 +33,7 @@ INPUT_ERRORS: tuple[type[Exception], ...] = (DataFolderError, FlowError, StoreEr
                                              FeedError)
 # Input errors of modules a command imports only when it needs them (openpyxl, XlsxWriter, mail): an error of a
 # module that was never imported cannot have been raised, so each is looked up only if its module is loaded.
-LATE_ERRORS = (("lixiao.core.issuance", "IssueError"), ("lixiao.workbooks.tables", "TableError"),
+LATE_ERRORS = (("lixiao.core.clearance.issuance", "IssueError"), ("lixiao.workbooks.tables", "TableError"),
                ("lixiao.sync.live.mail", "MailError"))
 
 

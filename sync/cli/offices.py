@@ -28,7 +28,7 @@ def offices_template(ctx: click.Context, file: Path) -> None:
     """写出通讯录模板：每个离校点一行（已有的通讯录内容一并写入）。Write the directory template."""
     if file.suffix.lower() != ".xlsx":
         raise DataFolderError("模板文件名应以 .xlsx 结尾")
-    from lixiao.core.issuance import issuable
+    from lixiao.core.clearance.issuance import issuable
     from lixiao.workbooks.directory import build_directory
 
     with open_data(ctx, write=False) as folder:
@@ -51,7 +51,7 @@ def offices_template(ctx: click.Context, file: Path) -> None:
 @click.pass_context
 def offices_import(ctx: click.Context, file: Path, operator: str | None) -> None:
     """导入通讯录（.xlsx 或 .csv）；有错的行逐行列出，整份不导入。Import the directory."""
-    from lixiao.core.issuance import issuable
+    from lixiao.core.clearance.issuance import issuable
     from lixiao.workbooks.tables import read_table
 
     table = read_table(read_input(file), file.name)

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 from rich.table import Table as RichTable
 
+from lixiao.core.clearance.refunds import REFUND_WORDS
 from lixiao.core.manual.model import STATUS_LABELS, Status
-from lixiao.core.refunds import REFUND_WORDS
 from lixiao.sync.datafolder import DataFolderError
 from lixiao.sync.locking import writer_lock
 from lixiao.workbooks.matrix import IDENTITY, matrix_csv

@@ -6,8 +6,8 @@ import click
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from lixiao.core.clearance.refunds import NO_REFUND_STEP, REFUND_WORDS, refund_counts, refund_lines
 from lixiao.core.manual.model import Status
-from lixiao.core.refunds import NO_REFUND_STEP, REFUND_WORDS, refund_counts, refund_lines
 from lixiao.sync.datafolder import DataFolderError
 
 from .base import Refused, console, examples, open_data, print_json

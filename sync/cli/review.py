@@ -25,7 +25,7 @@ def review(ctx: click.Context) -> None:
 def review_list(ctx: click.Context, as_json: bool = False) -> None:
     """列出尚未处理的待核对项（已处理、或数据库已自行解决的不再列出）。List open items."""
     with open_data(ctx, write=False) as folder:
-        from lixiao.core.review import open_items
+        from lixiao.core.clearance.review import open_items
 
         items = open_items(folder.clearance, limit=100_000)
     if as_json:
@@ -57,7 +57,7 @@ def review_list(ctx: click.Context, as_json: bool = False) -> None:
 def review_resolve(ctx: click.Context, item_id: str, action: str, reason: str, operator: str | None) -> None:
     """处理一个待核对项（记入审计）。Resolve one item: keep, take or dismiss."""
     with open_data(ctx, write=True) as folder:
-        from lixiao.core.review import Action, resolve
+        from lixiao.core.clearance.review import Action, resolve
 
         done = resolve(folder.clearance, item_id, Action(action), reason, operator_name(operator))
     console.print(escape(done))

@@ -14,7 +14,7 @@ from typing import TypedDict
 import openpyxl
 from openpyxl.worksheet.worksheet import Worksheet
 
-from lixiao.core.issuance import BATCH_SHEETS
+from lixiao.core.clearance.issuance import BATCH_SHEETS
 from lixiao.workbooks.layout import HEADER_ROW, MAIN_SHEET, PREREQ_HEADER
 
 OPERATORS = {"college": "学院离校点·{}老师", "student_affairs": "学工处·刘老师", "utilities": "水电中心·王师傅",

@@ -16,7 +16,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from lixiao.core.issuance import IssueError, WorkbookPlan, issuable
+from lixiao.core.clearance.issuance import IssueError, WorkbookPlan, issuable
 from lixiao.core.storage.files import write_atomically
 from lixiao.core.storage.offices import Office, OfficeInstance, office_instances
 from lixiao.core.storage.store import WorkbookRow

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from lixiao.core.issuance import Baseline, BaselineError
+from lixiao.core.clearance.issuance import Baseline, BaselineError
 from lixiao.core.storage.ledger import Origin
 from lixiao.core.storage.signing import digest_text
 from lixiao.core.storage.store import WorkbookRow

@@ -25,8 +25,17 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
+from lixiao.core.clearance.merge import (
+    MAIN,
+    WAIVERS,
+    MergeInput,
+    MergePlan,
+    Refusal,
+    apply_plan,
+    hold_reason,
+    plan_merge,
+)
 from lixiao.core.manual.identity import mask_ids_in_text
-from lixiao.core.merge import MAIN, WAIVERS, MergeInput, MergePlan, Refusal, apply_plan, hold_reason, plan_merge
 from lixiao.core.storage.chain import Event
 from lixiao.core.storage.faults import fault_point
 from lixiao.core.storage.files import write_atomically

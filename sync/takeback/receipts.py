@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lixiao.core.clearance.merge import Change, ChangeKind, MergePlan
 from lixiao.core.manual.identity import each_text, mask_ids_in_text
 from lixiao.core.manual.model import Status
-from lixiao.core.merge import Change, ChangeKind, MergePlan
 from lixiao.core.storage.files import write_atomically
 from lixiao.core.storage.ledger import LedgerRow, LedgerState
 from lixiao.sync.datafolder import DataFolder

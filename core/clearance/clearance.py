@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from lixiao.core.feeds.apply import FeedApplication
 from lixiao.core.feeds.apply import FeedReport as FeedReport
+from lixiao.core.manual import loans, rules
 from lixiao.core.manual.identity import mask_id_card
 from lixiao.core.manual.model import FLAGS, Flow, Status, Step, Student
 from lixiao.core.manual.rules import ClearanceError as ClearanceError
@@ -15,8 +16,6 @@ from lixiao.core.manual.rules import RefusedError as RefusedError
 from lixiao.core.manual.stats import CODES, STATUS_OF_CODE, Board
 from lixiao.core.storage.guard import StoreError
 from lixiao.core.storage.schema import LINE_MARKS
-
-from .manual import loans, rules
 
 if TYPE_CHECKING:
     from lixiao.core.storage.store import Store

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lixiao.core.manual import loans, rules
 from lixiao.core.manual.identity import mask_id_card
 from lixiao.core.manual.model import SPLITS, Checkpoint, Flow, Status, Step, Student
 from lixiao.core.storage.signing import digest
-
-from .manual import loans, rules
 
 if TYPE_CHECKING:
     from lixiao.core.storage.store import StatusRow

@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lixiao.core.manual import rules
 from lixiao.core.manual.model import Checkpoint, Flow, Status, Step, Student
 from lixiao.core.manual.stats import Board
 
 from .clearance import Clearance
 from .issuance import WorkbookPlan, workbook_steps
-from .manual import rules
 
 if TYPE_CHECKING:
     from lixiao.core.storage.store import Store

@@ -6,12 +6,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lixiao.core.manual import rules
 from lixiao.core.manual.marks import column_shifted, mark_label
 from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.storage.chain import Event
 
 from .issuance import Baseline, IssuedCell, batch_ident, waiver_ident
-from .manual import rules
 from .mergeplan import (
     CONFLICT,
     IGNORE,

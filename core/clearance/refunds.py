@@ -8,9 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lixiao.core.manual import rules
 from lixiao.core.manual.model import Flow, Status, Step, Student
-
-from .manual import rules
 
 if TYPE_CHECKING:
     from lixiao.core.storage.store import StatusRow
