@@ -19,11 +19,7 @@ from lixiao.core.manual.model import SPLITS, STATUS_LABELS, Flow, Status
 from lixiao.sync.datafolder import DataFolder, DataFolderError, find_folder, init_folder
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 
-from . import feed as cli_feed
-from . import offices as cli_live
-from . import records as cli_records
-from . import refunds as cli_refunds
-from . import review as cli_review
+from . import feed, offices, records, refunds, review
 from .base import (
     LixiaoGroup,
     Refused,
@@ -379,8 +375,8 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
                       "现在未满足；已通过的记录不会自动撤销，如需撤销请逐项 lixiao set[/]")
 
 
-for _command in (*cli_feed.COMMANDS, *cli_records.COMMANDS, *cli_live.COMMANDS, *cli_review.COMMANDS,
-                 *cli_refunds.COMMANDS):
+for _command in (*feed.COMMANDS, *records.COMMANDS, *offices.COMMANDS, *review.COMMANDS,
+                 *refunds.COMMANDS):
     main.add_command(_command)
 
 
