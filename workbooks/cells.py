@@ -89,7 +89,7 @@ class Sheet:
         ref = self.ref(row, col)
         if ref in self.errors:
             return None, (f"单元格是错误值 {self.errors[ref]}（常见于粘贴的公式结果），不能当作未勾选；"
-                          "请改为勾选或留空")
+                          "已通过请勾选，未办理请选 FALSE 或输入“未办理”")
         if ref in self.formulas:
             formula, cached = self.formulas[ref]
             if not _BOOLEAN_FORMULA.match(formula):
@@ -107,9 +107,9 @@ class Sheet:
             text = cell_text(value)
             if text.upper() in AMBIGUOUS:
                 return None, (f"“{text}”含义不明（有人用它表示通过，有人表示不通过）：已通过请勾选或用 √，"
-                              "未通过请输入 × 或“未通过”，未办理请留空或选 FALSE")
+                              "未通过请输入 × 或“未通过”，未办理请选 FALSE 或输入“未办理”")
             return None, (f"无法识别的勾选内容“{text}”（应为勾、TRUE/FALSE、✓、√，未通过写 × 或“未通过”，"
-                          "可办可不办写 ○，或留空）")
+                          "可办可不办写 ○，未办理选 FALSE 或输入“未办理”）")
         return status, ""
 
     def mark(self, row: int, col: int, value: Any) -> tuple[bool | None, str]:

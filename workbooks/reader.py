@@ -11,6 +11,7 @@ import python_calamine
 from defusedxml import ElementTree
 
 from lixiao.core.manual.identity import clean_text
+from lixiao.core.manual.marks import SHIFTED_COLUMN as SHIFTED
 from lixiao.core.manual.marks import column_shifted
 from lixiao.core.manual.model import Status
 from lixiao.core.storage.signing import digest, verify
@@ -281,7 +282,9 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
     count_cols = {steps[h[:-len(suffix)]]: i for i, h in enumerate(headers)
                   if h.endswith(suffix) and h[:-len(suffix)] in steps}
     blanks: dict[str, list[int]] = {code: [] for code in step_cols}
+    last_box: dict[str, int] = {}  # per column, the last row issued with a box
     outside: set[str] = set()
+    no_box: set[str] = set()  # columns with a value in a cell issued without a box (no member to tick)
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         group = cell_text(values[group_col]) if group_col < len(values) else ""
         if not group:
@@ -294,9 +297,13 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
         result.batch_rows.append((mode, group, key, f"A{offset + 1}"))
         for code, col in step_cols.items():
             value = values[col] if col < len(values) else None
+            count = count_cols.get(code)
+            total = cell_text(values[count]).partition("/")[2] if count is not None and count < len(values) else ""
+            if total not in ("", "0"):
+                last_box[code] = offset
+            elif total == "0" and not sheet.is_blank(offset, col, value):
+                no_box.add(code)
             if value is None or value == "":
-                count = count_cols.get(code)
-                total = cell_text(values[count]).partition("/")[2] if count is not None and count < len(values) else ""
                 if sheet.is_blank(offset, col, value) and total not in ("", "0"):
                     blanks[code].append(offset)  # a box issued here came back empty
                 continue
@@ -308,14 +315,13 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
             else:
                 result.batch.append(BatchTick(mode, group, code, mark, ref, key))
     for code, col in step_cols.items():
-        if column_shifted(bool(blanks[code]), code in outside):
+        if column_shifted(value_below_rows=code in outside, last_box_empty=last_box.get(code) in blanks[code],
+                          value_where_no_box=code in no_box, box_empty=bool(blanks[code])):
             result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, column_name(col), step=code))
 
 
 
 
-SHIFTED = ("这一列的勾选格可能与所在行错开了（插入或删除了单元格、只对这一列排序，或清空了勾选格），"
-           "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE，不要清空格子")
 
 
 def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
@@ -333,6 +339,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
     key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
     box = col["解除限制"]
     blanks: list[int] = []
+    last_row = -1
     outside = False
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         def get(name: str, row: list[Any] = values) -> Any:
@@ -342,6 +349,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
             outside = outside or (box < len(values) and not sheet.is_blank(offset, box, values[box]))
             continue
         result.waiver_students.append(student_no[:64])
+        last_row = offset
         step = steps.get(cell_text(get("离校步骤")), "")
         ref = sheet.ref(offset, box)
         if not step:
@@ -359,7 +367,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
         key = sheet.text(offset, key_col, values[key_col])[:64] if key_col is not None and key_col < len(values) else ""
         result.waivers.append(WaiverTick(student_no, step, mark, remark_text(get("理由"))[:MAX_TEXT], ref, key,
                                          blank, remark_text(get("凭证"))[:MAX_TEXT]))
-    if column_shifted(bool(blanks), outside):
+    if column_shifted(value_below_rows=outside, last_box_empty=bool(blanks) and blanks[-1] == last_row):
         result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, column_name(box)))
 
 

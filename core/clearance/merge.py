@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lixiao.core.manual import rules
-from lixiao.core.manual.marks import column_shifted, mark_label
+from lixiao.core.manual.marks import SHIFTED_COLUMN, column_shifted, mark_label
 from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.storage.chain import Event
 
@@ -138,6 +138,10 @@ class _OfficeMerge:
                     shown = "（空）" if step in row.blank else mark_label(mark)
                     self.plan.refusals.append(Refusal(no, step, shown, SHIFTED_COLUMN, _refusal_kind(mark)))
                 continue
+            if step in row.blank and issued.status is not Status.PENDING:
+                shown = EMPTIED_BOX.format(issued=mark_label(issued.status))
+                self.plan.refusals.append(Refusal(no, step, "（空）", shown))
+                continue
             # the 备注 typed in this return is the reason of a 未通过 / 可办可不办 in the row; a tick beside one does
             # not take it (it is that failure's reason, not a note on the tick)
             note = remark if mark is not Status.PASSED or not stated else ""
@@ -214,20 +218,24 @@ def _refusal_kind(mark: Status) -> RefusalKind:
 
 
 MAIN, WAIVERS = "办理", "解除限制"
-SHIFTED_COLUMN = ("这一列的勾选格可能与所在行错开了（插入或删除了单元格、只对这一列排序，或清空了勾选格），"
-                  "本列的勾选全部未生效；请在系统发给您的原文件中重新勾选，取消勾选请选 FALSE，不要清空格子")
+EMPTIED_BOX = ("这个格子被清空了（签发时为“{issued}”）：看不出是要取消还是误删，本格未作变更，同列其他格子照常处理。"
+               "要取消请选 FALSE 或输入“未办理”（Excel 365 直接点一下复选框）；如是误删，无需处理")
 
 
 def _shifted_columns(returned: MergeInput, cells: Mapping[str, Mapping[str, IssuedCell]],
                      own_steps: set[str]) -> set[tuple[str, str]]:
-    """The 办理 columns that may have moved apart from their rows: a tick below the students (cells inserted with
-    shift down), or an issued box that came back empty — a cell inserted or deleted with shift, a column sorted
-    alone with its blank cells, or a box emptied with Delete, which cannot be told apart from those."""
+    """The 办理 columns that may have moved apart from their rows (marks.column_shifted, over the rows in the
+    order they stand in the returned sheet); a box emptied in the middle of a column is not one of them."""
     shifted = {(where, step) for where, step in returned.shifted}
+    rows = sorted(((no, r) for no, r in returned.rows.items() if no in cells), key=lambda item: item[1].row)
     for step in own_steps:
-        empty = any(step in r.blank and cells[no].get(step) is not None
-                    for no, r in returned.rows.items() if no in cells)
-        if column_shifted(empty, (MAIN, step) in shifted):
+        boxes = [r for no, r in rows if cells[no].get(step) is not None]
+        grey = [r for no, r in rows if cells[no].get(step) is None and step in r.marks and step not in r.blank]
+        if column_shifted(value_below_rows=(MAIN, step) in shifted,
+                          last_box_empty=bool(boxes) and step in boxes[-1].blank,
+                          value_where_no_box=bool(grey),
+                          unticked_where_no_box=any(r.marks[step] is Status.PENDING for r in grey),
+                          box_empty=any(step in r.blank for r in boxes)):
             shifted.add((MAIN, step))
     return shifted
 

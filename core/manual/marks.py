@@ -61,9 +61,20 @@ def label_status(label: str) -> Status | None:
                 None)
 
 
-def column_shifted(issued_box_empty: bool, value_below_rows: bool) -> bool:
-    """Whether a tick column may have moved apart from its rows — the one rule for every ticking sheet: a value
-    below the last row (cells inserted with shift down), or an issued box that came back empty (a cell inserted
-    or deleted with shift, a column sorted alone with its blank cells, or a box emptied with Delete, which cannot
-    be told apart from those)."""
-    return issued_box_empty or value_below_rows
+SHIFTED_COLUMN = ("这一列的勾选格可能与所在行错开了（插入或删除了单元格、只对这一列排序，"
+                  "或清空了这一列最后一个勾选格），本列的勾选全部未生效；"
+                  "请在系统发给您的原文件中重新勾选（取消勾选请选 FALSE 或输入“未办理”）后交回")
+
+
+def column_shifted(*, value_below_rows: bool, last_box_empty: bool, value_where_no_box: bool = False,
+                   unticked_where_no_box: bool = False, box_empty: bool = False) -> bool:
+    """Whether a tick column may have moved apart from its rows — the one rule for every ticking sheet.
+
+    A box emptied with Delete costs only itself; what only a moved column shows is: a value below the last row
+    (cells inserted with shift down); the last issued box empty (cells deleted with shift up pull the column up
+    from below, and a column sorted alone puts its blanks last); an unticked box (FALSE) in a cell issued without
+    a box (a grey, not-applicable cell — nobody types FALSE there); or any value in such a cell while an issued
+    box elsewhere in the column came back empty (a not-applicable blank and a box that changed places).
+    """
+    return (value_below_rows or last_box_empty or unticked_where_no_box
+            or (value_where_no_box and box_empty))
