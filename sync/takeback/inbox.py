@@ -28,6 +28,7 @@ class SyncSettings:
     max_revocations: int = 5  # a return revoking more passed cells waits for the coordinator (--confirm)
     max_misaligned_rows: int = 3  # more rows whose 行校验 is off: the whole file is refused
     settle_wait: float = 10.0  # how long one-shot sync waits for a just-copied file to settle
+    incomplete_after_minutes: float = 10.0  # an inbox/share file incomplete and unchanged this long is refused
     hold_unknown_senders: bool = False  # [mail] unknown_sender = "hold": a mail return from outside the directory
     reports: bool = True  # one-shot `lixiao sync` regenerates reports/ after merging (false: run `lixiao report`)
 
@@ -46,7 +47,7 @@ def sync_settings(root: Path) -> SyncSettings:
         return SyncSettings()
     section = settings.get("sync", {})
     numbers: dict[str, float] = {}
-    for name in ("max_file_mb", "max_revocations", "max_misaligned_rows", "settle_wait"):
+    for name in ("max_file_mb", "max_revocations", "max_misaligned_rows", "settle_wait", "incomplete_after_minutes"):
         if name in section:
             value = section[name]
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -64,14 +65,28 @@ def sync_settings(root: Path) -> SyncSettings:
                         max_revocations=int(numbers.get("max_revocations", defaults.max_revocations)),
                         max_misaligned_rows=int(numbers.get("max_misaligned_rows", defaults.max_misaligned_rows)),
                         settle_wait=float(numbers.get("settle_wait", defaults.settle_wait)),
+                        incomplete_after_minutes=float(numbers.get("incomplete_after_minutes",
+                                                                   defaults.incomplete_after_minutes)),
                         hold_unknown_senders=unknown == "hold", reports=reports)
 
 
+def decoded_name(raw: bytes) -> str:
+    """The text of a file name's bytes as people wrote them: UTF-8, else GB18030 (what a Windows zip unpacked on
+    Linux, or an old mail client, gives — GBK and GB2312 are its subsets), else UTF-8 with � for what neither
+    reads."""
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("utf-8", "replace")
+
+
 def safe_name(name: str, limit: int = MAX_NAME) -> str:
-    """A file name fit for the ledger, receipts, logs and rejected/: valid UTF-8 (undecodable bytes, as left
-    by unzipping a Windows archive, become �), no control characters, no leading dots, at most ``limit``
-    characters (the extension kept), 身份证号 masked."""
-    text = os.fsencode(name).decode("utf-8", "replace")
+    """A file name fit for the ledger, receipts, logs and rejected/: valid UTF-8 (a name whose bytes are not,
+    as left by unzipping a Windows archive, read as GB18030: ``decoded_name``), no control characters, no
+    leading dots, at most ``limit`` characters (the extension kept), 身份证号 masked."""
+    text = decoded_name(os.fsencode(name))
     text = "".join("_" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c for c in text)
     text = mask_ids_in_text(text.strip().lstrip(".").strip()) or "未命名"
     if len(text) > limit:

@@ -18,7 +18,7 @@ from lixiao.core.storage.store import DAMAGED, Store
 from lixiao.sync.datafolder import DataFolder, secret_key
 from lixiao.sync.messages import os_error_text
 
-from .inbox import is_debris
+from .inbox import decoded_name, is_debris
 from .pipeline import process_file
 
 INBOX_GRACE_SECONDS = 120
@@ -53,8 +53,8 @@ class Findings:
 
 
 def shown_name(path: Path) -> str:
-    """A file name safe to print whatever bytes it holds (non-UTF-8 names are replaced, not crashed on)."""
-    return os.fsencode(path.name).decode("utf-8", errors="replace")
+    """A file name safe to print whatever bytes it holds (a non-UTF-8 name read as GB18030, never crashed on)."""
+    return decoded_name(os.fsencode(path.name))
 
 
 def _sha256(path: Path) -> str:
