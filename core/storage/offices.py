@@ -196,7 +196,8 @@ class OfficeDirectory(AuditChain):
         return added, changed
 
     def mail_message_done(self, key: str) -> bool:
-        """True when this message (by Message-ID) was already taken from the mailbox."""
+        """True when this message was already taken from the mailbox (``key``: its Message-ID with its
+        attachments' content hashes, so a reused Message-ID with other attachments is not this message)."""
         return self.db.execute("SELECT 1 FROM mail_messages WHERE message_key = ?", [key]).fetchone() is not None
 
     def set_mail_message(self, key: str, sender: str, subject: str, sent_at: str, state: str, detail: str) -> None:

@@ -1,8 +1,9 @@
 """The e-mail channel: workbooks out over SMTP, returns in from an IMAP mailbox, receipts back as replies.
 
 Exactly once: every spreadsheet attachment goes through the same pipeline as an inbox file (the ledger keys it by
-content hash, so an attachment sent twice is a duplicate); a message is remembered by its Message-ID in the
-store (``mail_messages``) once all its attachments are decided and its reply is sent, and only then flagged
+content hash, so an attachment sent twice is a duplicate); a message is remembered by its Message-ID together
+with its attachments' hashes (``IncomingMail.key``: a reused Message-ID with other workbooks is another message)
+in the store (``mail_messages``) once all its attachments are decided and its reply is sent, and only then flagged
 ``$LixiaoDone`` on the server. A crash or a dropped connection before that leaves the message unflagged: the
 next fetch takes it again, its attachments are duplicates, and its reply is sent (a reply may thus go twice,
 a tick is never applied twice).
@@ -201,7 +202,7 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
     result.messages += 1
     offices = store.office_by_email(incoming.sender) if incoming.sender else []
     origin = Origin(Channel.MAIL, office=offices[0].key if offices else "", sender=incoming.sender,
-                    message_id=incoming.key, sent_at=incoming.sent_at, sender_known=bool(offices))
+                    message_id=incoming.message_id, sent_at=incoming.sent_at, sender_known=bool(offices))
     body: list[str] = []
     taken: list[FileOutcome] = []
     if incoming.attachments:
@@ -219,6 +220,10 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
     elif incoming.wants_latest:
         body = ["您好！您的邮箱不在离校工作组的通讯录中，无法确定您是哪个离校点，因此没有发送工作簿。",
                 "请联系离校工作组把您的邮箱加入通讯录。"]
+    elif incoming.archives:
+        packed = "、".join(name for name, _ in incoming.archives[:5])
+        body = [f"您好！附件是压缩包（{packed}），系统不会打开压缩包，没有处理任何内容。",
+                "请直接把 .xlsx 工作簿作为附件发送，不要压缩：回复系统发给您的邮件，附上勾选、保存后的工作簿。"]
     else:
         body = ["您好！这封邮件里没有离校工作簿（.xlsx 附件），系统没有处理任何内容。",
                 "交回工作簿：请回复系统发给您的邮件，并把勾选、保存后的工作簿作为附件。",

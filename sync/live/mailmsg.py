@@ -9,17 +9,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import formatdate, getaddresses, make_msgid, parsedate_to_datetime
 
 from lixiao.core.storage.offices import Office
-from lixiao.sync.takeback.inbox import safe_name
+from lixiao.sync.takeback.inbox import decoded_name, safe_name
 
 from .settings import MailSettings
 
 XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".et", ".ods", ".csv")
+ARCHIVE_SUFFIXES = (".zip", ".rar", ".7z")  # a workbook sent compressed: answered, never unpacked
 LATEST_WORD = "最新"
 # Lines up to 998 characters (RFC 5322): a Chinese attachment name stays ONE RFC 2231 parameter
 # (filename*=utf-8''…) instead of continuations (filename*0*=…; filename*1*=…), which some clients mishandle.
@@ -111,14 +112,23 @@ def _clean_header(text: str) -> str:
 class IncomingMail:
     """What lixiao reads of one message."""
 
-    key: str  # Message-ID, or the hash of the whole message when it has none
+    message_id: str  # Message-ID, or the hash of the whole message when it has none
     sender: str
     subject: str
     sent_at: str
     attachments: list[tuple[str, bytes]] = field(default_factory=list)
+    archives: list[tuple[str, bytes]] = field(default_factory=list)  # attached .zip/.rar/.7z (never opened)
     automatic: bool = False  # an auto-reply, a bounce or a list: never answered (no mail loops)
     wants_latest: bool = False
     message: EmailMessage = field(default_factory=EmailMessage)
+
+    @property
+    def key(self) -> str:
+        """What the mailbox takes once: the Message-ID together with each attachment's content hash — a
+        reused Message-ID (a resend, a gateway, a script) with other workbooks is another message, a true
+        redelivery (same Message-ID, same attachments) is the same one."""
+        hashes = sorted(hashlib.sha256(data).hexdigest() for _, data in [*self.attachments, *self.archives])
+        return " ".join([self.message_id, *hashes])
 
 
 def read_message(raw: bytes) -> IncomingMail:
@@ -144,6 +154,7 @@ def read_message(raw: bytes) -> IncomingMail:
                  or local in ("mailer-daemon", "postmaster", "noreply", "no-reply") or not sender)
     found = IncomingMail(key, sender, subject, sent_at, automatic=automatic, message=message)
     found.attachments = list(_spreadsheets(message))
+    found.archives = list(_archives(message))
     body = _text_of(message)
     found.wants_latest = LATEST_WORD in subject or (not found.attachments and LATEST_WORD in body[:200])
     return found
@@ -153,7 +164,7 @@ def _spreadsheets(message: EmailMessage) -> Iterator[tuple[str, bytes]]:
     for part in message.walk():  # walk() descends into message/rfc822 parts: a forwarded mail's attachments too
         if part.is_multipart():
             continue
-        name = part.get_filename() or ""
+        name = attachment_name(part)
         ctype = part.get_content_type()
         if not (name.lower().endswith(SPREADSHEET_SUFFIXES) or ctype == "/".join(XLSX_TYPE)):
             continue
@@ -163,6 +174,28 @@ def _spreadsheets(message: EmailMessage) -> Iterator[tuple[str, bytes]]:
             data = None
         if isinstance(data, bytes):
             yield safe_name(name or "附件.xlsx"), data
+
+
+def _archives(message: EmailMessage) -> Iterator[tuple[str, bytes]]:
+    for part in message.walk():
+        name = "" if part.is_multipart() else attachment_name(part)
+        if name.lower().endswith(ARCHIVE_SUFFIXES):
+            data = part.get_payload(decode=True)
+            yield safe_name(name), data if isinstance(data, bytes) else b""
+
+
+def attachment_name(part: Message) -> str:
+    """An attachment's file name as its sender wrote it. ``email`` decodes RFC 2231 (filename*=gbk''…) and
+    encoded words (=?gb2312?B?…?=) by their charset, but turns raw 8-bit header bytes — what old clients send,
+    in GBK — into �: those are read again from the header's bytes (``decoded_name``)."""
+    name = part.get_filename() or ""
+    if "\ufffd" not in name:
+        return name
+    probe = Message()
+    for header, value in part.raw_items():
+        if header.lower() in ("content-disposition", "content-type"):
+            probe[header] = decoded_name(str(value).encode("utf-8", "surrogateescape"))
+    return probe.get_filename() or name
 
 
 def _text_of(message: EmailMessage) -> str:
