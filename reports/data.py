@@ -91,7 +91,8 @@ class OfficeLine:
     returned_at: str | None
     days: int | None
     stale: bool
-    returned_by: str = ""  # 交回人: channel and sender of the last merged return
+    returned_by: str = ""  # 交回人: the 经办人 of the last merged return, with its channel and sender
+    program: str = ""  # the program that saved it
 
 
 @dataclass
@@ -230,10 +231,11 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
         title = flow.checkpoint(row.checkpoint).name if row.checkpoint in codes else row.checkpoint
         since = _days_since(row.returned_at or row.issued_at, now)
         channel, _, sender = row.returned_by.partition(" ")
-        by = " ".join(filter(None, [Channel(channel).label if channel in {c.value for c in Channel} else channel,
-                                    mask_ids_in_text(sender)]))
+        came = " ".join(filter(None, [Channel(channel).label if channel in {c.value for c in Channel} else channel,
+                                      mask_ids_in_text(sender)]))
+        by = f"{mask_ids_in_text(row.operator)}（{came}）" if row.operator and came else row.operator or came
         offices.append(OfficeLine(row.checkpoint, title, row.scope, row.generation, row.issued_at, row.returned_at,
-                                  since, since is not None and since >= stale_days, by))
+                                  since, since is not None and since >= stale_days, by, row.program))
     ledger = store.merged_summary()
     return ReportData(
         session=session.name, year=session.year, generated_at=now.isoformat(timespec="seconds"), flow=flow,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -234,7 +236,8 @@ def test_bad_marks_are_refused_with_their_cell(issued: Cli) -> None:
 
 
 def test_forged_and_foreign_tokens_are_rejected(issued: Cli, tmp_path: Path) -> None:
-    """A workbook signed by another data folder, or with the token sheet removed, is rejected."""
+    """A workbook signed by another data folder, or with both the token sheet and the token properties removed,
+    is rejected."""
     from click.testing import CliRunner
 
     from lixiao.sync.cli.main import main
@@ -246,6 +249,7 @@ def test_forged_and_foreign_tokens_are_rejected(issued: Cli, tmp_path: Path) -> 
     drop(issued, "foreign.xlsx", with_member(outbox(issued, "utilities")[0].read_bytes(), "x", b""))
     book = openpyxl.load_workbook(outbox(issued, "dorm")[0])
     del book["_lixiao"]
+    book.custom_doc_props.props = [p for p in book.custom_doc_props.props if not p.name.startswith("lixiao_token")]
     buffer = io.BytesIO()
     book.save(buffer)
     drop(issued, "notoken.xlsx", buffer.getvalue())
@@ -302,3 +306,32 @@ def test_a_refused_file_returned_again_is_refused_again_with_its_reason(issued: 
     assert item["outcome"] == "rejected" and item["reasons"][0].startswith("html：")
     note = (issued.data / "rejected" / "bad-again.xlsx.说明.txt").read_text("utf-8")
     assert "错误代码：html" in note and "网页" in note and "结果：已拒绝\n" in note
+
+
+def test_a_return_without_its_hidden_sheet_merges_and_names_its_program(issued: Cli) -> None:
+    """A suite that dropped the hidden sheet (the token is in the document properties): the tick is merged, and
+    the ledger, the receipt and the report's list of returns say which program saved the file."""
+    book = openpyxl.load_workbook(outbox(issued, "utilities")[0])
+    del book["_lixiao"]
+    ws = book["办理"]
+    col = next(c for c in range(1, ws.max_column + 1) if ws.cell(4, c).value == "清理电费")
+    row = next(r for r in range(5, ws.max_row + 1) if ws.cell(r, col).value is False)
+    ws.cell(row, col).value = True
+    book.properties.creator = "clerk"
+    buffer = io.BytesIO()
+    book.save(buffer)
+    data = buffer.getvalue()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        custom = archive.read("docProps/custom.xml")
+    kso = custom.replace(b"</Properties>", b'<property fmtid="{D5CDD505-2E9C-101B-9397-08002B2CF9AE}" pid="90" '
+                         b'name="KSOProductBuildVer"><vt:lpwstr>2052-12.1.0.17827</vt:lpwstr></property></Properties>')
+    drop(issued, "wps.xlsx", with_member(data, "docProps/custom.xml", kso))
+    [item] = sync(issued)["files"]
+    assert (item["outcome"], item["applied"]) == ("merged", 1)
+    [(detail,)] = rows(issued, "SELECT detail FROM returns")
+    assert json.loads(detail)["program"] == "WPS 2052-12.1.0.17827"
+    receipt = next((issued.data / "receipts").glob("*-回执.xlsx"))
+    summary = {r[0].value: r[1].value for r in openpyxl.load_workbook(receipt)["概要"].iter_rows()}
+    assert summary["保存软件"] == "WPS 2052-12.1.0.17827"
+    assert issued("report").exit_code == 0
+    assert "WPS 2052-12.1.0.17827" in (issued.data / "reports" / "index.html").read_text("utf-8")

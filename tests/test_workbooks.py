@@ -197,13 +197,67 @@ def test_changed_student_list_is_recognised(issued: Cli) -> None:
     assert any(a.code == "students_changed" for a in returned.anomalies)
 
 
-def test_missing_token_is_recognised(issued: Cli) -> None:
-    """A workbook whose hidden sheet was deleted has no token."""
+def test_a_dropped_hidden_sheet_is_survived_by_the_token_in_the_properties(issued: Cli) -> None:
+    """A suite that drops the hidden _lixiao sheet keeps the document properties: the token is read from them
+    and its signature checked; without those too there is no token."""
     book = openpyxl.load_workbook(outbox(issued, "utilities")[0])
     del book[META_SHEET]
     buffer = io.BytesIO()
     book.save(buffer)
+    token = read_returned(buffer.getvalue(), key_of(issued)).token
+    assert token.status == "valid" and (token.payload or {})["checkpoint"] == "utilities"
+    book.custom_doc_props.props = [p for p in book.custom_doc_props.props if not p.name.startswith("lixiao_token")]
+    buffer = io.BytesIO()
+    book.save(buffer)
     assert read_returned(buffer.getvalue(), key_of(issued)).token.status == "missing"
+
+
+def test_a_hidden_sheet_and_properties_that_disagree_are_refused(issued: Cli) -> None:
+    """The hidden sheet of one workbook with another workbook's properties: the two identities disagree."""
+    first, second = outbox(issued, "utilities")[0], outbox(issued, "dorm")[0]
+    book = openpyxl.load_workbook(first)
+    other = openpyxl.load_workbook(second)
+    book.custom_doc_props = other.custom_doc_props
+    buffer = io.BytesIO()
+    book.save(buffer)
+    assert read_returned(buffer.getvalue(), key_of(issued)).token.status == "bad_signature"
+
+
+def _with_parts(data: bytes, parts: dict[str, bytes]) -> bytes:
+    """The same zip with some parts replaced or added."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            if info.filename not in parts:
+                target.writestr(info, source.read(info))
+        for name, body in parts.items():
+            target.writestr(name, body)
+    return out.getvalue()
+
+
+def _app(name: str, version: str) -> bytes:
+    return (f'<?xml version="1.0"?><Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/'
+            f'extended-properties"><Application>{name}</Application><AppVersion>{version}</AppVersion>'
+            "</Properties>").encode()
+
+
+def test_the_program_that_saved_a_return_is_named(issued: Cli) -> None:
+    """WPS by KSOProductBuildVer (whatever app.xml says), LibreOffice and Excel by app.xml; lixiao's own
+    untouched file is 未知."""
+    data = outbox(issued, "utilities")[0].read_bytes()
+    assert read_returned(data, key_of(issued)).program.startswith("未知")
+    libre = _with_parts(data, {"docProps/app.xml": _app("LibreOffice/7.4.7.2$Linux_X86_64 LibreOffice_project/40", "")})
+    assert read_returned(libre, key_of(issued)).program == "LibreOffice 7.4.7.2"
+    excel = _with_parts(data, {"docProps/app.xml": _app("Microsoft Excel", "16.0300")})
+    assert read_returned(excel, key_of(issued)).program == "Microsoft Excel 16.0300"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        custom = archive.read("docProps/custom.xml")
+    kso = custom.replace(b"</Properties>", b'<property fmtid="{D5CDD505-2E9C-101B-9397-08002B2CF9AE}" pid="99" '
+                         b'name="KSOProductBuildVer"><vt:lpwstr>2052-12.1.0.17827</vt:lpwstr></property>'
+                         b"</Properties>")
+    wps = _with_parts(excel, {"docProps/custom.xml": kso})
+    returned = read_returned(wps, key_of(issued))
+    assert returned.program == "WPS 2052-12.1.0.17827" and returned.token.status == "valid"
 
 
 def test_duplicate_student_rows_are_reported(issued: Cli) -> None:

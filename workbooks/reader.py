@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from typing import Any
 
@@ -28,6 +29,7 @@ from .layout import (
     ROW_KEY_HEADER,
     WAIVER_HEADERS,
     WAIVER_SHEET,
+    token_from_parts,
 )
 from .returned import (
     Anomaly,
@@ -70,19 +72,42 @@ def _sheet_paths(archive: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
     return result
 
 
-def _custom_properties(archive: zipfile.ZipFile) -> dict[str, str]:
+def _custom_properties(archive: zipfile.ZipFile) -> tuple[dict[str, str], str]:
+    """lixiao's own custom document properties (without the prefix), and WPS's KSOProductBuildVer ("" if none)."""
     try:
         root = ElementTree.fromstring(archive.read("docProps/custom.xml"))
-    except KeyError:
-        return {}
-    except ElementTree.ParseError:
-        return {}
-    props = {}
+    except (KeyError, ElementTree.ParseError):
+        return {}, ""
+    props, wps = {}, ""
     for prop in root.findall("cp:property", _NS):
         name = prop.get("name", "")
         if name.startswith(PROPERTY_PREFIX):
             props[name[len(PROPERTY_PREFIX):]] = "".join(prop.itertext()).strip()
-    return props
+        elif name == "KSOProductBuildVer":
+            wps = "".join(prop.itertext()).strip()[:40]
+    return props, wps
+
+
+_APP = re.compile(r"<(?:\w+:)?(Application|AppVersion)>([^<]{0,80})<")
+
+
+def saved_by(archive: zipfile.ZipFile, wps_build: str) -> str:
+    """Which program last saved the file, as far as the file tells: WPS by its KSOProductBuildVer (its app.xml
+    often keeps another program's name), LibreOffice by its Application, Excel by an AppVersion other than the
+    12.0000 that lixiao's own writer puts there; otherwise 未知 with what app.xml says."""
+    if wps_build:
+        return f"WPS {wps_build}"
+    try:
+        app = dict(_APP.findall(archive.read("docProps/app.xml")[:65536].decode("utf-8", "replace")))
+    except KeyError:
+        app = {}
+    name, version = app.get("Application", "").strip(), app.get("AppVersion", "").strip()
+    if name.startswith("LibreOffice"):
+        return "LibreOffice " + name.partition("/")[2].partition("$")[0] if "/" in name else "LibreOffice"
+    if name == "Microsoft Excel" and version and version != "12.0000":
+        return f"Microsoft Excel {version}"
+    shown = " ".join(filter(None, [name, version]))
+    return f"未知（{shown}）" if shown else "未知"
 
 
 def _find_header(grid: list[list[Any]], first: str) -> int | None:
@@ -100,7 +125,8 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
         raise ReadError("文件不是 .xlsx 工作簿（不是 zip 格式）") from None
     with archive:
         paths = _sheet_paths(archive)
-        properties = _custom_properties(archive)
+        properties, wps_build = _custom_properties(archive)
+        program = saved_by(archive, wps_build)
         try:
             calamine = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
         except Exception as exc:  # noqa: BLE001 - calamine raises its own error types for bad files
@@ -117,7 +143,7 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
             return Sheet(name, grid, *sheet_cells(xml))
 
         token = _read_token(sheet(META_SHEET), properties, key)
-        result = Returned(token=token)
+        result = Returned(token=token, program=program)
         if paths.get(META_SHEET, ("", ""))[1] == "visible":
             result.anomalies.append(Anomaly("meta_visible", "隐藏的元数据表被取消隐藏（不影响处理）", META_SHEET))
         payload = token.payload or {}
@@ -152,10 +178,15 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
 
 
 def _read_token(meta: Sheet | None, properties: dict[str, str], key: bytes | None) -> TokenInfo:
+    """The signed identity: from the hidden _lixiao sheet, or — where a suite dropped that sheet — from the
+    document properties (token1, token2 …); where both are there they must agree."""
+    in_properties = token_from_parts(properties)
     if meta is None or len(meta.grid) < 3 or not meta.grid[1] or not meta.grid[2]:
-        return TokenInfo(None, "", properties.get("signature", ""), "missing", properties)
-    payload_text = str(meta.grid[1][0] or "")
-    signature = str(meta.grid[2][0] or "")
+        if not in_properties or not properties.get("signature"):
+            return TokenInfo(None, "", properties.get("signature", ""), "missing", properties)
+        payload_text, signature = in_properties, properties["signature"]
+    else:
+        payload_text, signature = str(meta.grid[1][0] or ""), str(meta.grid[2][0] or "")
     try:
         payload = json.loads(payload_text)
         if not isinstance(payload, dict):
@@ -165,7 +196,8 @@ def _read_token(meta: Sheet | None, properties: dict[str, str], key: bytes | Non
     status = "unverified"
     if key is not None:
         status = "valid" if verify(payload_text, signature, key) else "bad_signature"
-    if properties.get("signature") and properties["signature"] != signature and status == "valid":
+    if status == "valid" and ((properties.get("signature") and properties["signature"] != signature)
+                              or (in_properties and in_properties != payload_text)):
         status = "bad_signature"  # the hidden sheet was copied into another workbook
     return TokenInfo(payload, payload_text, signature, status, properties)
 

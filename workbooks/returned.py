@@ -90,9 +90,10 @@ class Returned:
     students_match: bool | None = None  # returned 学号 set equals the issued one (by hash)
     batch_rows: list[tuple[str, str, str, str]] = field(default_factory=list)  # (mode, group, 行校验, cell) of each row
     waiver_students: list[str] = field(default_factory=list)  # every 学号 on the 解除限制 sheet, readable or not
+    program: str = ""  # which program last saved the file (reader.saved_by)
 
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 
 
 def returned_to_wire(returned: Returned) -> dict[str, Any]:
@@ -117,6 +118,7 @@ def returned_to_wire(returned: Returned) -> dict[str, Any]:
         "students_match": returned.students_match,
         "batch_rows": [list(r) for r in returned.batch_rows],
         "waiver_students": returned.waiver_students,
+        "program": returned.program,
     }
 
 
@@ -154,6 +156,7 @@ def returned_from_wire(data: Any) -> Returned:
             students_match=None if match is None else bool(match),
             batch_rows=[(str(m), str(g), str(k), str(c)) for m, g, k, c in data["batch_rows"]],
             waiver_students=[str(n) for n in data["waiver_students"]],
+            program=str(data["program"])[:80],
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ValueError(f"解析进程的结果格式不对（{type(exc).__name__}）") from None

@@ -34,6 +34,7 @@ from .layout import (
     WAIVER_HEADERS,
     WAIVER_SHEET,
     text_width,
+    token_parts,
 )
 
 
@@ -108,7 +109,8 @@ def build_workbook(plan: WorkbookPlan, token: Token, issued_at: str) -> bytes:
     book.set_properties({"title": f"{plan.session} {plan.title} {plan.scope}", "author": "lixiao",
                          "comments": "lixiao 离校工作簿；请勿删除隐藏的工作表"})
     for name, value in (("workbook", token.workbook_id), ("checkpoint", plan.checkpoint.code),
-                        ("generation", str(token.generation)), ("signature", token.signature)):
+                        ("generation", str(token.generation)), ("signature", token.signature),
+                        *token_parts(token.payload_text)):
         book.set_custom_property(PROPERTY_PREFIX + name, value)
     if plan.kind == "waiver":
         _waiver_sheet(book, formats, plan, token, issued_at)

@@ -104,6 +104,7 @@ class ReturnDetail:
             raw = json.loads(text or "{}")
         except ValueError:
             return cls()
+    program: str = ""  # which program last saved the file (WPS …, Microsoft Excel …, LibreOffice …, 未知)
         if not isinstance(raw, dict):
             return cls()
         detail = cls()
@@ -222,6 +223,8 @@ class WaiverRow:
     evidence: str
     operator: str
     created_at: str
+    operator: str = ""  # the 经办人 written in that return
+    program: str = ""  # the program that saved it (WPS …, Microsoft Excel …, LibreOffice …, 未知)
     restored_at: str | None
     restored_by: str | None
     name: str | None
@@ -311,10 +314,12 @@ class Ledger(AuditChain):
             "SELECT w.checkpoint, w.scope, max(w.generation) AS generation, max(w.issued_at) AS issued_at, "
             "(SELECT max(r.updated_at) FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
             " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged') AS returned_at, "
-            "coalesce((SELECT r.channel || ' ' || r.sender FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
-            " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged' "
-            " ORDER BY r.updated_at DESC LIMIT 1), '') AS returned_by "
-            "FROM workbooks w GROUP BY w.checkpoint, w.scope ORDER BY w.checkpoint, w.scope")]
+            + ", ".join(f"coalesce((SELECT {value} FROM returns r JOIN workbooks w2 ON w2.id = r.workbook_id "
+                        " WHERE w2.checkpoint = w.checkpoint AND w2.scope = w.scope AND r.outcome = 'merged' "
+                        " ORDER BY r.updated_at DESC LIMIT 1), '')"
+                        for value in ("r.channel || ' ' || r.sender", "json_extract(r.detail, '$.operator')",
+                                      "json_extract(r.detail, '$.program')"))
+            + " FROM workbooks w GROUP BY w.checkpoint, w.scope ORDER BY w.checkpoint, w.scope")]
 
     def merged_summary(self) -> tuple[int, str | None]:
         """How many returns were merged, and when the last one was."""

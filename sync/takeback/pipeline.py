@@ -288,7 +288,7 @@ def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSet
                 generation=generation if isinstance(generation, int) else None,
                 warnings=[mask_ids_in_text(w) for w in plan.warnings[:MAX_REASONS * 4]],
                 receipt=f"receipts/{stamp:%Y%m%d-%H%M%S}-{safe_name(Path(ret.name).stem, 40)}{tag}-回执.xlsx",
-                at=stamp.isoformat(timespec="seconds"), origin=ret.item.origin.describe())
+                at=stamp.isoformat(timespec="seconds"), origin=ret.item.origin.describe(), program=ret.returned.program)
             source = f"file:{ret.name}"
             if held:
                 detail.code, detail.message, detail.pending = Outcome.HELD, held, pending_lines(folder, plan)

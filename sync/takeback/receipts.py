@@ -54,6 +54,8 @@ def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
     ]
     if detail.origin:
         summary.insert(5, ("交回方式", detail.origin))
+    if detail.program:
+        summary.append(("保存软件", detail.program))
     if held:
         summary.insert(summary.index(("已记录", str(detail.applied))), ("原因", detail.message))
     if events:  # where this return's commit left the chain: the same however late the receipt is written
