@@ -10,12 +10,13 @@ import logging
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
+from pathlib import Path
 
 from lixiao.core.storage.offices import Office
 from lixiao.sync.datafolder import DataFolder, DataFolderError
 from lixiao.sync.locking import LockBusyError, writer_lock
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
-from lixiao.sync.takeback.outcomes import FileOutcome
+from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
 
 from .batch import recover_staging
 from .delivery import DeliveryReport, deliver, refresh, routes
@@ -43,6 +44,8 @@ class LiveLoop:
         self._last_error: dict[str, str] = {}
         self.mail_failures = 0
         self._share_problems: set[str] = set()
+        self._share_seen: dict[Path, tuple[int, int]] = {}  # size and mtime of each share file at the last poll
+        self._still_arriving: set[str] = set()  # hashes of share files said to be still arriving (said once)
         self._directory_checked = float("-inf")
         self._directory_shares = False
 
@@ -119,7 +122,18 @@ class LiveLoop:
     def _shares(self, key: bytes) -> int:
         recover_staging(self.folder)
         problems: list[str] = []
-        outcomes = take_share_returns(self.folder, key, on_outcome=self._log, problems=problems)
+        arriving: set[str] = set()
+
+        def said(outcome: FileOutcome) -> None:
+            if outcome.outcome is Outcome.DEFERRED:
+                arriving.add(outcome.hash)
+                if outcome.hash in self._still_arriving:
+                    return  # said at the first poll that found it incomplete, not every poll
+            self._log(outcome)
+
+        outcomes = take_share_returns(self.folder, key, min_age=0, on_outcome=said, problems=problems,
+                                      last_seen=self._share_seen)
+        self._still_arriving = arriving
         for problem in problems:
             if problem not in self._share_problems:
                 self.log.error("%s", problem)  # once, not every poll

@@ -93,14 +93,18 @@ def _scan_share(directory: Path, depth: int, min_age: float, found: list[tuple[f
 
 def take_share_returns(folder: DataFolder, key: bytes, min_age: float = 2.0,
                        on_outcome: Callable[[FileOutcome], None] | None = None, *, settle_wait: float = 0.0,
-                       problems: list[str] | None = None) -> list[FileOutcome]:
+                       problems: list[str] | None = None,
+                       last_seen: dict[Path, tuple[int, int]] | None = None) -> list[FileOutcome]:
     """Every settled return in every office's 交回/, through the pipeline; decided files move to 交回/已处理/ and
     their receipt (or explanation) is written to 交回/回执/. ``settle_wait``: wait up to that long for files
-    copied a moment ago (one-shot sync) instead of leaving them for next time. An office whose 交回/ is not safe
-    to use is skipped and said in ``problems``. The caller holds the writer lock."""
+    copied a moment ago (one-shot sync) instead of leaving them for next time. ``last_seen`` (the daemon's polls):
+    a file is taken only when its size and mtime are what the previous poll saw (the mtime of a copy is the
+    source's, so its age says nothing); the pipeline then takes it only once it is a whole zip. An office whose
+    交回/ is not safe to use is skipped and said in ``problems``. The caller holds the writer lock."""
     from lixiao.sync.takeback.pipeline import process_file
 
     outcomes = []
+    seen_now: dict[Path, tuple[int, int]] = {}
     for route in routes(folder):
         if route.share is None:
             continue
@@ -112,15 +116,31 @@ def take_share_returns(folder: DataFolder, key: bytes, min_age: float = 2.0,
         if settle_wait > 0:
             wait_until_settled(share_candidates(route, 0.0), min_age, settle_wait)
         for path in share_candidates(route, min_age):
+            if last_seen is not None and not _unchanged(path, last_seen, seen_now):
+                continue  # first seen like this: looked at again on the next poll
             origin = Origin(Channel.SHARE, office=route.key, sender=route.entry.contact or route.instance.title,
                             sender_known=True)
             outcome = process_file(folder, path, key, min_age=0, origin=origin)
             if outcome.outcome is not Outcome.DEFERRED:
                 _file_away(folder, route, path, outcome)
+                seen_now.pop(path, None)
             outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome)
+    if last_seen is not None:
+        last_seen.clear()
+        last_seen.update(seen_now)
     return outcomes
+
+
+def _unchanged(path: Path, last_seen: dict[Path, tuple[int, int]], seen_now: dict[Path, tuple[int, int]]) -> bool:
+    """True when ``path`` has the size and mtime the previous poll saw; remembers them for the next poll."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    seen_now[path] = (info.st_size, info.st_mtime_ns)
+    return last_seen.get(path) == seen_now[path]
 
 
 def _file_away(folder: DataFolder, route: Route, path: Path, outcome: FileOutcome) -> None:

@@ -48,6 +48,7 @@ from lixiao.sync.datafolder import DataFolder
 from lixiao.sync.messages import os_error_text
 from lixiao.workbooks.sniff import sniff
 
+from .arrival import arrival
 from .checks import CheckedReturn, Incoming, checked
 from .inbox import (
     SyncSettings,
@@ -122,12 +123,13 @@ def take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings,
     """Steps 2–5 for bytes already read: ledger, sniff, staging, checks, merge, disposal."""
     digest_hex = item.hash
     store = folder.store
+    arriving = arrival(folder, item, settings, dry_run)  # judged by its bytes, never by its (copied) mtime
+    if isinstance(arriving, FileOutcome):
+        return arriving  # still being copied: left where it is, no ledger decision
     previous = store.ledger(digest_hex)
     if previous and previous.outcome is not None and not (confirm and previous.outcome is LedgerState.HELD):
         return seen_before(folder, item.path if item.movable else None, item.name, digest_hex, previous, dry_run)
-    verdict = sniff(item.data)
-    if not verdict.ok and verdict.retry and item.path is not None and time.time() - item.mtime < 120:
-        return FileOutcome(item.name, Outcome.DEFERRED, reasons=[verdict.message], hash=digest_hex)
+    verdict = arriving or sniff(item.data)
     if not dry_run and not previous:
         with store.transaction():
             store.set_ledger(digest_hex, item.name, LedgerState.RECEIVED, origin=item.origin)
