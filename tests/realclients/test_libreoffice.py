@@ -174,6 +174,8 @@ def test_libreoffice_return_syncs_to_exactly_the_ticks_made(libreoffice: str, tm
     history = json.loads(runner.invoke(main, ["--data", str(folder), "history", chosen[0], "--json"]).output)
     assert history[-1]["operator"] == "水电王老师"
     receipt = openpyxl.load_workbook(folder / outcomes["证件.xlsx"]["receipt"])
+    summary = {r[0].value: r[1].value for r in receipt["概要"].iter_rows()}
+    assert summary["保存软件"].startswith("LibreOffice ")  # the program that saved it, from its app.xml
     reason = receipt["被拒绝"]["E2"].value
     assert reason.startswith("当前学生没有完成以下步骤，不能进行当前离校点的离校：")
     assert "财务处离校点：缴还欠款" in reason or "学生工作处离校点：归还学生证" in reason
