@@ -19,22 +19,28 @@ class LedgerState(StrEnum):
     REJECTED = "rejected"
     QUARANTINED = "quarantined"
     HELD = "held"  # waiting for `lixiao sync --confirm`
+    MISDIRECTED = "misdirected"  # refused for where it was put, not what it holds: final for that place only
 
 
-_DECIDED = frozenset({LedgerState.MERGED, LedgerState.REJECTED, LedgerState.QUARANTINED, LedgerState.HELD})
+_DECIDED = frozenset({LedgerState.MERGED, LedgerState.REJECTED, LedgerState.QUARANTINED, LedgerState.HELD,
+                      LedgerState.MISDIRECTED})
 # The exactly-once state machine of a returned file, at a glance: from (None = no row yet) → allowed next states.
 # A file too large to stage, or refused before staging, is decided straight away; a crash between received
 # and staged leaves "received", from which the next attempt decides without staging; only a held return is
-# decided again (merged, when the coordinator confirms it). A decided file is never taken again (duplicate).
+# decided again (merged, when the coordinator confirms it), and a misdirected one is staged again from another
+# place. Merged, rejected and quarantined judge the content: never taken again (duplicate), whoever brings it.
 TRANSITIONS: dict[LedgerState | None, frozenset[LedgerState]] = {
     None: frozenset({LedgerState.RECEIVED, LedgerState.REJECTED, LedgerState.QUARANTINED}),
     LedgerState.RECEIVED: frozenset({LedgerState.STAGED}) | _DECIDED,
     LedgerState.STAGED: _DECIDED,
     LedgerState.HELD: frozenset({LedgerState.MERGED}),
+    LedgerState.MISDIRECTED: frozenset({LedgerState.STAGED}),
     LedgerState.MERGED: frozenset(),
     LedgerState.REJECTED: frozenset(),
     LedgerState.QUARANTINED: frozenset(),
 }
+# The refusals that depend on where a file came from, not on its bytes (a future "wrong_sender" joins them).
+ORIGIN_REFUSALS = frozenset({"wrong_office"})
 
 
 class Channel(StrEnum):
@@ -61,6 +67,13 @@ class Origin:
     message_id: str = ""
     sent_at: str = ""  # the mail's Date
     sender_known: bool = True  # the sender is in the office directory
+
+    @property
+    def place(self) -> str:
+        """Where the file was put, as the key a refusal for its origin is remembered by: the channel with the
+        office whose folder it was in, or the mail's sender ("share:dorm", "mail:a@x.edu.cn", "inbox")."""
+        where = self.sender if self.channel is Channel.MAIL else self.office
+        return f"{self.channel.value}:{where}" if where else self.channel.value
 
     def describe(self) -> str:
         """One Chinese line: channel and sender (audit detail, receipts)."""
@@ -91,6 +104,7 @@ class ReturnDetail:
     receipt: str = ""  # relative to the data folder
     at: str = ""
     origin: str = ""  # Origin.describe() of how the return came (交回方式、交回人)
+    program: str = ""  # which program last saved the file (WPS …, Microsoft Excel …, LibreOffice …, 未知)
 
     def to_json(self) -> str:
         """The detail column's text (only what is set)."""
@@ -104,7 +118,6 @@ class ReturnDetail:
             raw = json.loads(text or "{}")
         except ValueError:
             return cls()
-    program: str = ""  # which program last saved the file (WPS …, Microsoft Excel …, LibreOffice …, 未知)
         if not isinstance(raw, dict):
             return cls()
         detail = cls()
@@ -144,6 +157,7 @@ class LedgerRow:
         return ReturnDetail.from_json(self.detail)
 
 
+PLACE = "place:"  # the source of a misdirected decision's ledger event: where the file was put
 _LEDGER_COLUMNS = ("hash, file_name, state, outcome, workbook_id, received_at, updated_at, detail, channel, sender, "
                    "message_id")
 
@@ -209,6 +223,8 @@ class OfficeReturn:
     issued_at: str
     returned_at: str | None
     returned_by: str = ""  # the last merged return's channel and sender (交回人), e.g. "mail dorm@x.edu.cn"
+    operator: str = ""  # the 经办人 written in that return
+    program: str = ""  # the program that saved it (WPS …, Microsoft Excel …, LibreOffice …, 未知)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +239,6 @@ class WaiverRow:
     evidence: str
     operator: str
     created_at: str
-    operator: str = ""  # the 经办人 written in that return
-    program: str = ""  # the program that saved it (WPS …, Microsoft Excel …, LibreOffice …, 未知)
     restored_at: str | None
     restored_by: str | None
     name: str | None
@@ -249,28 +263,40 @@ class Ledger(AuditChain):
                    workbook_id: str | None = None, detail: ReturnDetail | None = None,
                    origin: Origin | None = None) -> None:
         """Create or advance a ledger row (received → staged → outcome) with its audit event
-        (old and new "state/outcome"); inside a transaction. ``origin`` is kept when the row is created."""
+        (old and new "state/outcome"); inside a transaction. ``origin`` is kept when the row is created, and when
+        a misdirected file is staged again from another place; a misdirected decision's event names the place
+        (``misdirected_at``)."""
         stamp = now()
         previous = self.db.execute("SELECT state, outcome FROM returns WHERE hash = ?", [digest_hex]).fetchone()
         was = LedgerState(previous[0]) if previous else None
         if state not in TRANSITIONS[was]:
             raise LedgerError(f"台账状态不能从 {was or '（无）'} 变为 {state}（{digest_hex[:12]}）")
-        new_outcome = outcome if outcome is not None else (previous[1] if previous else None)
+        again = was is LedgerState.MISDIRECTED  # taken again from another place: undecided until this take decides
+        new_outcome = outcome if outcome is not None else (previous[1] if previous and not again else None)
         origin = origin or Origin()
         self.db.execute(
             "INSERT INTO returns (hash, file_name, state, outcome, workbook_id, received_at, updated_at, detail, "
             "channel, sender, message_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET state = excluded.state, "
-            "outcome = coalesce(excluded.outcome, returns.outcome), "
-            "workbook_id = coalesce(excluded.workbook_id, returns.workbook_id), "
-            "updated_at = excluded.updated_at, detail = excluded.detail",
-            [digest_hex, file_name, state.value, outcome.value if outcome else None, workbook_id, stamp, stamp,
+            "outcome = excluded.outcome, workbook_id = coalesce(excluded.workbook_id, returns.workbook_id), "
+            "updated_at = excluded.updated_at, detail = excluded.detail"
+            + (", channel = excluded.channel, sender = excluded.sender, message_id = excluded.message_id"
+               if again else ""),
+            [digest_hex, file_name, state.value, new_outcome, workbook_id, stamp, stamp,
              detail.to_json() if detail else "", origin.channel.value, origin.sender, origin.message_id],
         )
-        came = "" if previous else " ".join(filter(None, [origin.describe(), origin.message_id]))
+        came = "" if previous and not again else " ".join(filter(None, [origin.describe(), origin.message_id]))
+        if state is LedgerState.MISDIRECTED:
+            came = PLACE + origin.place
         self.append_audit([Event("ledger", source_hash=digest_hex, source=came,
                                  old=f"{previous[0]}/{previous[1] or ''}" if previous else "",
                                  new=f"{state}/{new_outcome or ''}", detail=file_name, at=stamp)])
+
+    def misdirected_at(self, digest_hex: str) -> set[str]:
+        """Every place (``Origin.place``) a file's content was refused for coming from: from the chain itself."""
+        return {str(r[0]).removeprefix(PLACE) for r in self.db.execute(
+            "SELECT source FROM audit WHERE source_hash = ? AND kind = 'ledger' AND new = ?",
+            [digest_hex, f"{LedgerState.MISDIRECTED}/{LedgerState.MISDIRECTED}"])}
 
     def audit_events(self, source_hash: str) -> list[AuditEvent]:
         """Every audit event of one returned file (its content hash), oldest first: what its receipt says."""

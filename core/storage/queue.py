@@ -25,10 +25,12 @@ class ReviewRecords(AuditChain):
             "WHERE t.resolved_at IS NULL ORDER BY t.id DESC LIMIT ?", [limit])]
 
     def open_rejections(self, limit: int) -> list[RejectionRow]:
-        """Files refused as a whole and not yet acknowledged, newest first."""
+        """Files refused as a whole (also for where they were put, until taken from the right place) and not yet
+        acknowledged, newest first."""
         return [RejectionRow(*r) for r in self.db.execute(
             "SELECT hash, file_name, outcome, detail, updated_at FROM returns "
-            "WHERE outcome IN ('rejected', 'quarantined') AND hash NOT IN (SELECT hash FROM acknowledged) "
+            "WHERE outcome IN ('rejected', 'quarantined', 'misdirected') "
+            "AND hash NOT IN (SELECT hash FROM acknowledged) "
             "ORDER BY updated_at DESC LIMIT ?", [limit])]
 
     def conflict_returned(self, conflict_id: int) -> tuple[str, str]:

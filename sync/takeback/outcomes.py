@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lixiao.core.storage.chain import Event
 from lixiao.core.storage.files import write_atomically
-from lixiao.core.storage.ledger import LedgerRow, LedgerState, Origin, ReturnDetail
+from lixiao.core.storage.ledger import ORIGIN_REFUSALS, LedgerRow, LedgerState, Origin, ReturnDetail
 from lixiao.sync.datafolder import DataFolder
 from lixiao.sync.messages import os_error_text
 
@@ -95,7 +95,8 @@ def seen_before(folder: DataFolder, path: Path | None, name: str, digest_hex: st
     """The same bytes again: nothing changes; an extra copy in the inbox leaves it (``path`` None: the bytes are
     not a file lixiao may move)."""
     assert previous.outcome is not None
-    outcome = Outcome.DUPLICATE if previous.outcome is LedgerState.MERGED else Outcome(previous.outcome.value)
+    outcome = {LedgerState.MERGED: Outcome.DUPLICATE, LedgerState.MISDIRECTED: Outcome.REJECTED}.get(
+        previous.outcome) or Outcome(previous.outcome.value)
     when = previous.updated_at[:16].replace("T", " ")
     reason = f"内容与 {when} 处理过的“{previous.file_name}”完全相同，未重复记录"
     refusal = previous.details
@@ -127,13 +128,15 @@ def seen_before(folder: DataFolder, path: Path | None, name: str, digest_hex: st
 def refuse(folder: DataFolder, path: Path | None, name: str, digest_hex: str, outcome: Outcome, code: str,
            message: str, dry_run: bool, staged: bool = True, origin: Origin | None = None) -> FileOutcome:
     """Refuse a whole file: ledger row, moved (an inbox file) or copied to rejected/ with a Chinese explanation
-    beside it."""
+    beside it. A refusal for where the file came from (``ORIGIN_REFUSALS``) is recorded as misdirected: final
+    for that place only."""
     result = FileOutcome(name, outcome, reasons=[f"{code}：{message}"], hash=digest_hex)
     if dry_run:
         return result
     store = folder.store
+    state = LedgerState.MISDIRECTED if code in ORIGIN_REFUSALS else outcome.ledger_state
     with store.transaction():
-        store.set_ledger(digest_hex, name, outcome.ledger_state, outcome.ledger_state,
+        store.set_ledger(digest_hex, name, state, state,
                          detail=ReturnDetail(code=code, message=message, origin=origin.describe() if origin else ""),
                          origin=origin)
         store.append_audit([Event("return", decision=outcome.value, source=f"file:{name}", source_hash=digest_hex,

@@ -39,7 +39,7 @@ from lixiao.core.manual.identity import mask_ids_in_text
 from lixiao.core.storage.chain import Event
 from lixiao.core.storage.faults import fault_point
 from lixiao.core.storage.files import write_atomically
-from lixiao.core.storage.ledger import Channel, LedgerState, Origin, ReturnDetail
+from lixiao.core.storage.ledger import Channel, LedgerRow, LedgerState, Origin, ReturnDetail
 from lixiao.core.storage.memory import no_cycle_collection
 from lixiao.core.storage.signing import row_key as signing_row_key
 from lixiao.core.storage.signing import row_secret
@@ -127,25 +127,45 @@ def take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings,
     if isinstance(arriving, FileOutcome):
         return arriving  # still being copied: left where it is, no ledger decision
     previous = store.ledger(digest_hex)
-    if previous and previous.outcome is not None and not (confirm and previous.outcome is LedgerState.HELD):
+    if previous and _decided_for(folder, previous, item.origin) and not (confirm and previous.outcome is
+                                                                         LedgerState.HELD):
         return seen_before(folder, item.path if item.movable else None, item.name, digest_hex, previous, dry_run)
     verdict = arriving or sniff(item.data)
-    if not dry_run and not previous:
-        with store.transaction():
-            store.set_ledger(digest_hex, item.name, LedgerState.RECEIVED, origin=item.origin)
+    again = previous is not None and previous.state is LedgerState.MISDIRECTED  # now from another place
+    if not dry_run and (not previous or again):
+        if not again:
+            with store.transaction():
+                store.set_ledger(digest_hex, item.name, LedgerState.RECEIVED, origin=item.origin)
         write_atomically(folder.root / "archive" / ".staging" / f"{digest_hex}.xlsx", item.data)
         with store.transaction():
-            store.set_ledger(digest_hex, item.name, LedgerState.STAGED)
+            store.set_ledger(digest_hex, item.name, LedgerState.STAGED, origin=item.origin)
     if not verdict.ok:
         return _refuse(folder, item, Outcome.REJECTED, verdict.code, verdict.message, dry_run)
     ready = checked(folder, item, key)
     if isinstance(ready, tuple):
         outcome, code, message = ready
         return _refuse(folder, item, outcome, code, message, dry_run)
-    misplaced = _wrong_office(folder, item.origin, ready.workbook)
-    if misplaced:
-        return _refuse(folder, item, Outcome.REJECTED, "wrong_office", misplaced, dry_run)
+    misdirected = _misdirected(folder, item.origin, ready.workbook)
+    if misdirected:
+        return _refuse(folder, item, Outcome.REJECTED, *misdirected, dry_run)
     return _merge(folder, ready, key, settings, dry_run, confirm)
+
+
+def _decided_for(folder: DataFolder, previous: LedgerRow, origin: Origin) -> bool:
+    """True when the ledger already decided this content for this origin: a decision about the content (merged,
+    held, refused for what it holds) is final whoever brings it; a refusal for where it came from is final for
+    that place only."""
+    if previous.outcome is None:
+        return False
+    return previous.outcome is not LedgerState.MISDIRECTED or origin.place in folder.store.misdirected_at(
+        previous.hash)
+
+
+def _misdirected(folder: DataFolder, origin: Origin, workbook: WorkbookRow) -> tuple[str, str] | None:
+    """The code and message of a refusal for where the file came from (``ORIGIN_REFUSALS``; None when it came
+    from a place entitled to return it). Recorded per place: the same bytes from the right place are taken."""
+    misplaced = _wrong_office(folder, origin, workbook)
+    return ("wrong_office", misplaced) if misplaced else None
 
 
 def _office_title(folder: DataFolder, office: str) -> str:
