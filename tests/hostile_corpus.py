@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from lixiao.workbooks.cells import column_name
 
 
 def zip_with(members: dict[str, bytes]) -> bytes:
@@ -61,6 +64,15 @@ def dtd(body: bytes) -> Callable[[bytes], bytes]:
     return lambda wb: with_member(wb, "xl/sharedStrings.xml", b'<?xml version="1.0"?>' + body)
 
 
+def far_value_among_formatting(xml: bytes) -> bytes:
+    """Row 1 formatted to the sheet's edge as WPS writes it (styled empty cells to XFD1, the dimension covering
+    them), but XFD1 holds a value: only the check for far content can refuse it."""
+    end = xml.index(b"</row>")
+    styled = b"".join(b'<c r="%s1" s="1"/>' % column_name(c).encode() for c in range(1, 16_383))
+    xml = xml[:end] + styled + b'<c r="XFD1" s="1"><v>1</v></c>' + xml[end:]
+    return re.sub(rb'<dimension ref="A1:[A-Z]+([0-9]+)"', rb'<dimension ref="A1:XFD\1"', xml, count=1)
+
+
 BILLION_LAUGHS = (b'<!DOCTYPE lolz [<!ENTITY lol "lol">' + b"".join(
     b'<!ENTITY lol%d "%s">' % (i, b"&lol%d;" % (i - 1) * 10 if i > 1 else b"&lol;" * 10) for i in range(1, 10))
     + b']><sst><si><t>&lol9;</t></si></sst>')
@@ -85,6 +97,7 @@ CORPUS: list[Any] = [
         b'<dimension ref="', b'<dimension ref="A1:XFD1048576" x="', 1)), "lying_dimension"),
     ("a million rows", lambda wb: with_sheet(wb, lambda x: x.replace(b"</sheetData>", b"".join(
         b'<row r="%d"/>' % r for r in range(1000, 1_000_001, 997)) + b"</sheetData>")), "far_cell"),
+    ("value at XFD1 among styled empty cells", lambda wb: with_sheet(wb, far_value_among_formatting), "far_cell"),
     ("encrypted workbook", lambda wb: encrypted_like(), "encrypted"),
     (".xls renamed", lambda wb: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "xls"),
     ("CSV renamed", lambda wb: "学号,清理电费\n0803010103,TRUE\n".encode(), "csv"),

@@ -6,6 +6,7 @@ import io
 import itertools
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -111,8 +112,59 @@ def _check_archive(archive: zipfile.ZipFile, size: int) -> Verdict:
     return OK
 
 
-def _far_reference(xml: bytes) -> str:
-    """The first cell or row reference (r="…") beyond MAX_COLUMN or MAX_ROWS, or ""."""
+# A start tag, its attribute values quoted (a ">" may stand inside one); what may follow a far element.
+_ATTRS = rb'(?:\s+[^\s=>/<]+\s*=\s*(?:"[^"]*"|\'[^\']*\'))*\s*'
+_START_TAG = re.compile(rb"<(?:\w+:)?(\w+)(" + _ATTRS + rb")(/?)>")
+_ATTR = re.compile(rb'\s+([^\s=>/<]+)\s*=\s*(?:"[^"]*"|\'[^\']*\')')
+_CELL_END = re.compile(rb"\s*</(?:\w+:)?c\s*>")
+_ROW_END = re.compile(rb"\s*</(?:\w+:)?row\s*>")
+_EMPTY_CELLS = re.compile(rb"(?:\s+|<(?:\w+:)?c" + _ATTRS + rb"(?:/>|>\s*</(?:\w+:)?c\s*>))*")
+_NEXT_ELEMENT = re.compile(rb"\s*<(?:\w+:)?(?:c|row)[\s/>]")
+_PLACED = (b'<c r="', b"</row>", b'<row r="', b"</sheetData>")
+NEAR_END = 4096  # an element that ends this close to a window's end may go on in the next one
+MAX_PENDING = 4 * 1024 * 1024  # a far element longer than this is not formatting
+MAX_FAR_EMPTY = 16 * 16_384  # far elements holding only formatting, per sheet (a row styled to XFD has 15,682)
+
+
+def _holds_content(xml: bytes, tag: int, final: bool) -> bool | None:
+    """Whether the far row or cell whose start tag begins at ``tag`` holds anything but formatting: a value, a
+    formula, inline text, any child other than an empty cell — or is followed by a row or cell without its own
+    r, which a reader places after it. Any other element with a far r counts as content. None: it may go on past
+    the end of a window that is not the last."""
+    more = None if not final else True
+    start = _START_TAG.match(xml, tag)
+    if start is None:
+        return more if len(xml) - tag < NEAR_END else True
+    name = start.group(1)
+    if name not in (b"c", b"row"):
+        return True
+    end = start.end()
+    if not start.group(3):  # not <c …/> or <row …/>: only empty cells may come before its end tag
+        if name == b"row":
+            end = _EMPTY_CELLS.match(xml, end).end()  # type: ignore[union-attr]  # "*" always matches
+        closing = (_CELL_END if name == b"c" else _ROW_END).match(xml, end)
+        if closing is None:
+            return more if len(xml) - end < NEAR_END else True
+        end = closing.end()
+    return _unplaced_follower(xml, end, more)
+
+
+def _unplaced_follower(xml: bytes, end: int, more: bool | None) -> bool | None:
+    """Whether a row or cell without an r attribute follows at ``end`` (a reader would place it further out)."""
+    if xml.startswith(_PLACED, end):
+        return False  # the next cell (its own r is checked where it stands), or the end of the row or the sheet
+    follower = _NEXT_ELEMENT.match(xml, end)
+    if follower is None:
+        return more if len(xml) - end < NEAR_END and not xml[end:].strip(b" \t\r\n").startswith(b"</") else False
+    tag = _START_TAG.match(xml, xml.index(b"<", end))
+    if tag is None:
+        return more if len(xml) - end < NEAR_END else True
+    return b"r" not in {attr.group(1) for attr in _ATTR.finditer(tag.group(2))}
+
+
+def _far_references(xml: bytes) -> Iterator[tuple[int, bytes, int]]:
+    """Each cell or row reference (r="…") beyond MAX_COLUMN or MAX_ROWS: (where its r stands, its letters in upper
+    case — empty for a row's —, its row number or 0)."""
     shape = _FAR_SHAPE_ANY if b"'" in xml or b" =" in xml or b"= " in xml else _FAR_SHAPE
     for candidate in shape.finditer(xml):
         start = candidate.start()
@@ -121,10 +173,20 @@ def _far_reference(xml: bytes) -> str:
         match = _FAR_REF.match(xml, start)
         if match is None:
             continue
-        letters, row = match.group(1).upper(), match.group(2)
-        if (row and int(row) > MAX_ROWS) or (letters and column_number(letters) > MAX_COLUMN):
-            return f"在 {letters.decode()}{int(row) if row else ''} 有内容" if letters else f"的第 {int(row)} 行有内容"
+        letters, row = match.group(1).upper(), int(match.group(2) or 0)
+        if row > MAX_ROWS or (letters and column_number(letters) > MAX_COLUMN):
+            yield start, letters, row
+
+
+def _far_reference(xml: bytes) -> str:
+    """The first cell or row reference (r="…") beyond MAX_COLUMN or MAX_ROWS, or ""."""
+    for _start, letters, row in _far_references(xml):
+        return _content_at(letters, row)
     return ""
+
+
+def _content_at(letters: bytes, row: int) -> str:
+    return f"在 {letters.decode()}{row or ''} 有内容" if letters else f"的第 {row} 行有内容"
 
 
 def _in_text(xml: bytes, start: int) -> bool:
@@ -136,28 +198,94 @@ def _in_text(xml: bytes, start: int) -> bool:
 
 
 def check_parts(archive: zipfile.ZipFile, chunk: int = 1 << 20) -> Verdict:
-    """Stream every XML part once: refuse DTDs (XML bombs, XXE) and cells far beyond any real sheet."""
+    """Stream every XML part once: refuse DTDs (XML bombs, XXE), and far cells that hold anything but formatting
+    (or that contradict the sheet's own dimension)."""
     for info in archive.infolist():
-        name = info.filename
-        if not name.endswith((".xml", ".rels", ".vml")):
-            continue
-        is_sheet = name.startswith("xl/worksheets/")
-        tail = b""
-        with archive.open(info) as stream:
-            while True:
-                block = stream.read(chunk)
-                if not block:
-                    break
-                window = tail + block
-                if b"<!" in window and _DTD.search(window):
-                    return Verdict("xml_dtd", "工作簿含有 XML 实体声明（可能是 XML 炸弹），已拒绝")
-                if is_sheet:
-                    for letters, row in _DIMENSION.findall(window):
-                        if int(row) > MAX_ROWS or column_number(letters) > MAX_COLUMN:
-                            return Verdict("lying_dimension", f"工作表 {name} 声称的范围到 {letters.decode()}"
-                                           f"{int(row)}，远超正常范围（可能是恶意构造的文件），已拒绝")
-                    far = _far_reference(window)
-                    if far:
-                        return Verdict("far_cell", f"工作表 {name} {far}，远超正常范围，已拒绝")
-                tail = window[-256:]
+        if info.filename.endswith((".xml", ".rels", ".vml")):
+            verdict = _check_part(archive, info, chunk)
+            if not verdict.ok:
+                return verdict
     return OK
+
+
+def _check_part(archive: zipfile.ZipFile, info: zipfile.ZipInfo, chunk: int) -> Verdict:
+    """One part, a window at a time; each window starts with the last bytes of the one before (or with a far
+    element that the window before cut off)."""
+    scan = _SheetScan(info.filename) if info.filename.startswith("xl/worksheets/") else None
+    tail = b""
+    with archive.open(info) as stream:
+        block = stream.read(chunk)
+        while block:
+            following = stream.read(chunk)
+            window = tail + block
+            if b"<!" in window and _DTD.search(window):
+                return Verdict("xml_dtd", "工作簿含有 XML 实体声明（可能是 XML 炸弹），已拒绝")
+            keep = max(0, len(window) - 256)
+            if scan is not None:  # the next window starts at a tag, so that each far r is seen with its tag
+                keep = max(window.rfind(b"<", max(0, keep - NEAR_END), keep), 0) or keep
+                verdict, pending = scan.feed(window, final=not following)
+                if not verdict.ok:
+                    return verdict
+                keep = min(keep, len(window) if pending is None else pending)
+            tail, block = window[keep:], following
+    return OK if scan is None else scan.finish()
+
+
+class _SheetScan:
+    """What one worksheet part says about its far extent: the dimension it declares and the far rows and cells
+    it holds. A far element that holds only formatting (a styled empty cell to XFD, LibreOffice's empty last row
+    after a row is deleted) is read when the dimension covers it; a far dimension is read when such elements
+    reach it. Far content (a value, a formula, inline text) is refused wherever it stands: python-calamine
+    aborts the process on it (on empty far elements and on the dimension it spends nothing)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.dimension: tuple[str, int, int] | None = None  # its last cell's reference, row and column
+        self.rows = 0  # the furthest far row and column that an element reaches
+        self.columns = 0
+        self.seen = 0  # far elements that hold only formatting (one seen twice, in two windows, counts twice)
+
+    def feed(self, window: bytes, final: bool) -> tuple[Verdict, int | None]:
+        """A refusal (or OK), and where a far element cut off at the window's end starts (or None)."""
+        if self.dimension is None:
+            found = _DIMENSION.search(window)
+            if found:
+                letters, row = found.groups()
+                self.dimension = (f"{letters.decode()}{int(row)}", int(row), column_number(letters))
+        for start, letters, row in _far_references(window):
+            tag = window.rfind(b"<", 0, start)
+            held = _holds_content(window, tag, final) if tag >= 0 else True
+            if held is None and len(window) - tag <= MAX_PENDING:
+                return OK, tag
+            if held is not False:
+                far = _content_at(letters, row)
+                return Verdict("far_cell", f"工作表 {self.name} {far}，远超正常范围，已拒绝"), None
+            column = column_number(letters) if letters else 0
+            if self.dimension is None or row > self.dimension[1] or column > self.dimension[2]:
+                return self._outside(letters, row), None
+            self.rows, self.columns = max(self.rows, row), max(self.columns, column)
+            self.seen += 1
+            if self.seen > MAX_FAR_EMPTY:
+                return Verdict("far_cell", f"工作表 {self.name} 有超过 {MAX_FAR_EMPTY} 个只有格式、没有值的远处单元格，"
+                               "读取代价过大，已拒绝；请在数据区以外选中多余的行和列，删除后重新保存，再交回"), None
+        return OK, None
+
+    def _outside(self, letters: bytes, row: int) -> Verdict:
+        where = f"单元格 {letters.decode()}{row or ''}" if letters else f"第 {row} 行"
+        declared = f"A1:{self.dimension[0]}" if self.dimension else "没有声明"
+        return Verdict("far_cell", f"工作表 {self.name} 的{where}只有格式、没有值，却在工作表自己声明的范围"
+                       f"（{declared}）之外：{_CONTRADICTS}")
+
+    def finish(self) -> Verdict:
+        """At the part's end: a far dimension that no row or cell reaches is refused."""
+        if self.dimension is None:
+            return OK
+        last, rows, columns = self.dimension
+        if (rows > MAX_ROWS and self.rows < rows) or (columns > MAX_COLUMN and self.columns < columns):
+            return Verdict("lying_dimension", f"工作表 {self.name} 声明的范围到 {last}，表中却没有任何行或单元格"
+                           f"到达那里：{_CONTRADICTS}")
+        return OK
+
+
+_CONTRADICTS = ("文件前后矛盾，不像 Excel、WPS 或 LibreOffice 保存的文件，已拒绝；请用 Excel、WPS 或 LibreOffice "
+                "打开后重新保存，再交回")

@@ -3,6 +3,8 @@
 Usage: python3 lo_edit.py JOBS.json — each job: {"input", "output", "edits": [...], "sort": {...}, "operator"}.
 An edit: {"sheet", "key", "column", "value"}: find the row whose first column equals key, the column by its
 header text, and enter the value (true/false as a typed boolean, a string as typed text).
+A deletion: "delete_rows": [{"sheet", "key"}] removes the whole row of that key, "delete_columns": [{"sheet",
+"column"}] the whole column of that header (as the menu's Delete Rows / Delete Columns; applied before the edits).
 A sort: {"sheet", "by", "ascending", "columns"}: sort the data rows by the column titled "by" — every used
 column (whole rows), or only the columns from "columns"[0] to "columns"[1] (a selection of some columns,
 "continue with the current selection").
@@ -86,6 +88,12 @@ def apply(document: object, job: dict) -> None:
     boolean = formats.getStandardFormat(uno.getConstantByName("com.sun.star.util.NumberFormat.LOGICAL"), locale)
     if job.get("operator"):
         sheets.getByName(job.get("operator_sheet", "办理")).getCellByPosition(1, 1).setString(job["operator"])
+    for gone in job.get("delete_rows", []):
+        sheet = sheets.getByName(gone["sheet"])
+        sheet.getRows().removeByIndex(find_row(sheet, header_row(sheet), gone["key"]), 1)
+    for gone in job.get("delete_columns", []):
+        sheet = sheets.getByName(gone["sheet"])
+        sheet.getColumns().removeByIndex(find_column(sheet, header_row(sheet), gone["column"]), 1)
     for edit in job.get("edits", []):
         sheet = sheets.getByName(edit["sheet"])
         head = header_row(sheet)
