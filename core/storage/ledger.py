@@ -70,8 +70,7 @@ class Origin:
 
     @property
     def place(self) -> str:
-        """Where the file was put, as the key a refusal for its origin is remembered by: the channel with the
-        office whose folder it was in, or the mail's sender ("share:dorm", "mail:a@x.edu.cn", "inbox")."""
+        """Where the file was put, the key of a refusal for its origin ("share:dorm", "mail:a@x.edu.cn", "inbox")."""
         where = self.sender if self.channel is Channel.MAIL else self.office
         return f"{self.channel.value}:{where}" if where else self.channel.value
 
@@ -264,8 +263,7 @@ class Ledger(AuditChain):
                    origin: Origin | None = None) -> None:
         """Create or advance a ledger row (received → staged → outcome) with its audit event
         (old and new "state/outcome"); inside a transaction. ``origin`` is kept when the row is created, and when
-        a misdirected file is staged again from another place; a misdirected decision's event names the place
-        (``misdirected_at``)."""
+        a misdirected file is staged again from another place (whose refusal's event names it: misdirected_at)."""
         stamp = now()
         previous = self.db.execute("SELECT state, outcome FROM returns WHERE hash = ?", [digest_hex]).fetchone()
         was = LedgerState(previous[0]) if previous else None
@@ -285,9 +283,8 @@ class Ledger(AuditChain):
             [digest_hex, file_name, state.value, new_outcome, workbook_id, stamp, stamp,
              detail.to_json() if detail else "", origin.channel.value, origin.sender, origin.message_id],
         )
-        came = "" if previous and not again else " ".join(filter(None, [origin.describe(), origin.message_id]))
-        if state is LedgerState.MISDIRECTED:
-            came = PLACE + origin.place
+        came = (PLACE + origin.place if state is LedgerState.MISDIRECTED else  # where it was refused for
+                "" if previous and not again else " ".join(filter(None, [origin.describe(), origin.message_id])))
         self.append_audit([Event("ledger", source_hash=digest_hex, source=came,
                                  old=f"{previous[0]}/{previous[1] or ''}" if previous else "",
                                  new=f"{state}/{new_outcome or ''}", detail=file_name, at=stamp)])
