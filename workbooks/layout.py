@@ -42,7 +42,7 @@ def token_parts(payload_text: str) -> list[tuple[str, str]]:
 
 def token_from_parts(properties: dict[str, str]) -> str:
     """The payload text joined again from token1, token2 … ("" when there is none)."""
-    parts = []
+    parts: list[str] = []
     while (part := properties.get(f"token{len(parts) + 1}")) is not None:
         parts.append(part)
     return "".join(parts)
