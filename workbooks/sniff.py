@@ -163,24 +163,34 @@ def _unplaced_follower(xml: bytes, end: int, more: bool | None) -> bool | None:
 
 
 def _far_references(xml: bytes) -> Iterator[tuple[int, bytes, int]]:
-    """Each cell or row reference (r="…") beyond MAX_COLUMN or MAX_ROWS: (where its r stands, its letters in upper
-    case — empty for a row's —, its row number or 0)."""
+    """Each cell or row reference (r="…") beyond MAX_COLUMN or MAX_ROWS: (where the tag it stands in starts, or
+    -1, its letters in upper case — empty for a row's —, its row number or 0). The tag is
+    looked for back to the candidate before only, so that a tag full of far r's costs no more than its length."""
     shape = _FAR_SHAPE_ANY if b"'" in xml or b" =" in xml or b"= " in xml else _FAR_SHAPE
+    tag, past_tag, last = -1, False, 0
     for candidate in shape.finditer(xml):
         start = candidate.start()
-        if start == 0 or xml[start - 1] not in SPACE or _in_text(xml, start):
-            continue  # the end of another attribute's name (header="…", error="…"), or text such as a <t>'s
+        if start == 0 or xml[start - 1] not in SPACE:
+            continue  # the end of another attribute's name (header="…", error="…")
+        newer = xml.rfind(b"<", last, start)
+        if newer >= 0:
+            tag, past_tag = newer, xml.find(b">", newer, start) != -1
+        elif tag >= 0 and not past_tag:
+            past_tag = xml.find(b">", last, start) != -1
+        last = start
+        if past_tag and _holds_text(xml, tag):
+            continue  # text such as a <t>'s (a ">" inside an attribute value does not end the tag here)
         match = _FAR_REF.match(xml, start)
         if match is None:
             continue
         letters, row = match.group(1).upper(), int(match.group(2) or 0)
         if row > MAX_ROWS or (letters and column_number(letters) > MAX_COLUMN):
-            yield start, letters, row
+            yield tag, letters, row
 
 
 def _far_reference(xml: bytes) -> str:
     """The first cell or row reference (r="…") beyond MAX_COLUMN or MAX_ROWS, or ""."""
-    for _start, letters, row in _far_references(xml):
+    for _tag, letters, row in _far_references(xml):
         return _content_at(letters, row)
     return ""
 
@@ -189,12 +199,10 @@ def _content_at(letters: bytes, row: int) -> str:
     return f"在 {letters.decode()}{row or ''} 有内容" if letters else f"的第 {row} 行有内容"
 
 
-def _in_text(xml: bytes, start: int) -> bool:
-    """True when ``start`` lies in the text of an element that holds text (a <t>, <f>, <v>, a header), not in a
-    start tag's attributes (a ">" inside an attribute value does not end the tag here)."""
-    tag = xml.rfind(b"<", 0, start)
-    name = _TAG_NAME.match(xml, tag) if tag >= 0 else None
-    return name is not None and name.group(1) in _TEXT_ELEMENTS and xml.find(b">", tag, start) != -1
+def _holds_text(xml: bytes, tag: int) -> bool:
+    """True when the element whose tag starts at ``tag`` holds text (a <t>, <f>, <v>, a header)."""
+    name = _TAG_NAME.match(xml, tag)
+    return name is not None and name.group(1) in _TEXT_ELEMENTS
 
 
 def check_parts(archive: zipfile.ZipFile, chunk: int = 1 << 20) -> Verdict:
@@ -252,11 +260,12 @@ class _SheetScan:
             if found:
                 letters, row = found.groups()
                 self.dimension = (f"{letters.decode()}{int(row)}", int(row), column_number(letters))
-        for start, letters, row in _far_references(window):
-            tag = window.rfind(b"<", 0, start)
-            held = _holds_content(window, tag, final) if tag >= 0 else True
+        judged = -1
+        for tag, letters, row in _far_references(window):
+            held = True if tag < 0 else False if tag == judged else _holds_content(window, tag, final)
             if held is None and len(window) - tag <= MAX_PENDING:
                 return OK, tag
+            judged = tag  # another far r in the same tag: the same element, judged once
             if held is not False:
                 far = _content_at(letters, row)
                 return Verdict("far_cell", f"工作表 {self.name} {far}，远超正常范围，已拒绝"), None
