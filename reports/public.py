@@ -1,20 +1,21 @@
-"""The page safe to publish (学生离校查询): each student's 离校记录 encrypted so that only someone who types both
-that 学号 and the last 6 characters of that 身份证号 can read it.
+"""The page safe to publish (学生离校查询): each student's 离校记录 encrypted so that only someone who types that
+学号 and that student's 查询码 — a random code handed out on the counsellors' slips (core/storage/querycodes.py),
+never derived from anything lixiao prints — can read it.
 
-For each student: PBKDF2-HMAC-SHA256(学号 + "|" + last 6 of the ID, the folder's page salt, N iterations) gives
-48 bytes: an AES-256-GCM key and a 16-byte lookup name. The page holds only {lookup: (nonce, ciphertext)},
-spread over 256 small files by the lookup name's first byte, with every record (deflated JSON) padded to the
-same size, in random order: without a right pair nothing — not a name, not a 学号, not how many steps a
+For each student: PBKDF2-HMAC-SHA256(学号 + "|" + the 查询码 as typed, normalised, the folder's page salt, N
+iterations) gives 48 bytes: an AES-256-GCM key and a 16-byte lookup name. The page holds only {lookup: (nonce,
+ciphertext)}, spread over 256 small files by the lookup name's first byte, with every record (JSON) padded
+to the same size, in random order: without a right pair nothing — not a name, not a 学号, not how many steps a
 student has left — can be read. The browser derives the same bytes with WebCrypto.
 
 A salt per record would add nothing here: a guess already names one student (the 学号 is part of it), so it
 can only ever be tested against that student's record. The salt is random per data folder (``.public-salt``,
-so old pages cannot be precomputed against another school). Strength is bounded by the last 6 characters of an
-ID: the day of birth, a 3-digit sequence and a check digit computed from the rest — about 14 bits; see
-docs/security.md for the measured cost of guessing.
+so old pages cannot be precomputed against another school). Strength: 50 random bits per student; see
+docs/security.md for the arithmetic.
 
-The slow derivation runs once per student: derived keys are cached in ``.public-keys`` (mode 0600, beside the
-store, which holds the same data in clear anyway) and reused while 学号, ID and salt are unchanged.
+The slow derivation runs once per student and code: derived keys are cached in ``.public-keys`` (mode 0600, beside
+the store, which holds the codes in clear anyway) and reused while 学号, 查询码 and salt are unchanged — a rotated
+code is derived afresh at the next build, and the old one opens nothing from then on.
 """
 
 from __future__ import annotations
@@ -25,21 +26,24 @@ import json
 import os
 import random
 import secrets
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lixiao.core.clearance.clearance import Clearance
-from lixiao.core.manual.model import Flow, Status, Student
-from lixiao.core.storage.files import write_atomically
+from lixiao.core.manual.model import Flow
+from lixiao.core.storage.chain import now
+from lixiao.core.storage.files import write_atomically, write_small
+from lixiao.core.storage.querycodes import QueryCodes, normalize_code
 from lixiao.core.storage.store import Store
 
+from .publicrecord import page_labels, page_steps, public_records
+
 DEFAULT_ITERATIONS = 20_000
-RECORD_BYTES = 256  # every plaintext (length, deflated JSON) padded to the longest, rounded up to this
+RECORD_BYTES = 256  # every plaintext (length, JSON) padded to the longest, rounded up to this
 SHARDS = 256  # records spread over r/00.js … r/ff.js by lookup name: the page loads one small file
 SALT_FILE, KEY_CACHE = ".public-salt", ".public-keys"
-AAD = b"lixiao-public-v1"
+AAD = b"lixiao-public-v2"
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one encoder, not one per record
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +55,9 @@ class PublicPage:
     derived: int
 
 
-def _secret_id_part(student: Student) -> str:
-    return student.id_card.strip().upper()[-6:]
-
-
-def derive(student_no: str, id_last6: str, salt: bytes, iterations: int) -> tuple[bytes, str]:
-    """(AES key, lookup name) for one student: the browser's derivation, byte for byte."""
-    secret = f"{student_no.strip()}|{id_last6.strip().upper()}".encode()
+def derive(student_no: str, code: str, salt: bytes, iterations: int) -> tuple[bytes, str]:
+    """(AES key, lookup name) for one student and 查询码 as typed: the browser's derivation, byte for byte."""
+    secret = f"{student_no.strip()}|{normalize_code(code)}".encode()
     out = hashlib.pbkdf2_hmac("sha256", secret, salt, iterations, 48)
     return out[:32], out[32:].hex()
 
@@ -88,26 +88,11 @@ def _save_cache(root: Path, cache: dict[str, list[str]]) -> None:
     path.chmod(0o600)
 
 
-def record_of(clearance: Clearance, student: Student, index: dict[tuple[str, str], int]) -> dict[str, object]:
-    """What a student sees: 基本信息 (no ID number) and the 离校记录 — each step as [its index in the page's step
-    list, the manual's status label] — and what blocks which step."""
-    document = clearance.record(student)
-    steps = [[index[(s["checkpoint_name"], s["step_name"])],
-              Status(s["status"]).label + ("（已解除限制）" if s["waived"] else "")]
-             for s in document["steps"] if s["status"] != Status.NA.value]
-    names = {s.code: s.name for s in clearance.flow.all_steps()}
-    blocked = [f"{names.get(b['step'], b['step'])}：须先完成 {'、'.join(b['missing'])}" for b in document["blocked"]]
-    return {"no": student.student_no, "name": student.name, "college": student.college, "class": student.class_name,
-            "complete": document["complete"], "steps": steps, "blocked": blocked}
-
-
 def _pack(record: dict[str, object]) -> bytes:
-    """A record as its plaintext before padding: a 2-byte length and the raw-deflated JSON (the browser inflates
-    it with DecompressionStream("deflate-raw"))."""
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
-    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
-    body = packer.compress(text) + packer.flush()
-    return len(body).to_bytes(2, "big") + body
+    """A record as its plaintext before padding: a 2-byte length and the JSON (UTF-8). Not compressed: a record
+    is a few hundred bytes of indexes and codes, and deflating 30,000 of them was a fifth of a rebuild."""
+    text = _JSON.encode(record).encode()
+    return len(text).to_bytes(2, "big") + text
 
 
 def _seal(key: bytes, plain: bytes, size: int) -> list[str]:
@@ -122,53 +107,57 @@ def _seal(key: bytes, plain: bytes, size: int) -> list[str]:
 def build_public_page(store: Store, flow: Flow, root: Path, out_dir: Path, render: Callable[[dict[str, object]], str],
                       iterations: int = DEFAULT_ITERATIONS,
                       progress: Callable[[int, int], None] | None = None) -> PublicPage:
-    """Write ``out_dir``/离校查询.html and its encrypted records (``render`` turns the page's settings into HTML)."""
-    clearance = Clearance(store, flow)
+    """Write ``out_dir``/离校查询.html and its encrypted records (``render`` turns the page's settings into HTML).
+    Students without a 查询码 get one first (audited); the caller holds the writer lock."""
+    with store.transaction():
+        QueryCodes(store).issue_missing_codes()
     salt = _salt(root)
     cache = _cache(root)
     fresh: dict[str, list[str]] = {}
     packed: list[tuple[str, bytes, bytes]] = []  # lookup, key, plaintext
-    students = store.students()
-    page_steps = [[cp.title_for(""), step.name] for cp in flow.checkpoints for step in cp.steps]
-    step_index = {(name, step): i for i, (name, step) in enumerate(page_steps)}
-    for cp in flow.checkpoints:  # per-college checkpoints show the college's name in a record
-        if cp.per_college:
-            for college in {s.college for s in students}:
-                for step in cp.steps:
-                    step_index[(cp.title_for(college), step.name)] = step_index[(cp.title_for(""), step.name)]
+    layout = page_steps(flow)
+    with store.snapshot():
+        codes = QueryCodes(store).query_codes()
+        records = list(public_records(store, flow, layout))
     derived = 0
-    for index, student in enumerate(students):
-        last6 = _secret_id_part(student)
-        tag = hashlib.sha256(f"{student.student_no}|{last6}|{salt.hex()}|{iterations}".encode()).hexdigest()
-        if tag in cache:
-            key_b64, lookup = cache[tag]
-            key = base64.b64decode(key_b64)
+    for index, (student, record) in enumerate(records):
+        code = normalize_code(codes[student.student_no])
+        tag = hashlib.sha256(f"{student.student_no}|{code}|{salt.hex()}|{iterations}".encode()).hexdigest()
+        entry = cache.get(tag)
+        if entry is None:
+            key, lookup = derive(student.student_no, code, salt, iterations)
+            entry, derived = [base64.b64encode(key).decode(), lookup], derived + 1
         else:
-            key, lookup = derive(student.student_no, last6, salt, iterations)
-            derived += 1
-        fresh[tag] = [base64.b64encode(key).decode(), lookup]
-        packed.append((lookup, key, _pack(record_of(clearance, student, step_index))))
+            key, lookup = base64.b64decode(entry[0]), entry[1]
+        fresh[tag] = entry
+        packed.append((lookup, key, _pack(record)))
         if progress and index % 200 == 0:
-            progress(index, len(students))
-    _save_cache(root, fresh)
-    size = -(-max((len(p) for _, _, p in packed), default=1) // RECORD_BYTES) * RECORD_BYTES
-    records = {lookup: _seal(key, plain, size) for lookup, key, plain in packed}
-    shards: dict[str, dict[str, list[str]]] = {f"{n:02x}": {} for n in range(SHARDS)}
-    shuffled = list(records.items())
-    random.SystemRandom().shuffle(shuffled)
-    for lookup, sealed in shuffled:
-        shards[lookup[:2]][lookup] = sealed
-    (out_dir / "r").mkdir(parents=True, exist_ok=True)
-    for prefix, shard in shards.items():
-        write_atomically(out_dir / "r" / f"{prefix}.js", (f'window.LIXIAO_SHARD("{prefix}", '
-                         + json.dumps(shard, separators=(",", ":")) + ");\n").encode())
-    data = {"v": 1, "salt": base64.b64encode(salt).decode(), "iterations": iterations, "aad": AAD.decode(),
-            "steps": page_steps}
+            progress(index, len(records))
+    if fresh != cache:
+        _save_cache(root, fresh)
+    stamp = now()[:16].replace("T", " ")
+    _write_records(out_dir, packed)
+    data = {"v": 2, "salt": base64.b64encode(salt).decode(), "iterations": iterations, "aad": AAD.decode(),
+            "steps": layout.steps, "labels": page_labels(), "asof": stamp}
     write_atomically(out_dir / "settings.js",
                      ("window.LIXIAO_PUBLIC = " + json.dumps(data, ensure_ascii=False, separators=(",", ":"))
                       + ";\n").encode())
     page = out_dir / "离校查询.html"
-    write_atomically(page, render({"session": store.session().name, "count": len(records)}).encode("utf-8"))
+    write_atomically(page, render({"session": store.session().name, "count": len(packed), "asof": stamp}).encode())
     if progress:
-        progress(len(students), len(students))
-    return PublicPage(page, len(records), derived)
+        progress(len(records), len(records))
+    return PublicPage(page, len(packed), derived)
+
+
+def _write_records(out_dir: Path, packed: list[tuple[str, bytes, bytes]]) -> None:
+    """Every record sealed, padded to one size, in random order, over the 256 shard files r/00.js … r/ff.js."""
+    size = -(-max((len(p) for _, _, p in packed), default=1) // RECORD_BYTES) * RECORD_BYTES
+    records = [(lookup, _seal(key, plain, size)) for lookup, key, plain in packed]
+    random.SystemRandom().shuffle(records)
+    shards: dict[str, dict[str, list[str]]] = {f"{n:02x}": {} for n in range(SHARDS)}
+    for lookup, sealed in records:
+        shards[lookup[:2]][lookup] = sealed
+    (out_dir / "r").mkdir(parents=True, exist_ok=True)
+    for prefix, shard in shards.items():  # temp + rename, not synced: the page is rebuilt from the store anyway
+        write_small(out_dir / "r" / f"{prefix}.js", f'window.LIXIAO_SHARD("{prefix}", '
+                    + json.dumps(shard, separators=(",", ":")) + ");\n", durable=False)

@@ -172,8 +172,8 @@ def test_status_lines_follow_every_write(store: Store) -> None:
     assert _lines_agree(store) and "0803010104" not in _lines(store)
 
 
-# What migrations 6 to 8 added, taken away again, for tests that make a store of an older version.
-_UNDO_6 = ("DROP TABLE loan_confirmations; ALTER TABLE students DROP COLUMN lenders; "
+# What migrations 6 to 10 added, taken away again, for tests that make a store of an older version.
+_UNDO_6 = ("DROP TABLE query_codes; DROP TABLE loan_confirmations; ALTER TABLE students DROP COLUMN lenders; "
            "ALTER TABLE conflicts DROP COLUMN remark; "
            "DROP TABLE acknowledged; ALTER TABLE conflicts DROP COLUMN resolution; "
            "ALTER TABLE refused_ticks DROP COLUMN resolved_at; ALTER TABLE refused_ticks DROP COLUMN resolution; "
@@ -221,7 +221,7 @@ def test_migration_5_moves_stored_not_applicable_to_the_one_alphabet(store: Stor
         reopened.write_status("0803010104", "dorm_items", Status.NA, remark="", source="t", operator="",
                               decision="applied")
     assert reopened.status_lines()["0803010104"][1] == "-" and reopened.integrity_problems() == []
-    assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
 
 
 def test_the_ledger_refuses_a_transition_outside_its_state_machine(store: Store) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -80,6 +81,25 @@ def library_outcome(books: Decimal, fines: Decimal) -> tuple[Status, str]:
 def finance_outcome(amount: Decimal) -> tuple[Status, str]:
     """缴还欠款: passed when 欠费金额 is 0, else failed with the amount."""
     return (Status.FAILED, f"欠费 {amount:.2f} 元") if amount else (Status.PASSED, "")
+
+
+_BOOKS, _FINES = re.compile(r"未还图书 (\d+) 册"), re.compile(r"图书馆欠费 (\d+\.\d\d) 元")
+_OWED = re.compile(r"欠费 (\d+\.\d\d) 元")
+
+
+def library_amounts(status: Status, remark: str) -> tuple[str, str] | None:
+    """(借阅册数, 欠费 in 元) that a library feed's status and remark stand for — library_outcome read back — or None
+    when they are not a library_outcome (a status set by hand, a student the export left out)."""
+    books, fines = _BOOKS.search(remark), _FINES.search(remark)
+    shown = (books.group(1) if books else "0", fines.group(1) if fines else "0.00")
+    return shown if library_outcome(Decimal(shown[0]), Decimal(shown[1])) == (status, remark) else None
+
+
+def finance_amount(status: Status, remark: str) -> str | None:
+    """The 欠费金额 in 元 that a finance feed's status and remark stand for (finance_outcome read back), or None."""
+    owed = _OWED.fullmatch(remark)
+    shown = owed.group(1) if owed else "0.00"
+    return shown if finance_outcome(Decimal(shown)) == (status, remark) else None
 
 
 LENDER_COLUMNS = ("经办单位", "学校代码", "贷款学校", "贷款机构")

@@ -252,6 +252,16 @@ MIGRATIONS.append(
         PRIMARY KEY (student_no, lender)
     ) WITHOUT ROWID;
     """)
+MIGRATIONS.append(
+    # 10: each student's 查询码 for the page safe to publish (random, handed out on the counsellors' slips; never
+    # derived from anything lixiao prints): the page's key is derived from 学号 + 查询码.
+    """
+    CREATE TABLE query_codes (
+        student_no TEXT PRIMARY KEY,
+        code TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

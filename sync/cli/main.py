@@ -19,7 +19,7 @@ from lixiao.core.manual.model import SPLITS, STATUS_LABELS, Flow, Status
 from lixiao.sync.datafolder import DataFolder, DataFolderError, find_folder, init_folder
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 
-from . import feed, offices, records, refunds, review
+from . import codes, feed, offices, records, refunds, review
 from .base import (
     LixiaoGroup,
     Refused,
@@ -317,35 +317,39 @@ def _share_paths(root: Path) -> list[Path]:
         folder.close()
 
 
-@main.command(epilog=examples("  lixiao report\n  xdg-open 2026离校/reports/index.html\n  lixiao report --public"))
-@click.option("--public", is_flag=True,
-              help="另外生成可公开的 reports/public/离校查询.html：学生凭学号和身份证号后六位只能看到本人记录")
-@click.option("--iterations", type=click.IntRange(1000, 10_000_000), default=20_000, show_default=True,
-              help="--public 的密钥派生轮数（越大越难猜，首次生成越慢）")
+@main.command(epilog=examples("  lixiao report\n  xdg-open 2026离校/reports/index.html\n  lixiao report --public\n"
+                              "  lixiao codes slips 查询码单/   # 把查询码单交给辅导员"))
+@click.option("--public/--no-public", default=None,
+              help="从此一并生成（或不再生成）可公开的 reports/public/离校查询.html：学生凭学号和查询码只能看到本人"
+                   "记录；开启后每次更新报表（含 lixiao sync 和 lixiao watch）都会重新生成")
+@click.option("--iterations", type=click.IntRange(1000, 10_000_000),
+              help="查询页的密钥派生轮数（默认 20000；越大越难猜，首次生成越慢）")
 @click.pass_context
-def report(ctx: click.Context, public: bool, iterations: int) -> None:
-    """重新生成报表（离线网页和 离校进度.xlsx）。Regenerate reports/."""
+def report(ctx: click.Context, public: bool | None, iterations: int | None) -> None:
+    """重新生成报表（离线网页和 离校进度.xlsx）。"""
     from lixiao.reports.build import render_report
+    from lixiao.sync.publishing import choose_public, public_setting, publish_public_page
 
     with open_data(ctx, write=True) as folder:
         built = render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates")
         console.print(f"已生成报表（{built.students} 名学生，{built.files} 个文件）：{built.index}")
         console.print(f"Excel 报表：{built.excel}")
-        if public:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        if public is not None or iterations:
+            choose_public(folder.root, public_setting(folder.root).publish if public is None else public, iterations)
+        if not public_setting(folder.root).publish:
+            if public is False:
+                console.print("查询页不再随报表更新（已发布的 reports/public/ 请自行从网站撤下）")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            from lixiao.reports.html import environment
-            from lixiao.reports.public import build_public_page
-
-            template = environment(folder.root / "templates").get_template("public.html")
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
-                          transient=True) as bar:
-                task = bar.add_task("加密每名学生的离校记录", total=None)
-                made = build_public_page(folder.store, folder.flow, folder.root, folder.root / "reports" / "public",
-                                         lambda settings: template.render(**settings), iterations,
-                                         lambda done, total: bar.update(task, completed=done, total=total))
-            console.print(f"可公开的查询页：{made.page}（{made.records} 名学生，本次派生密钥 {made.derived} 个）；"
-                          "只把 reports/public/ 发布到校内网（https），其余报表仅供管理人员")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                      transient=True) as bar:
+            task = bar.add_task("加密每名学生的离校记录", total=None)
+            made = publish_public_page(folder, lambda done, total: bar.update(task, completed=done, total=total))
+    if made is not None:
+        console.print(f"可公开的查询页：{made.page}（{made.records} 名学生，本次派生密钥 {made.derived} 个）；"
+                      "只把 reports/public/ 发布到校内网（https），其余报表仅供管理人员。学生凭查询码查询："
+                      "lixiao codes slips 目录 生成各班查询码单，交辅导员发给学生")
 
 
 @main.command("set", epilog=examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师"))
@@ -376,7 +380,7 @@ def set_status(ctx: click.Context, student: str, step: str, status: str, remark:
 
 
 for _command in (*feed.COMMANDS, *records.COMMANDS, *offices.COMMANDS, *review.COMMANDS,
-                 *refunds.COMMANDS):
+                 *refunds.COMMANDS, *codes.COMMANDS):
     main.add_command(_command)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from lixiao.core.storage.ledger import LedgerState
 from lixiao.sync.datafolder import DataFolder, DataFolderError, secret_key
 from lixiao.sync.messages import os_error_text
+from lixiao.sync.publishing import publish_public_page
 from lixiao.sync.takeback.inbox import hash_regular, inbox_files, safe_name, sync_settings, wait_until_settled
 from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.sync.takeback.pipeline import process_file
@@ -57,10 +58,13 @@ def _must_be_held(folder: DataFolder, path: Path) -> None:
 
 
 def refresh_reports(folder: DataFolder) -> Path:
-    """Regenerate reports/ (called once after a batch of returns, never per file)."""
+    """Regenerate reports/ (called once after a batch of returns, never per file), and the page safe to publish
+    where the folder publishes it (sync/publishing.py)."""
     from lixiao.reports.build import render_report
 
-    return render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates").index
+    index = render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates").index
+    publish_public_page(folder)
+    return index
 
 
 def recover_staging(folder: DataFolder) -> None:
