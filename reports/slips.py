@@ -68,7 +68,7 @@ def build_slips(store: Store, out_dir: Path, render: Callable[[dict[str, object]
     with store.transaction():
         QueryCodes(store).issue_missing_codes()
     codes = QueryCodes(store).query_codes(s.student_no for members in grouped.values() for s in members)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     written = []
     session = store.session().name
     for (college_name, class_title), members in sorted(grouped.items()):
