@@ -288,7 +288,7 @@ def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> Non
     """Each command's --help works and shows an example line starting with lixiao."""
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0
-    assert "示例 (example):" in result.output and "  lixiao " in result.output
+    assert "示例：" in result.output and "  lixiao " in result.output
 
 
 def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
@@ -302,7 +302,7 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["waive", "0803010103", "pay_arrears"], "缺少选项 --reason（见 lixiao waive --help）"),
-    (["set", "0803010103", "electricity", "maybe"], "STATUS 的值无效，只能是 pending、passed、failed、optional"),
+    (["set", "0803010103", "electricity", "maybe"], "状态 的值无效，只能是 已通过、未通过、未办理、可办可不办"),
     (["status"], "缺少参数 QUERY"),
     (["nosuch"], "没有命令 nosuch"),
     (["--bogus"], "没有选项 --bogus"),

@@ -265,3 +265,23 @@ def test_a_certificate_desk_workbook_is_refreshed_after_its_own_returns(cli: Cli
 def _old_write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
     _old(path)
+
+
+def test_send_issues_the_current_generation_when_the_issued_one_is_out_of_date(cli: Cli, tmp_path: Path) -> None:
+    """A workbook issued before a status changed (lixiao set) is not the one send delivers: send issues generation 2
+    with the current values, so the office never ticks a copy that returns as a conflict; a second send with nothing
+    changed issues nothing."""
+    share = _share(cli, tmp_path)
+    assert cli("issue", "--checkpoint", "dorm").exit_code == 0
+    assert cli("set", ROSTER[0].student_no, "清理宿舍物品", "已通过").exit_code == 0
+    result = cli("send", "--checkpoint", "dorm")
+    assert result.exit_code == 0, result.output
+    [delivered] = sorted((share / "宿管中心离校点" / "待办").glob("*.xlsx"))
+    assert delivered.name.endswith("第2版.xlsx")
+    sheet = openpyxl.load_workbook(delivered)["办理"]
+    ticked = [row[0].value for row in sheet.iter_rows() if any(c.value is True for c in row)]
+    assert ROSTER[0].student_no in ticked
+    assert cli("set", ROSTER[1].student_no, "清理宿舍物品", "已通过").exit_code == 0
+    again = cli("send", "--checkpoint", "dorm")
+    assert again.exit_code == 0 and "已是最新" in again.output  # delivered already: left to the readiness rule
+    assert sorted(p.name for p in (share / "宿管中心离校点" / "待办").glob("*.xlsx")) == [delivered.name]

@@ -103,7 +103,7 @@ def test_students_missing_from_a_whole_school_export_are_listed(cli: Cli, tmp_pa
     feed = write(tmp_path / "lib.csv", f"学号,借阅册数,欠费\n{ROSTER[0].student_no},0,0\n{ROSTER[1].student_no},0,0\n")
     result = cli("feed", "library", str(feed))
     assert result.exit_code == 0, result.output
-    assert "3 名学生不在导出中" in result.output and ROSTER[4].student_no in result.output
+    assert "3 名学生不在这份导出中：3 名仍为未办理" in result.output and ROSTER[4].student_no in result.output
     [receipt] = (cli.data / "receipts").glob("数据源-library-*.txt")
     assert all(s.student_no in receipt.read_text("utf-8") for s in ROSTER[2:])
     assert cli.json("status", ROSTER[2].student_no)["steps"][1]["status"] in ("pending",)
@@ -112,6 +112,25 @@ def test_students_missing_from_a_whole_school_export_are_listed(cli: Cli, tmp_pa
     assert "数据源未覆盖的学生（3）" in page
     loans = write(tmp_path / "loans.csv", f"学号\n{ROSTER[1].student_no}\n")
     assert "不在导出中" not in cli("feed", "loans", str(loans), "--loan", "national").output
+
+
+def test_a_partial_export_counts_what_actually_stays_pending(cli: Cli, tmp_path: Path) -> None:
+    """A library export covering only part of the school counts as 未办理 only the left-out students whose step is
+    still 未办理; those passed by an earlier export are said to keep their status, and the hint names the file,
+    section and key of the setting with an example."""
+    whole = "".join(f"{s.student_no},0,0\n" for s in ROSTER[:4])
+    assert cli("feed", "library", str(write(tmp_path / "all.csv", "学号,借阅册数,欠费\n" + whole))).exit_code == 0
+    part = write(tmp_path / "part.csv", f"学号,借阅册数,欠费\n{ROSTER[0].student_no},0,0\n")
+    result = cli("feed", "library", str(part))
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "4 名学生不在这份导出中：1 名仍为未办理；3 名保持原来的状态（已通过 3 名" in flat
+    assert "保持未办理" not in flat and "absent 可设为" not in flat
+    assert "lixiao.toml" in flat and "[feeds]" in flat and 'absent = "passed"' in flat
+    pending = result.output.split("名单见")[1]
+    assert ROSTER[4].student_no in pending and ROSTER[1].student_no not in pending
+    [receipt] = sorted((cli.data / "receipts").glob("数据源-library-*.txt"))[-1:]
+    assert "3 名保持原来的状态" in receipt.read_text("utf-8")
 
 
 def test_absent_students_can_be_recorded_as_failed(cli: Cli, tmp_path: Path) -> None:

@@ -3,7 +3,12 @@ out by themselves, and the report showing open items only."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
+from pathlib import Path
+
+import openpyxl
 
 from .conftest import Cli, drop, edit, outbox, rows, statuses, sync
 
@@ -109,3 +114,72 @@ def test_the_resolve_choices_are_the_actions() -> None:
 
     [choice] = [p.type for p in review_resolve.params if p.name == "action"]
     assert list(choice.choices) == [a.value for a in Action]  # type: ignore[attr-defined]
+
+
+def _refused_lift(cli: Cli, tmp_path: Path) -> dict[str, str]:
+    """A 解除限制 tick without a 理由, refused: the review item it leaves."""
+    finance = tmp_path / "财务.csv"
+    finance.write_text(f"学号,欠费金额\n{STUDENT},120\n", "utf-8")
+    assert cli("feed", "finance", str(finance)).exit_code == 0
+    cli("issue", "--checkpoint", "special")
+    book = openpyxl.load_workbook(outbox(cli, "special")[0])
+    ws = book["解除限制"]
+    head = next(r for r in range(1, 10) if ws.cell(r, 1).value == "学号")
+    cols = {ws.cell(head, c).value: c for c in range(1, ws.max_column + 1) if ws.cell(head, c).value}
+    row = next(r for r in range(head + 1, ws.max_row + 1)
+               if (ws.cell(r, 1).value, ws.cell(r, cols["离校步骤"]).value) == (STUDENT, "缴还欠款"))
+    ws.cell(row, cols["解除限制"]).value = True  # no 理由: refused
+    buffer = io.BytesIO()
+    book.save(buffer)
+    drop(cli, "special.xlsx", buffer.getvalue())
+    assert sync(cli)["files"][0]["refused"] == 1
+    [item] = [i for i in _items(cli) if i["kind"] == "refused"]
+    return item
+
+
+def test_taking_a_refused_lift_lifts_the_restriction_with_the_reason(cli: Cli, tmp_path: Path) -> None:
+    """`take` on a refused 解除限制 tick lifts the restriction (checked like lixiao waive, the --reason as its 理由)
+    and closes the item — it never sends the coordinator to lixiao set."""
+    item = _refused_lift(cli, tmp_path)
+    taken = cli("review", "resolve", item["id"], "take", "--reason", "欠费缓交，经学生处批准")
+    assert taken.exit_code == 0, taken.output
+    assert "lixiao set" not in taken.output
+    [waiver] = cli.json("waivers")
+    assert (waiver["student_no"], waiver["reason"]) == (STUDENT, "欠费缓交，经学生处批准")
+    assert _items(cli) == []
+
+
+def test_a_refused_lift_drops_out_once_the_waiver_is_granted(cli: Cli, tmp_path: Path) -> None:
+    """A refused 解除限制 tick leaves the queue by itself once `lixiao waive` lifted that restriction."""
+    item = _refused_lift(cli, tmp_path)
+    step = next(s["step"] for s in cli.json("status", STUDENT)["steps"] if s["step_name"] == "缴还欠款")
+    assert item["step"] == step
+    assert cli("waive", STUDENT, step, "--reason", "欠费缓交").exit_code == 0
+    assert _items(cli) == []
+
+
+def test_a_refused_file_has_a_short_id_and_its_old_id_still_works(issued: Cli) -> None:
+    """A refused file's id is short (F + a number); the former F + 12 hex digits of its hash is still accepted."""
+    drop(issued, "坏文件.xlsx", "学号,姓名\n0803010103,丁德卫\n".encode())
+    sync(issued)
+    [item] = [i for i in _items(issued) if i["kind"] == "file"]
+    assert re.fullmatch(r"F\d{1,6}", item["id"]), item["id"]
+    [(digest_hex,)] = rows(issued, "SELECT hash FROM returns WHERE outcome = 'rejected'")
+    done = issued("review", "resolve", f"F{digest_hex[:12]}", "dismiss", "--reason", "已让学院重新交回")
+    assert done.exit_code == 0, done.output
+    assert _items(issued) == []
+
+
+def test_the_dashboard_counts_what_review_lists(issued: Cli) -> None:
+    """The report's 待核对 card counts the same items as `lixiao review`: refused files too."""
+    drop(issued, "坏文件.xlsx", "学号,姓名\n0803010103,丁德卫\n".encode())
+    desk = next(p for p in outbox(issued, "certificates") if "机电工程学院" in p.name)
+    drop(issued, "证件.xlsx", edit(desk, {(STUDENT, "领取学位证"): True}))
+    sync(issued)
+    listed = _items(issued)
+    assert {i["kind"] for i in listed} == {"file", "refused"}
+    assert issued("report").exit_code == 0
+    page = (issued.data / "reports" / "index.html").read_text("utf-8")
+    card = re.search(r'<div class="sub">待核对</div><div class="num">(\d+)</div>', page)
+    assert card is not None and int(card.group(1)) == len(listed)
+    assert f"<td>{next(i['id'] for i in listed if i['kind'] == 'file')}</td>" in page

@@ -61,18 +61,34 @@ def test_every_bad_row_is_listed_with_row_number_and_reason() -> None:
     bad_id = make_id(3)[:-1] + ("0" if make_id(3)[-1] != "0" else "1")
     result = parse([
         good("2203010101", 1),
-        good(2203010102, 2),
+        good(203010102, 2),
         good("2203010103", 3, 身份证号=bad_id),
         good("2203010104", 4, 宿舍="8区10栋"),
         good("2203010105", 5, 培养层次="专科"),
     ])
     assert [p.row for p in result.problems] == [3, 4, 5, 6]
     messages = [str(p) for p in result.problems]
-    assert "学号是数字格式" in messages[0] and "设为“文本”格式" in messages[0]
+    assert messages[0].startswith("第 3 行：学号 203010102 是数字格式，比其他学号少 1 位，可能丢了开头的 0")
+    assert "设为“文本”格式" in messages[0]
     assert "身份证号校验位错误" in messages[1]
     assert "宿舍“8区10栋”格式应为 区-栋-层-房间" in messages[2]
     assert "培养层次“专科”" in messages[3]
     assert len(result.students) == 1
+
+
+def test_a_numeric_student_no_as_long_as_the_others_is_taken_with_a_notice() -> None:
+    """A 学号 Excel stored as a number, as long as the roster's text 学号 (no leading 0 lost), is taken as text and
+    the rows are named in a warning; without any text 学号 to compare it is refused, pointing to --numeric-ids."""
+    result = parse([good("2203010101", 1), good(2203010102, 2), good(2203010103, 3)])
+    assert result.problems == []
+    assert [s.student_no for s in result.students] == ["2203010101", "2203010102", "2203010103"]
+    [notice] = result.warnings
+    assert notice.startswith("第 3、4 行的学号是数字格式，与其他学号一样是 10 位") and "文本" in notice
+    alone = parse([good(2203010102, 2), good(2203010103, 3)])
+    assert len(alone.problems) == 2 and "--numeric-ids" in str(alone.problems[0])
+    table = read_table(xlsx([HEADER, good(2203010102, 2), good(2203010103, 3)]), "r.xlsx")
+    trusted = validate_roster(table.headers, table.rows, numeric_ids=True)
+    assert trusted.problems == [] and [s.student_no for s in trusted.students] == ["2203010102", "2203010103"]
 
 
 def test_number_typed_id_card_is_refused() -> None:
@@ -163,7 +179,7 @@ def test_any_cell_values_give_a_student_or_reasons_never_a_crash(cells: dict[str
 def test_cli_import_with_bad_rows_imports_nothing(cli: Cli, tmp_path: Path) -> None:
     """One bad row makes the whole import refused (exit 1) unless --skip-bad is given."""
     path = tmp_path / "bad.xlsx"
-    path.write_bytes(xlsx([HEADER, good("2203010101", 1), good(2203010102, 2)]))
+    path.write_bytes(xlsx([HEADER, good("2203010101", 1), good(203010102, 2)]))  # a 学号 that lost its leading 0
     before = cli.json("flow", "show")  # the folder opens fine
     result = cli("students", "import", str(path))
     assert result.exit_code == 1

@@ -29,6 +29,12 @@ class FeedReport:
     unknown: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     absent: list[Student] = field(default_factory=list)  # roster students a whole-school export left out
+    absent_kept: dict[str, Status] = field(default_factory=dict)  # of those, 学号 → a status other than 未办理 kept
+
+    @property
+    def absent_pending(self) -> list[Student]:
+        """The students left out whose step is still 未办理 (what a partial export leaves blocking them)."""
+        return [s for s in self.absent if s.student_no not in self.absent_kept]
     partial: list[str] = field(default_factory=list)  # national loans some but not all lenders confirmed
 
 
@@ -169,6 +175,9 @@ class FeedApplication:
                         or not rules.applies(step, student):
                     continue
                 report.absent.append(student)
+                kept = self.statuses(student.student_no).get(step.code, Status.PENDING)
+                if kept is not Status.PENDING:
+                    report.absent_kept[student.student_no] = kept
                 if absent is not None:
                     self.set_step(student, step.code, absent, remark=f"不在{feed_label(feed)}导出中（按设置记为"
                                   f"{absent.label}）", source=source, operator=operator)

@@ -74,10 +74,48 @@ def _text_cell(value: object, column: str, reasons: list[str]) -> str:
     return clean_text(str(value))
 
 
-def validate_row(row_number: int, cells: Mapping[str, object], class_required: bool = True) -> Student | RowProblem:
-    """One roster row as a Student, or every reason it is refused (班级 may be blank unless ``class_required``)."""
+def _numeric_student_no(value: object, usual: int, reasons: list[str]) -> str:
+    """A 学号 Excel stored as a number: taken as text when it has the cohort's usual length (no leading 0 can have
+    been lost), otherwise refused saying how many digits it lacks."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        return _text_cell(value, "学号", reasons)
+    digits = str(int(value))  # type: ignore[call-overload]
+    if usual and len(digits) == usual:
+        return digits
+    if usual and len(digits) < usual:
+        reasons.append(f"学号 {digits} 是数字格式，比其他学号少 {usual - len(digits)} 位，可能丢了开头的 0；"
+                       "请把学号列设为“文本”格式，按学籍系统的学号重新输入")
+    elif usual:
+        reasons.append(f"学号 {digits} 是数字格式，比其他学号多 {len(digits) - usual} 位；请核对后按文本格式重新输入")
+    else:
+        reasons.append(f"学号 {digits} 是数字格式，名单中没有文本格式的学号可以对照，无法确认开头的 0 是否丢失；"
+                       "请把学号列设为“文本”格式后重新输入（如果本届学号本来就没有开头的 0，"
+                       "可加 --numeric-ids 按数字读入）")
+    return ""
+
+
+def usual_length(rows: Iterable[Mapping[str, object]], numeric_ids: bool = False) -> int:
+    """The most common length of the 学号 a roster holds as text (with ``numeric_ids``, the coordinator's word that
+    the numbers lost nothing: as numbers too), 0 for none."""
+    lengths: dict[int, int] = {}
+    for cells in rows:
+        value = cells.get("学号")
+        if numeric_ids and isinstance(value, int | float) and not isinstance(value, bool) \
+                and float(value).is_integer():
+            value = str(int(value))
+        if isinstance(value, str) and value.strip():
+            lengths[len(value.strip())] = lengths.get(len(value.strip()), 0) + 1
+    return max(lengths, key=lambda n: (lengths[n], n)) if lengths else 0
+
+
+def validate_row(row_number: int, cells: Mapping[str, object], class_required: bool = True,
+                 usual: int = 0) -> Student | RowProblem:
+    """One roster row as a Student, or every reason it is refused (班级 may be blank unless ``class_required``;
+    ``usual``: the cohort's 学号 length, which a 学号 stored as a number must have to be taken)."""
     reasons: list[str] = []
-    student_no = _text_cell(cells.get("学号"), "学号", reasons)
+    raw_no = cells.get("学号")
+    student_no = (_numeric_student_no(raw_no, usual, reasons) if isinstance(raw_no, int | float)
+                  else _text_cell(raw_no, "学号", reasons))
     if student_no and _SCIENTIFIC.match(student_no):
         reasons.append(f"学号“{student_no}”已被 Excel 变成科学计数法，请把学号列设为文本后重新输入")
     elif not reasons and (problem := student_no_problem(student_no)):
@@ -151,19 +189,28 @@ def check_headers(headers: Iterable[str], class_required: bool = True) -> list[s
 
 
 def validate_roster(headers: list[str], rows: Iterable[tuple[int, Mapping[str, object]]],
-                    class_required: bool = True) -> RosterResult:
+                    class_required: bool = True, numeric_ids: bool = False) -> RosterResult:
     """Validate every row; duplicates of 学号 or 身份证号 are reported on each row involved. ``class_required``:
-    the flow ticks by class (Flow.needs_class), so a blank 班级 is refused."""
+    the flow ticks by class (Flow.needs_class), so a blank 班级 is refused. A 学号 stored as a number is taken when
+    it is as long as the roster's text 学号 (or, with ``numeric_ids``, its other 学号), listed in a warning."""
     result = RosterResult(warnings=check_headers(headers, class_required))
     parsed: list[tuple[int, Student]] = []
+    rows = list(rows)
+    usual, converted = usual_length((cells for _, cells in rows), numeric_ids), []
     for number, cells in rows:
         if all(v is None or (isinstance(v, str) and not v.strip()) for v in cells.values()):
             continue
-        outcome = validate_row(number, cells, class_required)
+        outcome = validate_row(number, cells, class_required, usual)
         if isinstance(outcome, RowProblem):
             result.problems.append(outcome)
         else:
             parsed.append((number, outcome))
+            if isinstance(cells.get("学号"), int | float):
+                converted.append(number)
+    if converted:
+        shown = "、".join(map(str, converted[:10])) + (f" 等 {len(converted)} 行" if len(converted) > 10 else " 行")
+        result.warnings.append(f"第 {shown}的学号是数字格式，与其他学号一样是 {usual} 位（没有丢失开头的 0），"
+                               "已按文本读入；以后请把学号列设为“文本”格式")
     by_no: dict[str, list[int]] = {}
     by_id: dict[str, list[int]] = {}
     for number, student in parsed:

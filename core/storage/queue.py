@@ -33,6 +33,15 @@ class ReviewRecords(AuditChain):
             "AND hash NOT IN (SELECT hash FROM acknowledged) "
             "ORDER BY updated_at DESC LIMIT ?", [limit])]
 
+    def return_numbers(self, hashes: set[str]) -> dict[str, int]:
+        """The short number of each return (its row number in the ledger, shown as F12), by content hash."""
+        found: dict[str, int] = {}
+        for digest_hex in hashes:
+            row = self.db.execute("SELECT rowid FROM returns WHERE hash = ?", [digest_hex]).fetchone()
+            if row:
+                found[digest_hex] = int(row[0])
+        return found
+
     def conflict_returned(self, conflict_id: int) -> tuple[str, str]:
         """The returned value of a conflict and the 备注 returned with it (('', '') when there is none)."""
         row = self.db.execute("SELECT returned, remark FROM conflicts WHERE id = ?", [conflict_id]).fetchone()

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from lixiao.core.feeds.exports import FeedError
 from lixiao.core.manual.flow import FlowError
-from lixiao.core.manual.model import STATUS_MARKS
+from lixiao.core.manual.model import STATUS_LABELS, STATUS_MARKS, Status
 from lixiao.core.manual.roster import RosterError
 from lixiao.core.manual.rules import ClearanceError, RefusedError
 from lixiao.core.storage.guard import StoreError
@@ -45,6 +45,27 @@ def input_errors() -> tuple[type[Exception], ...]:
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+class StatusWord(click.Choice):  # type: ignore[type-arg]
+    """A status as a coordinator writes it: 已通过 / 未通过 / 未办理 / 可办可不办, the manual's marks (✓ ✗ × ○ ↓),
+    or the English code (passed, failed, pending, optional); converted to the Status value."""
+
+    def __init__(self) -> None:
+        super().__init__([STATUS_LABELS[s] for s in SETTABLE])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        found = STATUS_WORDS.get(text) or STATUS_WORDS.get(text.lower())
+        if found is not None:
+            return found.value
+        return super().convert(text, param, ctx)  # refused there, naming the four words
+
+
+SETTABLE = (Status.PASSED, Status.FAILED, Status.PENDING, Status.OPTIONAL)
+STATUS_WORDS: dict[str, Status] = {word: s for s in SETTABLE
+                                   for word in (s.value, STATUS_LABELS[s], STATUS_MARKS[s], s.marked)}
+STATUS_WORDS |= {"×": Status.FAILED, "✕": Status.FAILED, "√": Status.PASSED, "✔": Status.PASSED}
+
+
 class Refused(click.ClickException):
     """The command ran but something was refused (exit 1)."""
 
@@ -54,8 +75,62 @@ class Refused(click.ClickException):
         click.echo(f"已拒绝：{self.format_message()}", err=True)
 
 
+# click's own words in a --help page, in Chinese (a coordinator reads every help page).
+HELP_WORDS = {"Usage:": "用法：", "Options": "选项", "Commands": "命令",
+              "Show this message and exit.": "显示本帮助并退出",
+              "Show the version and exit.": "显示版本并退出", "[default: ": "[默认：", "[required]": "[必填]",
+              "default: ": "默认：", "required": "必填"}
+
+
+class ChineseHelpFormatter(click.HelpFormatter):
+    """click's help layout with its own headings and option notes in Chinese."""
+
+    def write_usage(self, prog: str, args: str = "", prefix: str | None = None) -> None:
+        super().write_usage(prog, args, HELP_WORDS["Usage:"] if prefix is None else prefix)
+
+    def write_heading(self, heading: str) -> None:
+        self.write(f"{'':>{self.current_indent}}{HELP_WORDS.get(heading, heading)}：\n")
+
+    def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
+        super().write_dl([(term, _chinese_notes(text)) for term, text in rows], col_max, col_spacing)
+
+
+def _chinese_notes(text: str) -> str:
+    for english in ("Show this message and exit.", "Show the version and exit.", "[default: ", "[required]"):
+        text = text.replace(english, HELP_WORDS[english])
+    return text
+
+
+class ChineseContext(click.Context):
+    """A context whose --help page is laid out by ChineseHelpFormatter."""
+
+    formatter_class = ChineseHelpFormatter
+
+
+def chinese_help(command: click.Command) -> None:
+    """Give a command (and, for a group, every subcommand) Chinese help: headings, [选项], 命令 [参数]."""
+    command.context_class = ChineseContext
+    command.options_metavar = "[选项]"
+    if isinstance(command, click.Group):
+        command.subcommand_metavar = "命令 [参数]..."
+        for sub in command.commands.values():
+            chinese_help(sub)
+
+
 class LixiaoGroup(click.Group):
-    """A group that turns library errors into one clear line and exit code 2 (1 for refusals)."""
+    """A group that turns library errors into one clear line and exit code 2 (1 for refusals); its commands' help
+    is in Chinese."""
+
+    context_class = ChineseContext
+    group_class = type  # its subgroups (students, flow) are LixiaoGroups too, so their subcommands get Chinese help
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options_metavar, self.subcommand_metavar = "[选项]", "命令 [参数]..."
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        chinese_help(cmd)
+        super().add_command(cmd, name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -162,4 +237,4 @@ def print_json(data: object) -> None:
 
 def examples(text: str) -> str:
     """A command epilog listing examples, kept verbatim by click (\b)."""
-    return "示例 (example):\n\n\b\n" + text
+    return "示例：\n\n\b\n" + text

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.markup import escape
 
-from lixiao.core.feeds.exports import parse_feed
+from lixiao.core.feeds.exports import feed_label, parse_feed
 from lixiao.core.manual.model import Status
 from lixiao.sync.datafolder import DataFolderError
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 @click.pass_context
 def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, lender: str | None,
          operator: str | None) -> None:
-    """导入图书馆（学号,借阅册数,欠费）、财务（学号,欠费金额）或贷款系统的数据。Apply a feed."""
+    """导入图书馆（学号,借阅册数,欠费）、财务（学号,欠费金额）或贷款系统的数据。"""
     from lixiao.workbooks.tables import read_table
 
     table = read_table(read_input(file), file.name)
@@ -43,12 +43,14 @@ def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, lender: st
     for line in report.partial:
         console.print(f"[yellow]部分确认：{escape(line)}[/]")
     if report.absent:
-        what = f"已按设置记为“{absent.label}”" if absent else "保持未办理（[feeds] absent 可设为 passed 或 failed）"
-        console.print(f"[yellow]学生名单中有 {len(report.absent)} 名学生不在导出中，{what}；名单见 {receipt}：[/]")
-        for student in report.absent[:20]:
+        console.print(f"[yellow]{escape(absent_summary(report, absent))}；名单见 {receipt}[/]")
+        listed = report.absent if absent else report.absent_pending
+        for student in listed[:20]:
             console.print(f"  {student.student_no} {escape(student.name)}（{escape(student.class_name)}）")
-        if len(report.absent) > 20:
-            console.print(f"  …… 另有 {len(report.absent) - 20} 名")
+        if len(listed) > 20:
+            console.print(f"  …… 另有 {len(listed) - 20} 名")
+        if report.absent_pending and absent is None:
+            console.print(f"[yellow]{escape(ABSENT_HINT)}[/]")
     if report.reverted:
         console.print(f"[yellow]{len(report.reverted)} 名学生由“已通过”变为“未通过”（已记入审计）：[/]")
         for line in report.reverted:
@@ -58,6 +60,26 @@ def feed(ctx: click.Context, kind: str, file: Path, loan: str | None, lender: st
         console.print(f"  [red]{line}[/]")
     if trouble:
         raise Refused(f"{len(trouble)} 行未能应用（见上）")
+
+
+ABSENT_HINT = ("仍为未办理的学生会挡住领证。如果这份导出本应覆盖全校，请核对导出是否完整；如果不在导出中就表示"
+               "没有借书或欠费，可在数据文件夹的 lixiao.toml 中加上\n  [feeds]\n  absent = \"passed\"    "
+               "# 不在导出中即记为已通过；写 \"failed\" 则记为未通过\n然后重新导入这份导出")
+
+
+def absent_summary(report: FeedReport, absent: Status | None) -> str:
+    """What became of the roster students an export left out, counted by what their step actually is now."""
+    head = f"学生名单中有 {len(report.absent)} 名学生不在这份导出中"
+    if absent is not None:
+        return f"{head}，已按设置记为“{absent.label}”（lixiao.toml 的 [feeds] absent）"
+    kept: dict[str, int] = {}
+    for status in report.absent_kept.values():
+        kept[status.label] = kept.get(status.label, 0) + 1
+    parts = [f"{len(report.absent_pending)} 名仍为未办理"] if report.absent_pending else []
+    if kept:
+        what = "、".join(f"{label} {count} 名" for label, count in sorted(kept.items()))
+        parts.append(f"{len(report.absent_kept)} 名保持原来的状态（{what}，本次未改动）")
+    return f"{head}：{'；'.join(parts)}"
 
 
 def _absent_setting(root: Path) -> Status | None:
@@ -83,9 +105,10 @@ def _feed_receipt(root: Path, kind: str, name: str, report: FeedReport, absent: 
     from lixiao.core.storage.files import write_atomically
 
     path = root / "receipts" / f"数据源-{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.txt"
-    lines = [f"数据源：{kind}（{name}）", f"不在导出中的学生：{len(report.absent)} 名，"
-             + (f"已记为“{absent.label}”" if absent else "保持未办理"), ""]
-    lines += [f"{s.student_no}\t{s.name}\t{s.college}\t{s.class_name}" for s in report.absent]
+    lines = [f"数据源：{feed_label(kind)}（{name}）", absent_summary(report, absent), "",
+             "学号\t姓名\t院系\t班级\t现在的状态"]
+    lines += [f"{s.student_no}\t{s.name}\t{s.college}\t{s.class_name}\t"
+              f"{(absent or report.absent_kept.get(s.student_no, Status.PENDING)).label}" for s in report.absent]
     write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
     return path
 

@@ -23,6 +23,7 @@ from . import codes, feed, offices, records, refunds, review
 from .base import (
     LixiaoGroup,
     Refused,
+    StatusWord,
     console,
     examples,
     open_data,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 def main(ctx: click.Context, data: str | None) -> None:
     """lixiao 数字离校：用 Excel 工作簿办理毕业生离校手续。
 
-    Graduation clearance through spreadsheets: one store, checkbox workbooks per office.
+    一个数据库，各离校点一份勾选工作簿；lixiao 命令 --help 显示每个命令的用法和示例。
     """
     ctx.ensure_object(dict)
     ctx.obj["data"] = data
@@ -56,7 +57,7 @@ def main(ctx: click.Context, data: str | None) -> None:
 @click.option("--session", help="离校会话名称，如 2026届本科毕业生离校")
 @click.option("--year", type=int, help="届别年份（默认取会话名称中的年份或今年）")
 def init(directory: Path, flow_name: str, session: str | None, year: int | None) -> None:
-    """创建数据文件夹（设置、可编辑的流程、数据库、收发文件夹）。Create a data folder."""
+    """创建数据文件夹（设置、可编辑的流程、数据库、收发文件夹）。"""
     folder = init_folder(directory, flow_name, session, year)
     try:
         console.print(f"已创建数据文件夹 {directory}（{folder.session_name}，流程：{folder.flow.name}）")
@@ -67,13 +68,13 @@ def init(directory: Path, flow_name: str, session: str | None, year: int | None)
 
 @main.group()
 def students() -> None:
-    """学生名单：导入与模板。Roster (学生名单): import and template."""
+    """学生名单：导入与模板。"""
 
 
 @students.command("template", epilog=examples("  lixiao students template 学生名单模板.xlsx"))
 @click.argument("file", type=click.Path(path_type=Path))
 def students_template(file: Path) -> None:
-    """写出带标准中文表头的空白学生名单。Write an empty roster .xlsx with the expected Chinese headers."""
+    """写出带标准中文表头的空白学生名单。"""
     if file.suffix.lower() != ".xlsx":
         raise DataFolderError("模板文件名应以 .xlsx 结尾")
     from lixiao.workbooks.roster import build_roster_template
@@ -86,16 +87,19 @@ def students_template(file: Path) -> None:
     "  lixiao students import 学生名单.xlsx\n  lixiao students import 名单.csv --skip-bad"))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--skip-bad", is_flag=True, help="导入正确的行，跳过有错的行（默认：有错则全部不导入）")
+@click.option("--numeric-ids", is_flag=True,
+              help="学号列是数字格式、且本届学号本来就没有开头的 0 时，按数字读入"
+                   "（默认只接受与文本学号位数相同的数字学号）")
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
-def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: str | None) -> None:
-    """导入学生名单（.xlsx 或 .csv）；有错的行逐行列出。Import a roster; bad rows are listed with their row numbers."""
+def students_import(ctx: click.Context, file: Path, skip_bad: bool, numeric_ids: bool, operator: str | None) -> None:
+    """导入学生名单（.xlsx 或 .csv）；有错的行逐行列出。"""
     from lixiao.core.manual.roster import validate_roster
     from lixiao.workbooks.tables import read_table
 
     table = read_table(read_input(file), file.name)
     with open_data(ctx, write=True) as folder:
-        result = validate_roster(table.headers, table.rows, folder.flow.needs_class)
+        result = validate_roster(table.headers, table.rows, folder.flow.needs_class, numeric_ids)
         print_problems(result.warnings, list(result.problems))
         if result.problems and not skip_bad:
             raise Refused("名单有错误，没有导入任何学生；请改正后重新导入，或加 --skip-bad 只导入正确的行")
@@ -112,7 +116,7 @@ def students_import(ctx: click.Context, file: Path, skip_bad: bool, operator: st
 
 @main.group()
 def flow() -> None:
-    """离校流程：离校点、步骤、前置条件。The flow: checkpoints, steps, prerequisites."""
+    """离校流程：离校点、步骤、前置条件。"""
 
 
 @flow.command("show", epilog=examples("  lixiao flow show\n  lixiao flow show --preset graduate --json"))
@@ -120,7 +124,7 @@ def flow() -> None:
 @click.option("--preset", type=click.Choice(PRESETS), help="显示预置流程（无需数据文件夹）")
 @click.pass_context
 def flow_show(ctx: click.Context, as_json: bool, preset: str | None) -> None:
-    """显示离校点、步骤、适用对象、批量方式和前置条件。Show the flow."""
+    """显示离校点、步骤、适用对象、批量方式和前置条件。"""
     if preset:
         shown, year = load_preset(preset), 2026
     else:
@@ -174,7 +178,7 @@ def _print_flow(shown: Flow, year: int) -> None:
 @click.option("--split", type=click.Choice(SPLITS), help="再按学院、班级或宿舍拆成多个文件")
 @click.pass_context
 def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -> None:
-    """为各离校点签发勾选工作簿到 outbox/（再次签发版本加一）。Issue the workbooks."""
+    """为各离校点签发勾选工作簿到 outbox/（再次签发版本加一）。"""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from lixiao.sync.issuing import issue_workbooks, plan_each
@@ -207,7 +211,7 @@ def issue(ctx: click.Context, checkpoints: tuple[str, ...], split: str | None) -
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, confirm: bool, as_json: bool) -> None:
-    """处理收件箱中交回的工作簿：核验、合并、存档、回执。Sync returned workbooks once.
+    """处理收件箱中交回的工作簿：核验、合并、存档、回执。
 
     撤销超过 [sync] max_revocations 个已通过格子的交回会暂缓（held/），核对后用 --confirm 使其生效。
     """
@@ -270,7 +274,7 @@ def sync_command(ctx: click.Context, files: tuple[Path, ...], dry_run: bool, con
 @click.pass_context
 def watch(ctx: click.Context, poll: float | None, settle: float, rescan: float, unit: bool, check: bool,
           as_json: bool) -> None:
-    """守护进程：监视收件箱，文件完整后自动处理；Ctrl-C 停止。Run the watch daemon.
+    """守护进程：监视收件箱，文件完整后自动处理；Ctrl-C 停止。
 
     --unit 打印 systemd 单元（其余选项写入 ExecStart），--check 检查正在运行的守护进程。
     """
@@ -352,15 +356,21 @@ def report(ctx: click.Context, public: bool | None, iterations: int | None) -> N
                       "lixiao codes slips 目录 生成各班查询码单，交辅导员发给学生")
 
 
-@main.command("set", epilog=examples("  lixiao set 0803010103 degree_certificate passed --operator 张老师"))
-@click.argument("student")
-@click.argument("step")
-@click.argument("status", type=click.Choice([s.value for s in Status if s is not Status.NA]))
-@click.option("--remark", default="", help="备注")
+@main.command("set", epilog=examples("  lixiao set 0803010103 清理电费 已通过 --operator 张老师\n"
+                                     "  lixiao set 0803010103 归还图书 未通过 --remark 图书未还\n"
+                                     "  lixiao set 丁德卫 degree_certificate ✓"))
+@click.argument("student", metavar="学生")
+@click.argument("step", metavar="步骤")
+@click.argument("status", metavar="状态", type=StatusWord())
+@click.option("--remark", default="", help="备注（未通过请写明原因，学生查询时能看到）")
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def set_status(ctx: click.Context, student: str, step: str, status: str, remark: str, operator: str | None) -> None:
-    """手工设置某学生某步骤的状态（检查前置条件，记入审计）。Set one step by hand."""
+    """手工设置某学生某步骤的状态（检查前置条件，记入审计）。
+
+    学生：学号、姓名或身份证号；步骤：步骤名称（如 清理电费）或代码（lixiao flow show 列出）；
+    状态：已通过、未通过、未办理、可办可不办（也可写 ✓ ✗ ○ ↓，或 passed、failed、pending、optional）。
+    """
     with open_data(ctx, write=True) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)

@@ -18,14 +18,14 @@ from .base import Refused, console, examples, open_data, operator_name, print_js
 
 @click.group()
 def offices() -> None:
-    """离校点通讯录：谁接收哪个离校点的工作簿（邮箱或共享文件夹）。The office directory."""
+    """离校点通讯录：谁接收哪个离校点的工作簿（邮箱或共享文件夹）。"""
 
 
 @offices.command("template", epilog=examples("  lixiao offices template 通讯录.xlsx"))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.pass_context
 def offices_template(ctx: click.Context, file: Path) -> None:
-    """写出通讯录模板：每个离校点一行（已有的通讯录内容一并写入）。Write the directory template."""
+    """写出通讯录模板：每个离校点一行（已有的通讯录内容一并写入）。"""
     if file.suffix.lower() != ".xlsx":
         raise DataFolderError("模板文件名应以 .xlsx 结尾")
     from lixiao.core.clearance.issuance import issuable
@@ -50,7 +50,7 @@ def offices_template(ctx: click.Context, file: Path) -> None:
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def offices_import(ctx: click.Context, file: Path, operator: str | None) -> None:
-    """导入通讯录（.xlsx 或 .csv）；有错的行逐行列出，整份不导入。Import the directory."""
+    """导入通讯录（.xlsx 或 .csv）；有错的行逐行列出，整份不导入。"""
     from lixiao.core.clearance.issuance import issuable
     from lixiao.workbooks.tables import read_table
 
@@ -70,7 +70,7 @@ def offices_import(ctx: click.Context, file: Path, operator: str | None) -> None
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def offices_show(ctx: click.Context, as_json: bool) -> None:
-    """列出每个离校点的投递方式（邮箱、共享文件夹）和最近一次投递。Show the directory and channels."""
+    """列出每个离校点的投递方式（邮箱、共享文件夹）和最近一次投递。"""
     from lixiao.sync.live.delivery import routes
 
     with open_data(ctx, write=False) as folder:
@@ -98,9 +98,10 @@ def offices_show(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def send(ctx: click.Context, checkpoints: tuple[str, ...], resend: bool, as_json: bool) -> None:
-    """把每个离校点的当前工作簿投递到它的邮箱或共享文件夹（前置条件有变化的先签发新版）。Deliver workbooks.
+    """把每个离校点的当前工作簿投递到它的邮箱或共享文件夹（前置条件有变化的先签发新版）。
 
-    还没有工作簿的离校点先签发第 1 版；名单或前置条件变了的，签发新版后投递。
+    还没有工作簿的离校点先签发第 1 版；名单或前置条件变了的，签发新版后投递；签发后状态有变化、
+    还没有投递出去的工作簿，也先签发新版（投递的总是当前状态，交回时不会因此产生冲突）。
     """
     from lixiao.sync.live.delivery import send_offices
 
@@ -128,7 +129,7 @@ def send(ctx: click.Context, checkpoints: tuple[str, ...], resend: bool, as_json
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def fetch(ctx: click.Context, as_json: bool) -> None:
-    """从 IMAP 邮箱收取交回的工作簿一次，处理并回复回执（lixiao watch 会定时自动收取）。Fetch returns by mail."""
+    """从 IMAP 邮箱收取交回的工作簿一次，处理并回复回执（lixiao watch 会定时自动收取）。"""
     from lixiao.sync.live.batch import recover_staging, refresh_reports
     from lixiao.sync.live.loop import LiveLoop
     from lixiao.sync.live.mail import fetch_mail

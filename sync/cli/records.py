@@ -13,7 +13,8 @@ import click
 from rich.table import Table as RichTable
 
 from lixiao.core.clearance.refunds import REFUND_WORDS
-from lixiao.core.manual.model import STATUS_LABELS, Status
+from lixiao.core.feeds.exports import feed_label
+from lixiao.core.manual.model import FLAG_COLUMNS, STATUS_LABELS, Status
 from lixiao.sync.datafolder import DataFolderError
 from lixiao.sync.locking import writer_lock
 from lixiao.workbooks.matrix import IDENTITY, matrix_csv
@@ -35,7 +36,7 @@ from .base import (
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def status(ctx: click.Context, query: str, as_json: bool) -> None:
-    """按学号、姓名或身份证号查询学生的离校记录及受阻原因。Show a student."""
+    """按学号、姓名或身份证号查询学生的离校记录及受阻原因。"""
     with open_data(ctx, write=False) as folder:
         record = folder.clearance.record(folder.clearance.student(query))
         refund_step = folder.flow.refund_step(folder.year)
@@ -80,7 +81,7 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: str, operator: str | None) -> None:
-    """解除某学生某步骤的前置限制（缓交）。Lift a restriction."""
+    """解除某学生某步骤的前置限制（缓交）。"""
     with open_data(ctx, write=True) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)
@@ -94,7 +95,7 @@ def waive(ctx: click.Context, student: str, step: str, reason: str, evidence: st
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -> None:
-    """恢复已解除的限制。Restore a lifted restriction."""
+    """恢复已解除的限制。"""
     with open_data(ctx, write=True) as folder:
         clearance = folder.clearance
         who, target = clearance.student(student), clearance.step(step)
@@ -106,7 +107,7 @@ def unwaive(ctx: click.Context, student: str, step: str, operator: str | None) -
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def waivers(ctx: click.Context, as_json: bool) -> None:
-    """已解除限制名单。All lifted restrictions."""
+    """已解除限制名单。"""
     with open_data(ctx, write=False) as folder:
         listed = folder.clearance.waiver_list()
     if as_json:
@@ -121,7 +122,62 @@ def waivers(ctx: click.Context, as_json: bool) -> None:
     console.print(table)
 
 
-KINDS = {"student": "名单", "status": "状态", "waiver": "解除限制", "session": "会话"}
+# The audit chain's words (kind, decision, source, student fields) as the history table shows them.
+KINDS = {"student": "学生名单", "status": "状态", "waiver": "解除限制", "session": "会话", "loan": "贷款确认",
+         "remark": "备注", "review": "待核对", "repair": "修复", "query_code": "查询码", "workbook": "工作簿",
+         "return": "交回文件", "ledger": "台账", "office": "通讯录"}
+DECISIONS = {"added": "新增", "updated": "修改", "changed": "修改", "applied": "已记录", "reverted": "撤回已通过",
+             "revoked": "取消勾选", "batch": "批量办理", "reason": "补写原因", "confirmed": "已确认",
+             "lifted": "已解除",
+             "restored": "已恢复", "resolved": "已处理", "noted": "已记录", "issued": "已签发", "rotated": "已更换",
+             "tail_accepted": "接受丢失的尾部", "merged": "已合并", "duplicate": "重复文件", "rejected": "已拒绝",
+             "quarantined": "已隔离", "held": "待确认", "keep": "保留数据库的值", "take": "采用交回的值",
+             "dismiss": "已核对，不处理"}
+SOURCES = {"cli": "手工（命令行）", "issue": "签发", "review": "待核对",
+           "verify --repair": "修复（lixiao verify --repair）",
+           "feed": "数据源", "roster": "学生名单", "file": "交回文件", "workbook": "交回的工作簿", "demo": "演示"}
+FIELDS = {"student_no": "学号", "name": "姓名", "gender": "性别", "id_card": "身份证号", "college": "院系",
+          "major": "专业", "class_name": "班级", "dorm": "宿舍", "level": "培养层次", "lenders": "经办单位",
+          **{attr: column for column, attr in FLAG_COLUMNS.items()}, "withheld": "暂缓发证",
+          "withheld_degree": "暂缓发学位证", "withheld_diploma": "暂缓发毕业证"}
+
+
+def source_label(source: str, workbook_name: Callable[[str], str]) -> str:
+    """Where an audit event came from, in Chinese: feed:library:x.csv → 数据源 图书馆：x.csv."""
+    head, _, rest = source.partition(":")
+    if head == "feed":
+        feed, _, name = rest.partition(":")
+        for prefix in ("loans:national", "loans:local"):
+            if rest.startswith(prefix + ":"):
+                feed, name = prefix, rest[len(prefix) + 1:]
+        return f"数据源 {feed_label(feed)}：{name}"
+    if head == "workbook" and rest:
+        return f"交回的工作簿 {workbook_name(rest)}"
+    if head in SOURCES and rest:
+        return f"{SOURCES[head]} {rest}"
+    return SOURCES.get(source, source)
+
+
+def value_label(kind: str, value: str) -> str:
+    """An event's old or new value in Chinese: a status's label, a student's fields by their roster column."""
+    if kind in ("status", "remark") and value in {s.value for s in Status}:
+        return Status(value).label
+    if value.startswith("{"):
+        try:
+            fields = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(fields, dict):
+            return "，".join(f"{FIELDS.get(k, k)} {_field_text(v)}" for k, v in fields.items())
+    return value
+
+
+def _field_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, list):
+        return "、".join(map(str, value)) or "无"
+    return str(value) if value not in (None, "") else "（空）"
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -133,20 +189,25 @@ def _short(text: str, limit: int = 40) -> str:
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def history(ctx: click.Context, student: str, as_json: bool) -> None:
-    """某学生的全部审计记录。The audit events of one student."""
+    """某学生的全部审计记录。"""
     with open_data(ctx, write=False) as folder:
         who = folder.clearance.student(student)
         events = folder.store.history(who.student_no)
         names = {s.code: s.name for s in folder.flow.all_steps()}
+        registered = {i: folder.store.workbook(i) for i in {e.source.partition(":")[2] for e in events
+                                                            if e.source.startswith("workbook:")}}
+    files = lambda ident: Path(row.path).stem if (row := registered.get(ident)) else ident  # noqa: E731
     if as_json:
         print_json([asdict(e) for e in events])
         return
     table = RichTable(title=f"{who.name}（{who.student_no}）的审计记录")
-    for column in ("#", "时间", "类别", "步骤", "原值", "新值", "结果", "来源", "操作人", "说明"):
+    for column in ("序号", "时间", "类别", "步骤", "原值", "新值", "结果", "来源", "操作人", "说明"):
         table.add_column(column)
     for e in events:
-        table.add_row(str(e.seq), e.at, KINDS.get(e.kind, e.kind), names.get(e.step, e.step),
-                      _short(e.old), _short(e.new), e.decision, e.source, e.operator, e.detail)
+        detail = "已记录完整身份证号（用于恢复）" if e.kind == "student" and e.detail.startswith("{") else e.detail
+        table.add_row(str(e.seq), e.at.replace("T", " ")[:19], KINDS.get(e.kind, e.kind), names.get(e.step, e.step),
+                      _short(value_label(e.kind, e.old), 200), _short(value_label(e.kind, e.new), 200),
+                      DECISIONS.get(e.decision, e.decision), source_label(e.source, files), e.operator, detail)
     console.print(table)
 
 
@@ -154,7 +215,7 @@ def history(ctx: click.Context, student: str, as_json: bool) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.pass_context
 def export(ctx: click.Context, file: Path) -> None:
-    """导出完整状态矩阵（.xlsx、.csv 或 .json）。Export the status matrix."""
+    """导出完整状态矩阵（.xlsx、.csv 或 .json）。"""
     suffix = file.suffix.lower()
     if suffix not in (".xlsx", ".csv", ".json"):
         raise DataFolderError("导出文件名应以 .xlsx、.csv 或 .json 结尾")
@@ -204,7 +265,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
                    "接受丢失的审计链尾部")
 @click.pass_context
 def verify(ctx: click.Context, repair: bool) -> None:
-    """校验数据库、审计链（重放并与状态表核对）、存档文件、回执和收件箱。Verify integrity.
+    """校验数据库、审计链（重放并与状态表核对）、存档文件、回执和收件箱。
 
     发现损坏时数据库拒绝写入，直到 lixiao verify 再次通过。
     """
@@ -243,7 +304,7 @@ def verify(ctx: click.Context, repair: bool) -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.pass_context
 def backup(ctx: click.Context, dest: Path) -> None:
-    """校验后在线备份数据库，并校验备份。Back up the store.
+    """校验后在线备份数据库，并校验备份。
 
     数据库未通过 lixiao verify 的校验时不备份（损坏的备份无法用来恢复）。
     """
@@ -268,7 +329,7 @@ def backup(ctx: click.Context, dest: Path) -> None:
               help="合成学生人数")
 @click.option("--seed", default=2026, show_default=True, help="随机种子")
 def demo(directory: Path, count: int, seed: int) -> None:
-    """用合成的学生演示完整流程。The whole cycle on a synthetic cohort."""
+    """用合成的学生演示完整流程。"""
     from lixiao.sync.demo.tour import run_demo
 
     run_demo(directory, count, seed, console)

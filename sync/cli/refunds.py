@@ -22,7 +22,7 @@ _BY_WORD = {word: status for status, word in REFUND_WORDS.items()}
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def refunds(ctx: click.Context, college: str | None, state: str | None, as_json: bool) -> None:
-    """财务退费查询：各学院、各退费状态的人数和名单。Refund states by college and status."""
+    """财务退费查询：各学院、各退费状态的人数和名单。"""
     with open_data(ctx, write=False) as folder:
         year = folder.year
         step = folder.flow.refund_step(year)

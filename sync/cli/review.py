@@ -14,7 +14,7 @@ from .base import console, examples, open_data, operator_name, print_json
     "  lixiao review resolve T34 take --reason 前置条件现已满足"))
 @click.pass_context
 def review(ctx: click.Context) -> None:
-    """待核对：冲突、被拒绝的勾选、被拒绝的文件；逐项处理。The review queue (lists it without a subcommand)."""
+    """待核对：冲突、被拒绝的勾选、被拒绝的文件；逐项处理。"""
     if ctx.invoked_subcommand is None:
         ctx.invoke(review_list)
 
@@ -23,7 +23,7 @@ def review(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="输出 JSON")
 @click.pass_context
 def review_list(ctx: click.Context, as_json: bool = False) -> None:
-    """列出尚未处理的待核对项（已处理、或数据库已自行解决的不再列出）。List open items."""
+    """列出尚未处理的待核对项（已处理、或数据库已自行解决的不再列出）。"""
     with open_data(ctx, write=False) as folder:
         from lixiao.core.clearance.review import open_items
 
@@ -55,7 +55,7 @@ def review_list(ctx: click.Context, as_json: bool = False) -> None:
 @click.option("--operator", help="操作人（记入审计）")
 @click.pass_context
 def review_resolve(ctx: click.Context, item_id: str, action: str, reason: str, operator: str | None) -> None:
-    """处理一个待核对项（记入审计）。Resolve one item: keep, take or dismiss."""
+    """处理一个待核对项（记入审计）。"""
     with open_data(ctx, write=True) as folder:
         from lixiao.core.clearance.review import Action, resolve
 

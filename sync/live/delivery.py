@@ -16,7 +16,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from lixiao.core.clearance.issuance import IssueError, WorkbookPlan, issuable
+from lixiao.core.clearance.issuance import Baseline, BaselineError, IssueError, WorkbookPlan, issuable
 from lixiao.core.storage.files import write_atomically
 from lixiao.core.storage.offices import Office, OfficeInstance, office_instances
 from lixiao.core.storage.store import WorkbookRow
@@ -203,7 +203,8 @@ def send_offices(folder: DataFolder, checkpoints: list[str] | None = None, *, re
     fresh = []
     for route in reachable:
         mine = [p for p in plans if p.office == route.key]
-        fresh += mine if not folder.store.latest_workbooks(route.key) else stale_plans(folder, route, mine)
+        fresh += mine if not folder.store.latest_workbooks(route.key) else \
+            stale_plans(folder, route, mine) + outdated_plans(folder, route, mine)
     if fresh:
         report.issued += issue_workbooks(folder, fresh, progress)
     for index, route in enumerate(reachable):
@@ -227,6 +228,40 @@ def stale_plans(folder: DataFolder, route: Route, plans: list[WorkbookPlan]) -> 
     """The plans of an office whose students or 前置条件 differ from its newest generation of the same scope."""
     latest = {w.scope: w for w in folder.store.latest_workbooks(route.key)}
     return [p for p in plans if p.scope in latest and latest[p.scope].readiness != p.readiness_digest()]
+
+
+def outdated_plans(folder: DataFolder, route: Route, plans: list[WorkbookPlan]) -> list[WorkbookPlan]:
+    """The plans whose newest generation never reached this office and no longer shows the store's values (a
+    status set or fed since ``lixiao issue``): delivering that copy would only bring back conflicts, so ``send``
+    issues the current one instead. A workbook already delivered is left to ``stale_plans``: reissuing it after
+    every return would send the office a new copy each time."""
+    latest = {w.scope: w for w in folder.store.latest_workbooks(route.key)}
+    stale = {p.scope for p in stale_plans(folder, route, plans)}
+    found = []
+    for plan in plans:
+        book = latest.get(plan.scope)
+        if book is None or plan.scope in stale or _reached(folder, route, book):
+            continue
+        try:
+            issued = Baseline.from_text(book.baseline)
+        except BaselineError:
+            found.append(plan)
+            continue
+        if _values(issued) != _values(plan.baseline()):
+            found.append(plan)
+    return found
+
+
+def _reached(folder: DataFolder, route: Route, book: WorkbookRow) -> bool:
+    """Whether a workbook already reached any of the office's targets."""
+    return (route.share is not None and folder.store.delivered(book.id, "share", str(route.share))) or \
+        (bool(route.emails) and folder.store.delivered(book.id, "mail", ", ".join(route.emails)))
+
+
+def _values(baseline: Baseline) -> tuple[object, ...]:
+    """What a workbook shows of the store: each cell's status, the 备注, the batch ticks and the lifted waivers."""
+    cells = {no: {step: c.status for step, c in steps.items()} for no, steps in baseline.cells.items()}
+    return cells, baseline.remarks, baseline.batch, baseline.waivers
 
 
 def refresh(folder: DataFolder, *, force: bool = False, settings: DeliverySettings | None = None,
