@@ -133,3 +133,25 @@ def test_student_page_blocked_lines_equal_the_rules(site: Path) -> None:
         browser.close()
     assert errors == []
     assert seen == expected
+
+
+def test_a_full_bar_keeps_its_100_percent_label_inside_the_chart(site: Path) -> None:
+    """A checkpoint at 100 % has its "100%" bar label and axis label drawn inside the chart, not clipped at its
+    right edge (measured in the browser: the bar's end, the label's distance and its text width)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto((site / "reports" / "index.html").as_uri())
+        room = page.evaluate("""() => {
+          const chart = echarts.getInstanceByDom(document.getElementById('chart-checkpoints'));
+          const data = chart.getOption().series[0].data.slice(); data[0] = 100;
+          chart.setOption({series: [{data}]});
+          const end = chart.convertToPixel({seriesIndex: 0}, [100, 0])[0];
+          const ctx = document.createElement('canvas').getContext('2d'); ctx.font = '12px sans-serif';
+          const text = ctx.measureText('100%').width;
+          return {bar: chart.getWidth() - (end + 5 + text), axis: chart.getWidth() - (end + text / 2)};
+        }""")
+        browser.close()
+    assert room["bar"] >= 0 and room["axis"] >= 0, room
