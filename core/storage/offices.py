@@ -21,6 +21,7 @@ DIRECTORY_HEADERS = ("离校点", "联系人", "电子邮箱", "共享文件夹"
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")
 _SEPARATORS = re.compile(r"[;,，；、\s]+")
 MAX_EMAILS = 5
+REPLIED = ("taken", "answered", "latest", "refused")  # mail_messages states of a message that was answered
 
 
 def office_key(checkpoint: str, college: str = "") -> str:
@@ -199,6 +200,12 @@ class OfficeDirectory(AuditChain):
         """True when this message was already taken from the mailbox (``key``: its Message-ID with its
         attachments' content hashes, so a reused Message-ID with other attachments is not this message)."""
         return self.db.execute("SELECT 1 FROM mail_messages WHERE message_key = ?", [key]).fetchone() is not None
+
+    def replies_since(self, sender: str, since: str) -> int:
+        """How many messages of ``sender`` taken since ``since`` (ISO time) were answered (REPLIED states)."""
+        marks = ", ".join("?" * len(REPLIED))
+        return int(self.db.execute(f"SELECT count(*) FROM mail_messages WHERE sender = ? AND taken_at >= ? "
+                                   f"AND state IN ({marks})", [sender, since, *REPLIED]).fetchone()[0])
 
     def set_mail_message(self, key: str, sender: str, subject: str, sent_at: str, state: str, detail: str) -> None:
         """Remember a message taken from the mailbox (after its attachments are decided and its reply sent)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -80,7 +81,7 @@ class LiveLoop:
             self.next_share = now + self.settings.share_poll
             merged += self._locked("share", lambda: self._shares(key))
         if self.mail is not None and now >= self.next_mail:
-            merged += self._locked("mail", lambda: self._fetch(key))
+            merged += self._locked("mail", lambda: self._fetch(key), hold=False)  # the fetch locks per workbook
             delay = self.mail.poll * (2 ** min(self.mail_failures, 4) if self.mail_failures else 1)
             self.next_mail = time.monotonic() + min(delay, 900)
         if merged:
@@ -97,9 +98,12 @@ class LiveLoop:
             self.next_refresh = min(self.next_refresh, time.monotonic() + REFRESH_DELAY) if self.next_refresh \
                 else time.monotonic() + REFRESH_DELAY
 
-    def _locked(self, part: str, work: Callable[[], int]) -> int:
+    def _lock(self) -> AbstractContextManager[None]:
+        return writer_lock(self.folder.root, wait=LOCK_ATTEMPT)
+
+    def _locked(self, part: str, work: Callable[[], int], hold: bool = True) -> int:
         try:
-            with writer_lock(self.folder.root, wait=LOCK_ATTEMPT):
+            with self._lock() if hold else nullcontext():
                 done = work()
         except LockBusyError:
             return 0
@@ -142,8 +146,9 @@ class LiveLoop:
 
     def _fetch(self, key: bytes) -> int:
         assert self.mail is not None
-        recover_staging(self.folder)
-        result = fetch_mail(self.folder, self.mail, key, self.send_latest)
+        with self._lock():
+            recover_staging(self.folder)
+        result = fetch_mail(self.folder, self.mail, key, self.send_latest, lock=self._lock)
         for outcome in result.outcomes:
             self._log(outcome)
         if result.messages:

@@ -18,8 +18,9 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from lixiao.core.manual.identity import mask_ids_in_text
@@ -31,7 +32,7 @@ from lixiao.sync.takeback.inbox import SyncSettings, sync_settings
 from lixiao.sync.takeback.outcomes import FileOutcome, Outcome
 from lixiao.sync.takeback.receipts import receipt_path
 
-from .mailmsg import LATEST_WORD, XLSX_TYPE, read_message, reply_message
+from .mailmsg import LATEST_WORD, XLSX_TYPE, IncomingMail, read_message, reply_message
 from .settings import MailSettings
 
 DONE_KEYWORD = "$LixiaoDone"
@@ -140,9 +141,12 @@ class FetchResult:
 
 def fetch_mail(folder: DataFolder, mail: MailSettings, key: bytes,
                latest: Callable[[Office, EmailMessage, str], str],
-               settings: SyncSettings | None = None, limit: int = 200) -> FetchResult:
-    """Take every new message of the mailbox once (see the module docstring); the caller holds the writer lock.
-    ``latest(office, message, sender)`` mails an office its current workbooks and says what it sent."""
+               settings: SyncSettings | None = None, limit: int = 200,
+               lock: Callable[[], AbstractContextManager[None]] = nullcontext) -> FetchResult:
+    """Take every new message of the mailbox once (see the module docstring). ``latest(office, message, sender)``
+    mails an office its current workbooks and says what it sent. ``lock``: the writer lock, taken around each
+    attachment and each record only — never across the mail server's answers — so that an interactive command
+    waits at most for one workbook (a caller that holds the lock already passes nothing)."""
     settings = settings or sync_settings(folder.root)
     result = FetchResult()
     with imap_session(mail) as client:
@@ -154,13 +158,14 @@ def fetch_mail(folder: DataFolder, mail: MailSettings, key: bytes,
             raw = _fetch_one(client, uid, settings)
             if raw is None:
                 continue
-            handled = _handle(folder, mail, key, raw, latest, result)
+            handled = _handle(folder, mail, key, raw, latest, result, lock)
             if handled is not None:
                 reply, record = handled
                 state = record[4]
                 if reply is not None and not _send(mail, reply, result):
                     state = "unanswered"  # remembered all the same: taking it again would only repeat duplicates
-                folder.store.set_mail_message(*record[:4], state, record[5])
+                with lock():
+                    folder.store.set_mail_message(*record[:4], state, record[5])
             client.uid("STORE", uid, "+FLAGS", f"({DONE_KEYWORD} \\Seen)")
     return result
 
@@ -184,8 +189,8 @@ _Record = tuple[str, str, str, str, str, str]  # key, sender, subject, sent_at, 
 
 
 def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
-            latest: Callable[[Office, EmailMessage, str], str],
-            result: FetchResult) -> tuple[EmailMessage | None, _Record] | None:
+            latest: Callable[[Office, EmailMessage, str], str], result: FetchResult,
+            lock: Callable[[], AbstractContextManager[None]]) -> tuple[EmailMessage | None, _Record] | None:
     """One message: its attachments through the pipeline; the reply to send and what to remember once it is
     sent (None: nothing to do — unreadable, or already taken)."""
     from lixiao.sync.takeback.pipeline import process_bytes
@@ -205,17 +210,28 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
                     message_id=incoming.message_id, sent_at=incoming.sent_at, sender_known=bool(offices))
     body: list[str] = []
     taken: list[FileOutcome] = []
-    if incoming.attachments:
+    state = "taken" if incoming.attachments else "answered"
+    if len(incoming.attachments) > mail.max_attachments:
+        state = "refused"
+        body = [f"您好！这封邮件附有 {len(incoming.attachments)} 个工作簿，超过每封 {mail.max_attachments} 个的上限"
+                "（lixiao.toml [mail] max_attachments），整封邮件没有处理。",
+                "请只附上本离校点的工作簿；确实需要交回多个时，请分几封邮件发送，"
+                f"每封不超过 {mail.max_attachments} 个。"]
+        log.error("%s 的邮件附有 %d 个工作簿，超过上限 %d，整封未处理", mask_ids_in_text(incoming.sender),
+                  len(incoming.attachments), mail.max_attachments)
+    elif incoming.attachments:
         body += [f"您好！系统已收到您交回的 {len(incoming.attachments)} 个文件：", ""]
         for name, data in incoming.attachments:
-            outcome = process_bytes(folder, name, data, origin, key)
+            with lock():
+                outcome = process_bytes(folder, name, data, origin, key)
             taken.append(outcome)
             body += _outcome_lines(outcome)
         result.outcomes += taken
         if not offices:
             body += ["", "注意：您的邮箱不在离校工作组的通讯录中，已提醒协调人核对。"]
-    elif incoming.wants_latest and offices:
-        sent = [latest(office, incoming.message, incoming.sender) for office in offices]
+    elif incoming.wants_latest and offices and _may_answer(folder, mail, incoming):
+        with lock():
+            sent = [latest(office, incoming.message, incoming.sender) for office in offices]
         return None, (incoming.key, incoming.sender, incoming.subject, incoming.sent_at, "latest", "；".join(sent))
     elif incoming.wants_latest:
         body = ["您好！您的邮箱不在离校工作组的通讯录中，无法确定您是哪个离校点，因此没有发送工作簿。",
@@ -229,16 +245,30 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
                 "交回工作簿：请回复系统发给您的邮件，并把勾选、保存后的工作簿作为附件。",
                 f"需要最新的工作簿：发一封主题为“{LATEST_WORD}”的邮件到本邮箱。"]
     reply = None
-    if not incoming.automatic and incoming.sender != mail.address.lower():
+    if _may_answer(folder, mail, incoming):
         reply = reply_message(mail, incoming.message, incoming.sender, body)
         for outcome in taken:
             receipt = receipt_path(folder, outcome)
             if receipt is not None:
                 reply.add_attachment(receipt.read_bytes(), maintype=XLSX_TYPE[0], subtype=XLSX_TYPE[1],
                                      filename=receipt.name)
-    state = "taken" if incoming.attachments else "answered"
+    else:
+        state = "silent"  # automatic mail, our own, or a sender answered often enough this hour
     detail = "；".join(f"{o.file}:{o.outcome}" for o in taken)
     return reply, (incoming.key, incoming.sender, incoming.subject, incoming.sent_at, state, detail)
+
+
+def _may_answer(folder: DataFolder, mail: MailSettings, incoming: IncomingMail) -> bool:
+    """Whether this message gets an answer: never automatic mail or our own, and at most
+    ``replies_per_hour`` answers to one sender in an hour (a loop between two robots is stopped by a limit)."""
+    if incoming.automatic or incoming.sender == mail.address.lower():
+        return False
+    since = (datetime.now().astimezone() - timedelta(hours=1)).isoformat(timespec="seconds")
+    if folder.store.replies_since(incoming.sender, since) < mail.replies_per_hour:
+        return True
+    log.error("一小时内已回复 %s %d 次，本封不再回复（lixiao.toml [mail] replies_per_hour）",
+              mask_ids_in_text(incoming.sender), mail.replies_per_hour)
+    return False
 
 
 def _outcome_lines(outcome: FileOutcome) -> list[str]:

@@ -137,7 +137,9 @@ def read_message(raw: bytes) -> IncomingMail:
     assert isinstance(message, EmailMessage)
     message_id = _clean_header(str(message.get("Message-ID", "") or ""))
     key = message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
-    senders = getaddresses([str(message.get("Reply-To") or message.get("From") or "")])
+    # the sender is the From: address only: Reply-To says where answers may go, never who sent the mail (and the
+    # reply goes to From too, so that a forged From reaches the office it names, not whoever set Reply-To)
+    senders = getaddresses([str(message.get("From") or "")])
     sender = next((a for _, a in senders if "@" in a), "").strip().lower()
     subject = _clean_header(str(message.get("Subject", "") or ""))
     sent_at = ""
@@ -147,17 +149,30 @@ def read_message(raw: bytes) -> IncomingMail:
             sent_at = parsedate_to_datetime(str(date)).isoformat(timespec="seconds")
     except (TypeError, ValueError, IndexError):
         sent_at = ""
-    auto = str(message.get("Auto-Submitted", "no")).strip().lower()
-    precedence = str(message.get("Precedence", "")).strip().lower()
-    local = sender.partition("@")[0]
-    automatic = (auto not in ("", "no") or precedence in ("bulk", "junk", "list") or bool(message.get("List-Id"))
-                 or local in ("mailer-daemon", "postmaster", "noreply", "no-reply") or not sender)
-    found = IncomingMail(key, sender, subject, sent_at, automatic=automatic, message=message)
+    found = IncomingMail(key, sender, subject, sent_at, automatic=is_automatic(message, sender), message=message)
     found.attachments = list(_spreadsheets(message))
     found.archives = list(_archives(message))
     body = _text_of(message)
     found.wants_latest = LATEST_WORD in subject or (not found.attachments and LATEST_WORD in body[:200])
     return found
+
+
+_ROBOTS = re.compile(r"^(mailer-daemon|postmaster|no[-_.]?reply|do[-_.]?not[-_.]?reply|bounces?|auto[-_.]?reply)"
+                     r"([-+_.].*)?$")
+
+
+def is_automatic(message: EmailMessage, sender: str) -> bool:
+    """Mail that answers mail, in every way responders announce it (FIELD-NOTES "Mail that answers mail"):
+    Auto-Submitted (RFC 3834), X-Autoreply, X-Autorespond, X-Auto-Response-Suppress, Precedence bulk/junk/list, a
+    list's List-Id, an empty Return-Path (a bounce), or a robot's address. Such mail is never answered."""
+    auto = str(message.get("Auto-Submitted", "no")).strip().lower()
+    precedence = str(message.get("Precedence", "")).strip().lower()
+    return_path = message.get("Return-Path")
+    return (auto not in ("", "no") or precedence in ("bulk", "junk", "list", "auto_reply")
+            or any(message.get(h) is not None for h in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress",
+                                                         "List-Id"))
+            or (return_path is not None and str(return_path).strip() in ("<>", ""))
+            or bool(_ROBOTS.match(sender.partition("@")[0])) or not sender)
 
 
 def _spreadsheets(message: EmailMessage) -> Iterator[tuple[str, bytes]]:

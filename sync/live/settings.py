@@ -18,7 +18,7 @@ SECURITY = ("ssl", "starttls", "none")
 _DEFAULT_PORTS = {"smtp": {"ssl": 465, "starttls": 587, "none": 25}, "imap": {"ssl": 993, "starttls": 143, "none": 143}}
 _MAIL_KEYS = {"address", "from_name", "user", "password_env", "password_file", "smtp_host", "smtp_port",
               "smtp_security", "imap_host", "imap_port", "imap_security", "imap_folder", "ca_file", "poll",
-              "unknown_sender", "timeout"}
+              "unknown_sender", "timeout", "max_attachments", "replies_per_hour"}
 _DELIVERY_KEYS = {"share_root", "refresh_minutes", "deadline", "auto_refresh", "share_poll"}
 
 
@@ -41,6 +41,8 @@ class MailSettings:
     ca_file: str
     poll: float
     timeout: float
+    max_attachments: int = 20  # a message with more workbooks is refused whole, with a reply (a flood, or a mistake)
+    replies_per_hour: int = 5  # replies to one sender in an hour at most: two robots answering each other stop
 
     def password(self) -> str:
         """The mail password, from the environment or the 0600 file; a clear error otherwise."""
@@ -144,7 +146,9 @@ def mail_settings(root: Path) -> MailSettings | None:
         smtp_security=str(values["smtp_security"]), imap_host=str(values["imap_host"]),
         imap_port=int(values["imap_port"]), imap_security=str(values["imap_security"]),
         imap_folder=_text(section, "imap_folder", "mail", "INBOX"), ca_file=_text(section, "ca_file", "mail"),
-        poll=_number(section, "poll", "mail", 60, 1), timeout=_number(section, "timeout", "mail", 30, 1))
+        poll=_number(section, "poll", "mail", 60, 1), timeout=_number(section, "timeout", "mail", 30, 1),
+        max_attachments=int(_number(section, "max_attachments", "mail", 20, 1)),
+        replies_per_hour=int(_number(section, "replies_per_hour", "mail", 5, 1)))
 
 
 def delivery_settings(root: Path) -> DeliverySettings:
