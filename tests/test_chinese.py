@@ -29,7 +29,7 @@ TECHNICAL = {"lixiao", "Excel", "WPS", "LibreOffice", "Ctrl", "ExecStart", "inot
              "read", "only", "err", "A4", "FIFO", "xls", "rar", "Excel's", "docs", "md", "README", "GB18030",
              "LixiaoDone", "RFC", "Python", "uv", "pip", "Debian", "Ubuntu", "Chromium", "flow", "undergrad",
              "graduate", "ssl", "starttls", "flag", "hold", "untouched", "passed", "failed", "pending", "optional",
-             "true", "false", "xdg"}
+             "true", "false", "xdg", "Delete"}
 
 
 def _typed(group: click.Group) -> set[str]:
@@ -120,3 +120,23 @@ def test_history_shows_chinese_words_only(issued: Cli, tmp_path: Path, monkeypat
     for word in ("学生名单", "数据源", "财务", "交回的工作簿", "已解除", "已记录", "学号", "姓名", "已通过"):
         assert word in table, word
     assert english(result.output, frozenset({getpass.getuser()}), strict=True) == [], result.output
+
+
+@pytest.mark.parametrize("guide", ["coordinator-guide", "staff-guide", "admin-guide"])
+def test_every_guide_for_the_people_who_use_lixiao_is_chinese(guide: str) -> None:
+    """The coordinator, staff and admin guides are Chinese prose: English only in commands, settings and code."""
+    text = (ROOT / "docs" / f"{guide}.md").read_text("utf-8")
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)  # settings and shell blocks are typed as they are
+    text = re.sub(r"`[^`]*`|!\[[^\]]*\]\([^)]*\)", " ", text)  # commands, file names, images
+    assert english(text) == []
+
+
+def test_no_message_says_to_empty_a_box_to_untick_it() -> None:
+    """Unticking is FALSE or 未办理 everywhere: no message of the program advises leaving a box 留空 to untick it."""
+    advice = re.compile(r"(取消|未办理|撤销)[^。\n\"]{0,20}留空|留空[^。\n\"]{0,12}(取消|未办理)")
+    folders = ("core", "workbooks", "sync", "reports", "templates")
+    found = [f"{path.relative_to(ROOT)}: {m.group()}" for folder in folders
+             for path in sorted((ROOT / folder).rglob("*")) if path.suffix in (".py", ".html")
+             for m in advice.finditer(path.read_text("utf-8"))]
+    assert found == []
+    assert advice.search("要取消勾选请把格子留空")  # the check finds the old advice
