@@ -4,10 +4,12 @@ the Chinese status words; English appears only as what is typed (commands, optio
 from __future__ import annotations
 
 import getpass
+import html
 import re
 from pathlib import Path
 
 import click
+import openpyxl
 import pytest
 from click.testing import CliRunner
 
@@ -140,3 +142,27 @@ def test_no_message_says_to_empty_a_box_to_untick_it() -> None:
              for m in advice.finditer(path.read_text("utf-8"))]
     assert found == []
     assert advice.search("要取消勾选请把格子留空")  # the check finds the old advice
+
+
+def test_the_report_pages_and_receipts_are_chinese(issued: Cli, tmp_path: Path) -> None:
+    """The report's pages and a receipt show no English beyond commands, settings and program names."""
+    no = ROSTER[0].student_no
+    library = tmp_path / "图书馆.csv"
+    library.write_text(f"学号,借阅册数,欠费\n{no},0,0\n", "utf-8")
+    assert issued("feed", "library", str(library)).exit_code == 0
+    drop(issued, "水电.xlsx", edit(outbox(issued, "utilities")[0], {(no, "清理电费"): True}))
+    drop(issued, "坏文件.xlsx", "学号,姓名\n0803010103,丁德卫\n".encode())
+    sync(issued)
+    assert issued("report").exit_code == 0
+    programs = frozenset({"Microsoft", "Compatible", "Openpyxl"})  # what saved a return, as the file names it
+    for page in sorted((issued.data / "reports").glob("*.html")):
+        text = re.sub(r"<script.*?</script>|<style.*?</style>|<code>.*?</code>", " ", page.read_text("utf-8"),
+                      flags=re.S)
+        text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+        assert english(re.sub(r"\b[0-9a-f]{6,}\b", " ", text), programs) == [], page.name
+    receipts = sorted((issued.data / "receipts").glob("*.xlsx"))
+    assert receipts
+    for receipt in receipts:
+        book = openpyxl.load_workbook(receipt)
+        text = " ".join(str(c.value) for sheet in book for row in sheet.iter_rows() for c in row if c.value is not None)
+        assert english(re.sub(r"\b[0-9a-f]{6,}\b", " ", text), programs) == [], receipt.name
