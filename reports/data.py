@@ -212,14 +212,15 @@ def collect(store: Store, flow: Flow, stale_days: int = 3, board: Board | None =
     # the 待核对 queue shows open items only (resolved ones, and those the store has settled since, drop out)
     queue = open_items(clearance, REVIEW_LIMIT)
     still_open = {item.id for item in queue}
-    file_ids = {item.file_hash: item.id for item in queue if item.kind == "file"}
+    file_ids = {item.file_hash: item.id for item in queue if item.kind in ("file", "held", "sender")}
     conflicts = [ConflictLine(c.student_no, people.get(c.student_no, ""), names.get(c.step, c.step), c.baseline,
                               c.returned, c.current, c.file_name, f"C{c.id}")
                  for c in store.open_conflicts(REVIEW_LIMIT) if f"C{c.id}" in still_open]
     refused = [RefusalLine(r.student_no, people.get(r.student_no, ""), names.get(r.step, r.step), r.value, r.reason,
                            r.file_name, f"T{r.id}")
                for r in store.open_refusals(REVIEW_LIMIT) if f"T{r.id}" in still_open]
-    rejected = [RejectionLine(r.file_name, r.outcome, r.details.message or r.detail, r.updated_at, file_ids[r.hash])
+    rejected = [RejectionLine(r.file_name, r.outcome, r.details.message or r.details.flagged or r.detail, r.updated_at,
+                              file_ids[r.hash])
                 for r in store.open_rejections(REVIEW_LIMIT) if r.hash in file_ids]
     gaps = feed_gaps(store, flow, board)
     colleges = group_progress(board, "college")

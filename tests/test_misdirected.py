@@ -193,9 +193,10 @@ def test_gbk_attachment_names_every_way_email_carries_them(issued: Cli) -> None:
             data = edit(outbox(issued, "utilities")[0], {(ROSTER[n].student_no, "清理电费"): True})
             [(name, got)] = read_message(_mail(disposition, data)).attachments
             assert (way, name, got) == (way, "宿管-已办.xlsx", data)
-            origin = Origin(Channel.MAIL, sender="dorm@lixiao.test", message_id="<gbk@x>")
+            origin = Origin(Channel.MAIL, office="utilities|", sender="dorm@lixiao.test", message_id="<gbk@x>",
+                            offices=("utilities|",))
             outcome = process_bytes(folder, name, got, origin, secret_key(issued.data))
-            assert (outcome.outcome, outcome.file) == ("merged", "宿管-已办.xlsx")
+            assert (outcome.outcome, outcome.file) == ("merged", "宿管-已办.xlsx"), outcome.reasons
             assert "-宿管-已办-" in outcome.receipt
         raw_type = read_message(_mail(b"attachment", b"x", b'application/octet-stream; name="' + gbk[:-5] + b'.zip"'))
         assert [name for name, _ in raw_type.archives] == ["宿管-已办.zip"] and raw_type.attachments == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
 from typing import Any
 
@@ -18,6 +17,7 @@ from lixiao.core.manual.model import Status
 from lixiao.core.storage.signing import digest, verify
 
 from .cells import Sheet, cell_text, column_name, column_texts, remark_text
+from .docprops import custom_properties, saved_by
 from .layout import (
     COUNT_SUFFIX,
     GROUP_HEADERS,
@@ -72,44 +72,6 @@ def _sheet_paths(archive: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
     return result
 
 
-def _custom_properties(archive: zipfile.ZipFile) -> tuple[dict[str, str], str]:
-    """lixiao's own custom document properties (without the prefix), and WPS's KSOProductBuildVer ("" if none)."""
-    try:
-        root = ElementTree.fromstring(archive.read("docProps/custom.xml"))
-    except (KeyError, ElementTree.ParseError):
-        return {}, ""
-    props, wps = {}, ""
-    for prop in root.findall("cp:property", _NS):
-        name = prop.get("name", "")
-        if name.startswith(PROPERTY_PREFIX):
-            props[name[len(PROPERTY_PREFIX):]] = "".join(prop.itertext()).strip()
-        elif name == "KSOProductBuildVer":
-            wps = "".join(prop.itertext()).strip()[:40]
-    return props, wps
-
-
-_APP = re.compile(r"<(?:\w+:)?(Application|AppVersion)>([^<]{0,80})<")
-
-
-def saved_by(archive: zipfile.ZipFile, wps_build: str) -> str:
-    """Which program last saved the file, as far as the file tells: WPS by its KSOProductBuildVer (its app.xml
-    often keeps another program's name), LibreOffice by its Application, Excel by an AppVersion other than the
-    12.0000 that lixiao's own writer puts there; otherwise 未知 with what app.xml says."""
-    if wps_build:
-        return f"WPS {wps_build}"
-    try:
-        app = dict(_APP.findall(archive.read("docProps/app.xml")[:65536].decode("utf-8", "replace")))
-    except KeyError:
-        app = {}
-    name, version = app.get("Application", "").strip(), app.get("AppVersion", "").strip()
-    if name.startswith("LibreOffice"):
-        return "LibreOffice " + name.partition("/")[2].partition("$")[0] if "/" in name else "LibreOffice"
-    if name == "Microsoft Excel" and version and version != "12.0000":
-        return f"Microsoft Excel {version}"
-    shown = " ".join(filter(None, [name, version]))
-    return f"未知（{shown}）" if shown else "未知"
-
-
 def _find_header(grid: list[list[Any]], first: str) -> int | None:
     for index, row in enumerate(grid[:HEADER_SEARCH_ROWS]):
         if row and any(cell_text(v) == first for v in row[:3]):
@@ -125,7 +87,7 @@ def read_returned(data: bytes, key: bytes | None = None) -> Returned:
         raise ReadError("文件不是 .xlsx 工作簿（不是 zip 格式）") from None
     with archive:
         paths = _sheet_paths(archive)
-        properties, wps_build = _custom_properties(archive)
+        properties, wps_build = custom_properties(archive)
         program = saved_by(archive, wps_build)
         try:
             calamine = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))

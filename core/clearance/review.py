@@ -7,6 +7,7 @@ conflict whose cell now holds the returned value, a refused tick whose step has 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -37,7 +38,7 @@ class ReviewItem:
     """One open item: its id (C12 conflict, T34 refused tick, F12 refused file), what it is about."""
 
     id: str
-    kind: str  # conflict | refused | file
+    kind: str  # conflict | refused | file (refused whole) | held (waiting for a confirmation) | sender (flagged)
     student_no: str
     name: str
     step: str
@@ -50,7 +51,8 @@ class ReviewItem:
     @property
     def kind_label(self) -> str:
         """The kind in Chinese."""
-        return {"conflict": "冲突", "refused": "被拒绝的勾选", "file": "被拒绝的文件"}[self.kind]
+        return {"conflict": "冲突", "refused": "被拒绝的勾选", "file": "被拒绝的文件", "held": "待确认的文件",
+                "sender": "待核对发件人的文件"}[self.kind]
 
 
 def open_items(clearance: Clearance, limit: int = 1000) -> list[ReviewItem]:
@@ -79,11 +81,17 @@ def open_items(clearance: Clearance, limit: int = 1000) -> list[ReviewItem]:
     rejections = store.open_rejections(limit)
     numbers = store.return_numbers({f.hash for f in rejections})
     for f in rejections:
-        items.append(ReviewItem(f"F{numbers[f.hash]}", "file", "", "", "", "", f.details.message or f.detail,
+        kind, letter = _FILE_KINDS.get(f.outcome, ("file", "F"))
+        details = f.details
+        items.append(ReviewItem(f"{letter}{numbers[f.hash]}", kind, "", "", "", "",
+                                (details.flagged if kind == "sender" else details.message) or f.detail,
                                 f.file_name, f.updated_at, f.hash))
     people = store.student_names({i.student_no for i in items if i.student_no})
     return [ReviewItem(i.id, i.kind, i.student_no, people.get(i.student_no, ""), i.step, i.step_name, i.summary,
                        i.file_name, i.created_at, i.file_hash) for i in items]
+
+
+_FILE_KINDS = {"held": ("held", "H"), "merged": ("sender", "S")}  # by ledger outcome; the others are refused files
 
 
 def _find(items: list[ReviewItem], item_id: str) -> ReviewItem | None:
@@ -95,9 +103,12 @@ def _find(items: list[ReviewItem], item_id: str) -> ReviewItem | None:
     return found
 
 
-def resolve(clearance: Clearance, item_id: str, action: Action, reason: str, operator: str) -> str:
+def resolve(clearance: Clearance, item_id: str, action: Action, reason: str, operator: str,
+            confirm_held: Callable[[ReviewItem], str] | None = None) -> str:
     """Resolve one open item; a Chinese line saying what was done. ClearanceError for an unknown item or an
-    action that does not fit it; RefusedError when taking the value is refused by the rules (nothing written)."""
+    action that does not fit it; RefusedError when taking the value is refused by the rules (nothing written).
+    ``confirm_held``: how ``take`` merges a held return (the take-back pipeline, which core does not import);
+    it runs before the item is marked resolved and raises when the return is not merged."""
     reason = reason.strip()
     if not reason:
         raise ClearanceError("请用 --reason 写明处理理由（记入审计）")
@@ -105,14 +116,19 @@ def resolve(clearance: Clearance, item_id: str, action: Action, reason: str, ope
     if item is None:
         raise ClearanceError(f"没有待核对项 {item_id}（lixiao review 列出待核对项；已处理或已自动解决的不再列出）")
     allowed = {"conflict": (Action.KEEP, Action.TAKE), "refused": (Action.TAKE, Action.DISMISS),
-               "file": (Action.DISMISS,)}[item.kind]
+               "file": (Action.DISMISS,), "held": (Action.TAKE, Action.DISMISS), "sender": (Action.DISMISS,)}[item.kind]
     if action not in allowed:
         raise ClearanceError(f"{item.kind_label} {item.id} 只能 {' 或 '.join(a.value for a in allowed)}")
     store = clearance.store
+    merged = ""
+    if item.kind == "held" and action is Action.TAKE:
+        if confirm_held is None:
+            raise ClearanceError(f"{item.kind_label} {item.id} 要在命令行用 lixiao review resolve {item.id} take 确认")
+        merged = "，" + confirm_held(item)
     with store.transaction():
         if action is Action.TAKE and item.kind == "refused" and store.refusal_value(int(item.id[1:])) == LIFT:
             _lift(clearance, item, reason, operator)
-        elif action is Action.TAKE:
+        elif action is Action.TAKE and item.kind != "held":
             student = clearance.student(item.student_no)
             asked, remark = ((store.refusal_value(int(item.id[1:])), "") if item.kind == "refused"
                              else store.conflict_returned(int(item.id[1:])))
@@ -129,7 +145,7 @@ def resolve(clearance: Clearance, item_id: str, action: Action, reason: str, ope
         store.append_audit([Event("review", student_no=item.student_no, step=item.step, old=item.id,
                                   new=action.value, decision="resolved", source="review", operator=operator,
                                   detail=reason, at=now())])
-    return f"{item.kind_label} {item.id}（{item.name or item.file_name} {item.step_name}）：{action.label}"
+    return f"{item.kind_label} {item.id}（{item.name or item.file_name} {item.step_name}）：{action.label}{merged}"
 
 
 def _lift(clearance: Clearance, item: ReviewItem, reason: str, operator: str) -> None:

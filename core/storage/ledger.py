@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 
 from .chain import AuditChain, AuditEvent, Event, now
+from .origin import Channel as Channel  # re-exported: the ledger's rows name their origin
+from .origin import Origin as Origin
 
 
 class LedgerState(StrEnum):
@@ -43,47 +45,6 @@ TRANSITIONS: dict[LedgerState | None, frozenset[LedgerState]] = {
 ORIGIN_REFUSALS = frozenset({"wrong_office"})
 
 
-class Channel(StrEnum):
-    """How a return reached lixiao."""
-
-    INBOX = "inbox"  # dropped into inbox/ (by hand, USB, …)
-    FILE = "file"  # named on the command line (lixiao sync FILE)
-    SHARE = "share"  # an office's 交回/ folder on the shared drive
-    MAIL = "mail"  # an attachment of a mail fetched over IMAP
-
-    @property
-    def label(self) -> str:
-        """The channel in Chinese (receipts, reports)."""
-        return {"inbox": "收件箱", "file": "命令行文件", "share": "共享文件夹", "mail": "邮件"}[self.value]
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a return came from: its channel, the office (directory key) and, for mail, who sent it and when."""
-
-    channel: Channel = Channel.INBOX
-    office: str = ""  # the office directory's key (checkpoint code, or code + "|" + college)
-    sender: str = ""  # the From address of a mail
-    message_id: str = ""
-    sent_at: str = ""  # the mail's Date
-    sender_known: bool = True  # the sender is in the office directory
-
-    @property
-    def place(self) -> str:
-        """Where the file was put, the key of a refusal for its origin ("share:dorm", "mail:a@x.edu.cn", "inbox")."""
-        where = self.sender if self.channel is Channel.MAIL else self.office
-        return f"{self.channel.value}:{where}" if where else self.channel.value
-
-    def describe(self) -> str:
-        """One Chinese line: channel and sender (audit detail, receipts)."""
-        parts = [self.channel.label]
-        if self.sender:
-            parts.append(self.sender + ("" if self.sender_known else "（不在通讯录中）"))
-        if self.sent_at:
-            parts.append(f"发送于 {self.sent_at}")
-        return "，".join(parts)
-
-
 @dataclass
 class ReturnDetail:
     """What the ledger keeps of a decided return (its ``detail`` column, JSON): a refusal's code and message, or a
@@ -104,6 +65,7 @@ class ReturnDetail:
     at: str = ""
     origin: str = ""  # Origin.describe() of how the return came (交回方式、交回人)
     program: str = ""  # which program last saved the file (WPS …, Microsoft Excel …, LibreOffice …, 未知)
+    flagged: str = ""  # a merged return the coordinator should still look at (a sender not in the directory)
 
     def to_json(self) -> str:
         """The detail column's text (only what is set)."""

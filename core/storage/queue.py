@@ -25,11 +25,13 @@ class ReviewRecords(AuditChain):
             "WHERE t.resolved_at IS NULL ORDER BY t.id DESC LIMIT ?", [limit])]
 
     def open_rejections(self, limit: int) -> list[RejectionRow]:
-        """Files refused as a whole (also for where they were put, until taken from the right place) and not yet
-        acknowledged, newest first."""
+        """Returns the coordinator must look at as a whole, not yet acknowledged, newest first: files refused (also
+        for where they were put, until taken from the right place), held (waiting for a confirmation), and merged
+        ones flagged for a look (a sender not in the directory)."""
         return [RejectionRow(*r) for r in self.db.execute(
             "SELECT hash, file_name, outcome, detail, updated_at FROM returns "
-            "WHERE outcome IN ('rejected', 'quarantined', 'misdirected') "
+            "WHERE (outcome IN ('rejected', 'quarantined', 'misdirected', 'held') "
+            "OR (outcome = 'merged' AND coalesce(json_extract(detail, '$.flagged'), '') != '')) "
             "AND hash NOT IN (SELECT hash FROM acknowledged) "
             "ORDER BY updated_at DESC LIMIT ?", [limit])]
 

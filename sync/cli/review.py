@@ -6,15 +6,19 @@ import click
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from .base import console, examples, open_data, operator_name, print_json
+from lixiao.sync.datafolder import DataFolder, DataFolderError
+from lixiao.sync.messages import strip_code
+
+from .base import Refused, console, examples, open_data, operator_name, print_json
 
 
 @click.group(invoke_without_command=True, epilog=examples(
     "  lixiao review\n  lixiao review resolve C12 keep --reason 已与宿管核实，数据库正确\n"
-    "  lixiao review resolve T34 take --reason 前置条件现已满足"))
+    "  lixiao review resolve T34 take --reason 前置条件现已满足\n"
+    "  lixiao review resolve H7 take --reason 已电话确认是水电王老师代交"))
 @click.pass_context
 def review(ctx: click.Context) -> None:
-    """待核对：冲突、被拒绝的勾选、被拒绝的文件；逐项处理。"""
+    """待核对：冲突、被拒绝的勾选、被拒绝或待确认的文件、待核对发件人的文件；逐项处理。"""
     if ctx.invoked_subcommand is None:
         ctx.invoke(review_list)
 
@@ -45,7 +49,8 @@ def review_list(ctx: click.Context, as_json: bool = False) -> None:
     console.print(table)
     console.print("处理：lixiao review resolve 编号 keep|take|dismiss --reason 理由"
                   "（冲突：keep 保留数据库的值 / take 采用交回的值；被拒绝的勾选：take 重新检查后记录 / dismiss；"
-                  "被拒绝的文件：dismiss 表示已核对）")
+                  "被拒绝的文件、待核对发件人的文件：dismiss 表示已核对；"
+                  "待确认的文件：take 确认后合并 / dismiss 不合并）")
 
 
 @review.command("resolve", epilog=examples("  lixiao review resolve C12 keep --reason 已与宿管核实"))
@@ -59,8 +64,28 @@ def review_resolve(ctx: click.Context, item_id: str, action: str, reason: str, o
     with open_data(ctx, write=True) as folder:
         from lixiao.core.clearance.review import Action, resolve
 
-        done = resolve(folder.clearance, item_id, Action(action), reason, operator_name(operator))
+        done = resolve(folder.clearance, item_id, Action(action), reason, operator_name(operator),
+                       confirm_held=lambda item: _confirm_held(folder, item.file_hash))
     console.print(escape(done))
+
+
+def _confirm_held(folder: DataFolder, digest_hex: str) -> str:
+    """``take`` on a held return: merge it as ``lixiao sync --confirm held/FILE`` does (the same checks)."""
+    from lixiao.sync.live.batch import sync
+    from lixiao.sync.takeback.inbox import hash_regular
+    from lixiao.sync.takeback.outcomes import HELD_FOLDER
+
+    held = folder.root / HELD_FOLDER
+    candidates = sorted(p for p in held.iterdir() if p.is_file() and not p.name.endswith(".txt")) \
+        if held.is_dir() else []
+    path = next((p for p in candidates if hash_regular(p) == digest_hex), None)
+    if path is None:
+        raise DataFolderError(f"held/ 中找不到这个待确认的文件（内容哈希 {digest_hex[:12]}）；它可能被移走了，"
+                              "请放回 held/ 后重试")
+    [outcome] = sync(folder, [path], confirm=True, min_age=0)  # held/ holds lixiao's own complete copies
+    if outcome.outcome != "merged":
+        raise Refused(f"{outcome.file} 没有合并：{'；'.join(strip_code(r) for r in outcome.reasons[:3])}")
+    return f"已合并：记录 {outcome.applied}，拒绝 {outcome.refused}，冲突 {outcome.conflicts}"
 
 
 COMMANDS = (review,)

@@ -197,7 +197,7 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
 
     store = folder.store
     try:
-        incoming = read_message(raw)
+        incoming = read_message(raw, mail.auth_server)
     except Exception as exc:  # noqa: BLE001 - a malformed message must not block the mailbox
         log.error("一封邮件无法解析（%s），已跳过", type(exc).__name__)
         return None
@@ -207,7 +207,8 @@ def _handle(folder: DataFolder, mail: MailSettings, key: bytes, raw: bytes,
     result.messages += 1
     offices = store.office_by_email(incoming.sender) if incoming.sender else []
     origin = Origin(Channel.MAIL, office=offices[0].key if offices else "", sender=incoming.sender,
-                    message_id=incoming.message_id, sent_at=incoming.sent_at, sender_known=bool(offices))
+                    message_id=incoming.message_id, sent_at=incoming.sent_at, sender_known=bool(offices),
+                    offices=tuple(o.key for o in offices), authentication=incoming.authentication)
     body: list[str] = []
     taken: list[FileOutcome] = []
     state = "taken" if incoming.attachments else "answered"

@@ -121,6 +121,7 @@ class IncomingMail:
     automatic: bool = False  # an auto-reply, a bounce or a list: never answered (no mail loops)
     wants_latest: bool = False
     message: EmailMessage = field(default_factory=EmailMessage)
+    authentication: str = ""  # the school mail server's verdict on the sender (``authentication``)
 
     @property
     def key(self) -> str:
@@ -131,7 +132,33 @@ class IncomingMail:
         return " ".join([self.message_id, *hashes])
 
 
-def read_message(raw: bytes) -> IncomingMail:
+_RESULT = re.compile(r"\b(dmarc|dkim|spf)\s*=\s*([a-z]+)", re.IGNORECASE)
+
+
+def authentication(message: EmailMessage, server: str) -> str:
+    """The verdict of the school's mail server on who sent the message (RFC 8601 Authentication-Results), in
+    Chinese: "通过（dmarc=pass …）", "未通过（spf=fail …）" or "" when there is none. Only a header whose authserv-id
+    is ``server`` counts when it is set — anyone can write such a header into the mail they send; without it the
+    topmost header (the last server's) is read, and the verdict says the server was not checked."""
+    for value in message.get_all("Authentication-Results") or []:
+        text = " ".join(str(value).split())
+        serv_id = text.partition(";")[0].strip().split(" ")[0].lower()
+        if server and serv_id != server.lower():
+            continue
+        results: dict[str, str] = {}
+        for method, result in _RESULT.findall(text.partition(";")[2]):
+            results.setdefault(method.lower(), result.lower())
+        if not results:
+            continue
+        shown = " ".join(f"{m}={r}" for m, r in results.items())
+        passed = results.get("dmarc") == "pass" or ("dmarc" not in results and "pass" in (results.get("dkim"),
+                                                                                          results.get("spf")))
+        where = serv_id if server else f"{serv_id or '未知服务器'}，未核对服务器名"
+        return f"{'通过' if passed else '未通过'}（{shown}；{where}）"[:160]
+    return ""
+
+
+def read_message(raw: bytes, auth_server: str = "") -> IncomingMail:
     """Parse a message: its key, sender, and every spreadsheet attachment — also inside a forwarded message."""
     message = BytesParser(policy=email.policy.default).parsebytes(raw)
     assert isinstance(message, EmailMessage)
@@ -150,6 +177,7 @@ def read_message(raw: bytes) -> IncomingMail:
     except (TypeError, ValueError, IndexError):
         sent_at = ""
     found = IncomingMail(key, sender, subject, sent_at, automatic=is_automatic(message, sender), message=message)
+    found.authentication = authentication(message, auth_server)
     found.attachments = list(_spreadsheets(message))
     found.archives = list(_archives(message))
     body = _text_of(message)

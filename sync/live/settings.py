@@ -18,7 +18,8 @@ SECURITY = ("ssl", "starttls", "none")
 _DEFAULT_PORTS = {"smtp": {"ssl": 465, "starttls": 587, "none": 25}, "imap": {"ssl": 993, "starttls": 143, "none": 143}}
 _MAIL_KEYS = {"address", "from_name", "user", "password_env", "password_file", "smtp_host", "smtp_port",
               "smtp_security", "imap_host", "imap_port", "imap_security", "imap_folder", "ca_file", "poll",
-              "unknown_sender", "timeout", "max_attachments", "replies_per_hour"}
+              "unknown_sender", "timeout", "max_attachments", "replies_per_hour", "require_authentication",
+              "auth_server"}
 _DELIVERY_KEYS = {"share_root", "refresh_minutes", "deadline", "auto_refresh", "share_poll"}
 
 
@@ -43,6 +44,7 @@ class MailSettings:
     timeout: float
     max_attachments: int = 20  # a message with more workbooks is refused whole, with a reply (a flood, or a mistake)
     replies_per_hour: int = 5  # replies to one sender in an hour at most: two robots answering each other stop
+    auth_server: str = ""  # the authserv-id of the school's own Authentication-Results headers (the only ones read)
 
     def password(self) -> str:
         """The mail password, from the environment or the 0600 file; a clear error otherwise."""
@@ -148,7 +150,20 @@ def mail_settings(root: Path) -> MailSettings | None:
         imap_folder=_text(section, "imap_folder", "mail", "INBOX"), ca_file=_text(section, "ca_file", "mail"),
         poll=_number(section, "poll", "mail", 60, 1), timeout=_number(section, "timeout", "mail", 30, 1),
         max_attachments=int(_number(section, "max_attachments", "mail", 20, 1)),
-        replies_per_hour=int(_number(section, "replies_per_hour", "mail", 5, 1)))
+        replies_per_hour=int(_number(section, "replies_per_hour", "mail", 5, 1)),
+        auth_server=_auth_server(section))
+
+
+def _auth_server(section: dict[str, object]) -> str:
+    server = _text(section, "auth_server", "mail")
+    required = section.get("require_authentication", False)
+    if not isinstance(required, bool):
+        raise DataFolderError(f"{SETTINGS} 中 [mail] require_authentication 应为 true 或 false")
+    if required and not server:
+        raise DataFolderError(f"{SETTINGS} 的 [mail] require_authentication = true 需要同时设置 auth_server"
+                              "（学校邮件服务器在 Authentication-Results 中写的名字，如 mx.xxx.edu.cn）："
+                              "发件人自己也能写这个邮件头，只有学校服务器写的才可信")
+    return server
 
 
 def delivery_settings(root: Path) -> DeliverySettings:

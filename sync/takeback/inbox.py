@@ -30,6 +30,7 @@ class SyncSettings:
     settle_wait: float = 10.0  # how long one-shot sync waits for a just-copied file to settle
     incomplete_after_minutes: float = 10.0  # an inbox/share file incomplete and unchanged this long is refused
     hold_unknown_senders: bool = False  # [mail] unknown_sender = "hold": a mail return from outside the directory
+    require_authentication: bool = False  # [mail] require_authentication: a mail return the server did not pass
     reports: bool = True  # one-shot `lixiao sync` regenerates reports/ after merging (false: run `lixiao report`)
 
     @property
@@ -67,7 +68,8 @@ def sync_settings(root: Path) -> SyncSettings:
                         settle_wait=float(numbers.get("settle_wait", defaults.settle_wait)),
                         incomplete_after_minutes=float(numbers.get("incomplete_after_minutes",
                                                                    defaults.incomplete_after_minutes)),
-                        hold_unknown_senders=unknown == "hold", reports=reports)
+                        hold_unknown_senders=unknown == "hold", reports=reports,
+                        require_authentication=settings.get("mail", {}).get("require_authentication") is True)
 
 
 def decoded_name(raw: bytes) -> str:

@@ -72,6 +72,12 @@ from .outcomes import (
 from .receipts import pending_lines, write_receipt
 
 NO_OPERATOR = "（未填写经办人）"
+WRONG_SENDER_HOLD = ("发件人 {sender} 在离校点通讯录中是{offices}的邮箱，交回的却是“{workbook}”的工作簿："
+                     "整个文件尚未生效，等待协调人核对（lixiao review）后确认")
+UNVERIFIED_SENDER_HOLD = ("学校邮件服务器没有证明这封邮件确实由 {sender} 发出（{verdict}；lixiao.toml [mail] "
+                          "require_authentication）：整个文件尚未生效，等待协调人核对后确认")
+UNKNOWN_SENDER_FLAG = ("交回人 {sender} 不在离校点通讯录中（lixiao.toml [mail] unknown_sender = \"flag\"）：已合并；"
+                       "请核对发件人，确认无误后 lixiao review resolve 编号 dismiss")
 UNKNOWN_SENDER_HOLD = ("交回人 {sender} 不在离校点通讯录中（lixiao.toml [mail] unknown_sender = \"hold\"）："
                        "整个文件尚未生效，等待协调人核对发件人后确认")
 
@@ -277,14 +283,29 @@ def _plan(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSett
     return plan
 
 
-def _hold(plan: MergePlan, ret: CheckedReturn, settings: SyncSettings, confirm: bool) -> str:
+def _hold(folder: DataFolder, plan: MergePlan, ret: CheckedReturn, settings: SyncSettings, confirm: bool) -> str:
     """Why this return waits for the coordinator ("" when it does not, or when the coordinator confirms it)."""
     if confirm:
         return ""
+    return _sender_doubt(folder, ret, settings) or hold_reason(plan, settings.max_revocations)
+
+
+def _sender_doubt(folder: DataFolder, ret: CheckedReturn, settings: SyncSettings) -> str:
+    """Why a mailed return cannot be taken on its sender's word ("" when it can): the server did not pass the
+    sender where that is required, the sender is not in the directory ([mail] unknown_sender = "hold"), or the
+    sender's address belongs to other offices than the workbook's. A From: line is whatever the sender typed."""
     origin = ret.item.origin
-    if origin.channel is Channel.MAIL and not origin.sender_known and settings.hold_unknown_senders:
-        return UNKNOWN_SENDER_HOLD.format(sender=origin.sender)
-    return hold_reason(plan, settings.max_revocations)
+    if origin.channel is not Channel.MAIL:
+        return ""
+    if settings.require_authentication and not origin.authentication.startswith("通过"):
+        return UNVERIFIED_SENDER_HOLD.format(sender=origin.sender, verdict=origin.authentication or "没有验证结果")
+    if not origin.sender_known:
+        return UNKNOWN_SENDER_HOLD.format(sender=origin.sender) if settings.hold_unknown_senders else ""
+    if ret.workbook.office and ret.workbook.office not in origin.offices:
+        return WRONG_SENDER_HOLD.format(
+            sender=origin.sender, offices="、".join(f"“{_office_title(folder, o)}”" for o in origin.offices),
+            workbook=_office_title(folder, ret.workbook.office))
+    return ""
 
 
 def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSettings, dry_run: bool,
@@ -296,10 +317,10 @@ def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSet
     try:
         if dry_run:
             plan = _plan(folder, ret, key, settings)
-            return _result(ret, plan, _hold(plan, ret, settings, confirm))
+            return _result(ret, plan, _hold(folder, plan, ret, settings, confirm))
         with store.transaction():
             plan = _plan(folder, ret, key, settings)
-            held = _hold(plan, ret, settings, confirm)
+            held = _hold(folder, plan, ret, settings, confirm)
             result = _result(ret, plan, held)
             stamp = datetime.now()
             tag = f"-待确认-{ret.hash[:12]}" if held else f"-{ret.hash[:12]}"
@@ -312,6 +333,9 @@ def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSet
                 receipt=f"receipts/{stamp:%Y%m%d-%H%M%S}-{safe_name(Path(ret.name).stem, 40)}{tag}-回执.xlsx",
                 at=stamp.isoformat(timespec="seconds"), origin=ret.item.origin.describe(), program=ret.returned.program)
             source = f"file:{ret.name}"
+            if not held and not confirm and ret.item.origin.channel is Channel.MAIL \
+                    and not ret.item.origin.sender_known:
+                detail.flagged = UNKNOWN_SENDER_FLAG.format(sender=ret.item.origin.sender)
             if held:
                 detail.code, detail.message, detail.pending = Outcome.HELD, held, pending_lines(folder, plan)
                 store.append_audit([Event("return", decision=Outcome.HELD, source=source, source_hash=ret.hash,

@@ -94,3 +94,84 @@ def test_the_sender_is_from_never_reply_to(box: Mailbox) -> None:  # noqa: F811 
     assert (name, channel, sender) == ("宿管.xlsx", "mail", box.stranger)
     assert len(_stranger_mail(box)) == 1
     assert box.office_mail() == [] or all("宿管.xlsx" not in str(m.get_body(("plain",))) for m in box.office_mail())
+
+
+def _directory(mailbox: Mailbox, dorm: str, utilities: str) -> None:
+    path = mailbox.data.parent / "通讯录-新.csv"
+    path.write_text(f"离校点,联系人,电子邮箱\n宿管中心离校点,王老师,{dorm}\n水电通信中心离校点,李老师,{utilities}\n",
+                    "utf-8")
+    result = mailbox.cli("offices", "import", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _review(mailbox: Mailbox) -> list[dict[str, str]]:
+    import json
+
+    result = mailbox.cli("review", "list", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    items: list[dict[str, str]] = json.loads(result.stdout)["items"]
+    return items
+
+
+def test_an_office_mailing_another_offices_workbook_is_held_for_review(box: Mailbox) -> None:  # noqa: F811 - the fixture
+    """水电's address mails a ticked 宿管 workbook: held (nothing merged), listed by lixiao review as a file waiting
+    for confirmation; `review resolve … take` merges it (audited), and verify passes."""
+    _directory(box, box.office, box.stranger)
+    data = edit(workbook(box.data, "dorm"), {(ROSTER[0].student_no, "清理宿舍物品"): True})
+    message = _message(box, "Re: 宿管中心离校点", "代交")
+    message.add_attachment(data, maintype=XLSX[0], subtype=XLSX[1], filename="宿管.xlsx")
+    box.servers.send(box.stranger, box.stranger_password, message, [box.address])
+    _fetch(box)
+    assert [(r[0], r[1]) for r in returns(box.data)] == [("宿管.xlsx", "held")]
+    [item] = [i for i in _review(box) if i["kind"] == "held"]
+    assert item["id"].startswith("H")
+    assert "水电通信中心离校点" in item["summary"] and "宿管中心离校点" in item["summary"]
+    done = box.cli("review", "resolve", item["id"], "take", "--reason", "已电话确认是水电李老师代交")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "已合并" in done.stdout
+    assert [(r[0], r[1]) for r in returns(box.data)] == [("宿管.xlsx", "merged")]
+    assert [i for i in _review(box) if i["kind"] == "held"] == []
+    assert box.cli("verify").returncode == 0
+
+
+def test_an_unknown_sender_is_merged_and_listed_for_review(box: Mailbox) -> None:  # noqa: F811 - the fixture
+    """Under the default [mail] unknown_sender = "flag" a stranger's return is merged and listed by lixiao review
+    until the coordinator dismisses it."""
+    data = edit(workbook(box.data, "dorm"), {(ROSTER[2].student_no, "清理宿舍物品"): True})
+    message = _message(box, "交回", "代交")
+    message.add_attachment(data, maintype=XLSX[0], subtype=XLSX[1], filename="代交.xlsx")
+    box.servers.send(box.stranger, box.stranger_password, message, [box.address])
+    _fetch(box)
+    assert [(r[0], r[1]) for r in returns(box.data)] == [("代交.xlsx", "merged")]
+    [item] = [i for i in _review(box) if i["kind"] == "sender"]
+    assert box.stranger in item["summary"] and "不在离校点通讯录中" in item["summary"]
+    done = box.cli("review", "resolve", item["id"], "dismiss", "--reason", "已核实")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [i for i in _review(box) if i["kind"] == "sender"] == []
+
+
+def test_require_authentication_reads_only_the_schools_own_verdict(box: Mailbox) -> None:  # noqa: F811 - the fixture
+    """With [mail] require_authentication and auth_server: a return without the server's verdict, or with a
+    verdict written under another server's name, is held; one the school's server passed is merged and its
+    verdict is in the ledger."""
+    text = (box.data / "lixiao.toml").read_text("utf-8").replace(
+        "poll = 1\n", 'poll = 1\nrequire_authentication = true\nauth_server = "mx.lixiao.test"\n')
+    (box.data / "lixiao.toml").write_text(text, "utf-8")
+    cases = [("无验证.xlsx", None), ("冒名.xlsx", "evil.example; dmarc=pass header.from=lixiao.test"),
+             ("通过.xlsx", "mx.lixiao.test; spf=pass smtp.mailfrom=lixiao.test; dmarc=pass header.from=lixiao.test")]
+    for n, (name, verdict) in enumerate(cases):
+        data = edit(workbook(box.data, "dorm"), {(ROSTER[n].student_no, "清理宿舍物品"): True})
+        message = _message(box, "交回", "交回")
+        message.replace_header("From", box.office)
+        if verdict:
+            message["Authentication-Results"] = verdict
+        message.add_attachment(data, maintype=XLSX[0], subtype=XLSX[1], filename=name)
+        box.servers.send(box.office, box.office_password, message, [box.address])
+    _fetch(box)
+    assert sorted((r[0], r[1]) for r in returns(box.data)) == [("冒名.xlsx", "held"), ("无验证.xlsx", "held"),
+                                                               ("通过.xlsx", "merged")]
+    import sqlite3
+
+    with sqlite3.connect(box.data / "store.db") as conn:
+        [(detail,)] = conn.execute("SELECT detail FROM returns WHERE file_name = '通过.xlsx'").fetchall()
+    assert "发件人验证：通过（spf=pass dmarc=pass；mx.lixiao.test）" in detail
