@@ -24,7 +24,6 @@ from .layout import (
     MAIN_SHEET,
     META_SHEET,
     PREREQ_HEADER,
-    PROPERTY_PREFIX,
     REMARK_HEADER,
     ROW_KEY_HEADER,
     WAIVER_HEADERS,
