@@ -108,6 +108,7 @@ def issue_workbooks(
     checkpoint is planned, so that its workers carry none of the plans (each gets its own, pickled). The store is
     written by this process only, in plan order. ``progress`` counts workbooks for a list, checkpoints else.
     """
+    folder.store.refuse_if_damaged("不签发新的工作簿")  # nothing is published from a store whose check failed
     key = secret_key(folder.root)
     workers = workers or min(os.cpu_count() or 1, 4)
     listed = isinstance(plans, list)

@@ -374,9 +374,9 @@ def test_a_tail_cut_through_a_return_is_repaired_by_merging_it_again(issued: Cli
     assert rows(issued, "SELECT outcome FROM returns") == [("merged",)]
 
 
-def test_a_held_return_whose_hold_was_lost_goes_back_to_the_inbox(issued: Cli) -> None:
-    """A file in held/ whose "held" the chain lost is damage; --repair puts it back in inbox/ and the next sync
-    holds it again, so it can still be confirmed."""
+def test_a_held_return_whose_hold_was_lost_is_held_again_by_repair(issued: Cli) -> None:
+    """A file in held/ whose "held" the chain lost is damage; --repair takes it again at once: back in held/, the
+    ledger HELD, so it can still be confirmed, and writes work afterwards."""
     for no in (STUDENT, "0803010104"):
         assert issued("set", no, "electricity", "passed").exit_code == 0
     assert issued("issue", "--checkpoint", "utilities").exit_code == 0
@@ -390,9 +390,11 @@ def test_a_held_return_whose_hold_was_lost_goes_back_to_the_inbox(issued: Cli) -
     for receipt in (issued.data / "receipts").glob("*待确认*"):
         receipt.unlink()
     assert issued("verify").exit_code == 1
-    assert issued("verify", "--repair").exit_code == 0
-    assert (issued.data / "inbox" / "撤销.xlsx").exists() and not (issued.data / "held" / "撤销.xlsx").exists()
-    assert sync(issued)["files"][0]["outcome"] == "held"
+    repaired = issued("verify", "--repair")
+    assert repaired.exit_code == 0 and "已重新处理：held" in repaired.output, repaired.output
+    assert (issued.data / "held" / "撤销.xlsx").exists() and not (issued.data / "inbox" / "撤销.xlsx").exists()
+    assert rows(issued, "SELECT outcome FROM returns WHERE file_name = '撤销.xlsx'") == [("held",)]
+    assert issued("set", "0803010105", "electricity", "passed").exit_code == 0
 
 
 def test_an_old_temp_looking_file_in_the_inbox_is_reported(issued: Cli) -> None:

@@ -131,7 +131,7 @@ class Differences:
             return "、".join(f"{no} {step}" for no, step in keys[:EXAMPLES])
 
         def files(rows: list[tuple[str, str]]) -> str:
-            return "、".join(f"“{name}”（{digest[:12]}）" for digest, name in rows[:EXAMPLES])
+            return "、".join(f"“{name}”（{str(digest)[:12]}）" for digest, name in rows[:EXAMPLES])
 
         lines = []
         if self.status_changed:

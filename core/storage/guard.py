@@ -1,6 +1,7 @@
-"""The write guard: a store marked damaged, behind its audit anchor, or failing quick_check is never written to;
-quick_check's verdict is cached by the files' size and mtime and the chain head, so a store only lixiao wrote
-is not checked again."""
+"""The write guard: a store marked damaged, behind its audit anchor, failing quick_check or whose tables disagree
+with the audit chain is never written to nor published from; the verdict is cached by the files' size and mtime and
+the chain head, so a store only lixiao wrote is not checked again (a change behind lixiao's back — the sqlite3
+shell, a copied file — is: quick_check and the chain replayed against the tables)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from pathlib import Path
 
 from lixiao.core.manual.model import Status
 
-from .chain import AuditChain
 from .files import write_small
-from .schema import LINE_MARKS
+from .schema import LINE_MARKS, SCHEMA_VERSION
+from .trusted import TrustedTables
 
 CHECK_CACHE = ".check"
 DAMAGED = "store.damaged"
 RESTORE_HINT = "停止 lixiao，用 lixiao backup 的备份恢复（见 README“备份与恢复”）"
+DAMAGED_HEADER = "lixiao verify 发现以下问题，数据库拒绝写入，报表和工作簿停止发布：\n"
+CONTENT_LINES = 3  # problem lines the guard's refusal names
 
 
 class StoreError(RuntimeError):
@@ -44,15 +47,50 @@ def read_json(path: Path) -> object:
         return None
 
 
-class WriteGuard(AuditChain):
+def mark_damaged(path: Path, problems: list[str]) -> None:
+    """Write ``store.damaged`` beside ``path`` (store.db) naming the problems: writing, publishing and the daemon's
+    taking of returns stop until lixiao verify passes again."""
+    write_small(path.with_name(DAMAGED), DAMAGED_HEADER + "\n".join(problems) + "\n", durable=True)
+
+
+def damaged_refusal(path: Path, what: str) -> str:
+    """The Chinese line refusing ``what`` while ``store.damaged`` lies beside ``path`` ("" when it does not)."""
+    marker = path.with_name(DAMAGED)
+    if not marker.exists():
+        return ""
+    return (f"lixiao verify 发现数据库有问题（见 {marker.name}），{what}；请运行 lixiao verify 查看，"
+            f"lixiao verify --repair 修复，或{RESTORE_HINT}")
+
+
+class WriteGuard(TrustedTables):
     """The guard's part of the Store (a mixin)."""
+
+    def refuse_if_damaged(self, what: str = "拒绝发布报表和工作簿") -> None:
+        """Raise StoreError while the last check found damage (``store.damaged``): nothing is published from it."""
+        refusal = damaged_refusal(self.path, what)
+        if refusal:
+            raise StoreError(refusal)
+
+    def content_problems(self) -> list[str]:
+        """The tables held against the replayed chain in one snapshot: chain links, statuses, waivers, ledger,
+        status lines, students, workbooks and loan confirmations (what verify checks inside store.db)."""
+        conn = self.db.conn
+        began = not conn.in_transaction
+        if began:
+            conn.execute("BEGIN")
+        try:
+            replay = self.replay()
+            return (replay.chain[:CONTENT_LINES] + self.line_problems() + self.replay_problems(replay)
+                    + self.trusted_differences(self.trusted_replay()).lines())
+        except (sqlite3.DatabaseError, ValueError, KeyError, TypeError, StoreError) as exc:
+            return [f"数据库内容无法读取（{exc}）"]
+        finally:
+            if began:
+                conn.rollback()
 
     def _guard(self, before: list[list[int] | None]) -> None:
         """Refuse to write to a store marked damaged, behind its anchor, or failing quick_check."""
-        damaged = self.path.with_name(DAMAGED)
-        if damaged.exists():
-            raise StoreError(f"lixiao verify 发现数据库有问题（见 {damaged.name}），拒绝写入；请运行 lixiao verify "
-                             f"查看，lixiao verify --repair 修复，或{RESTORE_HINT}")
+        self.refuse_if_damaged("拒绝写入")
         problem = self.anchor_problem()
         if problem:
             raise StoreError(f"{problem}，拒绝写入；请运行 lixiao verify --repair，或{RESTORE_HINT}")
@@ -62,6 +100,13 @@ class WriteGuard(AuditChain):
         check = self._quick_check()
         if check != "ok":
             raise StoreError(f"数据库 {self.path} 已损坏（{check}），拒绝写入；请{RESTORE_HINT}")
+        # changed behind lixiao's back since its last write: the tables against the chain (≈ verify's replay)
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        problems = self.content_problems() if version == SCHEMA_VERSION else []
+        if problems:
+            mark_damaged(self.path, problems)
+            raise StoreError(f"数据库在 lixiao 之外被改动，与审计记录不符：{'；'.join(problems[:CONTENT_LINES])}。"
+                             f"已停止写入和发布（{DAMAGED}）；请运行 lixiao verify --repair 修复，或{RESTORE_HINT}")
         self._record_check(head)
 
     def _quick_check(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass
 
 from .chain import AuditChain, Event, now
+from .trusted import row_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,9 @@ class WorkbookRegistry(AuditChain):
         """Register an issued workbook; inside a transaction."""
         self.db.execute(f"INSERT INTO workbooks ({_WORKBOOK_COLUMNS}) VALUES ({', '.join('?' * 10)})",
                         list(astuple(row)))
+        # the row's hash: verify holds the table against it (baseline, scope, path … as issued)
         self.append_audit([Event("workbook", new=row.id, decision="issued", source="issue",
+                                 source_hash=row_digest(astuple(row)),
                                  detail=f"{row.checkpoint} {row.scope} 第 {row.generation} 版")])
 
     def latest_workbooks(self, office: str) -> list[WorkbookRow]:

@@ -26,6 +26,7 @@ from .queue import ReviewRecords
 from .registry import WorkbookRegistry
 from .registry import WorkbookRow as WorkbookRow
 from .schema import MIGRATIONS, SCHEMA_VERSION, student_filter
+from .trusted import student_detail
 
 BUSY_TIMEOUT_MS = 15_000
 # Beside store.db: the chain head after the last commit ("seq hash"), the write guard's cache of the last
@@ -100,7 +101,7 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
         try:
             db = _connect(path)
             version = db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a flipped byte in the schema
             raise StoreError(
                 f"数据库 {path} 已损坏或不是 SQLite 文件（{exc}）；请用 lixiao backup 的备份恢复"
             ) from None
@@ -219,7 +220,7 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
             rows.append(row)
             changes = _student_changes(old, student)
             events.append(Event(
-                "student", student_no=student.student_no,
+                "student", student_no=student.student_no, detail=student_detail(student.id_card, changes[1]),
                 old=json.dumps(changes[0], ensure_ascii=False) if old else "",
                 new=json.dumps(changes[1], ensure_ascii=False),
                 decision="updated" if old else "added", source=source, operator=operator))

@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
 from rich.table import Table as RichTable
 
+from lixiao.core.clearance.clearance import StudentRecord
 from lixiao.core.clearance.refunds import REFUND_WORDS
 from lixiao.core.feeds.exports import feed_label
+from lixiao.core.manual.identity import mask_id_card, mask_ids_in_text
 from lixiao.core.manual.model import FLAG_COLUMNS, STATUS_LABELS, Status
+from lixiao.core.storage.chain import AuditEvent
 from lixiao.sync.datafolder import DataFolderError
 from lixiao.sync.locking import writer_lock
 from lixiao.workbooks.matrix import IDENTITY, matrix_csv
@@ -38,7 +41,7 @@ from .base import (
 def status(ctx: click.Context, query: str, as_json: bool) -> None:
     """按学号、姓名或身份证号查询学生的离校记录及受阻原因。"""
     with open_data(ctx, write=False) as folder:
-        record = folder.clearance.record(folder.clearance.student(query))
+        record = _masked_record(folder.clearance.record(folder.clearance.student(query)))
         refund_step = folder.flow.refund_step(folder.year)
     refund = next((s for s in record["steps"] if refund_step and s["step"] == refund_step.code
                    and s["status"] != "na"), None)
@@ -70,6 +73,27 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
         grouped.setdefault(item["message"], []).append(item["step_name"])
     for message, names in grouped.items():
         console.print(f"[red]无法办理 {'、'.join(names)}：{message}[/]")
+
+
+def _masked_record(record: StudentRecord) -> StudentRecord:
+    """A student's record with every 身份证号 typed into a 备注 masked (the record's own is already)."""
+    for step in record["steps"]:
+        step["remark"] = mask_ids_in_text(step["remark"])
+    return record
+
+
+def _masked_event(event: AuditEvent) -> AuditEvent:
+    """An audit event as history shows it: 身份证号 in its free text masked; a student event's whole number (kept
+    in the chain so that verify --repair can restore the student) masked too."""
+    detail = event.detail
+    if event.kind == "student" and detail.startswith("{"):
+        try:
+            whole = str(json.loads(detail).get("id_card", ""))
+        except (ValueError, AttributeError):
+            whole = ""
+        detail = json.dumps({"id_card": mask_id_card(whole)}, ensure_ascii=False)
+    return replace(event, old=mask_ids_in_text(event.old), new=mask_ids_in_text(event.new),
+                   detail=mask_ids_in_text(detail))
 
 
 @click.command(epilog=examples(
@@ -192,7 +216,7 @@ def history(ctx: click.Context, student: str, as_json: bool) -> None:
     """某学生的全部审计记录。"""
     with open_data(ctx, write=False) as folder:
         who = folder.clearance.student(student)
-        events = folder.store.history(who.student_no)
+        events = [_masked_event(e) for e in folder.store.history(who.student_no)]
         names = {s.code: s.name for s in folder.flow.all_steps()}
         registered = {i: folder.store.workbook(i) for i in {e.source.partition(":")[2] for e in events
                                                             if e.source.startswith("workbook:")}}

@@ -62,6 +62,7 @@ def refresh_reports(folder: DataFolder) -> Path:
     where the folder publishes it (sync/publishing.py)."""
     from lixiao.reports.build import render_report
 
+    folder.store.refuse_if_damaged("不生成报表和查询页")  # nothing is published from a store whose check failed
     index = render_report(folder.store, folder.flow, folder.root / "reports", folder.root / "templates").index
     publish_public_page(folder)
     return index

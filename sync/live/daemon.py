@@ -24,6 +24,7 @@ from lixiao.sync.datafolder import DataFolder, secret_key
 from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
 from lixiao.sync.takeback.inbox import inbox_files, is_debris
+from lixiao.sync.takeback.integrity import check_folder, record_findings
 from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.sync.takeback.pipeline import process_file
 from lixiao.workbooks.sandbox import start_server
@@ -87,7 +88,7 @@ class Watcher:
     """Debounces inbox events, checks that a file is complete, and processes it once, in one thread."""
 
     def __init__(self, folder: DataFolder, settle: float = 1.5, rescan: float = 30.0, poll: float | None = None,
-                 on_outcome: Callable[[FileOutcome], None] | None = None) -> None:
+                 on_outcome: Callable[[FileOutcome], None] | None = None, verify_every: float | None = None) -> None:
         self.folder = folder
         self.inbox = folder.root / "inbox"
         self.settle = settle
@@ -103,6 +104,31 @@ class Watcher:
         self.log = logging.getLogger("lixiao.watch")
         self.live = LiveLoop(folder, self.log)  # shared folders, the mailbox, fresh workbooks
         self.on_beat: Callable[[], None] = lambda: None  # the service's heartbeat (watch.state)
+        self.verify_every = verify_every  # seconds between the store's checks in run() (None: never)
+        self.next_verify = 0.0  # due at start
+        self.on_verified: Callable[[bool], None] = lambda ok: None
+
+    def damaged(self) -> bool:
+        """Whether a check found the store damaged (store.damaged): nothing is taken, written or published."""
+        return self.folder.store.path.with_name(DAMAGED).exists()
+
+    def verify(self) -> bool:
+        """lixiao verify's checks (at start, then every ``verify_every`` seconds); True when the store is sound.
+        On damage store.damaged is written (returns, reports and workbooks stop), the reports already built get a
+        banner and one line is logged."""
+        found = check_folder(self.folder)
+        self.on_verified(not found.damage)
+        if not found.damage:
+            return True
+        if not self.damaged():
+            record_findings(self.folder, found)
+            from lixiao.reports.banner import mark_stale
+
+            mark_stale(self.folder.root / "reports", time.strftime("%Y-%m-%d %H:%M"), found.damage)
+            self.log.error("校验发现数据库有问题，已暂停收件，报表和工作簿停止发布：%s。请运行 lixiao verify 查看，"
+                           "停止 lixiao watch 后运行 lixiao verify --repair 修复，或用备份恢复",
+                           "；".join(found.damage[:3]))
+        return False
 
     def notify(self, path: Path) -> None:
         """An event touched ``path``: (re)start its settle timer."""
@@ -174,7 +200,7 @@ class Watcher:
     def step(self, key: bytes) -> int:
         """Process settled pending files (one batch, under the writer lock); returns how many merged.
         Nothing is processed while verify has marked the store damaged (the files wait in the inbox)."""
-        if (self.folder.store.path.with_name(DAMAGED)).exists():
+        if self.damaged():
             if not self._refusing:
                 self.log.error("lixiao verify 发现数据库有问题（%s），暂停收件；请停止 lixiao watch，运行 "
                                "lixiao verify --repair 或用备份恢复", DAMAGED)
@@ -279,13 +305,16 @@ class Watcher:
             dirty = False
             while not self.stop_event.is_set():
                 try:
+                    if self.verify_every is not None and time.monotonic() >= self.next_verify:
+                        self.verify()
+                        self.next_verify = time.monotonic() + self.verify_every
                     merged = self.step(key)
-                    if self.live.active:
+                    if self.live.active and not self.damaged():
                         merged += self.live.tick(key, merged > 0)
                     dirty = merged > 0 or dirty
                     with self._lock:  # files waiting for a retry or a slow copy do not hold the reports back
                         busy = any(e.due <= time.monotonic() + self.settle for e in self._pending.values())
-                    if dirty and not busy:  # coalesced: once after a burst, not per file
+                    if dirty and not busy and not self.damaged():  # coalesced: once after a burst, not per file
                         dirty = not self._refresh()
                     if time.monotonic() >= next_scan:
                         self.scan()
@@ -305,7 +334,7 @@ class Watcher:
 def run_daemon(folder: DataFolder, settle: float, rescan: float, poll: float | None,
                settings: WatchSettings | None = None) -> None:
     """The CLI door (holding the watch lock): rotating log file, heartbeat, signal handling, then the watch loop."""
-    handler = log_file_handler(folder.root, settings or watch_settings(folder.root))
+    handler = log_file_handler(folder.root, settings := settings or watch_settings(folder.root))
     handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
     console = logging.StreamHandler()  # sys.stderr, which writes what it cannot encode as \\x escapes
     console.setFormatter(JournalFormatter(_SafeFormatter("%(levelname)s %(message)s")) if under_journal()
@@ -317,8 +346,9 @@ def run_daemon(folder: DataFolder, settle: float, rescan: float, poll: float | N
     log.addHandler(handler)
     log.addHandler(console)
     log.addHandler(heartbeat)
-    watcher = Watcher(folder, settle, rescan, poll, on_outcome=heartbeat.taken)
-    watcher.on_beat = heartbeat.beat
+    watcher = Watcher(folder, settle, rescan, poll, on_outcome=heartbeat.taken,
+                      verify_every=settings.verify_every_minutes * 60)
+    watcher.on_beat, watcher.on_verified = heartbeat.beat, heartbeat.verified
     heartbeat.beat()
 
     def stop(signum: int, _frame: object) -> None:

@@ -38,6 +38,7 @@ class WatchSettings:
 
     log_max_mb: float = 10.0  # watch.log is rotated when it reaches this size
     log_backups: int = 5  # rotated logs kept: watch.log.1 … watch.log.N
+    verify_every_minutes: float = 30.0  # the daemon runs lixiao verify's checks at start and this often
 
     @property
     def log_max_bytes(self) -> int:
@@ -60,7 +61,11 @@ def watch_settings(root: Path) -> WatchSettings:
     if isinstance(backups, bool) or not isinstance(backups, int) or backups < 1:
         raise DataFolderError(f"{SETTINGS} 中 [watch] log_backups 应为正整数（保留几个轮换下来的旧日志），"
                               f"现为 {backups!r}")
-    return WatchSettings(log_max_mb=float(size), log_backups=backups)
+    every = section.get("verify_every_minutes", defaults.verify_every_minutes)
+    if isinstance(every, bool) or not isinstance(every, int | float) or every <= 0:
+        raise DataFolderError(f"{SETTINGS} 中 [watch] verify_every_minutes 应为正数（守护进程每隔多少分钟校验一次"
+                              f"数据库），现为 {every!r}")
+    return WatchSettings(log_max_mb=float(size), log_backups=backups, verify_every_minutes=float(every))
 
 
 def log_file_handler(root: Path, settings: WatchSettings) -> RotatingFileHandler:
@@ -104,6 +109,8 @@ class WatchState:
     last_batch_at: str | None = None
     last_error: str | None = None
     stopped_at: str | None = None
+    verified_at: str | None = None  # the daemon's last check of the store (lixiao verify's), and its verdict
+    verified_ok: bool | None = None
 
 
 STUCK_SECONDS = 60.0  # a file waiting this long while the daemon has not beaten for as long: it is stuck
@@ -133,6 +140,11 @@ class Heartbeat(logging.Handler):
         """One file was processed (whatever its outcome)."""
         self.state.files_taken += 1
         self.state.last_batch_at = _now()
+
+    def verified(self, ok: bool) -> None:
+        """The daemon checked the store: when, and whether it was sound (written at once)."""
+        self.state.verified_at, self.state.verified_ok = _now(), ok
+        self._write()
 
     def beat(self) -> None:
         """Called on every turn of the watch loop; rewrites watch.state at most every ``every`` seconds."""
@@ -234,15 +246,15 @@ def check_health(root: Path) -> Health:
         "inbox_oldest_seconds": None if oldest is None else round(oldest),
         "beat_age_seconds": None if beat_age is None else round(beat_age), **(asdict(state) if state else {})}
     inbox = f"收件箱待处理 {len(waiting)} 个" + (f"（最早的已等 {_duration(oldest)}）" if oldest is not None else "")
+    if damaged:
+        return Health(False, f"异常：lixiao verify 发现数据库有问题（{DAMAGED}），收件、报表和工作簿已暂停；{inbox}。"
+                             "请停止 lixiao watch，运行 lixiao verify --repair 或用备份恢复（见 README“备份与恢复”）",
+                      facts)
     if not running:
         since = f"（上次于 {_shown(state.stopped_at or state.last_beat)} 停止）" if state else ""
         return Health(False, f"异常：没有 lixiao watch 在监视 {root}{since}；{inbox}。请启动：sudo systemctl start "
                              f"{UNIT_NAME}（或运行 lixiao watch），启动失败的原因见 watch.log 或 "
                              f"journalctl -u {UNIT_NAME}", facts)
-    if damaged:
-        return Health(False, f"异常：lixiao verify 发现数据库有问题（{DAMAGED}），守护进程已暂停收件；{inbox}。"
-                             "请停止 lixiao watch，运行 lixiao verify --repair 或用备份恢复（见 README“备份与恢复”）",
-                      facts)
     if state is None or state.stopped_at or not _alive(state.pid):
         return Health(False, f"异常：lixiao watch 在运行，但没有它的心跳（{STATE}）；它可能刚启动，稍后再查；"
                              f"仍然如此请重启：{RESTART}", facts)

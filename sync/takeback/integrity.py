@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lixiao.core.storage.chain import Event, Replay
+from lixiao.core.storage.guard import mark_damaged
 from lixiao.core.storage.ledger import LedgerRow, LedgerState
-from lixiao.core.storage.store import DAMAGED, Store
+from lixiao.core.storage.store import DAMAGED, Store, StoreError
+from lixiao.core.storage.trusted import TrustedDifferences, TrustedReplay
 from lixiao.sync.datafolder import DataFolder, secret_key
 from lixiao.sync.messages import os_error_text
 
@@ -44,6 +46,8 @@ class Findings:
     sqlite_broken: bool = False
     tail: str = ""
     replay: Replay | None = None
+    trusted: TrustedReplay | None = None
+    differences: TrustedDifferences = field(default_factory=TrustedDifferences)
     unledgered: list[Path] = field(default_factory=list)
 
     @property
@@ -80,14 +84,18 @@ def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findin
             lines = store.line_problems()
             found.tail = store.anchor_disagreement(anchor)
             ledger = store.ledger_rows()
-    except sqlite3.DatabaseError as exc:
+            found.trusted = store.trusted_replay()
+            found.differences = store.trusted_differences(found.trusted)
+    except (sqlite3.DatabaseError, ValueError, KeyError, TypeError, StoreError) as exc:
         worker.join()
         found.sqlite_broken = True
         found.damage += sqlite or [f"数据库已损坏（{exc}）"]
         return found
     worker.join()
+    # a deleted students row leaves its statuses pointing at nobody: repairable when the chain restores it
+    orphans = [line for line in sqlite if line.startswith("外键错误") and line.endswith("引用 students")]
     if sqlite:
-        found.sqlite_broken = True
+        found.sqlite_broken = len(orphans) < len(sqlite) or not found.differences.student_missing
         found.damage += sqlite
     chain = found.replay.chain
     if chain:
@@ -97,7 +105,7 @@ def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findin
             found.damage.append(f"审计链共 {len(chain)} 处不连续或被改动")
     if found.tail:
         found.damage.append(f"{found.tail}；运行 lixiao verify --repair 接受这一损失（或用备份恢复）")
-    found.damage += lines + replayed
+    found.damage += lines + replayed + found.differences.lines()
     _check_archive(folder, ledger, archived, found)
     _check_receipts(ledger, receipts, found)
     _check_missing_receipts(folder, ledger, found)
@@ -229,11 +237,10 @@ def folder_problems(folder: DataFolder) -> list[str]:
 
 def record_findings(folder: DataFolder, found: Findings) -> None:
     """Leave ``store.damaged`` while there is damage (writing commands refuse), remove it once none is left."""
-    marker = folder.root / DAMAGED
     if found.damage:
-        marker.write_text("lixiao verify 发现以下问题，数据库拒绝写入：\n" + "\n".join(found.damage) + "\n", "utf-8")
+        mark_damaged(folder.store.path, found.damage)
     else:
-        marker.unlink(missing_ok=True)
+        (folder.root / DAMAGED).unlink(missing_ok=True)
 
 
 def repair_folder(folder: DataFolder, operator: str, progress: Progress | None = None) -> list[str]:
@@ -241,8 +248,9 @@ def repair_folder(folder: DataFolder, operator: str, progress: Progress | None =
     archived returns the ledger lacks (oldest first). Returns what was done; raises BackupOnlyError when the
     chain or the SQLite file itself is broken."""
     found = check_folder(folder, progress)
-    if found.sqlite_broken or found.chain_broken:
-        what = "数据库文件已损坏" if found.sqlite_broken else "审计链中间的记录被改动或删除"
+    if found.sqlite_broken or found.chain_broken or found.differences.workbooks:
+        what = ("数据库文件已损坏" if found.sqlite_broken else "审计链中间的记录被改动或删除" if found.chain_broken
+                else "已签发工作簿的记录被改动或删除")
         raise BackupOnlyError(f"{what}，无法就地修复；{BACKUP_ONLY}")
     store, done = folder.store, []
     if found.tail:
@@ -254,8 +262,13 @@ def repair_folder(folder: DataFolder, operator: str, progress: Progress | None =
                                       operator=operator, detail=note)])
         store.write_anchor(force=True)
         done.append(note)
-    assert found.replay is not None
-    restored = store.repair_from_replay(found.replay, operator)
+    assert found.replay is not None and found.trusted is not None
+    with store.transaction():  # students first: a restored status may belong to a deleted student
+        restored = store.repair_trusted(found.trusted, found.differences, operator)
+    restored += store.repair_from_replay(found.replay, operator)
+    if found.differences.student_extra:
+        with store.transaction():
+            restored += store.drop_unaudited_students(found.differences)
     if restored:
         done.append(f"按审计记录恢复 {len(restored)} 处：" + "；".join(restored[:10])
                     + ("…" if len(restored) > 10 else ""))
@@ -269,13 +282,25 @@ def repair_folder(folder: DataFolder, operator: str, progress: Progress | None =
         if _sha256(path) == path.stem:
             outcome = process_file(folder, path, key, min_age=0)
             done.append(f"重新处理 archive/{shown_name(path)}：{outcome.outcome}，记录 {outcome.applied}")
-    # a held return whose "held" the chain lost goes back to the inbox, to be taken (and held) again
+    done += _rehold(folder, key, ledger)
+    return done
+
+
+def _rehold(folder: DataFolder, key: bytes, ledger: dict[str, LedgerState | None]) -> list[str]:
+    """A held return whose "held" the chain lost is taken again at once, as it would be now: held again (back in
+    held/, the ledger HELD, its receipt rewritten) — or merged or refused, when the store now says so."""
+    done = []
     held = folder.root / "held"
     for path in sorted(held.glob("*.xlsx")) if held.is_dir() else []:
-        if ledger.get(_sha256(path)) is not LedgerState.HELD:
-            target = folder.root / "inbox" / path.name
-            if not target.exists():
-                path.replace(target)
-                path.with_name(path.name + ".说明.txt").unlink(missing_ok=True)
-                done.append(f"held/{shown_name(path)} 的暂缓记录已随审计链尾部丢失，已放回 inbox/ 重新处理")
+        if ledger.get(_sha256(path)) is LedgerState.HELD:
+            continue
+        target = folder.root / "inbox" / path.name
+        if target.exists():
+            done.append(f"held/{shown_name(path)} 的暂缓记录已随审计链尾部丢失，inbox/ 中已有同名文件，未处理；"
+                        "请把它改名后放入 inbox/")
+            continue
+        path.replace(target)
+        path.with_name(path.name + ".说明.txt").unlink(missing_ok=True)
+        outcome = process_file(folder, target, key, min_age=0)
+        done.append(f"held/{shown_name(path)} 的暂缓记录已随审计链尾部丢失，已重新处理：{outcome.outcome}")
     return done
