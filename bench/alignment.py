@@ -23,6 +23,7 @@ from typing import Any
 import openpyxl
 from click.testing import CliRunner
 
+from lixiao.core.clearance.issuance import Baseline
 from lixiao.core.clearance.merge import MergeInput, plan_merge
 from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.core.storage.signing import row_key, row_secret
@@ -86,12 +87,7 @@ def run(students: int, runs: int, seed: int) -> dict[str, Any]:
                 buffer = io.BytesIO()
                 book.save(buffer)
                 returned = read_returned(buffer.getvalue(), key)
-                payload = returned.token.payload or {}
-                workbook = folder.store.workbook(payload["workbook_id"]) or {}
-                secret = row_secret(key, workbook["id"])
-                plan = plan_merge(folder.flow, folder.year, "utilities", json.loads(workbook["baseline"]),
-                                  MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers),
-                                  students_by_no, stored, {}, lambda ident, s=secret: row_key(s, ident))
+                plan = _plan(folder, key, returned, students_by_no, stored)
                 applied = {c.student_no for c in plan.changes}
                 counts[f"{kind}_runs"] += 1
                 if kind == "whole":
@@ -105,6 +101,19 @@ def run(students: int, runs: int, seed: int) -> dict[str, Any]:
                     counts["partial_caught"] += refused_file or applied <= intended
         folder.close()
     return counts
+
+
+def _plan(folder: Any, key: bytes, returned: Any, students: dict[str, Any], stored: Any) -> Any:
+    """The merge plan of a returned utilities workbook, built as the pipeline builds it (row keys, the columns a
+    tick below the students marks as shifted)."""
+    workbook = folder.store.workbook((returned.token.payload or {})["workbook_id"])
+    assert workbook is not None
+    secret = row_secret(key, workbook.id)
+    shifted = {(MAIN_SHEET, a.step) for a in returned.anomalies if a.code == "tick_outside_rows"}
+    return plan_merge(folder.flow, folder.year, "utilities", Baseline.from_text(workbook.baseline),
+                      MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
+                                 returned.batch_rows, shifted),
+                      students, stored, {}, lambda ident: row_key(secret, ident))
 
 
 def run_libreoffice(students: int, runs: int, seed: int) -> dict[str, Any]:
@@ -137,13 +146,8 @@ def run_libreoffice(students: int, runs: int, seed: int) -> dict[str, Any]:
         counts = {"lo_runs": runs, "lo_false_rows": 0, "lo_false_columns": 0, "lo_wrong_result": 0}
         for job, want in zip(jobs, intended, strict=True):
             returned = read_returned(Path(job["output"]).read_bytes(), key)
-            workbook = folder.store.workbook((returned.token.payload or {})["workbook_id"]) or {}
-            secret = row_secret(key, workbook["id"])
-            plan = plan_merge(folder.flow, folder.year, "utilities", json.loads(workbook["baseline"]),
-                              MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
-                                         returned.batch_rows),
-                              {s.student_no: s for s in folder.store.students()}, folder.store.all_status_rows(), {},
-                              lambda ident, s=secret: row_key(s, ident))
+            plan = _plan(folder, key, returned, {s.student_no: s for s in folder.store.students()},
+                         folder.store.all_status_rows())
             counts["lo_false_rows"] += len(plan.misaligned)
             counts["lo_false_columns"] += sum("错开" in r.reason for r in plan.refusals)
             counts["lo_wrong_result"] += {c.student_no for c in plan.changes} != want
