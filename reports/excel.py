@@ -16,7 +16,7 @@ from lixiao.workbooks.inline import escape_all, splice_rows
 
 from .data import ReportData
 
-MATRIX_IDENTITY = ("学号", "姓名", "院系", "班级", "宿舍", "往届")
+MATRIX_IDENTITY = ("学号", "姓名", "院系", "班级", "培养层次", "宿舍", "往届")
 MATRIX_FIRST_ROW = 3  # Excel row of the first student: a title row and the header row above
 _MATRIX_LABELS = {code: "" if status is Status.NA else status.label for status, code in CODES.items()}
 
@@ -127,7 +127,7 @@ def build_views(data: ReportData) -> tuple[bytes, str]:
           (12, 10, 16, 10, 60, 30))
     step_names = [data.flow.step_label(s.code) for s in data.flow.all_steps()]
     headers = [*MATRIX_IDENTITY, *step_names, "全部完成"]
-    matrix = table("状态矩阵", headers, [], (12, 8, 20, 12, 18, 5))
+    matrix = table("状态矩阵", headers, [], (12, 8, 20, 12, 8, 18, 5))
     matrix.autofilter(1, 0, len(data.board.codes) + 1 if data.board else 1, len(headers) - 1)
     part = f"xl/worksheets/sheet{len(book.worksheets())}.xml"  # XlsxWriter numbers sheets in order
     book.close()
@@ -199,13 +199,14 @@ def matrix_rows(board: Board, first_row: int) -> list[str]:
     students = board.students
     identity = [column(0, [s.student_no for s in students]), column(1, [s.name for s in students]),
                 column(2, [s.college for s in students]), column(3, [s.class_name for s in students]),
-                column(4, [s.dorm for s in students]), column(5, ["是" if s.previous else "" for s in students])]
+                column(4, [s.level for s in students]), column(5, [s.dorm for s in students]),
+                column(6, ["是" if s.previous else "" for s in students])]
     first_step = len(MATRIX_IDENTITY)
     tables = [{code: f'<c r="{letters[first_step + i]}{mark}" t="inlineStr"><is><t>{label}{close}' if label else ""
                for code, label in _MATRIX_LABELS.items()} for i in range(len(board.steps))]
     complete = column(width - 1, ["是" if done else "否" for done in board.complete])
     getitem = operator.getitem
-    rows = [f'<row r="{mark}">{a}{b}{c}{d}{e}{f}{"".join(map(getitem, tables, codes))}{g}</row>'.replace(mark, str(n))
-            for n, a, b, c, d, e, f, codes, g in zip(range(first_row, first_row + len(students)), *identity,
-                                                     board.codes, complete, strict=True)]
+    rows = [f'<row r="{mark}">{"".join(cells)}{"".join(map(getitem, tables, codes))}{g}</row>'.replace(mark, str(n))
+            for n, *cells, codes, g in zip(range(first_row, first_row + len(students)), *identity,
+                                           board.codes, complete, strict=True)]
     return rows

@@ -91,8 +91,10 @@ def _plans(folder: DataFolder, codes: list[str], split: str | None) -> Iterator[
     for w in folder.store.active_waivers():
         waived.setdefault(w.student_no, {})[w.step] = w.reason
     for code in codes:
-        yield plan_workbooks(flow, folder.year, folder.session_name, flow.checkpoint(code), students, stored, waived,
-                             split)
+        checkpoint = flow.checkpoint(code)
+        initial = folder.store.first_statuses(checkpoint.lifts) if checkpoint.kind == "waiver" else None
+        yield plan_workbooks(flow, folder.year, folder.session_name, checkpoint, students, stored, waived, split,
+                             initial)
 
 
 def issue_workbooks(

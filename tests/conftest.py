@@ -75,7 +75,7 @@ ROSTER = [
     make_student("0803010105", name="刘美娟", gender="女", id_card=make_id(105, False), local_loan=True,
                  switch=True, dorm="2区-3栋-3层-0309"),
     make_student("0801020227", name="高鹏", college="能源与安全工程学院", major="安全工程", class_name="08安全2班",
-                 withheld=True, dorm=""),
+                 withheld_degree=True, withheld_diploma=True, dorm=""),
     make_student("0701020201", name="雷宇", college="能源与安全工程学院", major="安全工程", class_name="07安全2班",
                  previous=True),
 ]

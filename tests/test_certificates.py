@@ -70,7 +70,7 @@ MIXED = [
     make_student("0803010105", name="刘美娟"),  # 缴还欠款 missing but waived (欠费缓交)
     make_student("0803010106", name="郑浩"),  # everything collected
     make_student("0803010108", name="孙丽"),  # everything collected, then a late library fee failed 归还图书
-    make_student("0803010107", name="高鹏", withheld=True),  # withheld: 学位证/毕业证 at 教务处
+    make_student("0803010107", name="高鹏", withheld_degree=True, withheld_diploma=True),  # both at 教务处
 ]
 MIXED_PASSED = {
     "0803010103": BEFORE_CERTIFICATES,

@@ -22,6 +22,8 @@ def test_demo_runs_and_verifies(tmp_path: Path) -> None:
     result = runner.invoke(main, ["demo", str(folder), "--students", "200"])
     assert result.exit_code == 0, result.output
     assert "应离校人数 200 人" in result.output and "实时统计" in result.output
+    assert "暂缓发证（学位证）：" in result.output and "在教务处离校点领 领取学位证" in result.output
+    assert "只差退费的学生 → 可以领证" in result.output
     assert runner.invoke(main, ["--data", str(folder), "verify"]).exit_code == 0
     waivers = json.loads(runner.invoke(main, ["--data", str(folder), "waivers", "--json"]).output)
     assert waivers and all(w["reason"] == "欠费缓交" for w in waivers)

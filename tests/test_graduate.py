@@ -10,15 +10,18 @@ from click.testing import CliRunner
 
 from lixiao.core.manual import rules
 from lixiao.core.manual.flow import load_preset
+from lixiao.core.manual.roster import parse_dorm
+from lixiao.core.manual.stats import building
 from lixiao.sync.cli.main import main
 from lixiao.workbooks.roster import build_roster, roster_row
 
-from .conftest import Cli, drop, edit, make_id, make_student, sync
+from .conftest import Cli, drop, edit, make_id, make_student, rows, sync
 
 GRADUATES = [
-    make_student("2301010101", name="周硕", class_name="", level="硕士", major="机械工程", dorm="12区-1栋-2层-0201"),
+    make_student("2301010101", name="周硕", class_name="", level="硕士", major="机械工程",
+                 dorm="研究生公寓-1栋-2层-0201"),
     make_student("2301010102", name="吴研", class_name="", level="硕士", major="机械工程", gender="女",
-                 id_card=make_id(102, False), dorm="12区-1栋-2层-0202"),
+                 id_card=make_id(102, False), dorm="研究生公寓-1栋-2层-0201"),
     make_student("2302010103", name="郑博", class_name="", level="博士", major="安全科学与工程",
                  college="能源与安全工程学院", id_card=make_id(103), dorm=""),
 ]
@@ -91,3 +94,50 @@ def test_graduate_flow_end_to_end_without_classes(tmp_path: Path) -> None:
     assert levels == {"博士": (1, 0, 0, 1), "硕士": (2, 0, 1, 1)}
     majors = [r[:3] for r in book["各专业"].iter_rows(min_row=2, values_only=True) if r[0]]
     assert ("机电工程学院", "硕士 机械工程", 2) in majors
+
+
+def test_graduates_as_the_manual_shows_them(tmp_path: Path) -> None:
+    """Dorms as graduate housing writes them (研究生公寓-1栋-2层-0201) import and batch by room; 培养层次 (硕士/博士)
+    is on every workbook row after 专业, in `status`, and in the Excel report's status matrix; a 培养层次 edited in a
+    return is refused like any identity cell."""
+    cli = graduate_folder(tmp_path)
+    assert cli("issue").exit_code == 0
+    path = next((cli.data / "outbox" / "graduate_school").glob("*.xlsx"))
+    book = openpyxl.load_workbook(path)
+    rooms = book["按宿舍"]
+    head = next(r for r in range(1, 10) if rooms.cell(r, 1).value == "宿舍")
+    assert [(rooms.cell(r, 1).value, rooms.cell(r, 2).value) for r in range(head + 1, rooms.max_row + 1)] == [
+        ("研究生公寓-1栋-2层-0201", "2")]
+    main_sheet = book["办理"]
+    head = next(r for r in range(1, 10) if main_sheet.cell(r, 1).value == "学号")
+    titles = [c.value for c in main_sheet[head]]
+    assert titles[titles.index("专业") + 1] == "培养层次"
+    levels = {main_sheet.cell(r, 1).value: main_sheet.cell(r, titles.index("培养层次") + 1).value
+              for r in range(head + 1, main_sheet.max_row + 1)}
+    assert levels == {"2301010101": "硕士", "2301010102": "硕士", "2302010103": "博士"}
+    record = cli.json("status", "2302010103")
+    assert record["level"] == "博士" and "博士" in cli("status", "2302010103").output
+    assert cli("report").exit_code == 0
+    matrix = openpyxl.load_workbook(cli.data / "reports" / "离校进度.xlsx", read_only=True)["状态矩阵"]
+    lines = [r for r in matrix.iter_rows(values_only=True) if r and r[0]]
+    lines = lines[next(i for i, r in enumerate(lines) if r[0] == "学号"):]
+    header = list(lines[0])
+    assert header[header.index("班级") + 1] == "培养层次"
+    assert {r[0]: r[header.index("培养层次")] for r in lines[1:]} == levels
+    main_sheet.cell(head + 1, titles.index("培养层次") + 1).value = "博士"
+    edited = tmp_path / "edited.xlsx"
+    book.save(edited)
+    drop(cli, "graduate_school.xlsx", edited.read_bytes())
+    [item] = sync(cli)["files"]
+    assert (item["applied"], item["refused"]) == (0, 1)
+    reasons = [reason for (reason,) in rows(cli, "SELECT reason FROM refused_ticks")]
+    assert any("培养层次“博士”（签发时为“硕士”）" in reason for reason in reasons)
+
+
+def test_dorm_addresses_of_graduate_housing() -> None:
+    """A named building's 栋-层-房间 (研究生公寓-1栋-2层-0201) is a dorm like 2区-3栋-3层-0309 and counts under its
+    building (研究生公寓-1栋); a bare number for the 区 or a run-together address is still refused."""
+    assert parse_dorm("研究生公寓-1栋-2层-0201") == "研究生公寓-1栋-2层-0201"
+    assert parse_dorm("2区-3栋-3层-0309") == "2区-3栋-3层-0309"
+    assert parse_dorm("3-1栋-2层-0201") is None and parse_dorm("研究生公寓1栋201") is None
+    assert building("研究生公寓-1栋-2层-0201") == "研究生公寓-1栋"

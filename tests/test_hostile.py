@@ -87,7 +87,7 @@ def retyped(issued: Cli, student_no: object) -> bytes:
     for r in range(5, ws.max_row + 1):
         if ws.cell(r, 1).value == "0803010103":
             ws.cell(r, 1).value = student_no
-            ws.cell(r, 10).value = True
+            ws.cell(r, 11).value = True  # 清理电费, after 前置条件 and 离校进度
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()

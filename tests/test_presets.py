@@ -47,7 +47,7 @@ def test_undergrad_applicability(undergrad: Flow) -> None:
     """Loans, the switch and withheld certificates apply only to the flagged students."""
     plain = make_student()
     holder = replace(plain, national_loan=True, local_loan=True, switch=True)
-    withheld = replace(plain, withheld=True)
+    withheld = replace(plain, withheld_degree=True, withheld_diploma=True)
     def applicable(student: object) -> set[str]:
         return {s.code for s in undergrad.all_steps() if rules.applies(s, student)}  # type: ignore[arg-type]
     optional_codes = {"national_loan", "local_loan", "return_switch"}
@@ -90,15 +90,17 @@ def test_refund_status_is_cancelled_from_2017(undergrad: Flow) -> None:
 
 
 def test_certificates_require_every_office_before_them(undergrad: Flow) -> None:
-    """学院领取证件 requires all seven offices before it (§2.1-8)."""
+    """学院领取证件 requires all seven offices before it (§2.1-8), of 财务处 only 缴还欠款: §3.2's refusal leaves out
+    the 退费状态 his record lists, and §3.9 frames the finance restriction as 缴还欠费."""
     pre = {s.code for s in rules.prerequisite_steps(undergrad, undergrad.checkpoint("certificates"))}
     before = {s.code for cp in undergrad.checkpoints[:7] for s in cp.steps}
-    assert pre == before
+    assert pre == before - {"refund_status"}
 
 
 def test_registrar_refusal_reproduces_manual_3_2(undergrad: Flow) -> None:
     """沈睿 at 教务处 (§3.2): library passed, the rest pending → exactly the manual's four missing steps."""
-    shen = make_student("0703010228", name="沈睿", withheld=True, dorm="2区-3栋-3层-0309", class_name="08机设3班")
+    shen = make_student("0703010228", name="沈睿", withheld_degree=True, withheld_diploma=True,
+                        dorm="2区-3栋-3层-0309", class_name="08机设3班")
     statuses = {"return_books": Status.PASSED}
     decision = rules.may_set(undergrad, shen, "registrar_degree_certificate", Status.PASSED, statuses, set(), 2026)
     assert not decision.allowed

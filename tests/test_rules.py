@@ -107,7 +107,7 @@ def test_complete_requires_every_applicable_step(undergrad: Flow) -> None:
 
 def test_withheld_student_completes_at_the_registrar(undergrad: Flow) -> None:
     """A student with withheld certificates is complete only after 教务处 hands them over (alternate desk)."""
-    student = replace(make_student(), withheld=True)
+    student = replace(make_student(), withheld_degree=True, withheld_diploma=True)
     statuses = everything_passed_but(undergrad, "registrar_degree_certificate", "registrar_diploma")
     assert not rules.is_complete(undergrad, student, statuses, 2026)
     statuses.update(registrar_degree_certificate=Status.PASSED, registrar_diploma=Status.PASSED)
@@ -136,7 +136,8 @@ def test_fast_matrix_agrees_with_the_rules(tmp_path: object) -> None:
     flow = load_preset("undergrad")
     rng = random.Random(7)
     students = [make_student(f"08{i:08d}", id_card="", previous=rng.random() < .3, national_loan=rng.random() < .5,
-                             local_loan=rng.random() < .5, switch=rng.random() < .5, withheld=rng.random() < .5)
+                             local_loan=rng.random() < .5, switch=rng.random() < .5,
+                             withheld_degree=rng.random() < .5, withheld_diploma=rng.random() < .5)
                 for i in range(60)]
     store = Store.create(Path(str(tmp_path)) / "s.db", "2026届", 2026, "undergrad")
     store.upsert_students(students, source="test")

@@ -30,7 +30,8 @@ def random_store(tmp_path: Path, flow: Flow, seed: int) -> tuple[Store, list[Stu
     colleges = ["机电工程学院", "能源与安全工程学院", "理学院"]
     students = [make_student(f"08{i:08d}", id_card="", college=rng.choice(colleges), previous=rng.random() < .3,
                              national_loan=rng.random() < .4, local_loan=rng.random() < .3,
-                             switch=rng.random() < .3, withheld=rng.random() < .3)
+                             switch=rng.random() < .3, withheld_degree=rng.random() < .3,
+                             withheld_diploma=rng.random() < .3)
                 for i in range(80)]
     store = Store.create(tmp_path / "s.db", "2026届", 2026, "undergrad")
     store.upsert_students(students, source="test")
@@ -104,7 +105,8 @@ def test_figures_equal_a_count_from_the_rules(tmp_path: Path, seed: int) -> None
     for s, row in zip(sorted(students, key=lambda s: s.student_no), rows_read, strict=True):
         labels = [None if effective[s.student_no][st.code] is Status.NA else effective[s.student_no][st.code].label
                   for st in flow.all_steps()]
-        assert list(row) == [s.student_no, s.name, s.college, s.class_name, s.dorm, "是" if s.previous else None,
+        assert list(row) == [s.student_no, s.name, s.college, s.class_name, s.level, s.dorm,
+                             "是" if s.previous else None,
                              *labels, "是" if complete[s.student_no] else "否"]
 
 

@@ -163,10 +163,12 @@ def test_special_desk_lifts_and_restores(cli: Cli, tmp_path: Path) -> None:
     assert cli("feed", "finance", str(finance)).exit_code == 0
     cli("issue", "--checkpoint", "special")
     book, ws, cols, where = _special_cells(outbox(cli, "special")[0])
-    assert list(cols)[6:12] == ["步骤当前状态", "状态说明", "限制状态", "解除限制", "理由", "凭证"]
+    assert list(cols)[4:13] == ["离校点", "离校点当前状态", "离校步骤", "步骤当前状态(初始)", "状态说明", "限制状态",
+                                "解除限制", "理由", "凭证"]
     arrears = where[("0803010103", "缴还欠款")]
     assert ws.cell(arrears, cols["状态说明"]).value == "欠费 120.00 元"
-    assert ws.cell(arrears, cols["步骤当前状态"]).value == "✗ 未通过"
+    assert ws.cell(arrears, cols["离校点当前状态"]).value == "未完成"
+    assert ws.cell(arrears, cols["步骤当前状态(初始)"]).value == "未通过(未通过)"
     ws.cell(arrears, cols["解除限制"]).value = True
     ws.cell(arrears, cols["理由"]).value = "欠费缓交，经学生处批准"
     ws.cell(arrears, cols["凭证"]).value = "缓交证明 2026-031"

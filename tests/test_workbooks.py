@@ -323,7 +323,7 @@ def test_checkbox_cells_are_booleans_with_list_validation(issued: Cli) -> None:
     data = outbox(issued, "utilities")[0].read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         xml = archive.read("xl/worksheets/sheet1.xml").decode()
-    assert re.search(r'<c r="J5" s="\d+" t="b"><v>0</v></c>', xml)
+    assert re.search(r'<c r="K5" s="\d+" t="b"><v>0</v></c>', xml)
     assert '<formula1>"TRUE,FALSE,未通过,可办可不办"</formula1>' in xml
     # No protection: Excel cannot sort a protected sheet's locked cells, and staff then sorted a selection.
     assert "<sheetProtection" not in xml and "<autoFilter " in xml and "<pane " in xml

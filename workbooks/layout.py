@@ -12,12 +12,15 @@ META_SHEET = "_lixiao"
 HEADER_ROW = 3  # 0-based: title, 经办人, hint, then the header
 OPERATOR_CELL = (1, 1)  # B2
 PREREQ_HEADER = "前置条件"
+PROGRESS_HEADER = "离校进度"  # beside 前置条件: the whole 离校记录 in one cell (6/8 · 缺 …); shown, never read back
 REMARK_HEADER = "备注"
 COUNT_SUFFIX = "（已通过/应办）"  # batch sheets: "清理电费（已通过/应办）" beside the step's boxes
 ROW_KEY_HEADER = "行校验"  # the last column of every ticking sheet: a signed key per row (see signing.row_key)
 GROUP_HEADERS = {"class": "班级", "dorm": "宿舍", "college": "院系"}
-WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤当前状态", "状态说明", "限制状态",
-                  "解除限制", "理由", "凭证")
+# The special desk's columns (manual §3.9: 离校点, 离校点当前状态, 离校步骤, 步骤当前状态(初始), 限制状态); the
+# reader finds the ones it reads (学号, 离校步骤, 解除限制, 理由, 凭证) by title, so older workbooks still read.
+WAIVER_HEADERS = ("学号", "姓名", "院系", "班级", "离校点", "离校点当前状态", "离校步骤", "步骤当前状态(初始)",
+                  "状态说明", "限制状态", "解除限制", "理由", "凭证")
 PROPERTY_PREFIX = "lixiao_"
 
 

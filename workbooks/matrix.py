@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Sequence
 
-IDENTITY = ("学号", "姓名", "院系", "班级", "宿舍", "往届")
+IDENTITY = ("学号", "姓名", "院系", "班级", "培养层次", "宿舍", "往届")
 
 
 def matrix_csv(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> bytes:

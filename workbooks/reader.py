@@ -24,6 +24,7 @@ from .layout import (
     MAIN_SHEET,
     META_SHEET,
     PREREQ_HEADER,
+    PROGRESS_HEADER,
     REMARK_HEADER,
     ROW_KEY_HEADER,
     WAIVER_HEADERS,
@@ -190,7 +191,8 @@ def _read_main(sheet: Sheet, steps: dict[str, str], result: Returned) -> None:
             result.anomalies.append(Anomaly("column_missing", f"找不到步骤列“{name}”", sheet.name, step=steps[name]))
     _check_key_column(sheet, columns, result)
     identity = list(dict.fromkeys(h for h in headers
-                                  if h and h not in steps and h not in (PREREQ_HEADER, REMARK_HEADER, ROW_KEY_HEADER)))
+                                  if h and h not in steps
+                                  and h not in (PREREQ_HEADER, PROGRESS_HEADER, REMARK_HEADER, ROW_KEY_HEADER)))
     key_col = columns.get(ROW_KEY_HEADER)
     remark_col = columns.get(REMARK_HEADER)
     body = sheet.grid[header_row + 1:]

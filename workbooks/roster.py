@@ -7,16 +7,19 @@ from collections.abc import Sequence
 
 import xlsxwriter
 
-from lixiao.core.manual.model import FLAG_COLUMNS, Student
+from lixiao.core.manual.model import FLAG_COLUMNS, WITHHELD_COLUMN, Student
 from lixiao.core.manual.roster import COLUMNS
 
 EXAMPLE = ("0803010103", "丁德卫", "男", "11010519491231002X", "机电工程学院", "机械设计制造及其自动化",
            "08机设1班", "8区-10栋-1层-0121", "本科", "否", "是", "否", "否", "否")
 NOTES = (
     "学号、身份证号必须是文本格式（本模板已设好），不要让 Excel 把它们变成数字。",
-    "宿舍格式：区-栋-层-房间，如 2区-3栋-3层-0309；没有住宿的留空。",
+    "宿舍格式：区-栋-层-房间，如 2区-3栋-3层-0309；研究生公寓写楼名-栋-层-房间，如 研究生公寓-1栋-2层-0201；"
+    "没有住宿的留空。",
     "培养层次：本科、硕士或博士。",
     f"{'、'.join(FLAG_COLUMNS)}：填 是 或 否（空白视为否）。",
+    f"{WITHHELD_COLUMN}：填暂缓发放的证书——学位证、毕业证 或 两证；不暂缓填 否（空白视为否；是 视为两证）。"
+    "暂缓的证书在教务处离校点领取，其余证件仍在学院领取。",
     "国家助学贷款在校本部（10534）和潇湘（12649）两处都有的学生，在“国家助学贷款”列填写 10534、12649"
     "（或 校本部、潇湘）：两处都确认后才算完成。",
     "模板第 2 行是示例，导入前请删除。",
@@ -33,7 +36,7 @@ def roster_row(student: Student) -> tuple[str, ...]:
     flags = tuple(("、".join(student.lenders) if attr == "national_loan" and student.lenders else "是")
                   if student.flag(attr) else "否" for attr in FLAG_COLUMNS.values())
     return (student.student_no, student.name, student.gender, student.id_card, student.college, student.major,
-            student.class_name, student.dorm, student.level, *flags)
+            student.class_name, student.dorm, student.level, *flags, student.withheld_word)
 
 
 def build_roster(rows: Sequence[Sequence[str]]) -> bytes:

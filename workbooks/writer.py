@@ -14,6 +14,7 @@ from lixiao.core.clearance.certificates import ReadyList, is_certificate_desk, r
 from lixiao.core.clearance.issuance import BATCH_SHEETS, WorkbookPlan, batch_ident, waiver_ident
 from lixiao.core.manual.marks import WRITTEN
 from lixiao.core.manual.model import Status
+from lixiao.core.manual.rules import checkpoint_word
 from lixiao.core.storage.signing import row_key
 
 from .guides import GUIDE, READY_GUIDE, WAIVER_GUIDE
@@ -26,6 +27,7 @@ from .layout import (
     META_SHEET,
     OPERATOR_CELL,
     PREREQ_HEADER,
+    PROGRESS_HEADER,
     PROPERTY_PREFIX,
     READY_HEADERS,
     READY_SHEET,
@@ -55,6 +57,7 @@ class Token:
 
 BOOLEAN_FORMAT = '"TRUE";"TRUE";"FALSE"'
 REMARK_WIDTH = 30
+PROGRESS_WIDTH = 28
 LINE_HEIGHT = 15  # points per line of 11-point 等线
 
 
@@ -182,10 +185,10 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
          "勾选表示已办理通过；未通过输入 × 并在备注写原因；灰色格子表示该生不需要办理；"
          "橙色表示前置条件未满足（勾选会被拒绝）；请勿修改学号、姓名等列；排序请用表头的筛选按钮，或先选中整行。")
     identity = plan.identity_columns
-    headers = [*identity, PREREQ_HEADER, *(s.name for s in plan.steps), REMARK_HEADER]
+    headers = [*identity, PREREQ_HEADER, PROGRESS_HEADER, *(s.name for s in plan.steps), REMARK_HEADER]
     if token.row_secret:
         headers.append(ROW_KEY_HEADER)
-    first_step = len(identity) + 1
+    first_step = len(identity) + 2
     remark_col = first_step + len(plan.steps)
     widths = [text_width(h) + 2 for h in headers]
     for col, title in enumerate(headers):
@@ -196,7 +199,9 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
             sheet.write_string(r, col, value, f.identity)
             widths[col] = max(widths[col], text_width(value) + 2)
         sheet.write_string(r, len(identity), row.prerequisite, f.unmet if row.blocked else f.met)
-        lines = max(_lines(row.prerequisite, prereq_width), _lines(row.remark, REMARK_WIDTH))
+        sheet.write_string(r, len(identity) + 1, row.progress, f.listed)
+        lines = max(_lines(row.prerequisite, prereq_width), _lines(row.remark, REMARK_WIDTH),
+                    _lines(row.progress, PROGRESS_WIDTH))
         if lines > 1:  # wrapped text: neither XlsxWriter nor LibreOffice's print sizes the row by itself
             sheet.set_row(r, LINE_HEIGHT * lines)
         box = f.box_blocked if row.blocked else f.box
@@ -212,6 +217,7 @@ def _main_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token, i
             sheet.write_string(r, remark_col + 1, token.key(row.student.student_no), f.row_key)
     last_row = HEADER_ROW + max(1, len(plan.rows))
     widths[len(identity)] = prereq_width
+    widths[len(identity) + 1] = PROGRESS_WIDTH
     widths[remark_col] = REMARK_WIDTH
     if token.row_secret:
         widths[remark_col + 1] = 9
@@ -325,8 +331,8 @@ def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token,
     box = WAIVER_HEADERS.index("解除限制")
     for r, row in enumerate(plan.waiver_rows, start=HEADER_ROW + 1):
         values = (row.student.student_no, row.student.name, row.student.college, row.student.class_group,
-                  row.checkpoint_title, row.step.name, row.status.marked, row.note,
-                  "限制已关闭" if row.waived else "限制已开启")
+                  row.checkpoint_title, checkpoint_word(row.checkpoint_done), row.step.name,
+                  f"{row.status.label}({row.initial.label})", row.note, "限制已关闭" if row.waived else "限制已开启")
         for col, value in enumerate(values):
             sheet.write_string(r, col, value, f.identity)
         sheet.insert_checkbox(r, box, row.waived, f.box)
@@ -335,7 +341,7 @@ def _waiver_sheet(book: Workbook, f: _Formats, plan: WorkbookPlan, token: Token,
         if token.row_secret:
             sheet.write_string(r, box + 3, token.key(waiver_ident(row.student.student_no, row.step.code)), f.row_key)
     last_row = HEADER_ROW + max(1, len(plan.waiver_rows))
-    for col, width in enumerate((12, 10, 22, 14, 22, 12, 12, 24, 12, 10, 30, 20, 9)):
+    for col, width in enumerate((12, 10, 22, 14, 22, 10, 12, 18, 24, 12, 10, 30, 20, 9)):
         sheet.set_column(col, col, width)
     sheet.data_validation(HEADER_ROW + 1, box, last_row, box, {
         "validate": "list", "source": ["TRUE", "FALSE"], "error_type": "information"})

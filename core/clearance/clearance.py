@@ -93,10 +93,22 @@ class BlockedRecord(TypedDict):
     message: str
 
 
+class RestrictionRecord(TypedDict):
+    """One row of the special desk's screen (§3.9, 具有的前置条件的离校点): a step whose restriction it may lift."""
+
+    checkpoint_name: str
+    checkpoint_status: str  # 离校点当前状态: 已完成 / 未完成
+    step: str
+    step_name: str
+    status: str  # 步骤当前状态 (its label)
+    initial: str  # (初始): the status the cell first received, 未办理 if nothing was ever recorded
+    restriction: str  # 限制已开启 / 限制已关闭
+
+
 StudentRecord = TypedDict("StudentRecord", {
     "student_no": str, "name": str, "gender": str, "id_card": str, "college": str, "major": str, "class": str,
-    "dorm": str, "level": str, "previous": bool, "complete": bool, "steps": list[StepRecord],
-    "blocked": list[BlockedRecord]})
+    "dorm": str, "level": str, "previous": bool, "withheld": str, "complete": bool, "progress": str,
+    "steps": list[StepRecord], "blocked": list[BlockedRecord], "restrictions": list[RestrictionRecord]})
 StudentRecord.__doc__ = "The ``status --json`` document: a student's 基本信息 and 离校记录."
 
 
@@ -111,7 +123,8 @@ class MatrixEntry(TypedDict):
 
 WaiverListing = TypedDict("WaiverListing", {
     "student_no": str, "name": str, "college": str, "class": str, "step": str, "step_name": str,
-    "checkpoint_name": str, "status": str, "reason": str, "evidence": str, "operator": str, "created_at": str})
+    "checkpoint_name": str, "checkpoint_status": str, "status": str, "initial": str, "reason": str, "evidence": str,
+    "operator": str, "created_at": str})
 WaiverListing.__doc__ = "One entry of the 已解除限制名单."
 
 
@@ -242,7 +255,9 @@ class Clearance(FeedApplication):
             "dorm": student.dorm,
             "level": student.level,
             "previous": student.previous,
+            "withheld": student.withheld_word,
             "complete": rules.is_complete(self.flow, student, statuses, self.year),
+            "progress": rules.progress_text(self.flow, student, statuses, self.year),
             "steps": steps,
             "blocked": [
                 {
@@ -253,7 +268,24 @@ class Clearance(FeedApplication):
                 }
                 for step, missing in blocked
             ],
+            "restrictions": self.restrictions(student, statuses, waived),
         }
+
+    def restrictions(self, student: Student, statuses: dict[str, Status], waived: set[str]) -> list[RestrictionRecord]:
+        """The special desk's screen for one student (§3.9): each step it may lift that applies to the student, with
+        离校点当前状态, 步骤当前状态(初始) and 限制状态."""
+        lifted = [s for s in rules.liftable_steps(self.flow)
+                  if rules.effective_status(s, student, statuses.get(s.code), self.year) is not Status.NA]
+        initial = self.store.first_statuses([s.code for s in lifted], student.student_no).get(student.student_no, {})
+        return [{
+            "checkpoint_name": self.flow.checkpoint(step.checkpoint).title_for(student.college),
+            "checkpoint_status": rules.checkpoint_word(rules.checkpoint_complete(
+                self.flow.checkpoint(step.checkpoint), student, statuses, self.year)),
+            "step": step.code, "step_name": step.name,
+            "status": rules.effective_status(step, student, statuses.get(step.code), self.year).label,
+            "initial": initial.get(step.code, Status.PENDING).label,
+            "restriction": "限制已关闭" if step.code in waived else "限制已开启",
+        } for step in lifted]
 
     def board(self) -> Board:
         """Every student's effective status of every step, waived steps and 全部完成 (see stats.Board)."""
@@ -299,16 +331,25 @@ class Clearance(FeedApplication):
     def waiver_list(self) -> list[WaiverListing]:
         """已解除限制名单: every restriction in force, with the student and the step's current status."""
         result: list[WaiverListing] = []
-        for w in self.store.active_waivers():
-            if w.name is None:
+        waivers = self.store.active_waivers()
+        students = {s.student_no: s for s in self.store.students({w.student_no for w in waivers})}
+        rows = self.store.all_status_rows(students)
+        initial = self.store.first_statuses({w.step for w in waivers})
+        for w in waivers:
+            student = students.get(w.student_no)
+            if w.name is None or student is None:
                 raise StoreError(f"解除限制记录引用了不存在的学生 {w.student_no}")
             step = self.flow.steps.get(w.step)
             status = Status(w.stored) if w.stored else Status.PENDING
+            statuses = {code: row.status for code, row in rows.get(w.student_no, {}).items()}
+            done = step is not None and rules.checkpoint_complete(
+                self.flow.checkpoint(step.checkpoint), student, statuses, self.year)
             result.append({
                 "student_no": w.student_no, "name": w.name, "college": w.college, "class": w.class_name,
                 "step": w.step, "step_name": step.name if step else w.step,
                 "checkpoint_name": self.flow.checkpoint(step.checkpoint).title_for(w.college) if step else "",
-                "status": status.label, "reason": w.reason, "evidence": w.evidence, "operator": w.operator,
-                "created_at": w.created_at,
+                "checkpoint_status": rules.checkpoint_word(done), "status": status.label,
+                "initial": initial.get(w.student_no, {}).get(w.step, Status.PENDING).label,
+                "reason": w.reason, "evidence": w.evidence, "operator": w.operator, "created_at": w.created_at,
             })
         return result

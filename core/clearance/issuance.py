@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -12,11 +11,17 @@ from lixiao.core.manual.identity import mask_id_card
 from lixiao.core.manual.model import SPLITS, Checkpoint, Flow, Status, Step, Student
 from lixiao.core.storage.signing import digest
 
+from .baseline import ISSUED_STATUSES
+from .baseline import Baseline as Baseline
+from .baseline import BaselineError as BaselineError
+from .baseline import IssuedCell as IssuedCell
+
 if TYPE_CHECKING:
     from lixiao.core.storage.store import StatusRow
 
 BATCH_SHEETS = {"class": "按班级", "dorm": "按宿舍", "college": "按学院"}
 IDENTITY_COLUMNS = ("学号", "姓名", "性别", "身份证号", "院系", "专业", "班级", "宿舍")
+LEVEL_COLUMN = "培养层次"
 ALL_SCOPE = "全部"
 
 
@@ -49,6 +54,7 @@ class RowPlan:
     prerequisite: str  # 已满足, or 未满足：… in the manual's words
     cells: tuple[CellPlan, ...]
     remark: str
+    progress: str = ""  # 离校进度 of the whole record (rules.progress_text): shown, never read back
 
     @property
     def blocked(self) -> bool:
@@ -78,110 +84,11 @@ class WaiverRowPlan:
     waived: bool
     reason: str
     note: str = ""  # why the step is not passed, as stored (the finance feed's 欠费 120.00 元, 未还图书 2 册)
+    checkpoint_done: bool = False  # 离校点当前状态: the step's checkpoint 已完成 for this student (else 未完成)
+    initial: Status = Status.PENDING  # the 初始 of 步骤当前状态(初始): the status the cell first received
 
 
 PREREQ_MET = "已满足"
-
-
-class BaselineError(ValueError):
-    """A stored baseline is not what lixiao writes (the store was edited, or is from an incompatible version)."""
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedCell:
-    """One step cell as issued: what it showed (a tick, empty, 未通过, 可办可不办), and the cell's version in the store
-    at that moment."""
-
-    status: Status
-    version: int
-
-    @property
-    def ticked(self) -> bool:
-        """True when the cell was issued ticked."""
-        return self.status is Status.PASSED
-
-    def as_json(self) -> list[object]:
-        """[ticked, version], with the status third only where it is neither (so older baselines keep their hash)."""
-        if self.status in (Status.PASSED, Status.PENDING):
-            return [self.ticked, self.version]
-        return [False, self.version, self.status.value]
-
-    @classmethod
-    def from_json(cls, raw: list[object]) -> IssuedCell:
-        """The inverse of ``as_json``; ValueError/TypeError/IndexError on anything else."""
-        if len(raw) > 2:
-            status = Status(str(raw[2]))
-            if status not in ISSUED_STATUSES:
-                raise ValueError(status)
-        else:
-            status = Status.PASSED if bool(raw[0]) else Status.PENDING
-        version = raw[1]
-        if not isinstance(version, int):
-            raise TypeError(version)
-        return cls(status, version)
-
-
-ISSUED_STATUSES = frozenset({Status.PASSED, Status.PENDING, Status.FAILED, Status.OPTIONAL})
-
-
-@dataclass(frozen=True, slots=True)
-class Baseline:
-    """The issued values a return is merged against (signed: the token carries the hash of ``as_json()``)."""
-
-    cells: dict[str, dict[str, IssuedCell]]  # 学号 → step → issued cell (applicable steps only)
-    remarks: dict[str, str]  # 学号 → 备注 as issued
-    identity_columns: tuple[str, ...]
-    identity: dict[str, tuple[str, ...]]  # 学号 → identity cells as issued
-    batch: dict[str, dict[str, dict[str, bool]]]  # mode → group → step → every member already passed
-    groups: dict[str, dict[str, tuple[str, ...]]]  # mode → group → its members' 学号
-    waivers: dict[str, tuple[bool, str]]  # "学号|step" → (lifted at issue, reason)
-
-    def as_json(self) -> dict[str, object]:
-        """The JSON form whose canonical text is stored and whose digest the token signs."""
-        return {
-            "cells": {no: {step: c.as_json() for step, c in cells.items()}
-                      for no, cells in self.cells.items()},
-            "remarks": self.remarks,
-            "identity_columns": list(self.identity_columns),
-            "identity": {no: list(values) for no, values in self.identity.items()},
-            "batch": self.batch,
-            "groups": {mode: {g: list(members) for g, members in groups.items()}
-                       for mode, groups in self.groups.items()},
-            "waivers": {k: [lifted, reason] for k, (lifted, reason) in self.waivers.items()},
-        }
-
-    def digest(self) -> str:
-        """The hash the token carries (baseline_hash)."""
-        return digest(self.as_json())
-
-    @classmethod
-    def from_text(cls, text: str) -> Baseline:
-        """The baseline of a registered workbook from its stored canonical JSON; BaselineError if malformed."""
-        try:
-            raw = json.loads(text)
-            issued: dict[tuple[object, ...], IssuedCell] = {}  # a few distinct cells, 30,000 × steps uses of them
-
-            def cell(value: list[object]) -> IssuedCell:
-                key = tuple(value)
-                found = issued.get(key)
-                if found is None:
-                    found = issued[key] = IssuedCell.from_json(value)
-                return found
-
-            return cls(
-                cells={str(no): {str(step): cell(c) for step, c in cells.items()}
-                       for no, cells in raw["cells"].items()},
-                remarks={str(k): str(v) for k, v in raw["remarks"].items()},
-                identity_columns=tuple(str(c) for c in raw.get("identity_columns", [])),
-                identity={str(no): tuple(str(v) for v in values) for no, values in raw["identity"].items()},
-                batch={str(mode): {str(g): {str(s): bool(t) for s, t in ticks.items()} for g, ticks in groups.items()}
-                       for mode, groups in raw.get("batch", {}).items()},
-                groups={str(mode): {str(g): tuple(str(n) for n in members) for g, members in groups.items()}
-                        for mode, groups in raw.get("groups", {}).items()},
-                waivers={str(k): (bool(v[0]), str(v[1])) for k, v in raw.get("waivers", {}).items()},
-            )
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise BaselineError(f"工作簿的签发记录无法读取（{type(exc).__name__}）") from None
 
 
 @dataclass
@@ -261,12 +168,20 @@ def _group_key(student: Student, mode: str) -> str:
     return {"class": student.class_name, "dorm": student.dorm, "college": student.college}[mode]
 
 
+def identity_columns(students: list[Student]) -> tuple[str, ...]:
+    """The identity columns of a workbook: with 培养层次 (硕士/博士) after 专业 where some student is not 本科."""
+    if all(s.level == "本科" for s in students):
+        return IDENTITY_COLUMNS
+    at = IDENTITY_COLUMNS.index("专业") + 1
+    return (*IDENTITY_COLUMNS[:at], LEVEL_COLUMN, *IDENTITY_COLUMNS[at:])
+
+
 def identity_values(student: Student, columns: tuple[str, ...], show_id: bool) -> tuple[str, ...]:
     """The identity cells of one student in column order (身份证号 masked unless ``show_id``)."""
     values = {
         "学号": student.student_no, "姓名": student.name, "性别": student.gender,
         "身份证号": student.id_card if show_id else mask_id_card(student.id_card),
-        "院系": student.college, "专业": student.major, "班级": student.class_name,
+        "院系": student.college, "专业": student.major, LEVEL_COLUMN: student.level, "班级": student.class_name,
         "宿舍": student.dorm or "无住宿信息",
     }
     return tuple(values[c] for c in columns)
@@ -291,12 +206,14 @@ def plan_workbooks(
     stored: Mapping[str, Mapping[str, StatusRow]],
     waived: Mapping[str, Mapping[str, str]],
     split: str | None = None,
+    initial: Mapping[str, Mapping[str, Status]] | None = None,
 ) -> list[WorkbookPlan]:
-    """Plan the workbooks of one checkpoint: one per college where it is per college, split further on request."""
+    """Plan the workbooks of one checkpoint: one per college where it is per college, split further on request
+    (``initial``: for the special desk, the status each restricted cell first received, Store.first_statuses)."""
     if split is not None and split not in SPLITS:
         raise IssueError(f"--split 只能是 {'、'.join(SPLITS)}")
     if checkpoint.kind == "waiver":
-        return [_plan_waivers(flow, year, session, checkpoint, students, stored, waived)]
+        return [_plan_waivers(flow, year, session, checkpoint, students, stored, waived, initial or {})]
     steps = workbook_steps(checkpoint, year)
     if not steps:
         raise IssueError(f"{checkpoint.name}的步骤都由数据源设置（或已取消），不需要工作簿")
@@ -314,9 +231,9 @@ def plan_workbooks(
     for key, members in sorted(scopes.items()):
         college = key[0] if checkpoint.per_college else ""
         title = checkpoint.title_for(college)
+        columns = identity_columns(members)
         plan = WorkbookPlan(session=session, checkpoint=checkpoint, title=title,
-                            scope="-".join(key) if key else ALL_SCOPE, steps=steps,
-                            identity_columns=IDENTITY_COLUMNS)
+                            scope="-".join(key) if key else ALL_SCOPE, steps=steps, identity_columns=columns)
         for student in sorted(members, key=lambda s: (s.class_name, s.student_no)):
             rows = stored.get(student.student_no, {})
             statuses = {code: row.status for code, row in rows.items()}
@@ -337,8 +254,9 @@ def plan_workbooks(
                 elif applicable and step.feed == loans.NATIONAL_FEED and loans.named(student):
                     remarks.append(loans.awaiting_text(student))  # which lenders must confirm, before any has
             show_id = any(rules.applies(s, student) for s in steps if s.code in show_id_steps)
-            plan.rows.append(RowPlan(student, identity_values(student, IDENTITY_COLUMNS, show_id), prerequisite,
-                                     tuple(cells), "；".join(dict.fromkeys(remarks))))
+            plan.rows.append(RowPlan(student, identity_values(student, columns, show_id), prerequisite,
+                                     tuple(cells), "；".join(dict.fromkeys(remarks)),
+                                     rules.progress_text(flow, student, statuses, year)))
         for mode in checkpoint.batch:
             plan.groups[mode] = _plan_groups(plan.rows, steps, mode)
         plans.append(plan)
@@ -375,8 +293,10 @@ def _plan_waivers(
     students: list[Student],
     stored: Mapping[str, Mapping[str, StatusRow]],
     waived: Mapping[str, Mapping[str, str]],
+    initial: Mapping[str, Mapping[str, Status]],
 ) -> WorkbookPlan:
-    """The special desk: every student with an unfinished restricted step, and its restriction state."""
+    """The special desk: every student with an unfinished restricted step, and its restriction state (with the
+    manual's 离校点当前状态 and 步骤当前状态(初始), §3.9)."""
     plan = WorkbookPlan(session=session, checkpoint=checkpoint, title=checkpoint.name, scope=ALL_SCOPE, steps=(),
                         identity_columns=("学号", "姓名", "院系", "班级"))
     for student in sorted(students, key=lambda s: (s.college, s.class_name, s.student_no)):
@@ -387,7 +307,10 @@ def _plan_waivers(
             if status in (Status.PASSED, Status.NA, Status.OPTIONAL):
                 continue
             reason = waived.get(student.student_no, {}).get(code)
+            checkpoint_of = flow.checkpoint(step.checkpoint)
+            statuses = {c: r.status for c, r in stored.get(student.student_no, {}).items()}
             plan.waiver_rows.append(WaiverRowPlan(
-                student, step, flow.checkpoint(step.checkpoint).title_for(student.college), status,
-                reason is not None, reason or "", row.remark if row else ""))
+                student, step, checkpoint_of.title_for(student.college), status, reason is not None, reason or "",
+                row.remark if row else "", rules.checkpoint_complete(checkpoint_of, student, statuses, year),
+                initial.get(student.student_no, {}).get(code, Status.PENDING)))
     return plan

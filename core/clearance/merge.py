@@ -11,7 +11,8 @@ from lixiao.core.manual.marks import SHIFTED_COLUMN, column_shifted, mark_label
 from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.storage.chain import Event
 
-from .issuance import Baseline, IssuedCell, batch_ident, waiver_ident
+from .baseline import Baseline, IssuedCell
+from .issuance import batch_ident, waiver_ident
 from .mergeplan import (
     CONFLICT,
     IGNORE,

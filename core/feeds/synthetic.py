@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from lixiao.core.manual.identity import id_check_digit
@@ -112,9 +112,13 @@ def make_cohort(count: int = 3000, year: int = 2026, seed: int = 2026) -> Cohort
                 national_loan=rng.random() < 0.10,
                 local_loan=rng.random() < 0.05,
                 switch=rng.random() < 0.03,
-                withheld=rng.random() < 0.02,
+                # 暂缓发证 for 2 % of students, a quarter of them the 学位证 alone
+                withheld_degree=(draw := rng.random()) < 0.02, withheld_diploma=0.005 <= draw < 0.02,
             ))
         index += 1
+    first = next((i for i, s in enumerate(students) if s.withheld), None)
+    if first is not None:  # the first withheld student has the 学位证 alone withheld: every such cohort shows one
+        students[first] = replace(students[first], withheld_degree=True, withheld_diploma=False)
     result = Cohort(students)
     for s in students:
         books = rng.choice((1, 2, 3)) if rng.random() < 0.06 else 0
@@ -127,3 +131,4 @@ def make_cohort(count: int = 3000, year: int = 2026, seed: int = 2026) -> Cohort
         if s.local_loan and rng.random() < 0.8:
             result.loans.append((s.id_card, "生源地贷款"))
     return result
+

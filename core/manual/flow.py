@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from .model import FLAGS, Checkpoint, Flow, Step
+from .model import APPLIES_FLAGS, Checkpoint, Flow, Step
 
 PRESETS = ("undergrad", "graduate")
 BATCH_MODES = {"class": "按班级", "dorm": "按宿舍", "college": "按学院"}
@@ -103,8 +103,9 @@ def _build_step(raw: object, checkpoint: str, where_cp: str, origin: str) -> Ste
         raise _fail(origin, f"{where}的代码须为小写 ASCII 字母开头，只含 a-z 0-9 _")
     applies = _str(raw, "applies_to", where, origin, "all")
     flag = applies.removeprefix("!")
-    if applies != "all" and flag not in FLAGS:
-        raise _fail(origin, f"{where}的 applies_to “{applies}”无效，可用 all、{', '.join(FLAGS)}（可加 ! 取反）")
+    if applies != "all" and flag not in APPLIES_FLAGS:
+        raise _fail(origin,
+                    f"{where}的 applies_to “{applies}”无效，可用 all、{', '.join(APPLIES_FLAGS)}（可加 ! 取反）")
     source = _str(raw, "source", where, origin, "workbook")
     feed = _str(raw, "feed", where, origin, "")
     if source not in ("workbook", "feed"):

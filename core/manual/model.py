@@ -46,15 +46,22 @@ STATUS_CODES: dict[Status, str] = {Status.PASSED: "p", Status.FAILED: "f", Statu
 LEVELS = ("本科", "硕士", "博士")
 SPLITS = ("college", "class", "dorm")  # how one checkpoint's workbooks may be split further (lixiao issue --split)
 
-# Roster flag columns: the Chinese header and the attribute of Student it fills.
+# Roster flag columns taking 是/否: the Chinese header and the attribute of Student it fills.
 FLAG_COLUMNS: dict[str, str] = {
     "往届": "previous",
     "国家助学贷款": "national_loan",
     "生源地贷款": "local_loan",
     "借用交换机": "switch",
-    "暂缓发证": "withheld",
 }
-FLAGS = tuple(FLAG_COLUMNS.values())
+# 暂缓发证 names what is withheld (manual §3.2: 教务处 hands out the 学位证, the 毕业证, or both).
+WITHHELD_COLUMN = "暂缓发证"
+WITHHELD_WORDS: dict[tuple[bool, bool], str] = {  # (学位证 withheld, 毕业证 withheld) → the roster's word
+    (False, False): "否", (True, False): "学位证", (False, True): "毕业证", (True, True): "两证"}
+# The applicability flags, stored one column each (the two withheld certificates share one: schema.WITHHELD_CODES).
+FLAGS = (*FLAG_COLUMNS.values(), "withheld_degree", "withheld_diploma")
+# What a flow's applies_to may name: the flags, and ``withheld`` (either certificate: flows written before the
+# roster named which one).
+APPLIES_FLAGS = (*FLAGS, "withheld")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +81,8 @@ class Student:
     national_loan: bool = False
     local_loan: bool = False
     switch: bool = False
-    withheld: bool = False
+    withheld_degree: bool = False  # 学位证 暂缓发放: collected at 教务处
+    withheld_diploma: bool = False  # 毕业证 暂缓发放: collected at 教务处
     lenders: tuple[str, ...] = ()  # the national loan's lenders (10534 校本部, 12649 潇湘) where the roster names them
 
     @property
@@ -83,9 +91,19 @@ class Student:
         培养层次 and 专业 (e.g. "硕士 机械工程")."""
         return self.class_name or f"{self.level} {self.major or '（未填专业）'}"
 
+    @property
+    def withheld(self) -> bool:
+        """Either certificate withheld (暂缓发证 other than 否)."""
+        return self.withheld_degree or self.withheld_diploma
+
+    @property
+    def withheld_word(self) -> str:
+        """暂缓发证 as the roster writes it: 否, 学位证, 毕业证 or 两证."""
+        return WITHHELD_WORDS[self.withheld_degree, self.withheld_diploma]
+
     def flag(self, name: str) -> bool:
-        """The value of one applicability flag (e.g. ``national_loan``)."""
-        if name not in FLAGS:
+        """The value of one applicability flag (e.g. ``national_loan``, ``withheld_degree``)."""
+        if name not in APPLIES_FLAGS:
             raise KeyError(name)
         return bool(getattr(self, name))
 

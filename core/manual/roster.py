@@ -9,13 +9,20 @@ from dataclasses import dataclass, field
 from .identity import clean_text, id_card_problem, normalize_id_card, student_no_problem
 from .loans import parse_lenders
 from .marks import read_mark
-from .model import FLAG_COLUMNS, LEVELS, Student
+from .model import FLAG_COLUMNS, LEVELS, WITHHELD_COLUMN, WITHHELD_WORDS, Student
 
 BASE_COLUMNS = ("学号", "姓名", "性别", "身份证号", "院系", "专业", "班级", "宿舍", "培养层次")
-COLUMNS = BASE_COLUMNS + tuple(FLAG_COLUMNS)
+COLUMNS = BASE_COLUMNS + tuple(FLAG_COLUMNS) + (WITHHELD_COLUMN,)
 REQUIRED_COLUMNS = ("学号", "姓名", "身份证号", "院系", "班级")
 NO_DORM = ("无住宿信息", "无", "-")
-_DORM = re.compile(r"^(\d+)区-(\d+)栋-(\d+)层-(\d+)$")
+# 区-栋-层-房间 (2区-3栋-3层-0309), or a named building's 栋-层-房间 as graduate housing writes it
+# (研究生公寓-1栋-2层-0201): the first part is a 区 number or a name that does not start with a digit.
+_DORM = re.compile(r"^(\d+区|[^\d\s-][^\s-]*)-(\d+)栋-(\d+)层-(\d+)$")
+DORM_HINT = "区-栋-层-房间，如 2区-3栋-3层-0309，或 研究生公寓-1栋-2层-0201"
+# 暂缓发证 as typed: the certificate's name (毕业/结业证 as the manual writes it), 两证, or a yes/no mark (是 = 两证).
+_WITHHELD_NAMES = {"学位证": (True, False), "毕业证": (False, True), "毕业/结业证": (False, True),
+                   "毕业结业证": (False, True), "结业证": (False, True), "两证": (True, True),
+                   "学位证、毕业证": (True, True), "毕业证、学位证": (True, True)}
 _SCIENTIFIC = re.compile(r"^\d(\.\d+)?E\+\d+$", re.IGNORECASE)
 
 
@@ -53,8 +60,19 @@ def parse_flag(value: object) -> bool | None:
     return read_mark(value)
 
 
+def parse_withheld(value: object) -> tuple[bool, bool] | None:
+    """暂缓发证 as (学位证 withheld, 毕业证 withheld): 学位证, 毕业证, 两证 or 否 (是 and the other yes marks mean
+    两证, as before the roster named the certificate; blank is 否), or None if unrecognised."""
+    mark = read_mark(value)
+    if mark is not None:
+        return (mark, mark)
+    text = clean_text(str(value)).replace(" ", "").replace("，", "、").replace(",", "、").replace("+", "、")
+    return _WITHHELD_NAMES.get(text)
+
+
 def parse_dorm(value: str) -> str | None:
-    """A normalised 宿舍 (区-栋-层-房间, e.g. 2区-3栋-3层-0309), '' for none, or None if malformed."""
+    """A normalised 宿舍 (区-栋-层-房间, e.g. 2区-3栋-3层-0309, or a named building's 研究生公寓-1栋-2层-0201), '' for
+    none, or None if malformed."""
     text = clean_text(value).replace("－", "-").replace("—", "-")
     if text in NO_DORM or not text:
         return ""
@@ -134,7 +152,7 @@ def validate_row(row_number: int, cells: Mapping[str, object], class_required: b
         reasons.append(f"性别“{gender}”应为 男 或 女")
     dorm = parse_dorm(str(cells.get("宿舍") or ""))
     if dorm is None:
-        reasons.append(f"宿舍“{cells.get('宿舍')}”格式应为 区-栋-层-房间，如 2区-3栋-3层-0309（无住宿可留空）")
+        reasons.append(f"宿舍“{cells.get('宿舍')}”格式应为 {DORM_HINT}（无住宿可留空）")
     level = clean_text(str(cells.get("培养层次") or "")) or "本科"
     if level not in LEVELS:
         reasons.append(f"培养层次“{level}”应为 {'、'.join(LEVELS)} 之一")
@@ -155,8 +173,8 @@ def validate_row(row_number: int, cells: Mapping[str, object], class_required: b
 
 
 def _flags(cells: Mapping[str, object], reasons: list[str]) -> tuple[dict[str, bool], tuple[str, ...]]:
-    """The flag columns (是/否), and the national loan's lenders where 国家助学贷款 names them instead of 是
-    (10534、12649, 校本部+潇湘: manual §2.1-1)."""
+    """The flag columns (是/否), the national loan's lenders where 国家助学贷款 names them instead of 是
+    (10534、12649, 校本部+潇湘: manual §2.1-1), and which certificates 暂缓发证 withholds (§3.2)."""
     flags: dict[str, bool] = {}
     lenders: tuple[str, ...] = ()
     for column, attr in FLAG_COLUMNS.items():
@@ -170,6 +188,12 @@ def _flags(cells: Mapping[str, object], reasons: list[str]) -> tuple[dict[str, b
             hint = "，或写明经办单位（如 10534、12649 或 校本部、潇湘）" if attr == "national_loan" else ""
             reasons.append(f"{column}“{raw}”应为 是 或 否{hint}")
         flags[attr] = bool(value)
+    withheld = parse_withheld(cells.get(WITHHELD_COLUMN))
+    if withheld is None:
+        words = "、".join(w for w in WITHHELD_WORDS.values() if w != "否")
+        reasons.append(f"{WITHHELD_COLUMN}“{cells.get(WITHHELD_COLUMN)}”应为 {words} 或 否（是 表示两证都暂缓）")
+        withheld = (False, False)
+    flags["withheld_degree"], flags["withheld_diploma"] = withheld
     return flags, lenders
 
 

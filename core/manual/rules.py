@@ -167,6 +167,16 @@ def may_waive(
     return ALLOWED
 
 
+def checkpoint_complete(checkpoint: Checkpoint, student: Student, statuses: Mapping[str, Status], year: int) -> bool:
+    """离校点当前状态 已完成 (else 未完成): every applicable, enabled step of the checkpoint passed or optional."""
+    return all(effective_status(s, student, statuses.get(s.code), year) in _MEETS for s in checkpoint.steps)
+
+
+def checkpoint_word(done: bool) -> str:
+    """离校点当前状态 in the manual's words (§3.9): 已完成 or 未完成."""
+    return "已完成" if done else "未完成"
+
+
 def is_complete(flow: Flow, student: Student, statuses: Mapping[str, Status], year: int) -> bool:
     """全部完成: every applicable, enabled, required step passed (a waiver does not count as passed).
 
@@ -179,6 +189,23 @@ def is_complete(flow: Flow, student: Student, statuses: Mapping[str, Status], ye
         if status not in _MEETS:
             return False
     return True
+
+
+PROGRESS_NAMED = 4  # 离校进度 names at most this many missing steps, then says how many
+
+
+def progress_text(flow: Flow, student: Student, statuses: Mapping[str, Status], year: int) -> str:
+    """离校进度 of the whole 离校记录 in one cell: 6/8 · 缺 清理电费、缴还欠款 (the steps 全部完成 counts, the missing
+    ones named as the record lists them), or 8/8 · 全部完成."""
+    effective = {s.code: effective_status(s, student, statuses.get(s.code), year) for s in flow.all_steps()}
+    counted = [s for s in flow.all_steps() if s.required and effective[s.code] is not Status.NA]
+    missing = [s for s in counted if effective[s.code] not in _MEETS]
+    done = f"{len(counted) - len(missing)}/{len(counted)}"
+    if not missing:
+        return f"{done} · 全部完成"
+    named = "、".join(flow.step_label(s.code) for s in missing[:PROGRESS_NAMED])
+    more = f" 等 {len(missing)} 项" if len(missing) > PROGRESS_NAMED else ""
+    return f"{done} · 缺 {named}{more}"
 
 
 def blocked_steps(

@@ -4,8 +4,39 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import asdict
 
-from lixiao.core.manual.model import STATUS_CODES
+from lixiao.core.manual.model import FLAG_COLUMNS, STATUS_CODES, Student
+
+# students.withheld holds which certificates 暂缓发证 withholds, as one code: 1 was the only value before the roster
+# named a certificate and meant both, so it still does (no migration).
+WITHHELD_CODES: dict[tuple[bool, bool], int] = {(False, False): 0, (True, True): 1, (True, False): 2, (False, True): 3}
+WITHHELD_OF_CODE = {code: pair for pair, code in WITHHELD_CODES.items()}
+STUDENT_COLUMNS = ("student_no", "name", "gender", "id_card", "college", "major", "class_name", "dorm", "level",
+                   *FLAG_COLUMNS.values(), "withheld", "lenders")
+
+
+def student_row(student: Student) -> dict[str, object]:
+    """The students table's values of one Student: flags 0/1, the withheld certificates one WITHHELD_CODES code,
+    the lenders comma-joined."""
+    row: dict[str, object] = asdict(student)
+    withheld = WITHHELD_CODES[bool(row.pop("withheld_degree")), bool(row.pop("withheld_diploma"))]
+    row.update({f: int(bool(row[f])) for f in FLAG_COLUMNS.values()}, withheld=withheld,
+               lenders=",".join(student.lenders))
+    return row
+
+
+def student_from_row(row: tuple[str | int, ...]) -> Student:
+    """A Student from a row of STUDENT_COLUMNS (the inverse of student_row)."""
+    text = [str(v) for v in row[:9]]
+    flags = dict(zip(FLAG_COLUMNS.values(), (bool(v) for v in row[9:-2]), strict=True))
+    withheld = WITHHELD_OF_CODE.get(int(row[-2]))
+    if withheld is None:
+        raise ValueError(f"学生 {text[0]} 的暂缓发证记录无法识别（{row[-2]}）")
+    return Student(text[0], text[1], text[2], text[3], text[4], text[5], text[6], text[7], text[8],
+                   previous=flags["previous"], national_loan=flags["national_loan"], local_loan=flags["local_loan"],
+                   switch=flags["switch"], withheld_degree=withheld[0], withheld_diploma=withheld[1],
+                   lenders=tuple(code for code in str(row[-1]).split(",") if code))
 
 # The mark of each stored status in status_lines (migration 3), one character per step.
 LINE_MARKS = STATUS_CODES  # the board's alphabet (p 已通过, f 未通过, o 可办可不办, n 未办理, - 不适用)

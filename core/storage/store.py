@@ -12,7 +12,7 @@ from pathlib import Path
 import sqlite_utils
 
 from lixiao.core.manual.identity import mask_id_card
-from lixiao.core.manual.model import FLAGS, Status, Student
+from lixiao.core.manual.model import Status, Student
 
 from .chain import AuditEvent, Event, now
 from .guard import CHECK_CACHE as CHECK_CACHE
@@ -25,7 +25,7 @@ from .offices import OfficeDirectory
 from .queue import ReviewRecords
 from .registry import WorkbookRegistry
 from .registry import WorkbookRow as WorkbookRow
-from .schema import MIGRATIONS, SCHEMA_VERSION, student_filter
+from .schema import MIGRATIONS, SCHEMA_VERSION, STUDENT_COLUMNS, student_filter, student_from_row, student_row
 from .trusted import student_detail
 
 BUSY_TIMEOUT_MS = 15_000
@@ -215,9 +215,7 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
                 counts["unchanged"] += 1
                 continue
             counts["updated" if old else "added"] += 1
-            row = asdict(student)
-            row.update({f: int(row[f]) for f in FLAGS}, lenders=",".join(student.lenders), updated_at=stamp)
-            rows.append(row)
+            rows.append({**student_row(student), "updated_at": stamp})
             changes = _student_changes(old, student)
             events.append(Event(
                 "student", student_no=student.student_no, detail=student_detail(student.id_card, changes[1]),
@@ -233,8 +231,8 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
     def students(self, among: Iterable[str] | None = None) -> list[Student]:
         """All students (or those of the 学号 ``among``) ordered by 学号."""
         where, args = student_filter(among)
-        cursor = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students{where} ORDER BY student_no", args)
-        return [_student(row) for row in cursor]
+        cursor = self.db.execute(f"SELECT {', '.join(STUDENT_COLUMNS)} FROM students{where} ORDER BY student_no", args)
+        return [student_from_row(row) for row in cursor]
 
     def student_count(self) -> int:
         """How many students the roster holds."""
@@ -246,16 +244,16 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
 
     def student(self, student_no: str) -> Student | None:
         """One student by 学号, or None."""
-        row = self.db.execute(f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students WHERE student_no = ?",
+        row = self.db.execute(f"SELECT {', '.join(STUDENT_COLUMNS)} FROM students WHERE student_no = ?",
                               [student_no]).fetchone()
-        return _student(row) if row else None
+        return student_from_row(row) if row else None
 
     def find_students(self, query: str) -> list[Student]:
         """Students matching a 学号, a 姓名 or a 身份证号 exactly."""
         rows = self.db.execute(
-            f"SELECT {', '.join(_STUDENT_COLUMNS)} FROM students WHERE student_no = ? OR name = ? OR id_card = ? "
+            f"SELECT {', '.join(STUDENT_COLUMNS)} FROM students WHERE student_no = ? OR name = ? OR id_card = ? "
             "ORDER BY student_no", [query, query, query.upper()])
-        return [_student(r) for r in rows]
+        return [student_from_row(r) for r in rows]
 
     def student_names(self, student_nos: Iterable[str]) -> dict[str, str]:
         """姓名 by 学号 for the given students (unknown numbers are left out)."""
@@ -286,6 +284,18 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
         for no, step, status, *rest in cursor:
             result.setdefault(no, {})[step] = StatusRow(Status(status), *rest)
         return result
+
+    def first_statuses(self, steps: Iterable[str], student_no: str | None = None) -> dict[str, dict[str, Status]]:
+        """学号 → step → the status each cell of ``steps`` first received (its first status event): the 初始 beside
+        the special desk's 步骤当前状态; a cell never written is absent (未办理)."""
+        known = ", ".join(f"'{s.value}'" for s in Status)
+        sql = (f"SELECT student_no, step, new, min(seq) FROM audit WHERE kind = 'status' AND new IN ({known}) "
+               "AND step IN (SELECT value FROM json_each(?))" + (" AND student_no = ?" if student_no else "")
+               + " GROUP BY student_no, step")
+        found: dict[str, dict[str, Status]] = {}
+        for no, step, new, _ in self.db.execute(sql, [json.dumps(sorted(set(steps))), *filter(None, [student_no])]):
+            found.setdefault(no, {})[step] = Status(new)
+        return found
 
     def all_statuses(self) -> dict[str, dict[str, Status]]:
         """Every stored status: 学号 → step → status."""
@@ -365,21 +375,6 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
     def progress_history(self) -> list[tuple[str, int, int]]:
         """(day, expected, complete) for every day a report was built, oldest first."""
         return [tuple(r) for r in self.db.execute("SELECT day, expected, complete FROM progress ORDER BY day")]
-
-_STUDENT_COLUMNS = ("student_no", "name", "gender", "id_card", "college", "major", "class_name", "dorm", "level",
-                    *FLAGS, "lenders")
-
-
-def _student(row: tuple[str | int, ...]) -> Student:
-    """A Student from a row of _STUDENT_COLUMNS (text fields, the flags as 0/1, the lenders comma-joined)."""
-    text = [str(v) for v in row[:9]]
-    flags = [bool(v) for v in row[9:-1]]
-    if len(flags) != 5:  # one per model.FLAGS: a flag added there must be added here too
-        raise StoreError(f"学生记录的标记列数不对（{len(flags)}）")
-    lenders = tuple(code for code in str(row[-1]).split(",") if code)
-    return Student(text[0], text[1], text[2], text[3], text[4], text[5], text[6], text[7], text[8],
-                   flags[0], flags[1], flags[2], flags[3], flags[4], lenders)
-
 
 def _student_changes(old: Student | None, new: Student) -> tuple[dict[str, str | bool], dict[str, str | bool]]:
     """The fields that differ, masked where they hold a 身份证号."""

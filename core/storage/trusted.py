@@ -191,7 +191,10 @@ def _replay_student(result: TrustedReplay, no: str, new: str, detail: str, at: s
         changed, extra = {}, {}
     row = result.students.setdefault(no, {})
     for name, value in changed.items() if isinstance(changed, dict) else ():
-        row[name] = _as_field(value)
+        if name == "withheld":  # before 暂缓发证 named the certificate: withheld meant both (schema.WITHHELD_CODES)
+            row["withheld_degree"] = row["withheld_diploma"] = bool(value)
+        else:
+            row[name] = _as_field(value)
     whole = extra.get(ID_KEY) if isinstance(extra, dict) else None
     if isinstance(whole, str):
         row["id_card"] = whole

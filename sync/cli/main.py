@@ -137,7 +137,8 @@ def flow_show(ctx: click.Context, as_json: bool, preset: str | None) -> None:
 
 
 APPLIES = {"all": "全部学生", "national_loan": "国家助学贷款学生", "local_loan": "生源地贷款学生",
-           "switch": "借用交换机的学生", "withheld": "暂缓发证的学生", "previous": "往届生"}
+           "switch": "借用交换机的学生", "withheld": "暂缓发证的学生", "previous": "往届生",
+           "withheld_degree": "暂缓发放学位证的学生", "withheld_diploma": "暂缓发放毕业证的学生"}
 BATCH = {"class": "按班级", "dorm": "按宿舍", "college": "按学院"}
 
 

@@ -52,8 +52,9 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
         return
     console.print(f"[bold]{record['name']}[/]  学号 {record['student_no']}  {record['gender']}  "
                   f"身份证号 {record['id_card']}")
-    console.print(f"{record['college']}  {record['major']}  {record['class']}  "
-                  f"住宿 {record['dorm'] or '无住宿信息'}{'  往届' if record['previous'] else ''}")
+    withheld = f"  暂缓发证：{record['withheld']}" if record["withheld"] != "否" else ""
+    console.print(f"{record['college']}  {record['major']}  {record['level']}  {record['class']}  "
+                  f"住宿 {record['dorm'] or '无住宿信息'}{'  往届' if record['previous'] else ''}{withheld}")
     console.print("[bold]离校记录[/]")
     current = None
     for step in record["steps"]:
@@ -64,7 +65,10 @@ def status(ctx: click.Context, query: str, as_json: bool) -> None:
         tail = "  [yellow]限制已解除[/]" if step["waived"] else ""
         remark = f"  [dim]{step['remark']}[/]" if step["remark"] else ""
         console.print(f"    {MARKS[step['status']]} {step['step_name']}  {label}{tail}{remark}")
-    console.print(f"全部完成：{'是' if record['complete'] else '否'}")
+    console.print(f"全部完成：{'是' if record['complete'] else '否'}（离校进度 {record['progress']}）")
+    for r in record["restrictions"]:  # the special desk's screen (§3.9): 具有的前置条件的离校点
+        console.print(f"前置条件的离校点：{r['checkpoint_name']}  离校点当前状态 {r['checkpoint_status']}  "
+                      f"{r['step_name']}  步骤当前状态(初始) {r['status']}({r['initial']})  {r['restriction']}")
     if refund is not None:
         console.print(f"退费查询：{REFUND_WORDS.get(Status(refund['status']), '')}"
                       + (f"（{refund['remark']}）" if refund["remark"] else ""))
@@ -138,11 +142,13 @@ def waivers(ctx: click.Context, as_json: bool) -> None:
         print_json(listed)
         return
     table = RichTable(title=f"已解除限制名单（{len(listed)} 人次）")
-    for column in ("学号", "姓名", "院系", "班级", "离校点", "离校步骤", "步骤状态", "理由", "凭证", "操作人", "时间"):
+    for column in ("学号", "姓名", "院系", "班级", "离校点", "离校点当前状态", "离校步骤", "步骤当前状态(初始)", "理由",
+                   "凭证", "操作人", "时间"):
         table.add_column(column)
     for w in listed:
-        table.add_row(w["student_no"], w["name"], w["college"], w["class"], w["checkpoint_name"], w["step_name"],
-                      w["status"], w["reason"], w["evidence"], w["operator"], w["created_at"])
+        table.add_row(w["student_no"], w["name"], w["college"], w["class"], w["checkpoint_name"],
+                      w["checkpoint_status"], w["step_name"], f"{w['status']}({w['initial']})", w["reason"],
+                      w["evidence"], w["operator"], w["created_at"])
     console.print(table)
 
 
@@ -260,7 +266,7 @@ def export(ctx: click.Context, file: Path) -> None:
             headers = [*IDENTITY, *(folder.flow.step_label(s.code) for s in steps), "全部完成"]
             rows = []
             for s, statuses, _, complete in folder.clearance.student_matrix():
-                row = [s.student_no, s.name, s.college, s.class_name, s.dorm, "是" if s.previous else ""]
+                row = [s.student_no, s.name, s.college, s.class_name, s.level, s.dorm, "是" if s.previous else ""]
                 row += ["" if statuses[st.code] is Status.NA else statuses[st.code].label for st in steps]
                 row.append("是" if complete else "否")
                 rows.append(row)

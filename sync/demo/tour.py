@@ -15,9 +15,10 @@ from rich.table import Table as RichTable
 
 from lixiao.core.feeds.exports import parse_feed
 from lixiao.core.feeds.synthetic import make_cohort
-from lixiao.core.manual.model import Status
+from lixiao.core.manual import rules
+from lixiao.core.manual.model import Flow, Status
 from lixiao.core.manual.roster import validate_roster
-from lixiao.core.manual.stats import CODES, checkpoint_progress, school_progress
+from lixiao.core.manual.stats import CODES, Board, checkpoint_progress, school_progress
 from lixiao.sync.datafolder import SETTINGS, DataFolder, DataFolderError, init_folder, secret_key
 from lixiao.sync.live.batch import refresh_reports
 from lixiao.sync.live.delivery import RETURN, TODO, refresh, routes, send_offices
@@ -83,6 +84,29 @@ def _office_round(folder: DataFolder, bar: Progress, seed: int, number: int, off
         if outcome.file in paths:
             taken[paths[outcome.file]] = outcome
     return [(sim, taken[sim.path]) for sim in simulated if sim.path in taken], delivered
+
+
+def manual_lines(flow: Flow, board: Board) -> list[str]:
+    """Two rules of the manual the season shows: a withheld 学位证 alone (§3.2: 教务处 hands out what was withheld) and
+    a 2016-style refund (退费状态, cancelled from 2017, is no prerequisite of the certificates: §3.2, §3.9)."""
+    lines = []
+    one = next((s for s in board.students if s.withheld_degree and not s.withheld_diploma), None)
+    if one is not None:
+        desks = {cp.title_for(one.college): "、".join(s.name for s in cp.steps if rules.applies(s, one))
+                 for cp in flow.checkpoints if cp.requires and cp.kind != "waiver"}
+        lines.append(f"暂缓发证（{one.withheld_word}）：{one.name}（{one.student_no}）"
+                     + "；".join(f"在{desk}领 {names}" for desk, names in desks.items() if names))
+    refund = flow.refund_step(2016)
+    student = next((s for s in board.students if not s.withheld), None)
+    if refund is not None and student is not None:
+        statuses = {s.code: Status.PASSED for cp in flow.checkpoints if not cp.requires for s in cp.steps}
+        statuses[refund.code] = Status.PENDING
+        decision = rules.may_set(flow, student, "degree_certificate", Status.PASSED, statuses, set(), 2016)
+        outcome = "可以领证" if decision.allowed else decision.reason
+        complete = "是" if rules.is_complete(flow, student, statuses, 2016) else "否（等财务处录入退费状态）"
+        lines.append(f"按 2016 届流程（{refund.name}仍在使用，{refund.disabled_from} 年取消）："
+                     f"其余离校点办完、只差退费的学生 → {outcome}；全部完成：{complete}")
+    return lines
 
 
 def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
@@ -179,6 +203,8 @@ def run_demo(directory: Path, count: int, seed: int, console: Console) -> None:
     waived = len(board.waived)
     failed = sum(1 for codes in board.codes if CODES[Status.FAILED] in codes)
     console.print(f"已解除限制：{waived} 人；有“未通过”步骤：{failed} 人")
+    for line in manual_lines(folder.flow, board):
+        console.print(line)
     example = next((s for s in board.students if s.student_no in board.waived), None)
     console.print(f"\n共享文件夹：{(directory / SHARE).resolve()}（每个离校点：待办/ 收工作簿，交回/ 放交回的文件，"
                   "交回/已处理/ 与 交回/回执/ 由系统写入）")

@@ -45,7 +45,7 @@ def ticked(tmp_path: Path) -> Path:
     book = openpyxl.load_workbook(next((root / "outbox" / "utilities").glob("*.xlsx")))
     sheet = book["办理"]
     for row in range(5, sheet.max_row + 1):
-        sheet.cell(row, 10).value = True
+        sheet.cell(row, 11).value = True  # 清理电费, after 前置条件 and 离校进度
     book.save(root / "inbox" / "u.xlsx")
     past = time.time() - 60
     os.utime(root / "inbox" / "u.xlsx", (past, past))
