@@ -254,13 +254,13 @@ def test_inbox_file_unreadable_or_badly_named_is_reported(merged: Cli, monkeypat
     for path in (odd, locked):
         path.write_bytes(b"not yet processed")
         os.utime(path, (time.time() - 600, time.time() - 600))
-    real = integrity._sha256
+    real = integrity._read
 
-    def refuse(path: Path) -> str:
+    def refuse(path: Path) -> bytes:
         if path.name == "locked.xlsx":
             raise PermissionError(13, "Permission denied")
         return real(path)
-    monkeypatch.setattr(integrity, "_sha256", refuse)
+    monkeypatch.setattr(integrity, "_read", refuse)
     result = merged("verify")
     assert result.exit_code == 1, result.output
     assert "收件箱中的“locked.xlsx”无法读取（没有权限）" in result.output
@@ -411,3 +411,16 @@ def test_a_file_put_into_held_by_hand_is_named(issued: Cli) -> None:
     (issued.data / "held" / "手放.xlsx").write_bytes(ticked(issued))
     result = issued("verify")
     assert result.exit_code == 1 and "held/手放.xlsx 没有待确认记录" in result.output
+
+
+def test_verify_names_an_inbox_copy_still_arriving_not_forgotten(merged: Cli) -> None:
+    """A half-copied workbook with its source's old mtime (a Windows copy) is named as still arriving, not as a
+    file left unprocessed; a whole one left there is."""
+    whole = outbox(merged, "utilities")[0].read_bytes()
+    for name, data in (("半截.xlsx", whole[: len(whole) // 2]), ("整的.xlsx", whole)):
+        (merged.data / "inbox" / name).write_bytes(data)
+        os.utime(merged.data / "inbox" / name, (time.time() - 3600, time.time() - 3600))
+    result = merged("verify")
+    assert "收件箱中的“半截.xlsx”还没有复制完整（文件的结尾还没有复制过来）" in result.output
+    assert "“半截.xlsx”已放置超过" not in result.output
+    assert "收件箱中的“整的.xlsx”已放置超过 120 秒仍未处理" in result.output

@@ -20,6 +20,7 @@ from lixiao.core.storage.trusted import TrustedDifferences, TrustedReplay
 from lixiao.sync.datafolder import DataFolder, secret_key
 from lixiao.sync.messages import os_error_text
 
+from .arrival import missing_part
 from .inbox import decoded_name, is_debris
 from .pipeline import process_file
 
@@ -61,8 +62,12 @@ def shown_name(path: Path) -> str:
     return decoded_name(os.fsencode(path.name))
 
 
+def _read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(_read(path)).hexdigest()
 
 
 def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findings:
@@ -221,12 +226,16 @@ def _check_inbox(folder: DataFolder, ledger: list[LedgerRow], found: Findings) -
                 continue
             if not path.is_file() or age < INBOX_GRACE_SECONDS:
                 continue
-            digest = _sha256(path)
+            data = _read(path)
         except OSError as exc:
             found.waiting.append(f"收件箱中的“{name}”无法读取（{os_error_text(exc)}）；"
                                  "请检查文件权限后运行 lixiao sync")
             continue
-        if digest not in known:
+        missing = missing_part(data)  # a copy still arriving keeps its source's old mtime: not forgotten, arriving
+        if missing:
+            found.waiting.append(f"收件箱中的“{name}”还没有复制完整（{missing}），复制完后会被处理；"
+                                 "如果复制早已结束，请重新复制一次")
+        elif hashlib.sha256(data).hexdigest() not in known:
             found.waiting.append(f"收件箱中的“{name}”已放置超过 {INBOX_GRACE_SECONDS} 秒仍未处理（请运行 lixiao sync）")
 
 
