@@ -43,3 +43,15 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     finally:
         if before is not None:
             results.write_bytes(before)
+
+
+def test_alignment_benchmark_runs_and_finds_no_wrong_result() -> None:
+    """`python -m bench.alignment` on a tiny cohort (openpyxl sorts and two LibreOffice sorts): whole-row sorts
+    give no wrong result and no refused row, every partial sort is caught."""
+    done = subprocess.run([sys.executable, "-m", "bench.alignment", "--students", "60", "--runs", "12",
+                           "--libreoffice", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    counts = json.loads(done.stdout[done.stdout.index("{"):])
+    assert counts["whole_wrong_result"] == 0 and counts["whole_false_rows"] == 0
+    assert counts["partial_caught"] == counts["partial_runs"]
+    assert counts["lo_runs"] == 2 and counts["lo_wrong_result"] == 0 and counts["lo_false_rows"] == 0
