@@ -219,3 +219,13 @@ def rows(cli: Cli, sql: str) -> list[tuple[Any, ...]]:
     """Rows of a query on the store."""
     with sqlite3.connect(cli.data / "store.db") as conn:
         return list(conn.execute(sql))
+
+
+def sql(cli: Cli, script: str) -> None:
+    """Change store.db behind lixiao's back, the way someone with the sqlite3 shell would (foreign keys off, as the
+    shell has them)."""
+    conn = sqlite3.connect(cli.data / "store.db")
+    try:
+        conn.executescript(script)
+    finally:
+        conn.close()

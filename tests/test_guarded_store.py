@@ -19,19 +19,11 @@ from lixiao.sync.live.daemon import Watcher
 from lixiao.sync.live.service import check_health
 from lixiao.sync.takeback.integrity import check_folder
 
-from .conftest import Cli, drop, edit, make_id, outbox, rows, set_settings, statuses, sync
+from .conftest import Cli, drop, edit, make_id, outbox, rows, set_settings, sql, statuses, sync
 
 STUDENT = "0803010103"
 ID_105 = make_id(105, False)
 
-
-def sql(cli: Cli, script: str) -> None:
-    """Change store.db the way someone with the sqlite3 shell would (foreign keys off, as the shell has them)."""
-    conn = sqlite3.connect(cli.data / "store.db")
-    try:
-        conn.executescript(script)
-    finally:
-        conn.close()
 
 
 def ticked(cli: Cli, no: str = STUDENT) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 
@@ -20,18 +19,10 @@ from lixiao.sync.datafolder import open_folder, secret_key
 from lixiao.sync.live.daemon import Watcher
 from lixiao.sync.takeback import integrity
 
-from .conftest import Cli, drop, edit, outbox, rows, set_settings, statuses, sync
+from .conftest import Cli, drop, edit, outbox, rows, set_settings, sql, statuses, sync
 
 STUDENT = "0803010103"
 
-
-def sql(cli: Cli, script: str) -> None:
-    """Change store.db behind lixiao's back, the way someone with the sqlite3 shell would."""
-    conn = sqlite3.connect(cli.data / "store.db")
-    try:
-        conn.executescript(script)
-    finally:
-        conn.close()
 
 
 def behind_triggers(cli: Cli, statement: str) -> None:
