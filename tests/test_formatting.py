@@ -176,3 +176,19 @@ def _students(path: Path) -> tuple[list[object], dict[str, int]]:
     grid = [[c.value for c in r] for r in ws.iter_rows()]
     header = next(i for i, r in enumerate(grid) if r and r[0] == "学号")
     return grid[header], {str(r[0]): i + 1 for i, r in enumerate(grid) if i > header and r and r[0]}
+
+
+def test_a_stray_note_far_out_is_refused_naming_the_sheet_as_staff_see_it(issued: Cli) -> None:
+    """A note typed far to the right of 办理 (column AAA) and a far value in a sheet the clerk added: the file is
+    refused with the sheet's own title and what to do, never an internal part name like xl/worksheets/…"""
+    for sheet_title, cell in (("办理", (5, 703)), ("草稿", (250_000, 1))):
+        book = openpyxl.load_workbook(outbox(issued, "utilities")[0])
+        ws = book[sheet_title] if sheet_title in book.sheetnames else book.create_sheet(sheet_title)
+        ws.cell(*cell).value = "备忘"
+        buffer = io.BytesIO()
+        book.save(buffer)
+        drop(issued, f"{sheet_title}.xlsx", buffer.getvalue())
+    outcomes = {f["file"]: f for f in sync(issued)["files"]}
+    for sheet_title in ("办理", "草稿"):
+        [reason] = outcomes[f"{sheet_title}.xlsx"]["reasons"]
+        assert f"工作表“{sheet_title}”" in reason and "请删除" in reason and "xl/worksheets" not in reason

@@ -277,7 +277,6 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
     count_cols = {steps[h[:-len(suffix)]]: i for i, h in enumerate(headers)
                   if h.endswith(suffix) and h[:-len(suffix)] in steps}
     blanks: dict[str, list[int]] = {code: [] for code in step_cols}
-    last_box: dict[str, int] = {}  # per column, the last row issued with a box
     outside: set[str] = set()
     no_box: set[str] = set()  # columns with a value in a cell issued without a box (no member to tick)
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
@@ -294,9 +293,7 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
             value = values[col] if col < len(values) else None
             count = count_cols.get(code)
             total = cell_text(values[count]).partition("/")[2] if count is not None and count < len(values) else ""
-            if total not in ("", "0"):
-                last_box[code] = offset
-            elif total == "0" and not sheet.is_blank(offset, col, value):
+            if total == "0" and not sheet.is_blank(offset, col, value):
                 no_box.add(code)
             if value is None or value == "":
                 if sheet.is_blank(offset, col, value) and total not in ("", "0"):
@@ -310,8 +307,11 @@ def _read_batch(sheet: Sheet, mode: str, steps: dict[str, str], result: Returned
             else:
                 result.batch.append(BatchTick(mode, group, code, mark, ref, key))
     for code, col in step_cols.items():
-        if column_shifted(value_below_rows=code in outside, last_box_empty=last_box.get(code) in blanks[code],
-                          value_where_no_box=code in no_box, box_empty=bool(blanks[code])):
+        # on batch sheets every emptied box counts as a moved column: a batch box passes a whole room or class, so a
+        # blank cannot be allowed to hide a shift (and nobody loses anything by a Delete there: a batch untick
+        # never revokes)
+        if column_shifted(value_below_rows=code in outside, last_box_empty=bool(blanks[code]),
+                          value_where_no_box=code in no_box):
             result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, column_name(col), step=code))
 
 
@@ -334,7 +334,6 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
     key_col = headers.index(ROW_KEY_HEADER) if ROW_KEY_HEADER in headers else None
     box = col["解除限制"]
     blanks: list[int] = []
-    last_row = -1
     outside = False
     for offset, values in enumerate(sheet.grid[header_row + 1:], start=header_row + 1):
         def get(name: str, row: list[Any] = values) -> Any:
@@ -344,7 +343,6 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
             outside = outside or (box < len(values) and not sheet.is_blank(offset, box, values[box]))
             continue
         result.waiver_students.append(student_no[:64])
-        last_row = offset
         step = steps.get(cell_text(get("离校步骤")), "")
         ref = sheet.ref(offset, box)
         if not step:
@@ -362,7 +360,7 @@ def _read_waivers(sheet: Sheet, steps: dict[str, str], result: Returned) -> None
         key = sheet.text(offset, key_col, values[key_col])[:64] if key_col is not None and key_col < len(values) else ""
         result.waivers.append(WaiverTick(student_no, step, mark, remark_text(get("理由"))[:MAX_TEXT], ref, key,
                                          blank, remark_text(get("凭证"))[:MAX_TEXT]))
-    if column_shifted(value_below_rows=outside, last_box_empty=bool(blanks) and blanks[-1] == last_row):
+    if column_shifted(value_below_rows=outside, last_box_empty=bool(blanks)):  # as on batch sheets: every blank
         result.anomalies.append(Anomaly("column_shifted", SHIFTED, sheet.name, column_name(box)))
 
 

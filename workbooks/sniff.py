@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import itertools
 import re
@@ -208,18 +209,55 @@ def _holds_text(xml: bytes, tag: int) -> bool:
 def check_parts(archive: zipfile.ZipFile, chunk: int = 1 << 20) -> Verdict:
     """Stream every XML part once: refuse DTDs (XML bombs, XXE), and far cells that hold anything but formatting
     (or that contradict the sheet's own dimension)."""
+    titles = sheet_titles(archive)
     for info in archive.infolist():
         if info.filename.endswith((".xml", ".rels", ".vml")):
-            verdict = _check_part(archive, info, chunk)
+            verdict = _check_part(archive, info, chunk, titles)
             if not verdict.ok:
                 return verdict
     return OK
 
 
-def _check_part(archive: zipfile.ZipFile, info: zipfile.ZipInfo, chunk: int) -> Verdict:
+_ATTRIBUTE = {name: re.compile(rb'\b' + name + rb'="([^"]{1,200})"') for name in (b"name", b"r:id", b"Id", b"Target")}
+
+
+def _elements(data: bytes, tag: bytes) -> list[dict[bytes, bytes]]:
+    """The attributes of every <tag …> element, found tag by tag (linear in the part: no pattern spans tags)."""
+    found = []
+    opening = re.compile(rb"<(?:\w+:)?" + tag + rb"\b")
+    for piece in data.split(b">"):
+        element = piece[piece.rfind(b"<"):]
+        if opening.match(element):
+            found.append({name: m.group(1) for name, pattern in _ATTRIBUTE.items() if (m := pattern.search(element))})
+    return found
+
+
+def sheet_titles(archive: zipfile.ZipFile) -> dict[str, str]:
+    """The title staff see for each worksheet part ("xl/worksheets/sheet5.xml" → "草稿"), read before any parser
+    from the first MiB of the workbook part and its relationships (what cannot be read is simply not named)."""
+    def head(name: str) -> bytes:
+        try:
+            with archive.open(name) as stream:
+                return stream.read(1 << 20)
+        except (KeyError, OSError, zipfile.BadZipFile):
+            return b""
+    targets = {e[b"Id"]: e[b"Target"] for e in _elements(head("xl/_rels/workbook.xml.rels"), b"Relationship")
+               if b"Id" in e and b"Target" in e}
+    titles = {}
+    for sheet in _elements(head("xl/workbook.xml"), b"sheet"):
+        target = targets.get(sheet.get(b"r:id", b""), b"").decode("utf-8", "replace").lstrip("/")
+        if target and b"name" in sheet:
+            titles[target if target.startswith("xl/") else f"xl/{target}"] = \
+                html.unescape(sheet[b"name"].decode("utf-8", "replace"))
+    return titles
+
+
+def _check_part(archive: zipfile.ZipFile, info: zipfile.ZipInfo, chunk: int, titles: dict[str, str]) -> Verdict:
     """One part, a window at a time; each window starts with the last bytes of the one before (or with a far
     element that the window before cut off)."""
-    scan = _SheetScan(info.filename) if info.filename.startswith("xl/worksheets/") else None
+    title = titles.get(info.filename)
+    scan = _SheetScan(f"“{title}”" if title else f" {info.filename} ") if info.filename.startswith("xl/worksheets/") \
+        else None
     tail = b""
     with archive.open(info) as stream:
         block = stream.read(chunk)
@@ -268,21 +306,22 @@ class _SheetScan:
             judged = tag  # another far r in the same tag: the same element, judged once
             if held is not False:
                 far = _content_at(letters, row)
-                return Verdict("far_cell", f"工作表 {self.name} {far}，远超正常范围，已拒绝"), None
+                return Verdict("far_cell", f"工作表{self.name} {far}，远超正常范围，已拒绝；请删除那里的内容"
+                               "（或移到表格里靠前的位置）后重新保存，再交回"), None
             column = column_number(letters) if letters else 0
             if self.dimension is None or row > self.dimension[1] or column > self.dimension[2]:
                 return self._outside(letters, row), None
             self.rows, self.columns = max(self.rows, row), max(self.columns, column)
             self.seen += 1
             if self.seen > MAX_FAR_EMPTY:
-                return Verdict("far_cell", f"工作表 {self.name} 有超过 {MAX_FAR_EMPTY} 个只有格式、没有值的远处单元格，"
+                return Verdict("far_cell", f"工作表{self.name} 有超过 {MAX_FAR_EMPTY} 个只有格式、没有值的远处单元格，"
                                "读取代价过大，已拒绝；请在数据区以外选中多余的行和列，删除后重新保存，再交回"), None
         return OK, None
 
     def _outside(self, letters: bytes, row: int) -> Verdict:
         where = f"单元格 {letters.decode()}{row or ''}" if letters else f"第 {row} 行"
         declared = f"A1:{self.dimension[0]}" if self.dimension else "没有声明"
-        return Verdict("far_cell", f"工作表 {self.name} 的{where}只有格式、没有值，却在工作表自己声明的范围"
+        return Verdict("far_cell", f"工作表{self.name} 的{where}只有格式、没有值，却在工作表自己声明的范围"
                        f"（{declared}）之外：{_CONTRADICTS}")
 
     def finish(self) -> Verdict:
@@ -291,7 +330,7 @@ class _SheetScan:
             return OK
         last, rows, columns = self.dimension
         if (rows > MAX_ROWS and self.rows < rows) or (columns > MAX_COLUMN and self.columns < columns):
-            return Verdict("lying_dimension", f"工作表 {self.name} 声明的范围到 {last}，表中却没有任何行或单元格"
+            return Verdict("lying_dimension", f"工作表{self.name} 声明的范围到 {last}，表中却没有任何行或单元格"
                            f"到达那里：{_CONTRADICTS}")
         return OK
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lixiao.core.manual import rules
+from lixiao.core.manual.identity import mask_ids_in_text
 from lixiao.core.manual.marks import SHIFTED_COLUMN, column_shifted, mark_label
 from lixiao.core.manual.model import Flow, Status, Student
 from lixiao.core.storage.chain import Event
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from lixiao.core.storage.store import StatusRow, Store
 
 __all__ = ["CONFLICT", "IGNORE", "NOOP", "Change", "ChangeKind", "MergeInput", "MergePlan", "Refusal", "apply_plan",
-           "cell_decision", "hold_reason", "plan_merge"]
+           "cell_decision", "plan_merge"]
 
 
 def plan_merge(
@@ -91,6 +92,13 @@ class _OfficeMerge:
         self.cells: Mapping[str, Mapping[str, IssuedCell]] = self.baseline.cells
         self.duplicated = {d.student_no for d in self.returned.duplicates}
         self.shifted = _shifted_columns(self.returned, self.cells, self.own_steps)
+        # per step, the first row (in the returned sheet's order) whose issued box came back empty: a cell inserted
+        # with shift down leaves exactly such a blank and moves every cell below it onto the next student
+        self.first_blank: dict[str, int] = {}
+        for no, row in self.returned.rows.items():
+            for step in row.blank:
+                if no in self.cells and self.cells[no].get(step) is not None:
+                    self.first_blank[step] = min(row.row, self.first_blank.get(step, row.row))
 
     def row_usable(self, no: str, row: ReturnedRowLike) -> bool:
         """False (with a warning or a refusal) for a row not issued, duplicated, or out of line."""
@@ -109,7 +117,7 @@ class _OfficeMerge:
         if edited:
             # A cell of the row no longer holds what was issued for this 学号: edited, or moved apart from the
             # 学号 by a sort or paste over some columns. Either way the row's ticks cannot be trusted.
-            shown = "、".join(f"{c}“{row.identity[c]}”（签发时为“{issued[c]}”）" for c in edited[:3])
+            shown = mask_ids_in_text("、".join(f"{c}“{row.identity[c]}”（签发时为“{issued[c]}”）" for c in edited[:3]))
             plan.misaligned.append(Refusal(no, "", _row_cells(row, self.flow),
                                            f"第 {row.row} 行：学号 {no} 的{shown}与名单不符——可能只对部分列排序、粘贴，"
                                            "或修改了信息列，整行未作任何变更；信息有误请告知协调人更正名单"))
@@ -138,6 +146,11 @@ class _OfficeMerge:
                 if mark is not issued.status:
                     shown = "（空）" if step in row.blank else mark_label(mark)
                     self.plan.refusals.append(Refusal(no, step, shown, SHIFTED_COLUMN, _refusal_kind(mark)))
+                continue
+            below = self.first_blank.get(step)
+            if below is not None and row.row > below and mark is not issued.status:
+                self.plan.refusals.append(Refusal(no, step, "（空）" if step in row.blank else mark_label(mark),
+                                                  BELOW_EMPTIED.format(row=below), _refusal_kind(mark)))
                 continue
             if step in row.blank and issued.status is not Status.PENDING:
                 shown = EMPTIED_BOX.format(issued=mark_label(issued.status))
@@ -178,6 +191,7 @@ class _OfficeMerge:
                     plan.refusals.append(Refusal("", tick.step, f"{tick.cell} {tick.group}", SHIFTED_COLUMN))
                 continue
             if not tick.ticked:
+                plan.batch_unticked.add(tick.step)
                 plan.warnings.append(f"批量表 {tick.cell}（{tick.group}）取消勾选不会撤销任何学生；"
                                      "如需撤销请在“办理”表逐个取消")
                 continue
@@ -219,6 +233,9 @@ def _refusal_kind(mark: Status) -> RefusalKind:
 
 
 MAIN, WAIVERS = "办理", "解除限制"
+BELOW_EMPTIED = ("同一列上面第 {row} 行的勾选格被清空了：清空的格子与插入单元格（下面的格子整体下移）看不出区别，"
+                 "为免记到别的学生名下，这一格以下新改的内容都没有生效。如果只是误删，请把第 {row} 行那一格改回"
+                 "原来的样子（未勾选选 FALSE），再把文件重新交回")
 EMPTIED_BOX = ("这个格子被清空了（签发时为“{issued}”）：看不出是要取消还是误删，本格未作变更，同列其他格子照常处理。"
                "要取消请选 FALSE 或输入“未办理”（Excel 365 直接点一下复选框）；如是误删，无需处理")
 
@@ -347,37 +364,3 @@ def apply_plan(store: Store, plan: MergePlan, *, source: str, operator: str, sou
                                       for c in plan.conflicts])
     store.append_audit([Event("remark", student_no=no, detail=text, source=source, source_hash=source_hash,
                               operator=operator, decision="noted") for no, text in plan.notes])
-
-
-def hold_reason(plan: MergePlan, max_revocations: int) -> str:
-    """Why a return waits for the coordinator ("" when it does not): it would revoke more than ``max_revocations``
-    passed cells (or lifted restrictions), or one column both revokes and newly ticks cells — what a tick column
-    sorted or shifted on its own does (the passed ticks move to other students); a clerk correcting one slip is
-    held too, and confirmed."""
-    revoked = plan.revocations + sum(not w.lift for w in plan.waiver_changes)
-    if revoked > max_revocations:
-        return (f"本文件会撤销 {revoked} 个已记录的格子（已通过、未通过）或已解除的限制，超过 {max_revocations} 个"
-                "（lixiao.toml [sync] max_revocations）。撤销很少见，常见原因是只对勾选列排序或粘贴，"
-                "使勾选错位到别的学生。整个文件尚未生效，等待协调人确认")
-    moved: dict[str, list[int]] = {}  # per column: [new ticks (applied or refused), revocations]
-    for change in plan.changes:
-        if change.kind in (ChangeKind.APPLIED, ChangeKind.REVOKED):
-            moved.setdefault(change.step, [0, 0])[change.kind is ChangeKind.REVOKED] += 1
-    for refusal in plan.refusals:
-        if refusal.kind is RefusalKind.NEW_TICK and refusal.step:
-            moved.setdefault(refusal.step, [0, 0])[0] += 1
-        elif refusal.kind is RefusalKind.NEW_LIFT:
-            moved.setdefault(f"waiver:{refusal.step}", [0, 0])[0] += 1
-    for w in plan.waiver_changes:
-        moved.setdefault(f"waiver:{w.step}", [0, 0])[not w.lift] += 1
-    unexplained = sum(c.new is Status.FAILED and not c.remark for c in plan.changes)
-    if unexplained > max_revocations:
-        return (f"本文件会把 {unexplained} 个格子记为未通过却没有写原因，超过 {max_revocations} 个："
-                "常见原因是整列误填了 ×，或对勾选列单独排序。整个文件尚未生效，等待协调人核对后确认")
-    for added, taken in moved.values():
-        if added and taken:
-            return (f"本文件在同一列中撤销了 {taken} 个已记录的格子（或已解除的限制），又新填了 {added} 个"
-                    "（勾选、未通过或可办可不办）："
-                    "这正是只对勾选列排序、或在勾选列中插入/删除单元格时勾选整体错位的样子。整个文件尚未生效，"
-                    "等待协调人核对后确认（若确是改正笔误，确认即可）")
-    return ""

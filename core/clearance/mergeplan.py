@@ -119,6 +119,7 @@ class MergePlan:
     warnings: list[str] = field(default_factory=list)
     unchanged: int = 0
     misaligned: list[Refusal] = field(default_factory=list)  # rows whose 行校验 key is not their 学号's
+    batch_unticked: set[str] = field(default_factory=set)  # steps whose batch box, issued ticked, came back unticked
 
     @property
     def revocations(self) -> int:

@@ -25,6 +25,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
+from lixiao.core.clearance.holds import hold_reason
 from lixiao.core.clearance.merge import (
     MAIN,
     WAIVERS,
@@ -32,7 +33,6 @@ from lixiao.core.clearance.merge import (
     MergePlan,
     Refusal,
     apply_plan,
-    hold_reason,
     plan_merge,
 )
 from lixiao.core.manual.identity import mask_ids_in_text
