@@ -337,3 +337,14 @@ def test_a_return_without_its_hidden_sheet_merges_and_names_its_program(issued: 
     assert summary["保存软件"] == "WPS 2052-12.1.0.17827"
     assert issued("report").exit_code == 0
     assert "WPS 2052-12.1.0.17827" in (issued.data / "reports" / "index.html").read_text("utf-8")
+
+
+def test_a_zip_of_returns_in_the_inbox_is_told_to_unzip(issued: Cli) -> None:
+    """A .zip holding returned workbooks, dropped into inbox/, is refused with what to do: unzip and return the
+    .xlsx files themselves (not "not a workbook")."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("水电.xlsx", outbox(issued, "utilities")[0].read_bytes())
+    drop(issued, "交回.zip", buffer.getvalue())
+    [item] = sync(issued)["files"]
+    assert item["outcome"] == "rejected" and "请解压" in item["reasons"][0] and "水电.xlsx" in item["reasons"][0]

@@ -92,7 +92,11 @@ def _check_archive(archive: zipfile.ZipFile, size: int) -> Verdict:
     if any(n.lower().endswith("vbaproject.bin") for n in names):
         return Verdict("macros", "工作簿含有宏；请另存为不含宏的 Excel 工作簿（.xlsx）后交回")
     if "[Content_Types].xml" not in names or "xl/workbook.xml" not in names:
-        return Verdict("not_xlsx", "压缩包不是 Excel 工作簿（缺少 xl/workbook.xml）")
+        inside = [n for n in names if n.lower().endswith((".xlsx", ".xls", ".csv"))]
+        if inside:  # a .zip of returns: say what to do with it
+            return Verdict("not_xlsx", f"这是一个压缩包，里面有 {len(inside)} 个文件（如“{inside[0][:40]}”），"
+                           "不是工作簿本身；请解压后把里面的 .xlsx 工作簿逐个交回")
+        return Verdict("not_xlsx", "这是一个压缩包，不是 Excel 工作簿；请交回系统发给您的 .xlsx 文件本身（不要压缩）")
     total = 0
     spans = []
     for info in infos:

@@ -78,10 +78,9 @@ def _read_xlsx(data: bytes, name: str) -> Table:
         raise TableError("defusedxml 未安装，拒绝读取 .xlsx（请重新安装 lixiao）")
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise TableError(
-            f"{name} 无法作为 .xlsx 打开（{type(exc).__name__}），请用 Excel 另存为 .xlsx 后重试"
-        ) from None
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+        raise TableError(f"{name} 不是能打开的 .xlsx 工作簿（可能是压缩包、旧版 .xls 或已损坏），"
+                         "请用 Excel 或 WPS 打开后另存为 .xlsx（Excel 工作簿）再导入") from None
     try:
         sheet = book.worksheets[0]
         sheet.reset_dimensions()  # never trust <dimension>; walk only the cells present
