@@ -370,7 +370,8 @@ def student_affairs(cli: Cli) -> tuple[Any, Any]:
 def test_an_emptied_unticked_box_holds_back_only_the_new_ticks_below_it(cohort: Cli) -> None:
     """An unticked box emptied with Delete (WPS, older Excel) is 未办理 itself; the new ticks above it in the column
     are applied, those below it wait (a blank is what a cell inserted with shift down leaves, moving every cell
-    below it) with a reason naming the row; put back to FALSE and returned again, they are applied too."""
+    below it) with a reason naming the row and saying to tick again in the original file (filling the blank in
+    would keep an insert's shift); ticked again there and returned, they are applied too."""
     book, ws = student_affairs(cohort)
     col = columns_of(ws)["归还学生证"]
     free = [r for r in range(HEADER_ROW + 2, ws.max_row) if ws.cell(r, col).value is False]
@@ -385,8 +386,11 @@ def test_an_emptied_unticked_box_holds_back_only_the_new_ticks_below_it(cohort: 
     assert all(statuses(cohort)[(no, "return_student_card")][0] == "passed" for no in above)
     assert all((no, "return_student_card") not in statuses(cohort) for no in below)
     reasons = {r for (r,) in rows(cohort, "SELECT reason FROM refused_ticks")}
-    assert len(reasons) == 1 and f"第 {free[5]} 行" in next(iter(reasons)) and "改回" in next(iter(reasons))
-    ws.cell(free[5], col).value = False  # the clerk puts the box back, as the receipt says
+    assert len(reasons) == 1 and f"第 {free[5]} 行" in next(iter(reasons)) and "原文件" in next(iter(reasons))
+    assert "不要只把那个空格子补上" in next(iter(reasons))
+    book, ws = student_affairs(cohort)  # the clerk ticks again in the original file, as the receipt says
+    for r in (*free[1:4], *free[8:11]):
+        ws.cell(r, col).value = True
     drop(cohort, "again.xlsx", save(book))
     [item] = sync(cohort)["files"]
     assert (item["outcome"], item["applied"], item["refused"]) == ("merged", 3, 0)
@@ -657,13 +661,14 @@ def test_an_edited_full_id_number_is_masked_in_the_refusal(cohort: Cli) -> None:
     row = next(r for r in range(HEADER_ROW + 2, ws.max_row + 1)
                if re.fullmatch(r"\d{17}[\dX]", str(ws.cell(r, col).value or "")))
     issued = str(ws.cell(row, col).value)
-    typed = issued[:-2] + ("1" if issued[-2] != "1" else "2") + issued[-1]
+    typed = issued[:10] + ("1" if issued[10] != "1" else "2") + issued[11:]  # a digit the mask hides
     ws.cell(row, col).value = typed
     drop(cohort, "id.xlsx", save(book))
     [item] = sync(cohort)["files"]
     assert item["outcome"] == "merged"
     reasons = " ".join(r for (r,) in rows(cohort, "SELECT reason FROM refused_ticks"))
     assert "身份证号" in reasons and f"{issued[:6]}********{issued[-4:]}" in reasons
+    assert "改在隐去的中间几位" in reasons  # the two masked numbers look alike: the refusal says where it changed
     assert cohort("report").exit_code == 0
     shown = reasons + cohort("review", "list", "--json").output + (cohort.data / "reports" / "index.html").read_text()
     assert issued not in shown and typed not in shown

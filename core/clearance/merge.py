@@ -117,7 +117,7 @@ class _OfficeMerge:
         if edited:
             # A cell of the row no longer holds what was issued for this 学号: edited, or moved apart from the
             # 学号 by a sort or paste over some columns. Either way the row's ticks cannot be trusted.
-            shown = mask_ids_in_text("、".join(f"{c}“{row.identity[c]}”（签发时为“{issued[c]}”）" for c in edited[:3]))
+            shown = "、".join(_edited_cell(c, row.identity[c], issued[c]) for c in edited[:3])
             plan.misaligned.append(Refusal(no, "", _row_cells(row, self.flow),
                                            f"第 {row.row} 行：学号 {no} 的{shown}与名单不符——可能只对部分列排序、粘贴，"
                                            "或修改了信息列，整行未作任何变更；信息有误请告知协调人更正名单"))
@@ -222,6 +222,15 @@ _MISALIGNED_GROUP = ("批量表 {cell}：“行校验”与分组“{group}”�
                      "整行未作任何变更")
 
 
+def _edited_cell(column: str, returned: str, issued: str) -> str:
+    """An identity cell that no longer holds what was issued, as the receipt says it (身份证号 masked: where the
+    change lies in the hidden digits, say so rather than show two equal-looking numbers)."""
+    shown, was = mask_ids_in_text(returned), mask_ids_in_text(issued)
+    if shown == was:
+        return f"{column}“{shown}”被改动过（改在隐去的中间几位）"
+    return f"{column}“{shown}”（签发时为“{was}”）"
+
+
 def _row_cells(row: ReturnedRowLike, flow: Flow) -> str:
     """A returned row's cells as the receipt lists them: 姓名 and what each step cell held."""
     marks = "，".join(f"{flow.steps[s].name if s in flow.steps else s}：{mark_label(m)}" for s, m in row.marks.items())
@@ -233,9 +242,10 @@ def _refusal_kind(mark: Status) -> RefusalKind:
 
 
 MAIN, WAIVERS = "办理", "解除限制"
-BELOW_EMPTIED = ("同一列上面第 {row} 行的勾选格被清空了：清空的格子与插入单元格（下面的格子整体下移）看不出区别，"
-                 "为免记到别的学生名下，这一格以下新改的内容都没有生效。如果只是误删，请把第 {row} 行那一格改回"
-                 "原来的样子（未勾选选 FALSE），再把文件重新交回")
+BELOW_EMPTIED = ("同一列上面第 {row} 行的勾选格是空的：这与插入单元格（下面的格子整体下移一行）看不出区别，"
+                 "为免记到别的学生名下，这一格以下新改的内容都没有生效。请不要只把那个空格子补上——若插入过单元格，"
+                 "补上后勾选仍然错位；请在系统发给您的原文件中按实际办理情况重新勾选，再交回"
+                 "（这里列出的是勾选现在所在的行，插入过单元格时可能错了一行）")
 EMPTIED_BOX = ("这个格子被清空了（签发时为“{issued}”）：看不出是要取消还是误删，本格未作变更，同列其他格子照常处理。"
                "要取消请选 FALSE 或输入“未办理”（Excel 365 直接点一下复选框）；如是误删，无需处理")
 
