@@ -251,17 +251,21 @@ def test_many_revocations_are_held_until_the_coordinator_confirms(cohort: Cli) -
 # -- property: partial sorts and pastes never change a student who was not ticked for -----------------------
 
 
-@pytest.fixture(scope="module")
-def issued_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 30-student folder, its utilities workbook issued, and that workbook."""
+def _issued(root: Path, students: int, checkpoint: str) -> tuple[Path, Path]:
+    """A folder of ``students`` with one checkpoint's workbook issued, and that workbook."""
     from click.testing import CliRunner
 
     from lixiao.sync.cli.main import main
 
-    folder = cohort_folder(tmp_path_factory.mktemp("prop") / "d", 30)
-    runner = CliRunner()
-    assert runner.invoke(main, ["--data", str(folder), "issue", "--checkpoint", "utilities"]).exit_code == 0
-    return folder, next((folder / "outbox" / "utilities").glob("*.xlsx"))
+    folder = cohort_folder(root, students)
+    assert CliRunner().invoke(main, ["--data", str(folder), "issue", "--checkpoint", checkpoint]).exit_code == 0
+    return folder, next((folder / "outbox" / checkpoint).glob("*.xlsx"))
+
+
+@pytest.fixture(scope="module")
+def issued_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 30-student folder, its utilities workbook issued, and that workbook."""
+    return _issued(tmp_path_factory.mktemp("prop") / "d", 30, "utilities")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -307,20 +311,25 @@ def test_partial_permutations_never_change_an_unticked_student(issued_cohort: tu
             for index, value in enumerate(values):
                 ws.cell(b + offset, first + index).value = value
     returned = read_returned(save(book), key_of_folder(folder))
+    step_col = {code: cols[name] for name, code in (returned.token.payload or {})["steps"].items()}
+    for change in planned(folder, "utilities", returned).changes:
+        assert change.new is Status.PASSED and (change.student_no, step_col[change.step]) in intended
+
+
+def planned(folder: Path, checkpoint: str, returned: Any) -> Any:
+    """The merge plan of a returned workbook as the pipeline builds it (row keys; a tick below the students
+    marks its column shifted), decided on the folder's store."""
     opened = open_folder(folder)
     try:
-        payload = returned.token.payload or {}
-        workbook = opened.store.workbook(payload["workbook_id"])
+        workbook = opened.store.workbook((returned.token.payload or {})["workbook_id"])
         assert workbook is not None
         secret = row_secret(key_of_folder(folder), workbook.id)
-        plan = plan_merge(opened.flow, opened.year, "utilities", Baseline.from_text(workbook.baseline),
-                          MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers),
+        shifted = {(MAIN_SHEET, a.step) for a in returned.anomalies if a.code == "tick_outside_rows"}
+        return plan_merge(opened.flow, opened.year, checkpoint, Baseline.from_text(workbook.baseline),
+                          MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
+                                     shifted=shifted),
                           {s.student_no: s for s in opened.store.students()}, opened.store.all_status_rows(), {},
                           lambda ident: row_key(secret, ident))
-        names = {t: c for t, c in cols.items()}
-        step_col = {code: names[name] for name, code in payload["steps"].items()}
-        for change in plan.changes:
-            assert change.new is Status.PASSED and (change.student_no, step_col[change.step]) in intended
     finally:
         opened.close()
 
@@ -421,14 +430,7 @@ def test_the_last_box_of_a_column_emptied_refuses_that_column_only(cohort: Cli) 
 @pytest.fixture(scope="module")
 def affairs_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 40-student folder and its 学生工作处 workbook (one column for everyone, one grey but for two students)."""
-    from click.testing import CliRunner
-
-    from lixiao.sync.cli.main import main
-
-    folder = cohort_folder(tmp_path_factory.mktemp("affairs") / "d", 40)
-    runner = CliRunner()
-    assert runner.invoke(main, ["--data", str(folder), "issue", "--checkpoint", "student_affairs"]).exit_code == 0
-    return folder, next((folder / "outbox" / "student_affairs").glob("*.xlsx"))
+    return _issued(tmp_path_factory.mktemp("affairs") / "d", 40, "student_affairs")
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -466,21 +468,9 @@ def test_cells_shifted_in_tick_columns_never_tick_the_wrong_student(affairs_coho
         for r in range(bottom + 1, ws.max_row + 1):
             ws.cell(r, col).value = None
     returned = read_returned(save(book), key_of_folder(folder))
-    opened = open_folder(folder)
-    try:
-        workbook = opened.store.workbook((returned.token.payload or {})["workbook_id"])
-        assert workbook is not None
-        secret = row_secret(key_of_folder(folder), workbook.id)
-        shifted = {(MAIN_SHEET, a.step) for a in returned.anomalies if a.code == "tick_outside_rows"}
-        plan = plan_merge(opened.flow, opened.year, "student_affairs", Baseline.from_text(workbook.baseline),
-                          MergeInput(returned.rows, returned.batch, returned.duplicates, returned.waivers,
-                                     shifted=shifted),
-                          {s.student_no: s for s in opened.store.students()}, opened.store.all_status_rows(), {},
-                          lambda ident: row_key(secret, ident))
-        wrong = [(c.student_no, c.step) for c in plan.changes if (c.student_no, c.step) not in intended]
-        assert wrong == []
-    finally:
-        opened.close()
+    wrong = [(c.student_no, c.step) for c in planned(folder, "student_affairs", returned).changes
+             if (c.student_no, c.step) not in intended]
+    assert wrong == []
 
 
 def test_false_in_a_grey_cell_marks_that_column_shifted(cohort: Cli) -> None:
