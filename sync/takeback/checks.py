@@ -27,7 +27,6 @@ class Incoming:
 
     name: str  # safe_name of the file (or attachment)
     data: bytes
-    mtime: float
     path: Path | None
     movable: bool
     origin: Origin

@@ -99,9 +99,9 @@ def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = Fal
     taken = _take_bytes(folder, path, name, min_age, settings, dry_run)
     if isinstance(taken, FileOutcome):
         return taken
-    data, info = taken
+    data = taken
     with no_cycle_collection():
-        return take(folder, Incoming(name, data, info.st_mtime, path, movable, origin), key, settings, dry_run,
+        return take(folder, Incoming(name, data, path, movable, origin), key, settings, dry_run,
                     confirm)
 
 
@@ -119,7 +119,7 @@ def process_bytes(folder: DataFolder, name: str, data: bytes, origin: Origin, ke
             return seen_before(folder, None, safe_name(name), digest_hex, previous, dry_run)
         return refuse(folder, None, safe_name(name), digest_hex, Outcome.REJECTED, "too_large", message, dry_run,
                       staged=False, origin=origin)
-    incoming = Incoming(safe_name(name), data, 0.0, None, False, origin)
+    incoming = Incoming(safe_name(name), data, None, False, origin)
     with no_cycle_collection():
         return take(folder, incoming, key, settings, dry_run, False)
 
@@ -197,7 +197,7 @@ def _refuse(folder: DataFolder, item: Incoming, outcome: Outcome, code: str, mes
 
 
 def _take_bytes(folder: DataFolder, path: Path, name: str, min_age: float, settings: SyncSettings,
-                dry_run: bool) -> tuple[bytes, os.stat_result] | FileOutcome:
+                dry_run: bool) -> bytes | FileOutcome:
     """The bytes of a settled regular file, or what happened instead: gone or unreadable (deferred), still being
     written (deferred), not a regular file or over the size cap (refused)."""
     gone = FileOutcome(name, Outcome.DEFERRED, reasons=["文件已不存在（可能被移走）"])
@@ -220,7 +220,7 @@ def _take_bytes(folder: DataFolder, path: Path, name: str, min_age: float, setti
         return gone
     except OSError as exc:
         return FileOutcome(name, Outcome.DEFERRED, reasons=[f"暂时无法读取：{os_error_text(exc)}"])
-    return writing if len(data) != info.st_size else (data, info)
+    return writing if len(data) != info.st_size else data
 
 
 class _Refused(Exception):  # noqa: N818 - a control-flow signal inside the merge transaction, not an error
