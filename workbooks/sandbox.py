@@ -14,6 +14,7 @@ stdout.
 from __future__ import annotations
 
 import gc
+import hashlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 import zipfile
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +35,7 @@ from typing import IO, Any
 MEMORY_LIMIT = 1536 * 1024 * 1024
 CPU_SECONDS = 120
 WALL_SECONDS = 180
+AHEAD_MAX = 4  # parses started ahead and not yet taken, kept at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +54,60 @@ def parse_timeout() -> float:
 
 
 def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> SandboxResult:
-    """Run the checks and the reader in a limited child process (forked by the parser server)."""
+    """Run the checks and the reader in a limited child process (forked by the parser server); the answer of a
+    parse of the same bytes started ahead (``parse_ahead``) when there is one."""
     from lixiao.core.storage.faults import fault_action
 
+    if _AHEAD:
+        with _AHEAD_LOCK:
+            ahead = _AHEAD.pop(_ahead_token(data, key), None)
+        if ahead is not None:
+            return ahead.result()
     timeout = timeout or parse_timeout()
-    fault = fault_action("parse")
-    if _SERVER.disabled:
-        ended = None
-    elif _SERVER.running() or threading.active_count() > 1:
-        ended = _SERVER.run(key, data, fault, timeout)
-    else:  # a single-threaded process (lixiao sync) forks its own child: no Python start (≈ 0.25 s) to wait for
-        from . import reader, returned, sniff  # noqa: F401 - imported before the fork, shared with the child
+    if _SERVER.disabled or _SERVER.running() or threading.active_count() > 1:
+        return _parsed_now(data, key, timeout)  # through the server (a fresh child when there is none)
+    # a single-threaded process (lixiao sync) forks its own child: no Python start (≈ 0.25 s) to wait for
+    from . import reader, returned, sniff  # noqa: F401 - imported before the fork, shared with the child
 
-        ended = _fork_parse(key.hex(), data, fault, timeout)
-    if ended is None:  # no server: a fresh child for this file
-        ended = _one_shot(key, data, timeout)
-    return _verdict(ended, timeout)
+    return _verdict(_fork_parse(key.hex(), data, fault_action("parse"), timeout), timeout)
+
+
+def parse_ahead(data: bytes, key: bytes) -> bool:
+    """Start parsing ``data`` now, in a thread that hands it to the parser server, so that ``parse_untrusted`` of
+    the same bytes (and key) later takes this answer instead of parsing again: the daemon parses a file while it
+    waits for the file to settle. Only where the server runs (a multi-threaded process); at most AHEAD_MAX
+    answers are kept, the oldest dropped. False when nothing was started."""
+    if not _SERVER.running():
+        return False
+    token = _ahead_token(data, key)
+    with _AHEAD_LOCK:
+        if token in _AHEAD:
+            return False
+        while len(_AHEAD) >= AHEAD_MAX:
+            _AHEAD.pop(next(iter(_AHEAD)))
+        answer: Future[SandboxResult] = Future()
+        _AHEAD[token] = answer
+
+    def parse() -> None:
+        try:
+            answer.set_result(_parsed_now(data, key, parse_timeout()))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the answer
+            answer.set_exception(exc)
+
+    threading.Thread(target=parse, name="lixiao-parse-ahead", daemon=True).start()
+    return True
+
+
+def _ahead_token(data: bytes, key: bytes) -> str:
+    return hashlib.sha256(key + b"\0" + hashlib.sha256(data).digest()).hexdigest()
+
+
+def _parsed_now(data: bytes, key: bytes, timeout: float) -> SandboxResult:
+    """A parse through the server (a fresh child when there is none), as parse_untrusted does it."""
+    from lixiao.core.storage.faults import fault_action
+
+    ended = _SERVER.run(key, data, fault_action("parse"), timeout)
+    return _verdict(ended if ended is not None else _one_shot(key, data, timeout), timeout)
 
 
 def start_server() -> bool:
@@ -205,6 +246,8 @@ class _Server:
 
 
 _SERVER = _Server()
+_AHEAD: dict[str, Future[SandboxResult]] = {}  # parse_ahead's answers by _ahead_token, oldest first
+_AHEAD_LOCK = threading.Lock()
 
 
 def serve() -> None:

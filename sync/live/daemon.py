@@ -9,10 +9,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -23,17 +21,19 @@ from lixiao.core.storage.store import DAMAGED
 from lixiao.sync.datafolder import DataFolder, secret_key
 from lixiao.sync.locking import WAITING_MESSAGE, LockBusyError, writer_lock
 from lixiao.sync.messages import OUTCOME_LABELS, strip_code
-from lixiao.sync.takeback.inbox import inbox_files, is_debris
+from lixiao.sync.takeback.arrival import zip_complete
+from lixiao.sync.takeback.inbox import inbox_files, read_regular, sync_settings
 from lixiao.sync.takeback.integrity import check_folder, record_findings
 from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.sync.takeback.pipeline import process_file
-from lixiao.workbooks.sandbox import start_server
+from lixiao.workbooks.sandbox import parse_ahead, start_server
 
 from .batch import recover_receipts, recover_staging, refresh_reports
 from .loop import LiveLoop
 from .service import Heartbeat, JournalFormatter, WatchSettings, log_file_handler, under_journal, watch_settings
+from .waiting import Pending, Router, snapshot_of
 
-ROUTED_EVENTS = frozenset({"created", "modified", "closed", "moved"})
+LOOP_PAUSE = 0.2  # seconds the loop sleeps at most between turns (files due sooner wake it sooner)
 LOCK_ATTEMPT = 1.0  # seconds one try for the writer lock lasts; the loop tries again (and stays stoppable)
 BATCH_SECONDS = 5.0  # the writer lock is given back at least this often, so `lixiao set` never waits long
 RETRY_DELAYS = (2.0, 8.0)  # a file whose processing raised is retried after these; then it is left in inbox/
@@ -60,30 +60,6 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-@dataclass
-class _Pending:
-    due: float
-    snapshot: tuple[int, int] | None = None
-    attempts: int = 0  # deferrals (still being copied)
-    failures: int = 0  # processing raised
-
-
-class _Router(FileSystemEventHandler):
-    """Only routes: inbox paths from created, modified, closed and moved-into events go to ``notify``."""
-
-    def __init__(self, inbox: Path, notify: Callable[[Path], None]) -> None:
-        self.inbox = inbox
-        self.notify = notify
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type not in ROUTED_EVENTS:
-            return
-        raw = event.dest_path if event.event_type == "moved" else event.src_path
-        path = Path(os.fsdecode(raw))
-        if self.inbox in path.parents and not is_debris(path):
-            self.notify(path)
-
-
 class Watcher:
     """Debounces inbox events, checks that a file is complete, and processes it once, in one thread."""
 
@@ -96,7 +72,7 @@ class Watcher:
         self.poll = poll
         self.on_outcome = on_outcome
         self.stop_event = threading.Event()
-        self._pending: dict[Path, _Pending] = {}
+        self._pending: dict[Path, Pending] = {}
         self._lock = threading.Lock()
         self._given_up: dict[Path, tuple[int, int]] = {}
         self._waiting = False
@@ -107,6 +83,7 @@ class Watcher:
         self.verify_every = verify_every  # seconds between the store's checks in run() (None: never)
         self.next_verify = 0.0  # due at start
         self.on_verified: Callable[[bool], None] = lambda ok: None
+        self.max_bytes = sync_settings(folder.root).max_bytes  # a file over it is refused, never parsed ahead
 
     def damaged(self) -> bool:
         """Whether a check found the store damaged (store.damaged): nothing is taken, written or published."""
@@ -134,13 +111,14 @@ class Watcher:
         """An event touched ``path``: (re)start its settle timer."""
         if self._left_alone(path):
             return
+        snapshot = snapshot_of(path)  # what the file looked like at its last event: settled when still so at due
         with self._lock:
             entry = self._pending.get(path)
             due = time.monotonic() + self.settle
             if entry is None:
-                self._pending[path] = _Pending(due)
+                self._pending[path] = Pending(due, snapshot)
             else:
-                entry.due = due
+                entry.due, entry.snapshot = due, snapshot
 
     def scan(self) -> None:
         """Queue every candidate in the inbox (events can be lost: inotify overflow, network shares)."""
@@ -153,7 +131,7 @@ class Watcher:
             if self._left_alone(path):
                 continue
             with self._lock:
-                self._pending.setdefault(path, _Pending(time.monotonic()))
+                self._pending.setdefault(path, Pending(time.monotonic()))
 
     def _left_alone(self, path: Path) -> bool:
         """True for a file given up after repeated failures, until its content changes."""
@@ -170,12 +148,12 @@ class Watcher:
         self._given_up.pop(path, None)
         return False
 
-    def _due(self) -> list[tuple[Path, _Pending]]:
+    def _due(self) -> list[tuple[Path, Pending]]:
         now = time.monotonic()
         with self._lock:
             return [(p, e) for p, e in self._pending.items() if e.due <= now]
 
-    def _settled(self, path: Path, entry: _Pending) -> bool:
+    def _settled(self, path: Path, entry: Pending) -> bool:
         """True when size and mtime are the same as at the last look (a file still being copied is not)."""
         try:
             info = os.lstat(path)
@@ -191,6 +169,33 @@ class Watcher:
             entry.due = time.monotonic() + self.settle
             return False
         return True
+
+    def _pause(self) -> float:
+        """How long the loop sleeps: until the next file is due, at most LOOP_PAUSE (the mailbox, the shares,
+        the stop signal), at least a few milliseconds."""
+        if self.damaged():
+            return LOOP_PAUSE  # nothing is taken until the store is repaired
+        with self._lock:
+            due = min((e.due for e in self._pending.values()), default=None)
+        return LOOP_PAUSE if due is None else min(LOOP_PAUSE, max(0.005, due - time.monotonic()))
+
+    def parse_ahead(self, key: bytes) -> None:
+        """Hand a waiting file's bytes to the parser while it settles (whole, as at its last event, not yet due):
+        its take then finds the parse done. The take decides on the bytes it reads then, parsed again if changed."""
+        now = time.monotonic()
+        with self._lock:
+            waiting = [(p, e) for p, e in self._pending.items()
+                       if e.due > now and e.snapshot is not None and e.ahead != e.snapshot]
+        for path, entry in waiting:
+            entry.ahead = entry.snapshot
+            if entry.snapshot is None or entry.snapshot[0] > self.max_bytes:
+                continue
+            try:
+                data = read_regular(path)
+            except OSError:
+                continue
+            if len(data) == entry.snapshot[0] and zip_complete(data):
+                parse_ahead(data, key)
 
     def _say_waiting(self) -> None:
         if not self._waiting:
@@ -224,7 +229,7 @@ class Watcher:
             return merged  # still pending and due: tried again on the next turn of the loop
         return merged
 
-    def _take(self, path: Path, entry: _Pending, key: bytes) -> int:
+    def _take(self, path: Path, entry: Pending, key: bytes) -> int:
         """Process one file (holding the writer lock); 1 when it merged. Never raises for a bad file."""
         if not os.path.lexists(path):  # another writer took it while we waited for the lock
             with self._lock:
@@ -250,7 +255,7 @@ class Watcher:
             self.on_outcome(outcome)
         return int(outcome.outcome == "merged")
 
-    def _failed(self, path: Path, entry: _Pending, exc: Exception) -> None:
+    def _failed(self, path: Path, entry: Pending, exc: Exception) -> None:
         """Log one line; retry after a back-off, or after MAX_ATTEMPTS leave the file where it is."""
         entry.failures += 1
         debug = bool(os.environ.get("LIXIAO_DEBUG"))
@@ -292,7 +297,7 @@ class Watcher:
         key = secret_key(self.folder.root)
         start_server()  # before the observer's threads: the first return then waits for no Python start
         observer: BaseObserver = PollingObserver(timeout=self.poll) if self.poll else Observer()
-        observer.schedule(_Router(self.inbox, self.notify), str(self.inbox), recursive=True)
+        observer.schedule(Router(self.inbox, self.notify), str(self.inbox), recursive=True)
         observer.start()
         self.log.info("开始监视 %s（%s）", self.inbox, f"轮询 {self.poll} 秒" if self.poll else "inotify")
         try:
@@ -308,6 +313,7 @@ class Watcher:
                     if self.verify_every is not None and time.monotonic() >= self.next_verify:
                         self.verify()
                         self.next_verify = time.monotonic() + self.verify_every
+                    self.parse_ahead(key)
                     merged = self.step(key)
                     if self.live.active and not self.damaged():
                         merged += self.live.tick(key, merged > 0)
@@ -324,7 +330,7 @@ class Watcher:
                                    exc_info=bool(os.environ.get("LIXIAO_DEBUG")))
                     self.stop_event.wait(1.0)
                 self.on_beat()
-                self.stop_event.wait(0.2)
+                self.stop_event.wait(self._pause())
         finally:
             observer.stop()
             observer.join(timeout=5)
