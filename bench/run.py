@@ -28,7 +28,7 @@ import xlsxwriter
 
 from bench.bare import bare_issue
 from bench.interactive import interactive, stats, verify
-from bench.takeback import bare_command, bare_in_process, daemon_take_back, sync_command
+from bench.takeback import bare_command, bare_in_process, daemon_take_back, daemon_take_back_parsed_ahead, sync_command
 from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.core.manual.flow import load_flow_file
 from lixiao.core.manual.model import Status
@@ -120,6 +120,7 @@ def returned_file(root: Path, rows: int, work: Path) -> tuple[Path, str]:
 def p2(scratch: Path, returned: Path, size: int, repeats: int, fresh: Callable[[], None]) -> dict[str, Any]:
     """P2 both ways (bench/takeback.py), each on a fresh copy of the folder, with its bare side in the same run."""
     row = {f"P2_daemon_{size}": repeat(lambda: daemon_take_back(scratch, returned), repeats, fresh),
+           f"P2_parsed_ahead_{size}": repeat(lambda: daemon_take_back_parsed_ahead(scratch, returned), repeats, fresh),
            f"P2_bare_in_process_{size}": repeat(lambda: bare_in_process(returned), repeats),
            f"P2_command_{size}": repeat(lambda: sync_command(scratch, returned, reports=False), repeats, fresh),
            f"P2_command_with_reports_{size}": repeat(lambda: sync_command(scratch, returned, reports=True), repeats,
@@ -127,6 +128,8 @@ def p2(scratch: Path, returned: Path, size: int, repeats: int, fresh: Callable[[
            f"P2_bare_command_{size}": repeat(lambda: bare_command(returned), repeats)}
     median = {key: value["seconds"]["median"] for key, value in row.items()}
     return {**row, f"P2_daemon_ratio_{size}": median[f"P2_daemon_{size}"] / median[f"P2_bare_in_process_{size}"],
+            f"P2_parsed_ahead_ratio_{size}": (median[f"P2_parsed_ahead_{size}"]
+                                              / median[f"P2_bare_in_process_{size}"]),
             f"P2_command_ratio_{size}": median[f"P2_command_{size}"] / median[f"P2_bare_command_{size}"],
             f"P2_command_with_reports_ratio_{size}": (median[f"P2_command_with_reports_{size}"]
                                                       / median[f"P2_bare_command_{size}"])}
@@ -287,7 +290,8 @@ def main() -> int:
 
                 row.update(p2(scratch, returned, size, repeats, fresh))
                 row[f"P2_daemon_{size}"]["saved_by"] = saved_by
-                print(f"P2 {size}: daemon {row[f'P2_daemon_ratio_{size}']:.1f}x, command "
+                print(f"P2 {size}: daemon {row[f'P2_daemon_ratio_{size}']:.1f}x "
+                      f"(parsed ahead {row[f'P2_parsed_ahead_ratio_{size}']:.1f}x), command "
                       f"{row[f'P2_command_ratio_{size}']:.1f}x ({saved_by})", flush=True)
             # P4 on the state P2 left (a merged return) — copy it so the cohort stays clean for P3/P5.
             p4 = work / f"p4-{students}"
@@ -345,6 +349,9 @@ def print_table(results: dict[str, Any]) -> None:
                 elif key.startswith("P2_daemon_"):
                     size = key.rsplit("_", 1)[1]
                     ratio = f"{row[f'P2_daemon_ratio_{size}']:.1f}× bare calamine in process ({value['saved_by']})"
+                elif key.startswith("P2_parsed_ahead_"):
+                    size = key.rsplit("_", 1)[1]
+                    ratio = f"{row[f'P2_parsed_ahead_ratio_{size}']:.1f}× bare calamine in process (parsed ahead)"
                 elif key.startswith("P2_command_"):
                     size = key.rsplit("_", 1)[1]
                     kind = key[len("P2_"):-len(size) - 1]

@@ -229,3 +229,25 @@ def sql(cli: Cli, script: str) -> None:
         conn.executescript(script)
     finally:
         conn.close()
+
+
+RECEIPTS_FROM_MEMORY: list[str] = []  # content hashes whose receipt was built from the take and checked
+
+
+@pytest.fixture(autouse=True)
+def receipts_from_memory_match_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every receipt a take writes in this process is built from what the take wrote in memory (or, when an earlier
+    take of the same bytes left events, from the store); here each one is also built from the store (as after a
+    crash) and the two must be equal — in every test that takes a return."""
+    from lixiao.sync.takeback import pipeline, receipts
+
+    real = pipeline.write_receipt
+
+    def compared(folder: Any, row: Any, taken: Any = None) -> str:
+        assert taken is not None, "a take's receipt must be built from what the take wrote"
+        assert receipts.receipt_content(folder, row, taken) == receipts.receipt_content(folder, row)
+        if receipts._events(folder, row.hash, taken) is not None:  # not after an earlier take's events (a repair)
+            RECEIPTS_FROM_MEMORY.append(row.hash)
+        return real(folder, row, taken)
+
+    monkeypatch.setattr(pipeline, "write_receipt", compared)

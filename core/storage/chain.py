@@ -23,10 +23,8 @@ GENESIS = "0" * 64
 EXAMPLES = 3
 REPAIR_LISTED = 1000
 ANCHOR = "audit.head"  # beside store.db: the chain head after the last commit ("seq hash")
-_AUDIT_FIELDS = (
-    "at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash",
-    "operator", "detail",
-)
+_AUDIT_FIELDS = ("at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash", "operator",
+                 "detail")
 
 
 def now() -> str:
@@ -79,11 +77,13 @@ class AuditEvent:
 AUDIT_COLUMNS = ", ".join(("seq", *_AUDIT_FIELDS, "prev_hash", "hash"))  # AuditEvent's fields, in order
 
 
+# json.dumps(..., ensure_ascii=False) builds a new encoder per call; this one gives the same text.
+_DUMPS = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def audit_hash(prev_hash: str, fields: tuple[str, ...]) -> str:
     """The hash that chains one audit event (its fields in chain order, Event.fields) to the previous one."""
-    body = json.dumps([prev_hash, *fields], ensure_ascii=False)
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
+    return hashlib.sha256(_DUMPS([prev_hash, *fields]).encode("utf-8")).hexdigest()
 
 
 # A statuses row as the chain replays it: (status, remark, version, updated_at, source, operator).
@@ -163,8 +163,6 @@ class Differences:
 
 
 _STATUS_FIELDS = ("状态", "备注", "版本", "时间", "来源", "操作人")
-
-
 _EVIDENCE = re.compile(r"^(.*)（证明：(.*)）$", re.S)
 
 
@@ -187,6 +185,7 @@ class AuditChain:
 
     db: sqlite_utils.Database
     path: Path
+    recording: list[list[str]] | None = None  # when a list: every appended row (fields, prev_hash, hash) too
 
     def transaction(self) -> AbstractContextManager[object]:
         """A write transaction (provided by Store)."""
@@ -266,6 +265,8 @@ class AuditChain:
             f"VALUES ({', '.join('?' * (len(_AUDIT_FIELDS) + 2))})",
             rows,
         )
+        if self.recording is not None:
+            self.recording.extend(rows)
         return len(rows)
 
     def audit_problems(self) -> list[str]:
@@ -280,8 +281,7 @@ class AuditChain:
         statuses, waivers, ledger, returns = result.statuses, result.waivers, result.ledger, result.returns
         prev = GENESIS
         chain = result.chain
-        # One encoder for the whole stream: json.dumps(..., ensure_ascii=False) builds a new one per call.
-        dumps, sha256 = json.JSONEncoder(ensure_ascii=False).encode, hashlib.sha256
+        dumps, sha256 = _DUMPS, hashlib.sha256
         cursor = self.db.execute(f"SELECT seq, {', '.join(_AUDIT_FIELDS)}, prev_hash, hash FROM audit ORDER BY seq")
         done = 0
         for seq, at, kind, no, step, old, new, decision, source, source_hash, operator, detail, prev_hash, digest \

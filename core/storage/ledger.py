@@ -261,6 +261,10 @@ class Ledger(AuditChain):
         """Every audit event of one returned file (its content hash), oldest first: what its receipt says."""
         return self.events_where("source_hash", source_hash)
 
+    def audit_count_of(self, source_hash: str) -> int:
+        """How many audit events one returned file (its content hash) has."""
+        return int(self.db.execute("SELECT count(*) FROM audit WHERE source_hash = ?", [source_hash]).fetchone()[0])
+
     def ledger_rows(self) -> list[LedgerRow]:
         """Every ledger row, oldest first."""
         return [_ledger_row(r) for r in self.db.execute(

@@ -27,16 +27,20 @@ def student_row(student: Student) -> dict[str, object]:
 
 
 def student_from_row(row: tuple[str | int, ...]) -> Student:
-    """A Student from a row of STUDENT_COLUMNS (the inverse of student_row)."""
-    text = [str(v) for v in row[:9]]
-    flags = dict(zip(FLAG_COLUMNS.values(), (bool(v) for v in row[9:-2]), strict=True))
+    """A Student from a row of STUDENT_COLUMNS (the inverse of student_row); positional, as a take-back loads
+    every student of a workbook (_FLAGS_IN_ORDER pins the flags' order to Student's fields)."""
     withheld = WITHHELD_OF_CODE.get(int(row[-2]))
     if withheld is None:
-        raise ValueError(f"学生 {text[0]} 的暂缓发证记录无法识别（{row[-2]}）")
-    return Student(text[0], text[1], text[2], text[3], text[4], text[5], text[6], text[7], text[8],
-                   previous=flags["previous"], national_loan=flags["national_loan"], local_loan=flags["local_loan"],
-                   switch=flags["switch"], withheld_degree=withheld[0], withheld_diploma=withheld[1],
-                   lenders=tuple(code for code in str(row[-1]).split(",") if code))
+        raise ValueError(f"学生 {row[0]} 的暂缓发证记录无法识别（{row[-2]}）")
+    no, name, gender, id_card, college, major, class_name, dorm, level, previous, national, local, switch = row[:13]
+    return Student(str(no), str(name), str(gender), str(id_card), str(college), str(major), str(class_name),
+                   str(dorm), str(level), bool(previous), bool(national), bool(local), bool(switch), withheld[0],
+                   withheld[1], tuple(code for code in str(row[-1]).split(",") if code))
+
+
+_FLAGS_IN_ORDER = ("previous", "national_loan", "local_loan", "switch")
+if tuple(FLAG_COLUMNS.values()) != _FLAGS_IN_ORDER or len(STUDENT_COLUMNS) != 15:
+    raise ImportError("student_from_row reads the flags positionally: update it with FLAG_COLUMNS")
 
 # The mark of each stored status in status_lines (migration 3), one character per step.
 LINE_MARKS = STATUS_CODES  # the board's alphabet (p 已通过, f 未通过, o 可办可不办, n 未办理, - 不适用)

@@ -36,6 +36,7 @@ from lixiao.core.clearance.merge import (
     plan_merge,
 )
 from lixiao.core.manual.identity import mask_ids_in_text
+from lixiao.core.manual.model import Student
 from lixiao.core.storage.chain import Event
 from lixiao.core.storage.faults import fault_point
 from lixiao.core.storage.files import write_atomically
@@ -43,7 +44,6 @@ from lixiao.core.storage.ledger import Channel, LedgerRow, LedgerState, Origin, 
 from lixiao.core.storage.memory import no_cycle_collection
 from lixiao.core.storage.signing import row_key as signing_row_key
 from lixiao.core.storage.signing import row_secret
-from lixiao.core.storage.store import WorkbookRow
 from lixiao.sync.datafolder import DataFolder
 from lixiao.sync.messages import os_error_text
 from lixiao.workbooks.sniff import sniff
@@ -69,17 +69,10 @@ from .outcomes import (
     refuse_large,
     seen_before,
 )
-from .receipts import pending_lines, write_receipt
+from .receipts import Taken, pending_lines, write_receipt
+from .senders import UNKNOWN_SENDER_FLAG, misdirected, sender_doubt
 
 NO_OPERATOR = "（未填写经办人）"
-WRONG_SENDER_HOLD = ("发件人 {sender} 在离校点通讯录中是{offices}的邮箱，交回的却是“{workbook}”的工作簿："
-                     "整个文件尚未生效，等待协调人核对（lixiao review）后确认")
-UNVERIFIED_SENDER_HOLD = ("学校邮件服务器没有证明这封邮件确实由 {sender} 发出（{verdict}；lixiao.toml [mail] "
-                          "require_authentication）：整个文件尚未生效，等待协调人核对后确认")
-UNKNOWN_SENDER_FLAG = ("交回人 {sender} 不在离校点通讯录中（lixiao.toml [mail] unknown_sender = \"flag\"）：已合并；"
-                       "请核对发件人，确认无误后 lixiao review resolve 编号 dismiss")
-UNKNOWN_SENDER_HOLD = ("交回人 {sender} 不在离校点通讯录中（lixiao.toml [mail] unknown_sender = \"hold\"）："
-                       "整个文件尚未生效，等待协调人核对发件人后确认")
 
 
 def process_file(folder: DataFolder, path: Path, key: bytes, dry_run: bool = False, min_age: float = 1.0, *,
@@ -126,7 +119,17 @@ def process_bytes(folder: DataFolder, name: str, data: bytes, origin: Origin, ke
 
 def take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings, dry_run: bool,
          confirm: bool) -> FileOutcome:
-    """Steps 2–5 for bytes already read: ledger, sniff, staging, checks, merge, disposal."""
+    """Steps 2–5 for bytes already read: ledger, sniff, staging, checks, merge, disposal. What the take appends to
+    the audit chain is also kept in memory, for its receipt."""
+    folder.store.recording = []
+    try:
+        return _take(folder, item, key, settings, dry_run, confirm)
+    finally:
+        folder.store.recording = None
+
+
+def _take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings, dry_run: bool,
+          confirm: bool) -> FileOutcome:
     digest_hex = item.hash
     store = folder.store
     arriving = arrival(folder, item, settings, dry_run)  # judged by its bytes, never by its (copied) mtime
@@ -151,9 +154,9 @@ def take(folder: DataFolder, item: Incoming, key: bytes, settings: SyncSettings,
     if isinstance(ready, tuple):
         outcome, code, message = ready
         return _refuse(folder, item, outcome, code, message, dry_run)
-    misdirected = _misdirected(folder, item.origin, ready.workbook)
-    if misdirected:
-        return _refuse(folder, item, Outcome.REJECTED, *misdirected, dry_run)
+    misplaced = misdirected(folder, item.origin, ready.workbook)
+    if misplaced:
+        return _refuse(folder, item, Outcome.REJECTED, *misplaced, dry_run)
     return _merge(folder, ready, key, settings, dry_run, confirm)
 
 
@@ -165,29 +168,6 @@ def _decided_for(folder: DataFolder, previous: LedgerRow, origin: Origin) -> boo
         return False
     return previous.outcome is not LedgerState.MISDIRECTED or origin.place in folder.store.misdirected_at(
         previous.hash)
-
-
-def _misdirected(folder: DataFolder, origin: Origin, workbook: WorkbookRow) -> tuple[str, str] | None:
-    """The code and message of a refusal for where the file came from (``ORIGIN_REFUSALS``; None when it came
-    from a place entitled to return it). Recorded per place: the same bytes from the right place are taken."""
-    misplaced = _wrong_office(folder, origin, workbook)
-    return ("wrong_office", misplaced) if misplaced else None
-
-
-def _office_title(folder: DataFolder, office: str) -> str:
-    code, _, college = office.partition("|")
-    codes = {cp.code: cp for cp in folder.flow.checkpoints}
-    return codes[code].title_for(college) if code in codes else office
-
-
-def _wrong_office(folder: DataFolder, origin: Origin, workbook: WorkbookRow) -> str:
-    """A workbook put into another office's shared 交回/ folder is refused: a folder is the office's own door,
-    so a file there speaks for that office only ('' when it is in its own office's folder, or came otherwise)."""
-    if origin.channel is not Channel.SHARE or not origin.office or not workbook.office \
-            or origin.office == workbook.office:
-        return ""
-    return (f"这是“{_office_title(folder, workbook.office)}”的工作簿，却放在了“{_office_title(folder, origin.office)}”"
-            f"的交回文件夹里：没有处理；请把它放进“{_office_title(folder, workbook.office)}”自己的交回文件夹")
 
 
 def _refuse(folder: DataFolder, item: Incoming, outcome: Outcome, code: str, message: str,
@@ -232,17 +212,23 @@ class _Refused(Exception):  # noqa: N818 - a control-flow signal inside the merg
         self.message = message
 
 
-def _plan(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSettings) -> MergePlan:
+def _students(folder: DataFolder, ret: CheckedReturn) -> dict[str, Student]:
+    """The students this workbook was issued for or returned (a late-season store holds 500,000 statuses)."""
+    baseline = ret.baseline
+    among = {*baseline.cells, *(pair.partition("|")[0] for pair in baseline.waivers), *ret.returned.rows}
+    return {s.student_no: s for s in folder.store.students(among)}
+
+
+def _plan(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSettings,
+          students: dict[str, Student]) -> MergePlan:
     """The merge plan of one return, decided on what the store holds now (call inside the write transaction)."""
     store = folder.store
     payload = ret.returned.token.payload or {}
     row_key: Callable[[str], str] | None = None
     if payload.get("row_keys"):
         row_key = partial(signing_row_key, row_secret(key, ret.workbook.id))
-    baseline, returned = ret.baseline, ret.returned
-    # only the students this workbook was issued for or returned: a late-season store holds 500,000 statuses
-    among = {*baseline.cells, *(pair.partition("|")[0] for pair in baseline.waivers), *returned.rows}
-    students = {s.student_no: s for s in store.students(among)}
+    returned = ret.returned
+    among = students.keys()
     waived: dict[str, set[str]] = {}
     for w in store.active_waivers():
         waived.setdefault(w.student_no, set()).add(w.step)
@@ -287,25 +273,7 @@ def _hold(folder: DataFolder, plan: MergePlan, ret: CheckedReturn, settings: Syn
     """Why this return waits for the coordinator ("" when it does not, or when the coordinator confirms it)."""
     if confirm:
         return ""
-    return _sender_doubt(folder, ret, settings) or hold_reason(plan, settings.max_revocations)
-
-
-def _sender_doubt(folder: DataFolder, ret: CheckedReturn, settings: SyncSettings) -> str:
-    """Why a mailed return cannot be taken on its sender's word ("" when it can): the server did not pass the
-    sender where that is required, the sender is not in the directory ([mail] unknown_sender = "hold"), or the
-    sender's address belongs to other offices than the workbook's. A From: line is whatever the sender typed."""
-    origin = ret.item.origin
-    if origin.channel is not Channel.MAIL:
-        return ""
-    if settings.require_authentication and not origin.authentication.startswith("通过"):
-        return UNVERIFIED_SENDER_HOLD.format(sender=origin.sender, verdict=origin.authentication or "没有验证结果")
-    if not origin.sender_known:
-        return UNKNOWN_SENDER_HOLD.format(sender=origin.sender) if settings.hold_unknown_senders else ""
-    if ret.workbook.office and ret.workbook.office not in origin.offices:
-        return WRONG_SENDER_HOLD.format(
-            sender=origin.sender, offices="、".join(f"“{_office_title(folder, o)}”" for o in origin.offices),
-            workbook=_office_title(folder, ret.workbook.office))
-    return ""
+    return sender_doubt(folder, ret, settings) or hold_reason(plan, settings.max_revocations)
 
 
 def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSettings, dry_run: bool,
@@ -316,10 +284,11 @@ def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSet
     operator = ret.returned.operator or NO_OPERATOR
     try:
         if dry_run:
-            plan = _plan(folder, ret, key, settings)
+            plan = _plan(folder, ret, key, settings, _students(folder, ret))
             return _result(ret, plan, _hold(folder, plan, ret, settings, confirm))
         with store.transaction():
-            plan = _plan(folder, ret, key, settings)
+            students = _students(folder, ret)
+            plan = _plan(folder, ret, key, settings, students)
             held = _hold(folder, plan, ret, settings, confirm)
             result = _result(ret, plan, held)
             stamp = datetime.now()
@@ -354,8 +323,12 @@ def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSet
     fault_point("receipt")
     _dispose(folder, ret.item, held)
     row = store.ledger(ret.hash)
-    if row is not None:
-        result.receipt = write_receipt(folder, row)
+    if row is not None:  # from what this take wrote, as the store would give it (rebuilt from the store after a crash)
+        kept = not held
+        result.receipt = write_receipt(folder, row, Taken(
+            store.recording or [], [(r.student_no, r.step, r.value, r.reason) for r in plan.refusals] if kept else [],
+            [(c.student_no, c.step, c.issued, c.returned, c.current) for c in plan.conflicts] if kept else [],
+            {no: s.name for no, s in students.items()}))
     return result
 
 

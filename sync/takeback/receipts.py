@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lixiao.core.clearance.merge import Change, ChangeKind, MergePlan
 from lixiao.core.manual.identity import each_text, mask_ids_in_text
 from lixiao.core.manual.model import Status
+from lixiao.core.storage.chain import AuditEvent
 from lixiao.core.storage.files import write_atomically
 from lixiao.core.storage.ledger import LedgerRow, LedgerState
 from lixiao.sync.datafolder import DataFolder
@@ -29,16 +32,61 @@ def pending_lines(folder: DataFolder, plan: MergePlan) -> list[str]:
     return [mask_ids_in_text(line) for line in lines[:500]]
 
 
-def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
-    """Write the receipt (回执) of a merged or held return from what the store holds about it — its ledger row,
-    its audit events, refused ticks and conflicts — so that a receipt lost in a crash is rebuilt the same way."""
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What one take wrote, kept in memory: the audit rows it appended (fields, prev_hash, hash, in order), the
+    refused ticks and conflicts it kept, and the 姓名 of its students. A receipt built from these is the one the
+    store gives (tests/test_receipt_memory.py pins the two); after a crash the receipt is rebuilt from the store."""
+
+    rows: list[list[str]]
+    refused: list[tuple[str, str, str, str]]
+    conflicts: list[tuple[str, str, str, str, str]]
+    names: Mapping[str, str]
+
+
+def write_receipt(folder: DataFolder, row: LedgerRow, taken: Taken | None = None) -> str:
+    """Write the receipt (回执) of a merged or held return — from what this take wrote (``taken``) or from what
+    the store holds about it (its ledger row, audit events, refused ticks and conflicts), so that a receipt lost in
+    a crash is rebuilt the same way."""
+    summary, sections = receipt_content(folder, row, taken)
+    relative = row.details.receipt or f"receipts/{row.hash[:12]}-回执.xlsx"
+    write_atomically(folder.root / relative, build_receipt(summary, sections))
+    return relative
+
+
+def _events(folder: DataFolder, digest_hex: str, taken: Taken | None) -> list[AuditEvent] | None:
+    """The return's audit events from what the take appended; None when they are not all of them (an earlier take
+    of the same bytes left some: a return merged again by verify --repair) or the chain's head is not the last."""
+    if taken is None:
+        return None
+    events = [AuditEvent(0, *r) for r in taken.rows if r[8] == digest_hex]  # r[8]: source_hash (Event.fields)
+    seq, head = folder.store.head()
+    if not events or events[-1].hash != head or folder.store.audit_count_of(digest_hex) != len(events):
+        return None
+    events[-1] = replace(events[-1], seq=seq)  # the receipt names only the last event's place in the chain
+    return events
+
+
+def receipt_content(folder: DataFolder, row: LedgerRow,
+                    taken: Taken | None = None) -> tuple[list[tuple[str, str]], dict[str, list[list[str]]]]:
+    """The receipt's summary lines and listings (build_receipt's arguments)."""
     detail = row.details
     digest_hex = row.hash
     store = folder.store
     names = {s.code: s.name for s in folder.flow.all_steps()}
-    events = store.audit_events(digest_hex)
-    refused, conflicts = store.refused_of(digest_hex), store.conflicts_of(digest_hex)
-    who = store.student_names({e.student_no for e in events} | {r[0] for r in refused} | {c[0] for c in conflicts})
+    events = _events(folder, digest_hex, taken)
+    if events is None or taken is None:
+        taken = None
+        events = store.audit_events(digest_hex)
+        refused, conflicts = store.refused_of(digest_hex), store.conflicts_of(digest_hex)
+    else:
+        refused, conflicts = taken.refused, taken.conflicts
+    numbers = {e.student_no for e in events} | {r[0] for r in refused} | {c[0] for c in conflicts}
+    if taken is None:
+        who = store.student_names(numbers)
+    else:
+        who = {no: taken.names[no] for no in numbers if no in taken.names}
+        who.update(store.student_names(numbers - who.keys()) if numbers - who.keys() else {})
 
     def label(value: str) -> str:
         return (Status(value) if value else Status.PENDING).marked
@@ -77,9 +125,7 @@ def write_receipt(folder: DataFolder, row: LedgerRow) -> str:
     del applied
     for key, lines in sections.items():  # masked in place: one copy of the listings at a time
         sections[key] = _masked(lines)
-    relative = detail.receipt or f"receipts/{digest_hex[:12]}-回执.xlsx"
-    write_atomically(folder.root / relative, build_receipt(summary, sections))
-    return relative
+    return summary, sections
 
 
 def _masked(lines: list[list[str]]) -> list[list[str]]:
