@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lixiao.core.manual.model import Status
+from lixiao.core.storage.chain import chain_text
 from lixiao.core.storage.schema import LINE_MARKS, SCHEMA_VERSION
 from lixiao.core.storage.store import Store, StoreError
 
@@ -240,3 +244,16 @@ def test_the_ledger_refuses_a_transition_outside_its_state_machine(store: Store)
             store.set_ledger("a" * 64, "f.xlsx", state, None if state in (S.RECEIVED, S.STAGED) else state)
     row = store.ledger("a" * 64)
     assert row is not None and row.outcome is S.MERGED
+
+
+@given(st.lists(st.text(), min_size=1, max_size=14))
+def test_the_chain_text_is_json_dumps(items: list[str]) -> None:
+    """The text an audit hash is taken over is json.dumps(..., ensure_ascii=False) of the fields, whatever they hold
+    (quotes, backslashes, control characters, any Unicode): old chains keep verifying."""
+    assert chain_text(items) == json.dumps(items, ensure_ascii=False)
+    assert chain_text(tuple(items)) == json.dumps(items, ensure_ascii=False)
+
+
+def test_the_chain_text_of_a_field_that_is_not_text_is_json_dumps() -> None:
+    """A field a hand-edited store made a number or NULL is encoded as json.dumps does, not refused."""
+    assert chain_text(["a", 1, None]) == json.dumps(["a", 1, None], ensure_ascii=False)  # type: ignore[list-item]

@@ -10,18 +10,18 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .differences import Differences, StatusFields
 from .files import write_small
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 GENESIS = "0" * 64
-# How many examples a problem line names, and how many restored rows a repair event lists.
-EXAMPLES = 3
-REPAIR_LISTED = 1000
+REPAIR_LISTED = 1000  # how many restored rows a repair event lists
 ANCHOR = "audit.head"  # beside store.db: the chain head after the last commit ("seq hash")
 _AUDIT_FIELDS = ("at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash", "operator",
                  "detail")
@@ -77,17 +77,21 @@ class AuditEvent:
 AUDIT_COLUMNS = ", ".join(("seq", *_AUDIT_FIELDS, "prev_hash", "hash"))  # AuditEvent's fields, in order
 
 
-# json.dumps(..., ensure_ascii=False) builds a new encoder per call; this one gives the same text.
-_DUMPS = json.JSONEncoder(ensure_ascii=False).encode
+_DUMPS = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), one encoder
+
+
+def chain_text(items: tuple[str, ...] | list[str]) -> str:
+    """json.dumps(list(items), ensure_ascii=False): for text items (all of them, unless a store was edited) each
+    item's JSON string joined directly, the same text at half the cost."""
+    try:
+        return "[" + ", ".join(map(encode_basestring, items)) + "]"
+    except TypeError:
+        return _DUMPS(list(items))
 
 
 def audit_hash(prev_hash: str, fields: tuple[str, ...]) -> str:
     """The hash that chains one audit event (its fields in chain order, Event.fields) to the previous one."""
-    return hashlib.sha256(_DUMPS([prev_hash, *fields]).encode("utf-8")).hexdigest()
-
-
-# A statuses row as the chain replays it: (status, remark, version, updated_at, source, operator).
-StatusFields = tuple[str, str, int, str, str, str]
+    return hashlib.sha256(chain_text((prev_hash, *fields)).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -106,71 +110,7 @@ class Replay:
     returns: set[tuple[str, str]] = field(default_factory=set)
 
 
-@dataclass
-class Differences:
-    """Rows of the statuses, waivers and returns tables that disagree with the replayed chain."""
-
-    status_changed: list[tuple[tuple[str, str], StatusFields, StatusFields]] = field(default_factory=list)
-    status_missing: list[tuple[str, str]] = field(default_factory=list)
-    status_extra: list[tuple[str, str]] = field(default_factory=list)
-    waiver_missing: list[tuple[str, str]] = field(default_factory=list)
-    waiver_extra: list[tuple[str, str]] = field(default_factory=list)
-    ledger_missing: list[tuple[str, str]] = field(default_factory=list)
-    ledger_changed: list[tuple[str, str]] = field(default_factory=list)
-    ledger_extra: list[tuple[str, str]] = field(default_factory=list)
-
-    def any(self) -> bool:
-        """Whether anything disagrees."""
-        return any(getattr(self, name) for name in self.__dataclass_fields__)
-
-    def lines(self) -> list[str]:
-        """One Chinese problem line per kind of disagreement, naming the first few."""
-        fix = "；运行 lixiao verify --repair 可按审计记录恢复"
-
-        def cells(keys: list[tuple[str, str]]) -> str:
-            return "、".join(f"{no} {step}" for no, step in keys[:EXAMPLES])
-
-        def files(rows: list[tuple[str, str]]) -> str:
-            return "、".join(f"“{name}”（{str(digest)[:12]}）" for digest, name in rows[:EXAMPLES])
-
-        lines = []
-        if self.status_changed:
-            examples = "、".join(f"{no} {step}：{_status_difference(row, want)}"
-                                 for (no, step), row, want in self.status_changed[:EXAMPLES])
-            lines.append(f"状态表中 {len(self.status_changed)} 处与审计记录不符（状态被改动），如 {examples}{fix}")
-        if self.status_missing:
-            lines.append(f"状态表缺少 {len(self.status_missing)} 行审计记录中的状态（状态行被删除），"
-                         f"如 {cells(self.status_missing)}{fix}")
-        if self.status_extra:
-            lines.append(f"状态表中 {len(self.status_extra)} 行没有审计记录（状态行被伪造），"
-                         f"如 {cells(self.status_extra)}{fix}")
-        if self.waiver_missing:
-            lines.append(f"解除限制表缺少 {len(self.waiver_missing)} 条审计记录中仍有效的解除限制（记录被删除或撤销），"
-                         f"如 {cells(self.waiver_missing)}{fix}")
-        if self.waiver_extra:
-            lines.append(f"解除限制表中 {len(self.waiver_extra)} 条有效记录与审计记录不符（记录被伪造或改动），"
-                         f"如 {cells(self.waiver_extra)}{fix}")
-        if self.ledger_missing:
-            lines.append(f"台账缺少 {len(self.ledger_missing)} 个审计记录中处理过的文件（台账行被删除），"
-                         f"如 {files(self.ledger_missing)}{fix}")
-        if self.ledger_changed:
-            lines.append(f"台账中 {len(self.ledger_changed)} 个文件的状态与审计记录不符（台账被改动），"
-                         f"如 {files(self.ledger_changed)}{fix}")
-        if self.ledger_extra:
-            lines.append(f"台账中 {len(self.ledger_extra)} 个文件没有审计记录（台账行被伪造），"
-                         f"如 {files(self.ledger_extra)}{fix}")
-        return lines
-
-
-_STATUS_FIELDS = ("状态", "备注", "版本", "时间", "来源", "操作人")
 _EVIDENCE = re.compile(r"^(.*)（证明：(.*)）$", re.S)
-
-
-def _status_difference(row: StatusFields, want: StatusFields) -> str:
-    """Which fields of a status row differ from the replayed chain: 表中 … 审计记录为 …."""
-    parts = [f"{name}表中为“{a}”，审计记录为“{b}”" for name, a, b in zip(_STATUS_FIELDS, row, want, strict=False)
-             if a != b]
-    return "；".join(parts[:3])
 
 
 def _split_evidence(detail: str) -> tuple[str, str]:
@@ -281,7 +221,7 @@ class AuditChain:
         statuses, waivers, ledger, returns = result.statuses, result.waivers, result.ledger, result.returns
         prev = GENESIS
         chain = result.chain
-        dumps, sha256 = _DUMPS, hashlib.sha256
+        dumps, sha256 = chain_text, hashlib.sha256
         cursor = self.db.execute(f"SELECT seq, {', '.join(_AUDIT_FIELDS)}, prev_hash, hash FROM audit ORDER BY seq")
         done = 0
         for seq, at, kind, no, step, old, new, decision, source, source_hash, operator, detail, prev_hash, digest \
@@ -289,7 +229,7 @@ class AuditChain:
             done += 1
             if prev_hash != prev:
                 chain.append(f"审计记录 {seq} 的前一哈希不连续（记录被删除或插入）")
-            body = dumps([prev_hash, at, kind, no, step, old, new, decision, source, source_hash, operator, detail])
+            body = dumps((prev_hash, at, kind, no, step, old, new, decision, source, source_hash, operator, detail))
             if sha256(body.encode("utf-8")).hexdigest() != digest:
                 chain.append(f"审计记录 {seq} 的内容与哈希不符（记录被改动）")
             prev = digest

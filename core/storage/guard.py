@@ -142,8 +142,9 @@ class WriteGuard(TrustedTables):
         """Status lines that disagree with the statuses (empty when they agree)."""
         problems = []
         stored: dict[str, dict[str, str]] = {}
+        marks = {s.value: m for s, m in LINE_MARKS.items()}
         for no, step, status in self.db.execute("SELECT student_no, step, status FROM statuses"):
-            stored.setdefault(no, {})[step] = LINE_MARKS[Status(status)]
+            stored.setdefault(no, {})[step] = marks.get(status) or LINE_MARKS[Status(status)]
         lines = {no: dict(zip(steps.split(":"), marks, strict=True))
                  for no, steps, marks in self.db.execute("SELECT student_no, steps, marks FROM status_lines")}
         wrong = sorted(no for no in stored.keys() | lines.keys() if stored.get(no) != lines.get(no))

@@ -288,12 +288,15 @@ class Store(Ledger, ReviewRecords, WaiverRecords, LoanRecords, OfficeDirectory, 
     def first_statuses(self, steps: Iterable[str], student_no: str | None = None) -> dict[str, dict[str, Status]]:
         """学号 → step → the status each cell of ``steps`` first received (its first status event): the 初始 beside
         the special desk's 步骤当前状态; a cell never written is absent (未办理)."""
+        steps = sorted(set(steps))
+        if not steps:
+            return {}  # no step asked about: no scan of the audit table (≈ 0.1 s at 30,000 students)
         known = ", ".join(f"'{s.value}'" for s in Status)
         sql = (f"SELECT student_no, step, new, min(seq) FROM audit WHERE kind = 'status' AND new IN ({known}) "
                "AND step IN (SELECT value FROM json_each(?))" + (" AND student_no = ?" if student_no else "")
                + " GROUP BY student_no, step")
         found: dict[str, dict[str, Status]] = {}
-        for no, step, new, _ in self.db.execute(sql, [json.dumps(sorted(set(steps))), *filter(None, [student_no])]):
+        for no, step, new, _ in self.db.execute(sql, [json.dumps(steps), *filter(None, [student_no])]):
             found.setdefault(no, {})[step] = Status(new)
         return found
 

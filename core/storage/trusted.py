@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from lixiao.core.manual.identity import mask_id_card
 from lixiao.core.manual.model import Student
 
-from .chain import EXAMPLES, AuditChain
+from .chain import AuditChain
+from .differences import EXAMPLES
 
 ID_KEY = "id_card"  # a student event's detail: {"id_card": the whole 身份证号} (events since issue 24)
 _FIELDS = {f.name for f in fields(Student)}
@@ -125,7 +126,7 @@ class TrustedTables(AuditChain):
             want = replay.students.get(no)
             if want is None:
                 found.student_extra.append(no)
-            elif not _student_agrees(asdict(student), want, no in replay.whole_id):
+            elif not _student_agrees({f: getattr(student, f) for f in _FIELDS}, want, no in replay.whole_id):
                 found.student_changed.append(no)
         found.student_missing = [no for no in replay.students if no not in seen]
         # WorkbookRow's columns, in order (registry.py): the digest covers all of them
