@@ -4,16 +4,16 @@ that rebuilds statuses, waivers and ledger from the chain (what `lixiao verify` 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import chainhash
+from .chainhash import audit_hash, chain_text
 from .differences import Differences, StatusFields
 from .files import write_small
 
@@ -77,23 +77,6 @@ class AuditEvent:
 AUDIT_COLUMNS = ", ".join(("seq", *_AUDIT_FIELDS, "prev_hash", "hash"))  # AuditEvent's fields, in order
 
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), one encoder
-
-
-def chain_text(items: tuple[str, ...] | list[str]) -> str:
-    """json.dumps(list(items), ensure_ascii=False): for text items (all of them, unless a store was edited) each
-    item's JSON string joined directly, the same text at half the cost."""
-    try:
-        return "[" + ", ".join(map(encode_basestring, items)) + "]"
-    except TypeError:
-        return _DUMPS(list(items))
-
-
-def audit_hash(prev_hash: str, fields: tuple[str, ...]) -> str:
-    """The hash that chains one audit event (its fields in chain order, Event.fields) to the previous one."""
-    return hashlib.sha256(chain_text((prev_hash, *fields)).encode("utf-8")).hexdigest()
-
-
 @dataclass
 class Replay:
     """The state the audit chain describes, rebuilt by streaming it once."""
@@ -110,6 +93,7 @@ class Replay:
     returns: set[tuple[str, str]] = field(default_factory=set)
 
 
+_TAMPERED = "审计记录 {seq} 的内容与哈希不符（记录被改动）"
 _EVIDENCE = re.compile(r"^(.*)（证明：(.*)）$", re.S)
 
 
@@ -215,23 +199,32 @@ class AuditChain:
 
     def replay(self, progress: Callable[[int, int], None] | None = None) -> Replay:
         """Stream the audit chain once: check every link and rebuild the statuses, the waivers in force and the
-        ledger it describes. ``progress(done, total)`` is called every 50,000 events."""
+        ledger it describes. ``progress(done, total)`` is called every 50,000 events. A long chain's hashes are
+        checked beside the replay by a helper process (chainhash), or here when the helper gives no answer."""
         result = Replay()
-        total = int(self.db.execute("SELECT count(*) FROM audit").fetchone()[0])
+        total, upto = self.db.execute("SELECT count(*), coalesce(max(seq), 0) FROM audit").fetchone()
+        # the helper hashes the events up to ``beside``, the replay (which has the state to rebuild too) the rest
+        beside = int(upto * chainhash.BESIDE_SHARE) if total >= chainhash.BESIDE_FROM else 0
+        helper = chainhash.start(self.path, beside) if beside else None
+        beside = beside if helper is not None else 0
+        hashed_beside = 0
         statuses, waivers, ledger, returns = result.statuses, result.waivers, result.ledger, result.returns
         prev = GENESIS
-        chain = result.chain
+        problems: list[tuple[int, int, str]] = []  # (seq, 0 link / 1 hash, line): in chain order at the end
         dumps, sha256 = chain_text, hashlib.sha256
-        cursor = self.db.execute(f"SELECT seq, {', '.join(_AUDIT_FIELDS)}, prev_hash, hash FROM audit ORDER BY seq")
+        cursor = self.db.execute(f"SELECT seq, {', '.join(_AUDIT_FIELDS)}, prev_hash, hash FROM audit "
+                                 "WHERE seq <= ? ORDER BY seq", [upto])
         done = 0
         for seq, at, kind, no, step, old, new, decision, source, source_hash, operator, detail, prev_hash, digest \
                 in cursor:
             done += 1
             if prev_hash != prev:
-                chain.append(f"审计记录 {seq} 的前一哈希不连续（记录被删除或插入）")
-            body = dumps((prev_hash, at, kind, no, step, old, new, decision, source, source_hash, operator, detail))
-            if sha256(body.encode("utf-8")).hexdigest() != digest:
-                chain.append(f"审计记录 {seq} 的内容与哈希不符（记录被改动）")
+                problems.append((seq, 0, f"审计记录 {seq} 的前一哈希不连续（记录被删除或插入）"))
+            if seq <= beside:
+                hashed_beside += 1
+            elif sha256(dumps((prev_hash, at, kind, no, step, old, new, decision, source, source_hash, operator,
+                               detail)).encode("utf-8")).hexdigest() != digest:
+                problems.append((seq, 1, _TAMPERED.format(seq=seq)))
             prev = digest
             if kind == "status":
                 key = (no, step)
@@ -251,6 +244,12 @@ class AuditChain:
                 returns.add((source_hash, decision))
             if progress is not None and done % 50_000 == 0:
                 progress(done, total)
+        if helper is not None:
+            bad = chainhash.finish(helper, hashed_beside)
+            if bad is None:  # no answer from the helper: hashed here after all
+                bad = chainhash.bad_hashes(self.path, beside)[1]
+            problems += [(seq, 1, _TAMPERED.format(seq=seq)) for seq in bad]
+        result.chain = [line for _seq, _kind, line in sorted(problems)]
         result.events = done
         if progress is not None:
             progress(done, total)
