@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -82,7 +83,9 @@ class Replay:
     """The state the audit chain describes, rebuilt by streaming it once."""
 
     events: int = 0
-    chain: list[str] = field(default_factory=list)
+    # (seq, 0 link / 1 hash, line) found so far, and the helper still hashing beside (chainhash), if any
+    problems: list[tuple[int, int, str]] = field(default_factory=list)
+    beside: Callable[[], list[int]] | None = None
     # (学号, step) → (status, remark, version, updated_at, source, operator), as the statuses table holds it
     statuses: dict[tuple[str, str], StatusFields] = field(default_factory=dict)
     # (学号, step) → (reason, evidence, operator, created_at) of the waivers in force
@@ -91,6 +94,14 @@ class Replay:
     ledger: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
     # (content hash, decision) of every "return" event: explains ledger rows written before schema 4
     returns: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def chain(self) -> list[str]:
+        """Breaks in the chain's links and hashes, in chain order (waits for the helper's answer, if any)."""
+        if self.beside is not None:
+            finish, self.beside = self.beside, None
+            self.problems += [(seq, 1, _TAMPERED.format(seq=seq)) for seq in finish()]
+        return [line for _seq, _kind, line in sorted(self.problems)]
 
 
 _TAMPERED = "审计记录 {seq} 的内容与哈希不符（记录被改动）"
@@ -210,7 +221,7 @@ class AuditChain:
         hashed_beside = 0
         statuses, waivers, ledger, returns = result.statuses, result.waivers, result.ledger, result.returns
         prev = GENESIS
-        problems: list[tuple[int, int, str]] = []  # (seq, 0 link / 1 hash, line): in chain order at the end
+        problems = result.problems
         dumps, sha256 = chain_text, hashlib.sha256
         cursor = self.db.execute(f"SELECT seq, {', '.join(_AUDIT_FIELDS)}, prev_hash, hash FROM audit "
                                  "WHERE seq <= ? ORDER BY seq", [upto])
@@ -244,12 +255,14 @@ class AuditChain:
                 returns.add((source_hash, decision))
             if progress is not None and done % 50_000 == 0:
                 progress(done, total)
-        if helper is not None:
-            bad = chainhash.finish(helper, hashed_beside)
-            if bad is None:  # no answer from the helper: hashed here after all
-                bad = chainhash.bad_hashes(self.path, beside)[1]
-            problems += [(seq, 1, _TAMPERED.format(seq=seq)) for seq in bad]
-        result.chain = [line for _seq, _kind, line in sorted(problems)]
+        if helper is not None:  # its answer is waited for when the chain's problems are first asked for
+
+            def finish(helper: subprocess.Popen[bytes] = helper, hashed: int = hashed_beside,
+                       upto: int = beside) -> list[int]:
+                bad = chainhash.finish(helper, hashed)
+                return chainhash.bad_hashes(self.path, upto)[1] if bad is None else bad  # no answer: hashed here
+
+            result.beside = finish
         result.events = done
         if progress is not None:
             progress(done, total)
@@ -260,16 +273,17 @@ class AuditChain:
         found = Differences()
         replayed = replay.statuses
         seen = 0
-        for no, step, *row in self.db.execute(
+        for row in self.db.execute(
                 "SELECT student_no, step, status, remark, version, updated_at, source, operator FROM statuses"):
-            want = replayed.get((no, step))
+            key = row[:2]
+            want = replayed.get(key)
             if want is None:
-                found.status_extra.append((no, step))
+                found.status_extra.append(key)
                 continue
             seen += 1
-            stored: StatusFields = (row[0], row[1], row[2], row[3], row[4], row[5])
+            stored: StatusFields = row[2:]
             if want != stored:
-                found.status_changed.append(((no, step), stored, want))
+                found.status_changed.append((key, stored, want))
         if seen != len(replayed):
             table = {(r[0], r[1]) for r in self.db.execute("SELECT student_no, step FROM statuses")}
             found.status_missing = [key for key in replayed if key not in table]

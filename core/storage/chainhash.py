@@ -20,7 +20,7 @@ from pathlib import Path
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), one encoder
 BESIDE_FROM = 100_000  # events: a shorter chain is hashed by the replay itself (a helper's start costs ≈ 0.1 s)
-BESIDE_SHARE = 0.8  # of the chain (by seq) the helper hashes: the replay hashes the rest while it rebuilds the state
+BESIDE_SHARE = 0.9  # of the chain (by seq) the helper hashes: the replay hashes the rest while it rebuilds the state
 _HASHED = ("prev_hash", "at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash",
            "operator", "detail")  # the hash's text: the previous hash, then Event.fields() in chain order
 
