@@ -61,7 +61,12 @@ def _formulas(xml: bytes) -> Formulas | None:
         text = formula.decode("utf-8", "replace")
         found[ref.decode()] = (html.unescape(text) if "&" in text else text,
                                cached.partition(b">")[2].decode("utf-8", "replace") if cached else None)
-    tags = len(_FORMULA_TAG.findall(xml)) if b":f" in xml else sum(xml.count(opener) for opener in _F_OPENERS)
+    if b":f" in xml:
+        tags = len(_FORMULA_TAG.findall(xml))
+    elif xml.count(b"<f") == len(found):  # every "<f" is one found (found ≤ the <f> tags ≤ the "<f"s): one pass
+        tags = len(found)
+    else:
+        tags = sum(xml.count(opener) for opener in _F_OPENERS)
     if len(found) != tags:
         return None  # an <f> the scan did not place (a cell written some other way)
     return found
