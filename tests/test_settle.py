@@ -139,8 +139,60 @@ def test_answers_kept_ahead_are_bounded(issued: Cli, server: list[bytes]) -> Non
     """However many files are parsed ahead and never taken, at most AHEAD_MAX answers are kept."""
     key = secret_key(issued.data)
     books = [ticked(issued, no) for no in ("0701020201", "0801020227", "0803010103", "0803010104", "0803010105")]
-    assert all(sandbox.parse_ahead(data, key) for data in books)
-    assert not sandbox.parse_ahead(books[-1], key)  # already started
+    for data in books:
+        assert sandbox.parse_ahead(data, key)
+        wait_for_ahead()
+    assert not sandbox.parse_ahead(books[-1], key)  # already parsed ahead
     assert len(sandbox._AHEAD) == sandbox.AHEAD_MAX
-    wait_for_ahead()
     assert sandbox.parse_untrusted(books[-1], key).ok and len(server) == len(books)  # the kept answer
+
+
+def test_a_file_rewritten_while_it_waits_is_parsed_ahead_once(issued: Cli, watched: Any,
+                                                              server: list[bytes]) -> None:
+    """A file that keeps changing (a copy that never ends, or someone rewriting it on purpose) costs one parse
+    ahead while it waits, not one per version; its take parses the bytes it reads then."""
+    _folder, watcher, key = watched
+    first, second = ticked(issued, "0803010103"), ticked(issued, "0803010104")
+    path = drop(issued, "u.xlsx", first)
+    watcher.notify(path)
+    watcher.parse_ahead(key)
+    wait_for_ahead()
+    for data in (second, first, second):
+        drop(issued, "u.xlsx", data)
+        watcher.notify(path)
+        watcher.parse_ahead(key)
+    assert server == [first]
+    make_due(watcher, path)
+    assert watcher.step(key) == 1
+    assert server == [first, second]
+    assert set(statuses(issued)) == {("0803010104", "electricity")}
+
+
+def test_one_parse_ahead_at_a_time(issued: Cli, watched: Any, server: list[bytes],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one waiting file is being parsed ahead no other is handed over: a take waits behind one parse at
+    most. The next waiting file is parsed ahead once the first has answered."""
+    _folder, watcher, key = watched
+    release = threading.Event()
+    counted = sandbox._SERVER.run
+
+    def slow(key: bytes, data: bytes, fault: str, timeout: float) -> Any:
+        release.wait(30)
+        return counted(key, data, fault, timeout)
+
+    monkeypatch.setattr(sandbox._SERVER, "run", slow)
+    a = drop(issued, "a.xlsx", ticked(issued, "0803010103"))
+    b = drop(issued, "b.xlsx", ticked(issued, "0803010104"))
+    watcher.notify(a)
+    watcher.notify(b)
+    watcher.parse_ahead(key)
+    watcher.parse_ahead(key)
+    assert len(sandbox._AHEAD) == 1 and sandbox.ahead_busy()
+    release.set()
+    wait_for_ahead()
+    deadline = time.monotonic() + 30
+    while sandbox.ahead_busy() and time.monotonic() < deadline:  # cleared by the parse thread just after it answers
+        time.sleep(0.01)
+    watcher.parse_ahead(key)
+    wait_for_ahead()
+    assert len(server) == 2 and len(sandbox._AHEAD) == 2

@@ -8,7 +8,7 @@ and kept for the life of the process) that has the reader imported once and fork
 costs a fork, not a Python start (≈ 0.25 s). A file that crashes or exhausts the parser takes only that child
 down; a server that dies is started again. Without a server (it cannot start, or ``LIXIAO_PARSER_SERVER=0``)
 each file gets a fresh Python child: the key (hex, one line) and the bytes on stdin, one JSON document on
-stdout.
+stdout. The daemon parses a waiting file ahead, one at a time (``parse_ahead``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lixiao.core.storage.faults import fault_action
+
 MEMORY_LIMIT = 1536 * 1024 * 1024
 CPU_SECONDS = 120
 WALL_SECONDS = 180
-AHEAD_MAX = 4  # parses started ahead and not yet taken, kept at most
+AHEAD_MAX = 2  # answers of parses started ahead and not yet taken, kept at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +58,6 @@ def parse_timeout() -> float:
 def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> SandboxResult:
     """Run the checks and the reader in a limited child process (forked by the parser server); the answer of a
     parse of the same bytes started ahead (``parse_ahead``) when there is one."""
-    from lixiao.core.storage.faults import fault_action
-
     if _AHEAD:
         with _AHEAD_LOCK:
             ahead = _AHEAD.pop(_ahead_token(data, key), None)
@@ -75,27 +75,35 @@ def parse_untrusted(data: bytes, key: bytes, timeout: float | None = None) -> Sa
 def parse_ahead(data: bytes, key: bytes) -> bool:
     """Start parsing ``data`` now, in a thread that hands it to the parser server, so that ``parse_untrusted`` of
     the same bytes (and key) later takes this answer instead of parsing again: the daemon parses a file while it
-    waits for the file to settle. Only where the server runs (a multi-threaded process); at most AHEAD_MAX
-    answers are kept, the oldest dropped. False when nothing was started."""
+    waits for the file to settle. Only where the server runs (a multi-threaded process), and one at a time: a take
+    waits behind at most one parse ahead. At most AHEAD_MAX answers are kept, the oldest dropped. False when
+    nothing was started (no server, one already running, or these bytes already parsed ahead)."""
     if not _SERVER.running():
         return False
     token = _ahead_token(data, key)
     with _AHEAD_LOCK:
-        if token in _AHEAD:
+        if token in _AHEAD or _AHEAD_BUSY.is_set():
             return False
+        _AHEAD_BUSY.set()
         while len(_AHEAD) >= AHEAD_MAX:
             _AHEAD.pop(next(iter(_AHEAD)))
-        answer: Future[SandboxResult] = Future()
-        _AHEAD[token] = answer
+        answer: Future[SandboxResult] = _AHEAD.setdefault(token, Future())
 
     def parse() -> None:
         try:
             answer.set_result(_parsed_now(data, key, parse_timeout()))
         except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the answer
             answer.set_exception(exc)
+        finally:
+            _AHEAD_BUSY.clear()
 
     threading.Thread(target=parse, name="lixiao-parse-ahead", daemon=True).start()
     return True
+
+
+def ahead_busy() -> bool:
+    """True while a parse started ahead is running (parse_ahead starts no other one meanwhile)."""
+    return _AHEAD_BUSY.is_set()
 
 
 def _ahead_token(data: bytes, key: bytes) -> str:
@@ -104,8 +112,6 @@ def _ahead_token(data: bytes, key: bytes) -> str:
 
 def _parsed_now(data: bytes, key: bytes, timeout: float) -> SandboxResult:
     """A parse through the server (a fresh child when there is none), as parse_untrusted does it."""
-    from lixiao.core.storage.faults import fault_action
-
     ended = _SERVER.run(key, data, fault_action("parse"), timeout)
     return _verdict(ended if ended is not None else _one_shot(key, data, timeout), timeout)
 
@@ -248,6 +254,7 @@ class _Server:
 _SERVER = _Server()
 _AHEAD: dict[str, Future[SandboxResult]] = {}  # parse_ahead's answers by _ahead_token, oldest first
 _AHEAD_LOCK = threading.Lock()
+_AHEAD_BUSY = threading.Event()  # a parse ahead is running
 
 
 def serve() -> None:
@@ -341,8 +348,6 @@ def _fault(action: str) -> None:
     if action == "abort":
         os.abort()
     if action == "hang":
-        import time
-
         time.sleep(3600)
     if action == "memory":
         hog = []
@@ -385,8 +390,6 @@ def main() -> None:
         return
     _limit()
     raw = sys.stdin.buffer.read()
-    from lixiao.core.storage.faults import fault_action
-
     _fault(fault_action("parse"))
     key_hex, _, data = raw.partition(b"\n")
     _parse(key_hex.decode(), data)

@@ -26,7 +26,7 @@ from lixiao.sync.takeback.inbox import inbox_files, read_regular, sync_settings
 from lixiao.sync.takeback.integrity import check_folder, record_findings
 from lixiao.sync.takeback.outcomes import FileOutcome
 from lixiao.sync.takeback.pipeline import process_file
-from lixiao.workbooks.sandbox import parse_ahead, start_server
+from lixiao.workbooks.sandbox import ahead_busy, parse_ahead, start_server
 
 from .batch import recover_receipts, recover_staging, refresh_reports
 from .loop import LiveLoop
@@ -181,21 +181,25 @@ class Watcher:
 
     def parse_ahead(self, key: bytes) -> None:
         """Hand a waiting file's bytes to the parser while it settles (whole, as at its last event, not yet due):
-        its take then finds the parse done. The take decides on the bytes it reads then, parsed again if changed."""
+        its take then finds the parse done. The take decides on the bytes it reads then, parsed again if changed.
+        One file at a time, each waiting file once: a file rewritten again and again costs one parse ahead."""
+        if ahead_busy():
+            return
         now = time.monotonic()
         with self._lock:
-            waiting = [(p, e) for p, e in self._pending.items()
-                       if e.due > now and e.snapshot is not None and e.ahead != e.snapshot]
+            waiting = [(p, e) for p, e in self._pending.items() if e.due > now and e.snapshot is not None
+                       and not e.parsed_ahead and e.ahead != e.snapshot]
         for path, entry in waiting:
-            entry.ahead = entry.snapshot
+            entry.ahead = entry.snapshot  # looked at: not read again until it changes
             if entry.snapshot is None or entry.snapshot[0] > self.max_bytes:
                 continue
             try:
                 data = read_regular(path)
             except OSError:
                 continue
-            if len(data) == entry.snapshot[0] and zip_complete(data):
-                parse_ahead(data, key)
+            if len(data) == entry.snapshot[0] and zip_complete(data) and parse_ahead(data, key):
+                entry.parsed_ahead = True
+                return
 
     def _say_waiting(self) -> None:
         if not self._waiting:

@@ -23,7 +23,8 @@ class Pending:
     snapshot: tuple[int, int] | None = None
     attempts: int = 0  # deferrals (still being copied)
     failures: int = 0  # processing raised
-    ahead: tuple[int, int] | None = None  # the snapshot whose bytes were handed to parse_ahead
+    ahead: tuple[int, int] | None = None  # the snapshot last looked at for parse_ahead
+    parsed_ahead: bool = False  # its bytes were handed to parse_ahead once (never again while it waits)
 
 
 def snapshot_of(path: Path) -> tuple[int, int] | None:
