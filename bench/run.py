@@ -28,7 +28,7 @@ import xlsxwriter
 
 from bench.bare import bare_issue
 from bench.interactive import interactive, stats, verify
-from bench.takeback import bare_command, bare_in_process, daemon_take_back, daemon_take_back_parsed_ahead, sync_command
+from bench.takeback import bare_command, bare_in_process, daemon_take_back, sync_command
 from lixiao.core.feeds.synthetic import make_cohort
 from lixiao.core.manual.flow import load_flow_file
 from lixiao.core.manual.model import Status
@@ -120,7 +120,8 @@ def returned_file(root: Path, rows: int, work: Path) -> tuple[Path, str]:
 def p2(scratch: Path, returned: Path, size: int, repeats: int, fresh: Callable[[], None]) -> dict[str, Any]:
     """P2 both ways (bench/takeback.py), each on a fresh copy of the folder, with its bare side in the same run."""
     row = {f"P2_daemon_{size}": repeat(lambda: daemon_take_back(scratch, returned), repeats, fresh),
-           f"P2_parsed_ahead_{size}": repeat(lambda: daemon_take_back_parsed_ahead(scratch, returned), repeats, fresh),
+           f"P2_parsed_ahead_{size}": repeat(lambda: daemon_take_back(scratch, returned, parsed_ahead=True), repeats,
+                                             fresh),
            f"P2_bare_in_process_{size}": repeat(lambda: bare_in_process(returned), repeats),
            f"P2_command_{size}": repeat(lambda: sync_command(scratch, returned, reports=False), repeats, fresh),
            f"P2_command_with_reports_{size}": repeat(lambda: sync_command(scratch, returned, reports=True), repeats,

@@ -31,8 +31,12 @@ BARE_SCRIPT = ("import io, sys, python_calamine\n"
                "print(sum(len(book.get_sheet_by_name(n).to_python()) for n in book.sheet_names))\n")
 
 
-def daemon_take_back(root: Path, path: Path) -> dict[str, Any]:
-    """The file settled in inbox/ → committed and answered, in a process set up like ``lixiao watch``."""
+def daemon_take_back(root: Path, path: Path, parsed_ahead: bool = False) -> dict[str, Any]:
+    """The file settled in inbox/ → committed and answered, in a process set up like ``lixiao watch``.
+
+    ``parsed_ahead``: as ``lixiao watch`` now runs it — the file was handed to the parser while it settled
+    (``parse_ahead``, whose answer is in before the settle time is over), so the clock starts with the parse done.
+    """
     folder = open_folder(root)
     key = secret_key(root)
     start_server()
@@ -40,28 +44,10 @@ def daemon_take_back(root: Path, path: Path) -> dict[str, Any]:
     parse_untrusted(b"PK\x03\x04 warm-up", key)  # the server has imported its reader
     target = root / "inbox" / path.name
     shutil.copy(path, target)
-    started = time.perf_counter()
-    outcome = process_file(folder, target, key, min_age=0)
-    seconds = time.perf_counter() - started
-    folder.close()
-    if outcome.outcome != "merged":
-        raise RuntimeError(f"{outcome.outcome}: {outcome.reasons}")
-    return {"inner_seconds": seconds, "applied": outcome.applied}
-
-
-def daemon_take_back_parsed_ahead(root: Path, path: Path) -> dict[str, Any]:
-    """The same take-back as ``lixiao watch`` now runs it: the file was handed to the parser while it settled
-    (``parse_ahead``, whose answer is in before the settle time is over), so the clock starts with the parse done."""
-    folder = open_folder(root)
-    key = secret_key(root)
-    start_server()
-    threading.Thread(target=threading.Event().wait, daemon=True).start()
-    parse_untrusted(b"PK\x03\x04 warm-up", key)
-    target = root / "inbox" / path.name
-    shutil.copy(path, target)
-    parse_ahead(target.read_bytes(), key)
-    for answer in list(sandbox._AHEAD.values()):  # the settle time is longer than the parse
-        answer.result()
+    if parsed_ahead:
+        parse_ahead(target.read_bytes(), key)
+        for answer in list(sandbox._AHEAD.values()):  # the settle time is longer than the parse
+            answer.result()
     started = time.perf_counter()
     outcome = process_file(folder, target, key, min_age=0)
     seconds = time.perf_counter() - started
