@@ -289,6 +289,8 @@ def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSet
         with store.transaction():
             students = _students(folder, ret)
             plan = _plan(folder, ret, key, settings, students)
+            names = {no: s.name for no, s in students.items()}  # for the receipt; the Students go now
+            del students
             held = _hold(folder, plan, ret, settings, confirm)
             result = _result(ret, plan, held)
             stamp = datetime.now()
@@ -328,7 +330,7 @@ def _merge(folder: DataFolder, ret: CheckedReturn, key: bytes, settings: SyncSet
         result.receipt = write_receipt(folder, row, Taken(
             store.recording or [], [(r.student_no, r.step, r.value, r.reason) for r in plan.refusals] if kept else [],
             [(c.student_no, c.step, c.issued, c.returned, c.current) for c in plan.conflicts] if kept else [],
-            {no: s.name for no, s in students.items()}))
+            names))
     return result
 
 
