@@ -268,14 +268,17 @@ class AuditChain:
             progress(done, total)
         return result
 
-    def replay_differences(self, replay: Replay) -> Differences:
-        """Where the statuses, waivers in force and ledger disagree with the replayed chain."""
+    def replay_differences(self, replay: Replay, statuses: dict[str, dict[str, str]] | None = None) -> Differences:
+        """Where the statuses, waivers in force and ledger disagree with the replayed chain; ``statuses``, when
+        given, receives every stored status (学号 → step → status) on the way (the status lines' check)."""
         found = Differences()
         replayed = replay.statuses
         seen = 0
         for row in self.db.execute(
                 "SELECT student_no, step, status, remark, version, updated_at, source, operator FROM statuses"):
             key = row[:2]
+            if statuses is not None:
+                statuses.setdefault(row[0], {})[row[1]] = row[2]
             want = replayed.get(key)
             if want is None:
                 found.status_extra.append(key)

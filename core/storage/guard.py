@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lixiao.core.manual.model import Status
 
+from .chain import Replay
 from .files import write_small
 from .schema import LINE_MARKS, SCHEMA_VERSION
 from .trusted import TrustedTables
@@ -80,7 +81,7 @@ class WriteGuard(TrustedTables):
             conn.execute("BEGIN")
         try:
             replay = self.replay()
-            return (replay.chain[:CONTENT_LINES] + self.line_problems() + self.replay_problems(replay)
+            return (replay.chain[:CONTENT_LINES] + self.table_problems(replay)
                     + self.trusted_differences(self.trusted_replay()).lines())
         except (sqlite3.DatabaseError, ValueError, KeyError, TypeError, StoreError) as exc:
             return [f"数据库内容无法读取（{exc}）"]
@@ -138,13 +139,24 @@ class WriteGuard(TrustedTables):
         problems += [f"外键错误：{r[0]} 第 {r[1]} 行引用 {r[2]}" for r in self.db.execute("PRAGMA foreign_key_check")]
         return problems
 
-    def line_problems(self) -> list[str]:
-        """Status lines that disagree with the statuses (empty when they agree)."""
+    def table_problems(self, replay: Replay) -> list[str]:
+        """The status lines against the statuses, then the statuses, waivers and ledger against the replayed chain,
+        in one pass over the statuses table."""
+        statuses: dict[str, dict[str, str]] = {}
+        replayed = self.replay_differences(replay, statuses).lines()
+        return self.line_problems(statuses) + replayed
+
+    def line_problems(self, statuses: dict[str, dict[str, str]] | None = None) -> list[str]:
+        """Status lines that disagree with the statuses (empty when they agree); ``statuses``: the table's rows
+        already read (学号 → step → status), or None to read them."""
         problems = []
-        stored: dict[str, dict[str, str]] = {}
+        if statuses is None:
+            statuses = {}
+            for no, step, status in self.db.execute("SELECT student_no, step, status FROM statuses"):
+                statuses.setdefault(no, {})[step] = status
         marks = {s.value: m for s, m in LINE_MARKS.items()}
-        for no, step, status in self.db.execute("SELECT student_no, step, status FROM statuses"):
-            stored.setdefault(no, {})[step] = marks.get(status) or LINE_MARKS[Status(status)]
+        stored = {no: {step: marks.get(status) or LINE_MARKS[Status(status)] for step, status in steps.items()}
+                  for no, steps in statuses.items()}
         lines = {no: dict(zip(steps.split(":"), marks, strict=True))
                  for no, steps, marks in self.db.execute("SELECT student_no, steps, marks FROM status_lines")}
         wrong = sorted(no for no in stored.keys() | lines.keys() if stored.get(no) != lines.get(no))

@@ -85,8 +85,7 @@ def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findin
     try:
         with store.snapshot():
             found.replay = store.replay(progress)
-            replayed = store.replay_problems(found.replay)
-            lines = store.line_problems()
+            tables = store.table_problems(found.replay)
             found.tail = store.anchor_disagreement(anchor)
             ledger = store.ledger_rows()
             found.trusted = store.trusted_replay()
@@ -110,7 +109,7 @@ def check_folder(folder: DataFolder, progress: Progress | None = None) -> Findin
             found.damage.append(f"审计链共 {len(chain)} 处不连续或被改动")
     if found.tail:
         found.damage.append(f"{found.tail}；运行 lixiao verify --repair 接受这一损失（或用备份恢复）")
-    found.damage += lines + replayed + found.differences.lines()
+    found.damage += tables + found.differences.lines()
     _check_archive(folder, ledger, archived, found)
     _check_receipts(ledger, receipts, found)
     _check_missing_receipts(folder, ledger, found)
