@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import chainhash
-from .chainhash import audit_hash, chain_text
+from .chainhash import AUDIT_FIELDS, audit_hash, chain_text
 from .differences import Differences, StatusFields
 from .files import write_small
 
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 GENESIS = "0" * 64
 REPAIR_LISTED = 1000  # how many restored rows a repair event lists
 ANCHOR = "audit.head"  # beside store.db: the chain head after the last commit ("seq hash")
-_AUDIT_FIELDS = ("at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash", "operator",
-                 "detail")
 
 
 def now() -> str:
@@ -75,7 +73,7 @@ class AuditEvent:
     hash: str
 
 
-AUDIT_COLUMNS = ", ".join(("seq", *_AUDIT_FIELDS, "prev_hash", "hash"))  # AuditEvent's fields, in order
+AUDIT_COLUMNS = ", ".join(("seq", *AUDIT_FIELDS, "prev_hash", "hash"))  # AuditEvent's fields, in order
 
 
 @dataclass
@@ -196,8 +194,8 @@ class AuditChain:
             rows.append([*fields, prev, digest])
             prev = digest
         self.db.conn.executemany(
-            f"INSERT INTO audit ({', '.join(_AUDIT_FIELDS)}, prev_hash, hash) "
-            f"VALUES ({', '.join('?' * (len(_AUDIT_FIELDS) + 2))})",
+            f"INSERT INTO audit ({', '.join(AUDIT_FIELDS)}, prev_hash, hash) "
+            f"VALUES ({', '.join('?' * (len(AUDIT_FIELDS) + 2))})",
             rows,
         )
         if self.recording is not None:
@@ -223,7 +221,7 @@ class AuditChain:
         prev = GENESIS
         problems = result.problems
         dumps, sha256 = chain_text, hashlib.sha256
-        cursor = self.db.execute(f"SELECT seq, {', '.join(_AUDIT_FIELDS)}, prev_hash, hash FROM audit "
+        cursor = self.db.execute(f"SELECT seq, {', '.join(AUDIT_FIELDS)}, prev_hash, hash FROM audit "
                                  "WHERE seq <= ? ORDER BY seq", [upto])
         done = 0
         for seq, at, kind, no, step, old, new, decision, source, source_hash, operator, detail, prev_hash, digest \

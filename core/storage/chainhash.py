@@ -3,7 +3,7 @@ of a long chain checked beside its replay in a second process, so that `lixiao v
 check) uses both cores: the replay rebuilds the state while the helper hashes every event.
 
 The helper (``python -m lixiao.core.storage.chainhash STORE UPTO``) reads the events up to seq UPTO through its own
-read-only connection and answers one JSON document: how many events it hashed and the seqs whose stored hash is
+connection (query_only) and answers one JSON document: how many events it hashed and the seqs whose stored hash is
 not the hash of their content. Events up to UPTO never change (the audit table refuses updates and deletes); a
 helper that fails, is killed or answers anything else is ignored and the replay hashes the events itself.
 """
@@ -21,8 +21,9 @@ from pathlib import Path
 _DUMPS = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), one encoder
 BESIDE_FROM = 100_000  # events: a shorter chain is hashed by the replay itself (a helper's start costs ≈ 0.1 s)
 BESIDE_SHARE = 0.9  # of the chain (by seq) the helper hashes: the replay hashes the rest while it rebuilds the state
-_HASHED = ("prev_hash", "at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash",
-           "operator", "detail")  # the hash's text: the previous hash, then Event.fields() in chain order
+# An audit event's fields in chain order (Event.fields()); its hash is taken over the previous hash and these.
+AUDIT_FIELDS = ("at", "kind", "student_no", "step", "old", "new", "decision", "source", "source_hash", "operator",
+                "detail")
 
 
 def chain_text(items: tuple[str, ...] | list[str]) -> str:
@@ -45,8 +46,8 @@ def bad_hashes(path: Path, upto: int) -> tuple[int, list[int]]:
     try:
         conn.execute("PRAGMA query_only = 1")
         sha256, bad, done = hashlib.sha256, [], 0
-        for seq, *hashed, digest in conn.execute(
-                f"SELECT seq, {', '.join(_HASHED)}, hash FROM audit WHERE seq <= ? ORDER BY seq", [upto]):
+        query = f"SELECT seq, prev_hash, {', '.join(AUDIT_FIELDS)}, hash FROM audit WHERE seq <= ? ORDER BY seq"
+        for seq, *hashed, digest in conn.execute(query, [upto]):
             done += 1
             if sha256(chain_text(hashed).encode("utf-8")).hexdigest() != digest:
                 bad.append(seq)
