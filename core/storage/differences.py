@@ -42,31 +42,21 @@ class Differences:
             examples = "、".join(f"{no} {step}：{_status_difference(row, want)}"
                                  for (no, step), row, want in self.status_changed[:EXAMPLES])
             lines.append(f"状态表中 {len(self.status_changed)} 处与审计记录不符（状态被改动），如 {examples}{fix}")
-        if self.status_missing:
-            lines.append(f"状态表缺少 {len(self.status_missing)} 行审计记录中的状态（状态行被删除），"
-                         f"如 {cells(self.status_missing)}{fix}")
-        if self.status_extra:
-            lines.append(f"状态表中 {len(self.status_extra)} 行没有审计记录（状态行被伪造），"
-                         f"如 {cells(self.status_extra)}{fix}")
-        if self.waiver_missing:
-            lines.append(f"解除限制表缺少 {len(self.waiver_missing)} 条审计记录中仍有效的解除限制（记录被删除或撤销），"
-                         f"如 {cells(self.waiver_missing)}{fix}")
-        if self.waiver_extra:
-            lines.append(f"解除限制表中 {len(self.waiver_extra)} 条有效记录与审计记录不符（记录被伪造或改动），"
-                         f"如 {cells(self.waiver_extra)}{fix}")
-        if self.ledger_missing:
-            lines.append(f"台账缺少 {len(self.ledger_missing)} 个审计记录中处理过的文件（台账行被删除），"
-                         f"如 {files(self.ledger_missing)}{fix}")
-        if self.ledger_changed:
-            lines.append(f"台账中 {len(self.ledger_changed)} 个文件的状态与审计记录不符（台账被改动），"
-                         f"如 {files(self.ledger_changed)}{fix}")
-        if self.ledger_extra:
-            lines.append(f"台账中 {len(self.ledger_extra)} 个文件没有审计记录（台账行被伪造），"
-                         f"如 {files(self.ledger_extra)}{fix}")
+        for found, said, named in (
+                (self.status_missing, "状态表缺少 {n} 行审计记录中的状态（状态行被删除）", cells),
+                (self.status_extra, "状态表中 {n} 行没有审计记录（状态行被伪造）", cells),
+                (self.waiver_missing, "解除限制表缺少 {n} 条审计记录中仍有效的解除限制（记录被删除或撤销）", cells),
+                (self.waiver_extra, "解除限制表中 {n} 条有效记录与审计记录不符（记录被伪造或改动）", cells),
+                (self.ledger_missing, "台账缺少 {n} 个审计记录中处理过的文件（台账行被删除）", files),
+                (self.ledger_changed, "台账中 {n} 个文件的状态与审计记录不符（台账被改动）", files),
+                (self.ledger_extra, "台账中 {n} 个文件没有审计记录（台账行被伪造）", files)):
+            if found:
+                lines.append(f"{said.format(n=len(found))}，如 {named(found)}{fix}")
         return lines
 
 
 _STATUS_FIELDS = ("状态", "备注", "版本", "时间", "来源", "操作人")
+
 
 def _status_difference(row: StatusFields, want: StatusFields) -> str:
     """Which fields of a status row differ from the replayed chain: 表中 … 审计记录为 …."""
